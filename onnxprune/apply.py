@@ -1,0 +1,100 @@
+"""Execute a plan on the analysed graph: slice parameters, let rules fix attributes, drop stale shapes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.groups import Analysis
+from onnxprune.plan import Plan
+from onnxprune.rules import ChannelTensor
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """Removed indices on a node's input-channel and output-channel axes, in the original numbering."""
+
+    name: str
+    op_type: str
+    in_removed: tuple[int, ...]
+    out_removed: tuple[int, ...]
+
+
+class _Rewriter:
+    """The RewriteView handed to rules: kept channels per tensor, and safe constant replacement."""
+
+    def __init__(self, analysis: Analysis, slot_removed: np.ndarray) -> None:
+        self.opset = analysis.context.opset
+        self._channels = analysis.context.channels
+        self._slot_removed = slot_removed
+
+    def channel(self, name: str) -> ChannelTensor:
+        return self._channels[name]
+
+    def kept(self, name: str) -> np.ndarray:
+        return np.nonzero(~self._slot_removed[self._channels[name].slots])[0]
+
+    def removed(self, name: str | None) -> tuple[int, ...]:
+        if name is None:
+            return ()
+        return tuple(int(i) for i in np.nonzero(self._slot_removed[self._channels[name].slots])[0])
+
+    @staticmethod
+    def replace_input(node: gs.Node, index: int, values: np.ndarray) -> None:
+        old = node.inputs[index]
+        # A constant shared by several nodes is copied, so one user's slice never changes another's.
+        name = old.name if len(old.outputs) == 1 else f"{old.name}__{node.name}"
+        node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values))
+
+
+def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:
+    """Remove the plan's channels from ``analysis.graph`` in place.
+
+    Returns:
+        One NodeChange for every node whose parameters were sliced.
+    """
+    ctx = analysis.context
+    removed_units = plan.removed_units(analysis)
+    slot_removed = np.isin(analysis.unit_of_slot, removed_units)
+    rewriter = _Rewriter(analysis, slot_removed)
+    sliced_nodes = _slice_parameters(analysis, slot_removed, rewriter)
+    for rule, node in ctx.rewrites:
+        rule.rewrite(node, rewriter)
+    _forget_inner_shapes(analysis.graph)
+    analysis.graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    changes = []
+    for node in sliced_nodes:
+        in_name, out_name = ctx.node_io.get(node.name, (None, None))
+        changes.append(NodeChange(node.name, node.op, rewriter.removed(in_name), rewriter.removed(out_name)))
+    return changes
+
+
+def _slice_parameters(analysis: Analysis, slot_removed: np.ndarray, rewriter: _Rewriter) -> list[gs.Node]:
+    by_input: dict[tuple[int, int], list] = defaultdict(list)
+    for param in analysis.context.params:
+        by_input[(id(param.node), param.input_index)].append(param)
+    sliced: dict[int, gs.Node] = {}
+    for params in by_input.values():
+        node, index = params[0].node, params[0].input_index
+        values = None
+        for param in params:
+            keep = ~slot_removed[param.slots]
+            if keep.all():
+                continue
+            values = np.asarray(node.inputs[index].values) if values is None else values
+            values = np.take(values, np.nonzero(keep)[0], axis=param.axis)
+        if values is not None:
+            rewriter.replace_input(node, index, values)
+            sliced[id(node)] = node
+    return list(sliced.values())
+
+
+def _forget_inner_shapes(graph: gs.Graph) -> None:
+    """Drop every inferred shape but the model's inputs and outputs; shape inference fills them again."""
+    keep = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.name not in keep:
+            tensor.shape = None

@@ -1,0 +1,93 @@
+"""Command line: ``onnxprune MODEL [options]``. A thin layer over :func:`onnxprune.prune`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from onnxprune.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, Importance, PruneConfig
+from onnxprune.errors import InputError, OnnxPruneError
+from onnxprune.model import save_model_atomic
+from onnxprune.pipeline import find_groups, prune
+from onnxprune.report import format_groups, format_summary
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every other bad input
+        self.exit(2, f"onnxprune: error: {message} (see onnxprune --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxprune", description="Remove the least important channels of an ONNX model.")
+    parser.add_argument("model", help="the .onnx model to prune (never modified)")
+    parser.add_argument("-o", "--output", help="where to write the pruned model (default: MODEL_STEM.pruned.onnx beside it)")
+    parser.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help=f"fraction of channels removed per group (default {DEFAULT_RATIO})")
+    parser.add_argument("--importance", choices=[i.value for i in Importance], default=Importance.L1.value,
+                        help="how channels are ranked (default l1)")
+    parser.add_argument("--round-to", type=int, default=None, metavar="N",
+                        help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO})")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names or globs whose groups stay whole")
+    parser.add_argument("--dry-run", action="store_true", help="print the channel groups and the plan; write nothing")
+    parser.add_argument("--report", metavar="PATH", help="write the JSON report here")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random validation inputs")
+    return parser
+
+
+def _output_path(model: Path, output: str | None, force: bool) -> Path:
+    path = Path(output) if output else model.with_name(f"{model.stem}.pruned.onnx")
+    if path.exists() and model.exists() and os.path.samefile(path, model):
+        raise InputError(f"the output '{path}' is the input model; choose another path with -o")
+    if path.is_dir():
+        raise InputError(f"the output '{path}' is a directory; give a file path with -o")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise InputError(f"cannot write to the folder '{path.parent}'; choose a writable location with -o")
+    if path.exists() and not force:
+        raise InputError(f"the output '{path}' already exists; pass --force to replace it")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    config = PruneConfig(ratio=args.ratio, importance=Importance(args.importance), round_to=args.round_to,
+                         exclude=tuple(args.exclude), seed=args.seed)
+    model = Path(args.model)
+    if args.dry_run:
+        result = find_groups(model, config)
+        print(format_groups(result.groups))
+        return 0
+    output = _output_path(model, args.output, args.force)
+    result = prune(model, config)
+    if result.report["pruned"]["params"] == result.report["original"]["params"]:
+        print("nothing was pruned: " + _why_nothing(result.report["groups"]))
+        return 0
+    save_model_atomic(result.model, output)
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.report, indent=2))
+    print(format_summary(result.report, str(output)))
+    return 0
+
+
+def _why_nothing(groups: list[dict]) -> str:
+    if all(g["pinned_reason"] for g in groups):
+        return "every channel group is pinned (run with --dry-run to see why); no file was written"
+    return "the ratio and rounding leave every group whole (try a larger --ratio or a smaller --round-to); no file was written"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``onnxprune`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except OnnxPruneError as exc:
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

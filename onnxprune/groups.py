@@ -1,0 +1,171 @@
+"""Channel dependency groups: walk the graph through the rules, then join coupled channels.
+
+Slots joined by couplings form *units*: the smallest sets of channels that can be removed at all (a
+residual Add's input and output channel i, a Flatten's block of features, ...). Units that share a
+tensor form a *group*. Within a group, units touching exactly the same tensors form a *segment*
+(the part of a Concat that came from one input); each segment keeps a multiple of the rounding unit,
+so every tensor does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules import ChannelContext, ChannelTensor, RuleRegistry, Unprunable
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be removed together, and whether they can be removed at all."""
+
+    index: int
+    members: tuple[ChannelTensor, ...]
+    units: np.ndarray
+    segments: tuple[np.ndarray, ...]
+    nodes: tuple[str, ...]
+    pinned_reason: str | None
+
+    @property
+    def channels(self) -> int:
+        """How many removable units (channels) the group has."""
+        return len(self.units)
+
+
+@dataclass
+class Analysis:
+    """The traced channels of one graph and the groups they form."""
+
+    graph: gs.Graph
+    context: ChannelContext
+    unit_of_slot: np.ndarray
+    groups: list[ChannelGroup]
+
+    @property
+    def unit_count(self) -> int:
+        return int(self.unit_of_slot.max()) + 1 if self.unit_of_slot.size else 0
+
+
+def connected_labels(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Label each of ``count`` items with the smallest item joined to it by the edges (a[i], b[i])."""
+    labels = np.arange(count)
+    while a.size:
+        low = np.minimum(labels[a], labels[b])
+        np.minimum.at(labels, labels[a], low)
+        np.minimum.at(labels, labels[b], low)
+        while True:  # pointer jumping until every item points at its root
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels[a], labels[b]):
+            break
+    return labels
+
+
+def trace_channels(graph: gs.Graph, opset: int, registry: RuleRegistry) -> ChannelContext:
+    """Walk the (topologically sorted) graph and let each node's rule declare its channels."""
+    ctx = ChannelContext(opset)
+    for node in graph.nodes:
+        ctx.node = node
+        rule = registry.get(node.op, node.domain or "")
+        if rule is None:
+            ctx.pin_node(node, f"onnxprune has no channel rule for op type '{node.op}'")
+            continue
+        try:
+            rule.analyse(node, ctx)
+        except Unprunable as exc:
+            ctx.pin_node(node, exc.reason)
+    for node in graph.nodes:
+        ctx.node = node
+        for name in _subgraph_inputs(node):
+            if name in ctx.channels:
+                ctx.pin(ctx.channels[name], f"'{name}' is used inside a subgraph")
+    ctx.node = None
+    for tensor in graph.outputs:
+        if tensor.name in ctx.channels:
+            ctx.pin(ctx.channels[tensor.name], f"'{tensor.name}' is a model output, whose shape never changes")
+    return ctx
+
+
+def _subgraph_inputs(node: gs.Node) -> set[str]:
+    names: set[str] = set()
+    for value in node.attrs.values():
+        for sub in value if isinstance(value, list) else [value]:
+            if isinstance(sub, gs.Graph):
+                for inner in sub.nodes:
+                    names.update(t.name for t in inner.inputs)
+                    names.update(_subgraph_inputs(inner))
+    return names
+
+
+def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
+    """Join coupled slots into units and units into groups."""
+    edges_a = np.concatenate([a for a, _ in ctx.edges]) if ctx.edges else np.zeros(0, np.int64)
+    edges_b = np.concatenate([b for _, b in ctx.edges]) if ctx.edges else np.zeros(0, np.int64)
+    _, unit_of_slot = np.unique(connected_labels(ctx.slot_count, edges_a, edges_b), return_inverse=True)
+    spaces = list(ctx.channels.values()) + ctx.extra_spaces
+    unit_count = int(unit_of_slot.max()) + 1 if ctx.slot_count else 0
+    tie_a = np.concatenate([np.full(s.size, unit_of_slot[s.start]) for s in spaces]) if spaces else edges_a
+    tie_b = np.concatenate([unit_of_slot[s.slots] for s in spaces]) if spaces else edges_b
+    _, group_of_unit = np.unique(connected_labels(unit_count, tie_a, tie_b), return_inverse=True)
+    signature = _unit_signatures(spaces, unit_of_slot, unit_count)
+    reasons = _pin_reasons(ctx, unit_of_slot, group_of_unit)
+    order = np.argsort(group_of_unit, kind="stable")
+    bounds = np.searchsorted(group_of_unit[order], np.arange(int(group_of_unit.max(initial=-1)) + 2))
+    members: dict[int, list[ChannelTensor]] = {}
+    for space in ctx.channels.values():
+        members.setdefault(int(group_of_unit[unit_of_slot[space.start]]), []).append(space)
+    tensors = graph.tensors()
+    groups = []
+    for g in range(len(bounds) - 1):
+        units = order[bounds[g]:bounds[g + 1]]
+        group_members = tuple(members.get(g, ()))
+        groups.append(ChannelGroup(
+            index=len(groups),
+            members=group_members,
+            units=units,
+            segments=_segments(signature[units]),
+            nodes=_touching_nodes(group_members, tensors),
+            pinned_reason=reasons.get(g),
+        ))
+    return Analysis(graph, ctx, unit_of_slot, groups)
+
+
+def _unit_signatures(spaces: list[ChannelTensor], unit_of_slot: np.ndarray, unit_count: int) -> np.ndarray:
+    """A hash per unit of the set of tensors it touches (random 64-bit keys summed, wrapping)."""
+    keys = np.random.default_rng(0).integers(0, 2**63, size=len(spaces), dtype=np.uint64)
+    signature = np.zeros(unit_count, dtype=np.uint64)
+    for key, space in zip(keys, spaces):
+        np.add.at(signature, np.unique(unit_of_slot[space.slots]), key)
+    return signature
+
+
+def _segments(signature: np.ndarray) -> tuple[np.ndarray, ...]:
+    _, first, inverse = np.unique(signature, return_index=True, return_inverse=True)
+    return tuple(np.nonzero(inverse == k)[0] for k in np.argsort(first))
+
+
+def _pin_reasons(ctx: ChannelContext, unit_of_slot: np.ndarray, group_of_unit: np.ndarray) -> dict[int, str]:
+    reasons: dict[int, str] = {}
+    for slots, reason in ctx.pins:
+        for g in np.unique(group_of_unit[unit_of_slot[slots]]):
+            reasons.setdefault(int(g), reason)
+    return reasons
+
+
+def _touching_nodes(members: tuple[ChannelTensor, ...], tensors: dict[str, gs.Tensor]) -> tuple[str, ...]:
+    names: dict[str, None] = {}
+    for member in members:
+        tensor = tensors.get(member.name)
+        if tensor is not None:
+            names.update((n.name, None) for n in list(tensor.inputs) + list(tensor.outputs))
+    return tuple(names)
+
+
+def analyse_graph(graph: gs.Graph, opset: int, registry: RuleRegistry | None = None) -> Analysis:
+    """Trace channels through ``graph`` and build its groups."""
+    ctx = trace_channels(graph, opset, registry or RuleRegistry())
+    return build_groups(graph, ctx)

@@ -1,0 +1,145 @@
+"""Loading, normalising and saving models, and a thin view of a graph for the rules."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from onnxprune.errors import InputError
+
+ModelSource = str | os.PathLike | onnx.ModelProto
+Dim = int | str | None
+
+MIN_OPSET = 11
+
+
+def load_model(source: ModelSource) -> onnx.ModelProto:
+    """Load a model from a path or copy a ``ModelProto``; the caller's object is never changed.
+
+    Raises:
+        InputError: the path is missing, not a file, or not a readable ONNX model.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+    else:
+        model = _read_model_file(Path(source))
+    _check_loadable(model)
+    return model
+
+
+def _read_model_file(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise InputError(f"model file '{path}' does not exist; check the path")
+    if not path.is_file():
+        raise InputError(f"'{path}' is not a file; pass the path of an .onnx model file")
+    try:
+        return onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError, OSError, IndexError, TypeError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"'{path}' is not a readable ONNX model ({first_line}); re-export it or check the file is complete"
+        ) from None
+
+
+def _check_loadable(model: onnx.ModelProto) -> None:
+    if not model.graph.node:
+        raise InputError("the model's graph has no nodes; there is nothing to prune")
+    opset = default_opset(model)
+    if opset is not None and opset < MIN_OPSET:
+        raise InputError(
+            f"the model uses opset {opset}; onnxprune needs opset {MIN_OPSET} or newer "
+            "(convert it with onnx.version_converter.convert_version)"
+        )
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    """The version of the default ONNX domain the model imports."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return None
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference with data propagation, dropping stale annotations first."""
+    fresh = onnx.ModelProto()
+    fresh.CopyFrom(model)
+    del fresh.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(fresh, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise InputError(f"ONNX shape inference failed on the model: {str(exc).splitlines()[0]}") from None
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    """A graphsurgeon graph of the model with shapes inferred and weights as plain constants."""
+    graph = gs.import_onnx(infer_shapes(model))
+    _inline_constant_nodes(graph)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return graph
+
+
+def _inline_constant_nodes(graph: gs.Graph) -> None:
+    """Turn ``Constant`` nodes (Paddle, tf2onnx) and ``Identity`` of constants (PyTorch) into constants."""
+    outputs = {t.name for t in graph.outputs}
+    for node in graph.nodes:
+        out = node.outputs[0] if len(node.outputs) == 1 else None
+        if out is None or out.name in outputs:
+            continue
+        if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+            values = node.attrs["value"].values
+        elif node.op == "Identity" and isinstance(node.inputs[0], gs.Constant):
+            values = node.inputs[0].values
+        else:
+            continue
+        node.outputs.clear()
+        out.to_constant(np.asarray(values))
+
+
+def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
+    """Export a graph keeping the template's opsets, IR version and metadata."""
+    model = gs.export_onnx(graph)
+    model.ir_version = template.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(template.opset_import)
+    model.producer_name = template.producer_name
+    model.producer_version = template.producer_version
+    del model.metadata_props[:]
+    model.metadata_props.extend(template.metadata_props)
+    return model
+
+
+def save_model_atomic(model: onnx.ModelProto, path: Path) -> None:
+    """Write the model to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def static_shape(tensor: gs.Tensor) -> tuple[Dim, ...] | None:
+    """The tensor's shape as inferred (dims may be symbolic strings or None), or None if unknown."""
+    if isinstance(tensor, gs.Constant):
+        return tuple(int(d) for d in tensor.shape)
+    if tensor.shape is None:
+        return None
+    return tuple(d if isinstance(d, (int, np.integer)) and d >= 0 else (d or None) for d in tensor.shape)
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a constant tensor, or None for activations and empty optional inputs."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    return None

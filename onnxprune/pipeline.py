@@ -1,0 +1,114 @@
+"""The pruning pipeline: load, trace groups, score, plan, apply, validate, report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import onnx
+
+from onnxprune.apply import NodeChange, apply_plan
+from onnxprune.config import Importance, PruneConfig
+from onnxprune.errors import InputError
+from onnxprune.groups import Analysis, analyse_graph
+from onnxprune.importance import weight_scores
+from onnxprune.model import ModelSource, default_opset, export_graph, import_graph, infer_shapes, load_model
+from onnxprune.plan import Plan, make_plan
+from onnxprune.report import build_report, group_rows
+from onnxprune.stats import ModelStats, model_stats
+from onnxprune.validate import OutputCheck, check_pruned
+
+
+@dataclass(frozen=True)
+class GroupsResult:
+    """What ``--dry-run`` shows: the groups, and what the plan would keep of each."""
+
+    groups: list[dict]
+    plan: Plan
+
+    @property
+    def prunable(self) -> int:
+        return sum(1 for g in self.groups if g["pinned_reason"] is None)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """The pruned model and everything measured about it."""
+
+    model: onnx.ModelProto
+    plan: Plan
+    original: ModelStats
+    pruned: ModelStats
+    changes: list[NodeChange]
+    outputs: list[OutputCheck]
+    report: dict
+
+
+def _resolve_config(config: PruneConfig | None, **options) -> PruneConfig:
+    config = config or PruneConfig()
+    given = {k: v for k, v in options.items() if v is not None}
+    if "importance" in given:
+        given["importance"] = _importance(given["importance"])
+    if "exclude" in given:
+        given["exclude"] = tuple(given["exclude"])
+    config = replace(config, **given)
+    if not 0.0 <= config.ratio < 1.0:
+        raise InputError(f"ratio must be at least 0 and below 1, got {config.ratio}")
+    if config.rounding < 1:
+        raise InputError(f"round-to must be a positive integer, got {config.rounding}")
+    return config
+
+
+def _importance(value: Importance | str) -> Importance:
+    try:
+        return Importance(value)
+    except ValueError:
+        allowed = ", ".join(i.value for i in Importance)
+        raise InputError(f"unknown importance '{value}'; choose one of: {allowed}") from None
+
+
+def _analyse(model: onnx.ModelProto) -> Analysis:
+    return analyse_graph(import_graph(model), default_opset(model) or 1)
+
+
+def find_groups(model: ModelSource, config: PruneConfig | None = None, **options) -> GroupsResult:
+    """Analyse a model without changing it: its channel groups, why some are pinned, and what would be kept.
+
+    Args:
+        model: a path or a ModelProto.
+        config: options; keyword arguments (ratio, importance, round_to, exclude) override it.
+    """
+    config = _resolve_config(config, **options)
+    analysis = _analyse(load_model(model))
+    plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
+    return GroupsResult(group_rows(analysis, plan), plan)
+
+
+def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
+    """Remove the least important channels of every prunable group and check the result runs.
+
+    Args:
+        model: a path or a ModelProto (never modified).
+        config: options; keyword arguments (ratio, importance, round_to, exclude, validate, seed)
+            override its fields.
+
+    Returns:
+        A PruneResult holding the pruned ModelProto and the report as a dict.
+
+    Raises:
+        InputError: bad model or options.
+        PrunedModelError: the pruned model failed validation (nothing should be written).
+    """
+    config = _resolve_config(config, **options)
+    original = load_model(model)
+    analysis = _analyse(original)
+    plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
+    groups = group_rows(analysis, plan)
+    changes = apply_plan(analysis, plan)
+    pruned = infer_shapes(export_graph(analysis.graph, original))
+    outputs = check_pruned(original, pruned, config.seed) if config.validate else []
+    before, after = model_stats(original), model_stats(pruned, pruned)
+    source = str(model) if isinstance(model, (str, os.PathLike, Path)) else None
+    report = build_report(source, config, before, after, groups, changes, outputs)
+    return PruneResult(pruned, plan, before, after, changes, outputs, report)

@@ -1,0 +1,226 @@
+"""The interface between the channel rules and the graph walk.
+
+Every channel-carrying tensor gets a contiguous range of integer *slots*, one per index on its channel
+axis. A rule declares which of its tensors carry channels, which slots must be removed together
+(``couple``), which parameters are sliced along which axis, and which slots must stay (``pin``, with a
+reason). ``groups.py`` turns the couplings into channel groups; ``apply.py`` slices what rules declared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.model import Dim, constant_value, static_shape
+
+
+class Unprunable(Exception):
+    """Raised by a rule when channels cannot be traced through its node; carries the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ChannelTensor:
+    """A tensor that carries channels: its name, channel axis, channel count and first slot."""
+
+    name: str
+    axis: int
+    size: int
+    start: int
+
+    @property
+    def slots(self) -> np.ndarray:
+        """Slot ids of the channels, in channel order."""
+        return np.arange(self.start, self.start + self.size)
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """A constant input of a node that loses the positions whose slots are removed, along ``axis``."""
+
+    node: gs.Node
+    input_index: int
+    axis: int
+    slots: np.ndarray
+    scored: bool = False
+
+
+class RewriteView(Protocol):
+    """What a rule's ``rewrite`` sees of the plan being applied."""
+
+    opset: int
+
+    def channel(self, name: str) -> ChannelTensor:
+        """The channels ``name`` had before pruning."""
+
+    def kept(self, name: str) -> np.ndarray:
+        """Original indices of the channels that ``name`` keeps on its channel axis."""
+
+    def replace_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
+        """Give ``node`` a fresh constant as input ``index`` (shared constants stay untouched)."""
+
+
+class Rule:
+    """Channel behaviour of one family of ops. Subclasses set ``op_types`` and override ``analyse``."""
+
+    op_types: tuple[str, ...] = ()
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        """Declare output channels, couplings, parameter slices and pins for ``node``."""
+        raise NotImplementedError
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        """Fix attributes and shape constants of ``node`` after the parameters are sliced."""
+
+
+class ChannelContext:
+    """What the graph walk knows about channels; rules read and extend it."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.channels: dict[str, ChannelTensor] = {}
+        self.extra_spaces: list[ChannelTensor] = []
+        self.slot_count = 0
+        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pins: list[tuple[np.ndarray, str]] = []
+        self.params: list[ParamSlice] = []
+        self.rewrites: list[tuple[Rule, gs.Node]] = []
+        self.node_io: dict[str, tuple[str | None, str | None]] = {}
+        self.node: gs.Node | None = None
+
+    # ---- reading the graph -------------------------------------------------------------
+    def channel(self, tensor: gs.Tensor) -> ChannelTensor | None:
+        """The channels of a tensor, or None if it carries none (constants, shapes, opaque values)."""
+        return self.channels.get(tensor.name)
+
+    @staticmethod
+    def shape(tensor: gs.Tensor) -> tuple[Dim, ...] | None:
+        return static_shape(tensor)
+
+    def rank(self, tensor: gs.Tensor) -> int:
+        shape = self.shape(tensor)
+        if shape is None:
+            raise Unprunable(f"the rank of '{tensor.name}' is unknown after shape inference")
+        return len(shape)
+
+    @staticmethod
+    def const(tensor: gs.Tensor) -> np.ndarray | None:
+        return constant_value(tensor)
+
+    def int_attr_or_input(self, node: gs.Node, attr: str, index: int) -> np.ndarray | None:
+        """An integer list given as attribute (older opsets) or constant input (newer ones)."""
+        if attr in node.attrs:
+            return np.atleast_1d(np.asarray(node.attrs[attr], dtype=np.int64))
+        if len(node.inputs) > index and not node.inputs[index].is_empty():
+            value = self.const(node.inputs[index])
+            if value is None:
+                raise Unprunable(f"its '{attr}' input is computed at run time")
+            return np.atleast_1d(value.astype(np.int64))
+        return None
+
+    # ---- declaring channels ------------------------------------------------------------
+    def declare(self, tensor: gs.Tensor, axis: int, size: int | None = None, register: bool = True) -> ChannelTensor:
+        """Give ``tensor`` fresh slots for its channels on ``axis``."""
+        if size is None:
+            shape = self.shape(tensor)
+            dim = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+            if not isinstance(dim, (int, np.integer)):
+                raise Unprunable(f"the channel count of '{tensor.name}' is unknown after shape inference")
+            size = int(dim)
+            axis = axis % len(shape)
+        channel = ChannelTensor(tensor.name, axis, int(size), self.slot_count)
+        self.slot_count += int(size)
+        if register:
+            self.channels[tensor.name] = channel
+        else:
+            self.extra_spaces.append(channel)
+        return channel
+
+    def same_channels(self, tensor: gs.Tensor, source: ChannelTensor, axis: int | None = None) -> ChannelTensor:
+        """Declare ``tensor`` with the channels of ``source`` (same count, index for index)."""
+        channel = self.declare(tensor, source.axis if axis is None else axis, source.size)
+        self.couple(source.slots, channel.slots)
+        return channel
+
+    def couple(self, slots_a: np.ndarray, slots_b: np.ndarray) -> None:
+        """Slots at equal positions of the two arrays are removed together."""
+        slots_a, slots_b = np.asarray(slots_a), np.asarray(slots_b)
+        if slots_a.shape != slots_b.shape:
+            raise ValueError(f"coupling {slots_a.shape} slots with {slots_b.shape}")
+        if slots_a.size:
+            self.edges.append((slots_a, slots_b))
+
+    def pin(self, channel: ChannelTensor | np.ndarray, reason: str) -> None:
+        """Keep these channels (and so their whole group); ``reason`` is shown to the user."""
+        slots = channel.slots if isinstance(channel, ChannelTensor) else np.asarray(channel)
+        where = f"{self.node.op} node '{self.node.name}'" if self.node is not None else "the model"
+        self.pins.append((slots, f"{where}: {reason}"))
+
+    def expect(self, tensor: gs.Tensor, axis: int) -> ChannelTensor:
+        """The channels of an input that the current node consumes on ``axis``.
+
+        Inputs with channels elsewhere, or with none that can be traced (model inputs, constants,
+        outputs of unsupported ops), get fresh slots that are pinned.
+        """
+        existing = self.channel(tensor)
+        rank = self.rank(tensor)
+        axis %= rank
+        if existing is not None and existing.axis == axis:
+            return existing
+        if existing is not None:
+            self.pin(existing, f"consumes '{tensor.name}' on axis {axis} but its channels are on axis {existing.axis}")
+            fresh = self.declare(tensor, axis, register=False)
+        else:
+            fresh = self.declare(tensor, axis)
+        self.pin(fresh, self._origin(tensor))
+        return fresh
+
+    @staticmethod
+    def _origin(tensor: gs.Tensor) -> str:
+        if isinstance(tensor, gs.Constant):
+            return f"its input '{tensor.name}' is a constant"
+        if not tensor.inputs:
+            return f"its input '{tensor.name}' is a model input, whose shape never changes"
+        producer = tensor.inputs[0]
+        return f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}', which cannot be pruned"
+
+    # ---- declaring what apply does ------------------------------------------------------
+    def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False) -> None:
+        """Slice constant input ``index`` of ``node`` along ``axis``; ``slots[i]`` owns position ``i``."""
+        tensor = node.inputs[index]
+        if not isinstance(tensor, gs.Constant):
+            raise Unprunable(f"its parameter '{tensor.name}' is not a constant")
+        if tensor.shape[axis] != len(slots):
+            raise Unprunable(f"parameter '{tensor.name}' has {tensor.shape[axis]} entries on axis {axis}, expected {len(slots)}")
+        self.params.append(ParamSlice(node, index, axis % len(tensor.shape), np.asarray(slots), scored))
+
+    def add_rewrite(self, rule: Rule, node: gs.Node) -> None:
+        """Ask for ``rule.rewrite(node, kept)`` once the parameters are sliced."""
+        self.rewrites.append((rule, node))
+
+    def record_io(self, node: gs.Node, in_channels: ChannelTensor | None, out_channels: ChannelTensor | None) -> None:
+        """Remember which channels are this node's input and output side, for the report."""
+        self.node_io[node.name] = (
+            in_channels.name if in_channels else None,
+            out_channels.name if out_channels else None,
+        )
+
+    def pin_node(self, node: gs.Node, reason: str) -> None:
+        """Pin every channel input and output of ``node``; its outputs carry no channels afterwards."""
+        for tensor in list(node.inputs) + list(node.outputs):
+            channel = self.channel(tensor)
+            if channel is not None:
+                self.pin(channel, reason)
+        for tensor in node.outputs:
+            self.channels.pop(tensor.name, None)
+
+
+def broadcast_axis(channel_axis: int, input_rank: int, output_rank: int) -> int:
+    """Where an input axis lands in the output of a numpy-broadcasting op (inputs align right)."""
+    return channel_axis + output_rank - input_rank

@@ -1,0 +1,123 @@
+"""Concat, Split and Slice.
+
+On the channel axis these ops move channel indices by offsets: Concat's input k channel i is output
+channel offset_k + i; Split's output k channel i is input channel offset_k + i; Slice (step 1) output
+channel i is input channel start + i. Split sizes and Slice bounds are rewritten from the kept counts.
+On any other axis every input and output shares the same channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
+
+
+def _single_channel_axis(channels: list[ChannelTensor]) -> int:
+    axes = {c.axis for c in channels}
+    if len(axes) > 1:
+        raise Unprunable("its inputs carry channels on different axes")
+    return axes.pop()
+
+
+class ConcatRule(Rule):
+    op_types = ("Concat",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        known = [ctx.channel(t) for t in node.inputs if ctx.channel(t) is not None]
+        if not known:
+            return
+        rank = ctx.rank(node.outputs[0])
+        axis = _single_channel_axis(known)
+        concat_axis = int(node.attrs["axis"]) % rank
+        parts = [ctx.expect(t, axis) for t in node.inputs]
+        if concat_axis == axis:
+            y = ctx.declare(node.outputs[0], axis, sum(p.size for p in parts))
+            offset = 0
+            for part in parts:
+                ctx.couple(part.slots, y.slots[offset:offset + part.size])
+                offset += part.size
+        else:
+            if len({p.size for p in parts}) > 1:
+                raise Unprunable("its inputs have different channel counts")
+            y = ctx.declare(node.outputs[0], axis, parts[0].size)
+            for part in parts:
+                ctx.couple(part.slots, y.slots)
+
+
+class SplitRule(Rule):
+    op_types = ("Split",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        axis = int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0])
+        if axis != x.axis:
+            for out in node.outputs:
+                ctx.same_channels(out, x)
+            return
+        sizes = [ctx.shape(out)[axis] for out in node.outputs]
+        if not all(isinstance(s, int) for s in sizes) or sum(sizes) != x.size:
+            raise Unprunable("its split sizes are unknown after shape inference")
+        offset = 0
+        for out, size in zip(node.outputs, sizes):
+            y = ctx.declare(out, axis, size)
+            ctx.couple(x.slots[offset:offset + size], y.slots)
+            offset += size
+        ctx.add_rewrite(self, node)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        sizes = np.array([len(view.kept(out.name)) for out in node.outputs], dtype=np.int64)
+        node.attrs.pop("num_outputs", None)
+        if view.opset < 13:
+            node.attrs["split"] = [int(s) for s in sizes]
+        elif len(node.inputs) > 1 and not node.inputs[1].is_empty():
+            view.replace_input(node, 1, sizes)
+        else:
+            node.inputs.append(gs.Constant(f"{node.name}_split_sizes", sizes))
+
+
+def _slice_arguments(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+    """Slice's starts, ends, normalised axes and steps, all constants, or Unprunable."""
+    values = [None] * 5
+    for index, tensor in enumerate(node.inputs[:5]):
+        if index and not tensor.is_empty():
+            if not isinstance(tensor, gs.Constant):
+                raise Unprunable("its starts, ends, axes or steps are computed at run time")
+            values[index] = np.asarray(tensor.values, dtype=np.int64)
+    starts, ends = values[1], values[2]
+    axes = values[3] if values[3] is not None else np.arange(len(starts))
+    steps = values[4] if values[4] is not None else np.ones(len(starts), np.int64)
+    return starts, ends, [int(a) % rank for a in axes], steps
+
+
+class SliceRule(Rule):
+    op_types = ("Slice",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        starts, ends, axes, steps = _slice_arguments(node, ctx.rank(node.inputs[0]))
+        if x.axis not in axes:
+            ctx.same_channels(node.outputs[0], x)
+            return
+        k = axes.index(x.axis)
+        if int(steps[k]) != 1:
+            raise Unprunable("it slices the channel axis with a step other than 1")
+        start, stop, _ = slice(int(starts[k]), int(ends[k])).indices(x.size)
+        y = ctx.declare(node.outputs[0], x.axis, max(0, stop - start))
+        ctx.couple(x.slots[start:start + y.size], y.slots)
+        ctx.add_rewrite(self, node)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        x = view.channel(node.inputs[0].name)
+        starts, ends, axes, _ = _slice_arguments(node, len(node.inputs[0].shape))
+        k = axes.index(x.axis)
+        start = slice(int(starts[k]), int(ends[k])).indices(x.size)[0]
+        new_start = int(np.searchsorted(view.kept(x.name), start))
+        starts[k], ends[k] = new_start, new_start + len(view.kept(node.outputs[0].name))
+        view.replace_input(node, 1, starts.astype(node.inputs[1].values.dtype))
+        view.replace_input(node, 2, ends.astype(node.inputs[2].values.dtype))

@@ -1,0 +1,75 @@
+"""Conv and ConvTranspose.
+
+Conv: X [N, C, *S], W [M, C/g, *K], B [M]. Output channel m is W[m] and B[m]; input channel c is
+W[:, c % (C/g)] within its group. Plain (g = 1): input and output are independent channel spaces.
+Depthwise (g = C, W [C*k, 1, *K]): output channel i*k + j is computed from input channel i only, so
+they are removed together and ``group`` is rewritten. Other grouped convs: every group must keep the
+same count, so position p is removed from all groups at once and ``group`` stays.
+ConvTranspose (g = 1 only): W [C, M, *K], input on axis 0 and output on axis 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
+
+
+def _weight(node: gs.Node, ctx: ChannelContext) -> np.ndarray:
+    if len(node.inputs) < 2 or ctx.const(node.inputs[1]) is None:
+        raise Unprunable("its weight is not a constant")
+    return ctx.const(node.inputs[1])
+
+
+def _has_bias(node: gs.Node) -> bool:
+    return len(node.inputs) > 2 and not node.inputs[2].is_empty()
+
+
+class ConvRule(Rule):
+    op_types = ("Conv",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        weight = _weight(node, ctx)
+        groups = int(node.attrs.get("group", 1))
+        in_channels = weight.shape[1] * groups
+        out_channels, per_group_in = weight.shape[0], weight.shape[1]
+        x = ctx.expect(node.inputs[0], 1)
+        if x.size != in_channels:
+            raise Unprunable(f"its input has {x.size} channels but the weight expects {in_channels}")
+        y = ctx.declare(node.outputs[0], 1, out_channels)
+        if groups == 1:
+            ctx.slice_param(node, 1, 1, x.slots, scored=True)
+        elif per_group_in == 1:  # depthwise, possibly with a channel multiplier
+            multiplier = out_channels // in_channels
+            ctx.couple(np.repeat(x.slots, multiplier), y.slots)
+            ctx.add_rewrite(self, node)
+        else:
+            per_group_out = out_channels // groups
+            for g in range(1, groups):
+                ctx.couple(x.slots[:per_group_in], x.slots[g * per_group_in:(g + 1) * per_group_in])
+                ctx.couple(y.slots[:per_group_out], y.slots[g * per_group_out:(g + 1) * per_group_out])
+            ctx.slice_param(node, 1, 1, x.slots[:per_group_in], scored=True)
+        ctx.slice_param(node, 1, 0, y.slots, scored=True)
+        if _has_bias(node):
+            ctx.slice_param(node, 2, 0, y.slots)
+        ctx.record_io(node, x, y)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        node.attrs["group"] = len(view.kept(node.inputs[0].name))
+
+
+class ConvTransposeRule(Rule):
+    op_types = ("ConvTranspose",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        weight = _weight(node, ctx)
+        if int(node.attrs.get("group", 1)) != 1:
+            raise Unprunable("grouped ConvTranspose is not supported")
+        x = ctx.expect(node.inputs[0], 1)
+        y = ctx.declare(node.outputs[0], 1, weight.shape[1])
+        ctx.slice_param(node, 1, 0, x.slots, scored=True)
+        ctx.slice_param(node, 1, 1, y.slots, scored=True)
+        if _has_bias(node):
+            ctx.slice_param(node, 2, 0, y.slots)
+        ctx.record_io(node, x, y)

@@ -1,0 +1,78 @@
+"""Element-wise ops.
+
+Unary ops (Relu, Sigmoid, Clip, Cast, ...) keep channels index for index. Broadcasting ops (Add, Mul,
+Where, PRelu, ...) align inputs to the right: every input whose aligned channel axis has the full
+channel count is coupled with the output (residual Adds, squeeze-excite Muls, x*sigmoid(x)); a constant
+with the full count there is sliced; a size-1 axis broadcasts and is left alone.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import ChannelContext, Rule, Unprunable, broadcast_axis
+
+UNARY_OPS = (
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Erf", "Gelu", "Mish", "ThresholdedRelu", "Shrink", "Cast", "Identity", "Dropout", "Abs",
+    "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Not",
+    "IsNaN", "IsInf", "Clip",
+)
+BROADCAST_OPS = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Less",
+    "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift",
+)
+
+
+class UnaryRule(Rule):
+    op_types = UNARY_OPS
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        for extra in node.inputs[1:]:  # Clip min/max, Dropout ratio: must be scalars
+            shape = ctx.shape(extra) if not extra.is_empty() else ()
+            if shape is None or any(d != 1 for d in shape):
+                raise Unprunable(f"its input '{extra.name}' is not a scalar")
+        if any(not t.is_empty() and t.outputs for t in node.outputs[1:]):
+            raise Unprunable("its second output (mask) is used")
+        x = ctx.channel(node.inputs[0])
+        if x is not None:
+            ctx.same_channels(node.outputs[0], x)
+
+
+class BroadcastRule(Rule):
+    op_types = BROADCAST_OPS
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        out_rank = ctx.rank(node.outputs[0])
+        present = [(i, t) for i, t in enumerate(node.inputs) if not t.is_empty()]
+        channel_inputs = [(i, ctx.channel(t), ctx.rank(t)) for i, t in present if ctx.channel(t) is not None]
+        if not channel_inputs:
+            return
+        axes = {broadcast_axis(ch.axis, rank, out_rank) for _, ch, rank in channel_inputs}
+        if len(axes) > 1:
+            raise Unprunable("its inputs carry channels on different axes")
+        axis = axes.pop()
+        out_shape = ctx.shape(node.outputs[0])
+        count = out_shape[axis] if isinstance(out_shape[axis], int) else max(ch.size for _, ch, _ in channel_inputs)
+        to_slice = []
+        for index, tensor in present:
+            local_axis = axis - (out_rank - ctx.rank(tensor))
+            if local_axis < 0:  # a lower-rank input broadcasts over the channel axis
+                continue
+            dim = ctx.shape(tensor)[local_axis]
+            channel = ctx.channel(tensor)
+            if dim == 1 and count != 1 or channel is not None and dim == count:
+                continue
+            if dim != count:
+                raise Unprunable(f"input '{tensor.name}' has {dim} entries on the channel axis, expected {count} or 1")
+            if ctx.const(tensor) is None:
+                raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
+            to_slice.append((index, local_axis))
+        y = ctx.declare(node.outputs[0], axis, count)
+        for _, channel, _ in channel_inputs:
+            if channel.size == count:
+                ctx.couple(channel.slots, y.slots)
+        for index, local_axis in to_slice:
+            ctx.slice_param(node, index, local_axis, y.slots)
+        if to_slice:
+            ctx.record_io(node, y, y)

@@ -1,0 +1,55 @@
+"""Gemm and MatMul with a constant weight.
+
+Gemm: Y = A' B' + C with A [M, K] (features on axis 1), B [K, N] or [N, K] when transB; C broadcasts
+to [M, N] and is sliced on its last axis when it has N entries there.
+MatMul: Y = A @ W with W [K, N]; features are A's last axis and Y's last axis (batched A is fine).
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import ChannelContext, Rule, Unprunable
+
+
+class GemmRule(Rule):
+    op_types = ("Gemm",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        weight = ctx.const(node.inputs[1])
+        if weight is None:
+            raise Unprunable("its B input is not a constant weight")
+        if int(node.attrs.get("transA", 0)):
+            raise Unprunable("transA=1 puts the features on axis 0")
+        trans_b = int(node.attrs.get("transB", 0))
+        in_axis, out_axis = (1, 0) if trans_b else (0, 1)
+        bias = node.inputs[2] if len(node.inputs) > 2 and not node.inputs[2].is_empty() else None
+        slice_bias = False
+        if bias is not None:
+            bias_shape = ctx.shape(bias)
+            if ctx.const(bias) is None or bias_shape is None:
+                raise Unprunable("its C input is not a constant")
+            slice_bias = len(bias_shape) > 0 and bias_shape[-1] == weight.shape[out_axis]
+        a = ctx.expect(node.inputs[0], 1)
+        y = ctx.declare(node.outputs[0], 1, weight.shape[out_axis])
+        ctx.slice_param(node, 1, in_axis, a.slots, scored=True)
+        ctx.slice_param(node, 1, out_axis, y.slots, scored=True)
+        if slice_bias:
+            ctx.slice_param(node, 2, len(ctx.shape(bias)) - 1, y.slots)
+        ctx.record_io(node, a, y)
+
+
+class MatMulRule(Rule):
+    op_types = ("MatMul",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        weight = ctx.const(node.inputs[1])
+        if weight is None or ctx.const(node.inputs[0]) is not None:
+            raise Unprunable("only MatMul of an activation by a constant weight is pruned")
+        if weight.ndim != 2:
+            raise Unprunable(f"its weight has rank {weight.ndim}, not 2")
+        a = ctx.expect(node.inputs[0], -1)
+        y = ctx.declare(node.outputs[0], ctx.rank(node.outputs[0]) - 1, weight.shape[1])
+        ctx.slice_param(node, 1, 0, a.slots, scored=True)
+        ctx.slice_param(node, 1, 1, y.slots, scored=True)
+        ctx.record_io(node, a, y)

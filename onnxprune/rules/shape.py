@@ -1,0 +1,147 @@
+"""Ops that change shapes: Flatten, Reshape, Transpose, Squeeze, Unsqueeze, and Shape.
+
+Flatten / a flattening Reshape turns channel c of X [N, C, *S] into the block of features
+[c * prod(S), (c + 1) * prod(S)) of the output, so a feature is removed with its channel. A Reshape
+that keeps the channel axis whole moves it; one that splits or mixes it (a channel shuffle) is not
+traced. Reshape targets with hard-coded counts are rewritten. Transpose, Squeeze and Unsqueeze only
+move the channel axis. Shape reads no channel values: its output is a plain integer tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.model import Dim
+from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
+
+
+def _couple_flattened(ctx: ChannelContext, x: ChannelTensor, out: gs.Tensor, out_axis: int, inner: int) -> None:
+    """Declare ``out`` whose axis ``out_axis`` holds x's channels each repeated ``inner`` times."""
+    y = ctx.declare(out, out_axis, x.size * inner)
+    ctx.couple(np.repeat(x.slots, inner), y.slots)
+
+
+def _static(dims: tuple[Dim, ...], what: str) -> list[int]:
+    if any(not isinstance(d, int) for d in dims):
+        raise Unprunable(f"the {what} dimensions are not known statically")
+    return [int(d) for d in dims]
+
+
+class FlattenRule(Rule):
+    op_types = ("Flatten",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        shape = ctx.shape(node.inputs[0])
+        axis = int(node.attrs.get("axis", 1)) % len(shape)
+        if axis == 0 or x.axis < axis:
+            raise Unprunable("it flattens the channel axis into the batch axis")
+        if x.axis > axis and any(d != 1 for d in _static(shape[axis:x.axis], "leading")):
+            raise Unprunable("it flattens dimensions before the channel axis into the features")
+        inner = int(np.prod(_static(shape[x.axis + 1:], "trailing")))
+        _couple_flattened(ctx, x, node.outputs[0], 1, inner)
+
+
+def _blocks(in_shape: list[Dim], out_shape: list[Dim]) -> list[tuple[list[int], list[int]]]:
+    """Pair runs of input and output dims with equal products; size-1 dims are left out."""
+    ins = [i for i, d in enumerate(in_shape) if d != 1]
+    outs = [j for j, d in enumerate(out_shape) if d != 1]
+    if ins and outs and not isinstance(in_shape[ins[0]], int) and not isinstance(out_shape[outs[0]], int):
+        pairs = [([ins.pop(0)], [outs.pop(0)])]  # the symbolic batch dim maps onto itself
+    else:
+        pairs = []
+    in_dims = _static([in_shape[i] for i in ins], "input")
+    out_dims = _static([out_shape[j] for j in outs], "output")
+    a = b = 0
+    while a < len(ins) and b < len(outs):
+        block_in, block_out = [ins[a]], [outs[b]]
+        p, q = in_dims[a], out_dims[b]
+        a, b = a + 1, b + 1
+        while p != q:
+            if p < q:
+                p *= in_dims[a]
+                block_in.append(ins[a])
+                a += 1
+            else:
+                q *= out_dims[b]
+                block_out.append(outs[b])
+                b += 1
+        pairs.append((block_in, block_out))
+    return pairs
+
+
+class ReshapeRule(Rule):
+    op_types = ("Reshape",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        if ctx.const(node.inputs[1]) is None:
+            raise Unprunable("its target shape is computed at run time")
+        in_shape, out_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+        if out_shape is None or x.size == 1:
+            raise Unprunable("its output shape is unknown after shape inference")
+        for block_in, block_out in _blocks(list(in_shape), list(out_shape)):
+            if x.axis not in block_in:
+                continue
+            if block_in[0] != x.axis or len(block_out) != 1:
+                raise Unprunable("it splits or mixes the channel axis (as a channel shuffle does)")
+            inner = int(np.prod([in_shape[i] for i in block_in[1:]]))
+            _couple_flattened(ctx, x, node.outputs[0], block_out[0], inner)
+            ctx.add_rewrite(self, node)
+            return
+        raise Unprunable("its channel axis could not be matched to an output axis")
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        target = np.array(node.inputs[1].values, dtype=np.int64)
+        y = view.channel(node.outputs[0].name)
+        if target[y.axis] > 0:
+            target[y.axis] = len(view.kept(y.name))
+            view.replace_input(node, 1, target)
+
+
+class TransposeRule(Rule):
+    op_types = ("Transpose",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        perm = list(node.attrs.get("perm", range(ctx.rank(node.inputs[0]) - 1, -1, -1)))
+        ctx.same_channels(node.outputs[0], x, axis=perm.index(x.axis))
+
+
+class SqueezeRule(Rule):
+    op_types = ("Squeeze", "Unsqueeze")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        axes = ctx.int_attr_or_input(node, "axes", 1)
+        if node.op == "Squeeze":
+            shape = ctx.shape(node.inputs[0])
+            rank = len(shape)
+            squeezed = {int(a) % rank for a in axes} if axes is not None else {i for i, d in enumerate(shape) if d == 1}
+            if x.axis in squeezed:
+                raise Unprunable("it removes the channel axis")
+            new_axis = x.axis - sum(a < x.axis for a in squeezed)
+        else:
+            rank = ctx.rank(node.outputs[0])
+            inserted = sorted(int(a) % rank for a in axes)
+            kept_positions = [i for i in range(rank) if i not in inserted]
+            new_axis = kept_positions[x.axis]
+        ctx.same_channels(node.outputs[0], x, axis=new_axis)
+
+
+class ShapeRule(Rule):
+    """Shape reads only the dimensions; its output carries no channels."""
+
+    op_types = ("Shape",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        return

@@ -1,0 +1,131 @@
+"""Ops that work within each channel: pooling, Pad, Resize/Upsample, reductions, Softmax.
+
+They keep channels index for index as long as they do not act along the channel axis: pools and
+resizes work on spatial axes (a Resize ``sizes`` input names the channel count and is rewritten);
+Pad must not pad the channel axis; a reduction or Softmax over the channel axis mixes channels and is
+not traced. A reduction with keepdims=0 moves the channel axis left by the number of reduced axes
+before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
+
+REDUCE_OPS = (
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+)
+
+
+class PoolRule(Rule):
+    op_types = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        if any(not t.is_empty() and t.outputs for t in node.outputs[1:]):
+            raise Unprunable("its indices output is used")
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        if x.axis != 1:
+            raise Unprunable("it pools over the channel axis")
+        ctx.same_channels(node.outputs[0], x)
+
+
+class PadRule(Rule):
+    op_types = ("Pad",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        pads = ctx.int_attr_or_input(node, "pads", 1)
+        rank = ctx.rank(node.inputs[0])
+        axes = ctx.int_attr_or_input(node, "axes", 3) if len(node.inputs) > 3 else None
+        axes = [int(a) % rank for a in axes] if axes is not None else list(range(rank))
+        if pads is None:
+            raise Unprunable("its pads are unknown")
+        if x.axis in axes:
+            k = axes.index(x.axis)
+            if pads[k] != 0 or pads[k + len(axes)] != 0:
+                raise Unprunable("it pads the channel axis")
+        ctx.same_channels(node.outputs[0], x)
+
+
+class ResizeRule(Rule):
+    op_types = ("Resize", "Upsample")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        scales_index = 1 if node.op == "Upsample" else 2
+        position = self._position(node, x.axis)
+        for index in (scales_index, 3 if node.op == "Resize" else None):
+            if index is None or len(node.inputs) <= index or node.inputs[index].is_empty():
+                continue
+            values = ctx.const(node.inputs[index])
+            if values is None:
+                raise Unprunable("its scales or sizes are computed at run time")
+            expected = 1.0 if index == scales_index else x.size
+            if values.size and not np.isclose(values[position], expected):
+                raise Unprunable("it resizes the channel axis")
+            if index == 3:
+                ctx.add_rewrite(self, node)
+        ctx.same_channels(node.outputs[0], x)
+
+    @staticmethod
+    def _position(node: gs.Node, axis: int) -> int:
+        axes = node.attrs.get("axes")
+        if axes is None:
+            return axis
+        rank = len(node.inputs[0].shape)
+        normalised = [int(a) % rank for a in axes]
+        if axis not in normalised:
+            raise Unprunable("its axes attribute leaves the channel axis out")
+        return normalised.index(axis)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        x = view.channel(node.inputs[0].name)
+        sizes = np.array(node.inputs[3].values, dtype=np.int64)
+        sizes[self._position(node, x.axis)] = len(view.kept(x.name))
+        view.replace_input(node, 3, sizes)
+
+
+class ReduceRule(Rule):
+    op_types = REDUCE_OPS
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        rank = ctx.rank(node.inputs[0])
+        axes = ctx.int_attr_or_input(node, "axes", 1)
+        if axes is None or axes.size == 0:
+            if int(node.attrs.get("noop_with_empty_axes", 0)):
+                ctx.same_channels(node.outputs[0], x)
+                return
+            raise Unprunable("it reduces over every axis, the channel axis included")
+        reduced = {int(a) % rank for a in axes}
+        if x.axis in reduced:
+            raise Unprunable("it reduces over the channel axis")
+        keepdims = int(node.attrs.get("keepdims", 1))
+        new_axis = x.axis if keepdims else x.axis - sum(a < x.axis for a in reduced)
+        ctx.same_channels(node.outputs[0], x, axis=new_axis)
+
+
+class SoftmaxRule(Rule):
+    op_types = ("Softmax", "LogSoftmax", "Hardmax")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        rank = ctx.rank(node.inputs[0])
+        axis = int(node.attrs.get("axis", -1 if ctx.opset >= 13 else 1)) % rank
+        # Before opset 13 these ops flatten every axis from `axis` on into one softmax.
+        if x.axis == axis or ctx.opset < 13 and x.axis > axis:
+            raise Unprunable("it normalises over the channel axis")
+        ctx.same_channels(node.outputs[0], x)
