@@ -10,8 +10,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.errors import InputError
+
+G_LOGGER.severity = G_LOGGER.ERROR
 
 ModelSource = str | os.PathLike | onnx.ModelProto
 Dim = int | str | None
@@ -79,11 +82,18 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
-    """A graphsurgeon graph of the model with shapes inferred and weights as plain constants."""
+    """A graphsurgeon graph of the model with shapes inferred and weights as plain constants.
+
+    Shape computations that only depend on static dimensions (TorchScript exports ``chunk`` as
+    Shape -> Gather -> Div -> Slice) are folded into constants, then shapes are inferred again.
+    """
     graph = gs.import_onnx(infer_shapes(model))
+    node_count = len(graph.nodes)
     _inline_constant_nodes(graph)
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    return graph
+    graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False)
+    if len(graph.nodes) != node_count:
+        graph = gs.import_onnx(infer_shapes(export_graph(graph, model)))
+    return graph.toposort()
 
 
 def _inline_constant_nodes(graph: gs.Graph) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
+import onnx_graphsurgeon as gs
 
 from onnxprune.apply import NodeChange, apply_plan
 from onnxprune.config import Importance, PruneConfig
@@ -16,7 +17,7 @@ from onnxprune.importance import weight_scores
 from onnxprune.model import ModelSource, default_opset, export_graph, import_graph, infer_shapes, load_model
 from onnxprune.plan import Plan, make_plan
 from onnxprune.report import build_report, group_rows
-from onnxprune.stats import ModelStats, model_stats
+from onnxprune.stats import ModelStats, graph_stats
 from onnxprune.validate import OutputCheck, check_pruned
 
 
@@ -103,12 +104,13 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     config = _resolve_config(config, **options)
     original = load_model(model)
     analysis = _analyse(original)
+    before = graph_stats(analysis.graph, original.ByteSize())
     plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
     groups = group_rows(analysis, plan)
     changes = apply_plan(analysis, plan)
     pruned = infer_shapes(export_graph(analysis.graph, original))
     outputs = check_pruned(original, pruned, config.seed) if config.validate else []
-    before, after = model_stats(original), model_stats(pruned, pruned)
+    after = graph_stats(gs.import_onnx(pruned), pruned.ByteSize())
     source = str(model) if isinstance(model, (str, os.PathLike, Path)) else None
     report = build_report(source, config, before, after, groups, changes, outputs)
     return PruneResult(pruned, plan, before, after, changes, outputs, report)

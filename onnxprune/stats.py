@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import onnx
-
-from onnxprune.model import infer_shapes
-
-FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+import onnx_graphsurgeon as gs
 
 
 @dataclass(frozen=True)
@@ -24,46 +20,38 @@ class ModelStats:
         return asdict(self)
 
 
-def model_stats(model: onnx.ModelProto, shaped: onnx.ModelProto | None = None) -> ModelStats:
-    """Measure ``model``; pass ``shaped`` when a copy with inferred shapes is already at hand."""
-    shaped = shaped or infer_shapes(model)
-    return ModelStats(_param_count(model), _mac_count(shaped), model.ByteSize())
+def graph_stats(graph: gs.Graph, size_bytes: int) -> ModelStats:
+    """Measure a graph whose shapes have been inferred; ``size_bytes`` is its serialized size."""
+    return ModelStats(_param_count(graph), _mac_count(graph), size_bytes)
 
 
-def _param_count(model: onnx.ModelProto) -> int:
-    tensors = list(model.graph.initializer)
-    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in tensors if t.data_type in FLOAT_TYPES))
+def _param_count(graph: gs.Graph) -> int:
+    return int(sum(
+        int(np.prod(t.shape, dtype=np.int64))
+        for t in graph.tensors().values()
+        if isinstance(t, gs.Constant) and np.issubdtype(np.dtype(t.dtype), np.floating)
+    ))
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    shapes: dict[str, list[int]] = {}
-    infos = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-    for info in infos:
-        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            # Symbolic dims (the batch) count as 1.
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in info.type.tensor_type.shape.dim]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    return shapes
+def _dims(tensor: gs.Tensor) -> list[int] | None:
+    if tensor.shape is None:
+        return None
+    return [d if isinstance(d, int) and d >= 0 else 1 for d in tensor.shape]  # symbolic dims count as 1
 
 
-def _mac_count(model: onnx.ModelProto) -> int:
-    shapes = _shapes(model)
+def _mac_count(graph: gs.Graph) -> int:
     total = 0
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+    for node in graph.nodes:
+        if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
             continue
-        dims = [shapes.get(name) for name in list(node.input[:2]) + [node.output[0]]]
-        if any(d is None for d in dims):
+        x, w, y = _dims(node.inputs[0]), _dims(node.inputs[1]), _dims(node.outputs[0])
+        if x is None or w is None or y is None or not x:
             continue
-        x, w, y = dims
-        if node.op_type == "Conv":
+        if node.op == "Conv":
             total += int(np.prod(y)) * int(np.prod(w[1:]))
-        elif node.op_type == "ConvTranspose":
+        elif node.op == "ConvTranspose":
             total += int(np.prod(x)) * int(np.prod(w[1:]))
-        elif node.op_type in ("Gemm", "MatMul") and x:
-            attrs = {a.name: a.i for a in node.attribute}
-            inner = x[0] if attrs.get("transA") else x[-1]
+        else:
+            inner = x[0] if node.attrs.get("transA", 0) else x[-1]
             total += int(np.prod(y)) * inner
     return total

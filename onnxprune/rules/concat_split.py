@@ -86,7 +86,7 @@ def _slice_arguments(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray, 
         if index and not tensor.is_empty():
             if not isinstance(tensor, gs.Constant):
                 raise Unprunable("its starts, ends, axes or steps are computed at run time")
-            values[index] = np.asarray(tensor.values, dtype=np.int64)
+            values[index] = np.array(tensor.values, dtype=np.int64)  # a copy: constants can be shared
     starts, ends = values[1], values[2]
     axes = values[3] if values[3] is not None else np.arange(len(starts))
     steps = values[4] if values[4] is not None else np.ones(len(starts), np.int64)

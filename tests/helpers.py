@@ -1,0 +1,118 @@
+"""Shared test utilities: exact ONNX Runtime runs, small graph builders, and the masking oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.model import export_graph, import_graph
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+FIXTURES = sorted(p for p in MODELS.glob("*.onnx") if not p.name.endswith(".pruned.onnx"))
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run with every ONNX Runtime graph optimisation off, so results are exact enough to compare."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def feeds_for(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded normal inputs; symbolic dims become ``batch`` (first axis) or 3."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    initializers = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else 3) for i, d in enumerate(dims)]
+        feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
+    """||expected - actual|| / ||expected|| (absolute error when expected is all zero)."""
+    norm = np.linalg.norm(expected)
+    diff = np.linalg.norm(expected.astype(np.float64) - actual.astype(np.float64))
+    return float(diff / norm) if norm else float(diff)
+
+
+def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
+    weight = np.array(node.inputs[1].values)
+    if node.op == "Conv":
+        groups = int(node.attrs.get("group", 1))
+        per_group_in, per_group_out = weight.shape[1], weight.shape[0] // groups
+        for c in removed:
+            g = c // per_group_in
+            weight[g * per_group_out:(g + 1) * per_group_out, c % per_group_in] = 0
+    elif node.op in ("ConvTranspose", "MatMul") or node.op == "Gemm" and not node.attrs.get("transB", 0):
+        weight[removed] = 0
+    elif node.op == "Gemm":
+        weight[:, removed] = 0
+    else:
+        return
+    node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__masked_{node.name}", weight)
+
+
+def masked_reference(original: onnx.ModelProto, report: dict) -> onnx.ModelProto:
+    """The original model with every removed input channel's weights zeroed (the report's ``in_removed``)."""
+    graph = import_graph(original)
+    nodes = {n.name: n for n in graph.nodes}
+    for entry in report["nodes"]:
+        if entry["in_removed"]:
+            _zero_inputs(nodes[entry["name"]], entry["in_removed"])
+    graph.cleanup()
+    return export_graph(graph, original)
+
+
+def assert_matches_masked(original: onnx.ModelProto, pruned: onnx.ModelProto, report: dict, tol: float = 1e-4) -> None:
+    """The oracle: pruned outputs equal the masked original's, output by output, within ``tol`` relative error."""
+    feeds = feeds_for(original)
+    expected = run(masked_reference(original, report), feeds)
+    actual = run(pruned, feeds)
+    assert len(expected) == len(actual)
+    for e, a in zip(expected, actual):
+        assert e.shape == a.shape
+        assert relative_error(e, a) <= tol, f"relative error {relative_error(e, a):.2e} > {tol}"
+
+
+# ---- tiny graph builders for per-rule tests ----------------------------------------------------
+def weight(name: str, shape: tuple[int, ...], seed: int) -> onnx.TensorProto:
+    """A seeded random initializer (values well away from zero so every channel matters)."""
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(0.5, 1.5, size=shape) * rng.choice([-1, 1], size=shape)
+    return numpy_helper.from_array(values.astype(np.float32), name)
+
+
+def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, list], outputs: list[str],
+               initializers: list[onnx.TensorProto], opset: int = 17) -> onnx.ModelProto:
+    """A float32 model from nodes; inputs maps names to shapes (strings are symbolic dims)."""
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv(name: str, x: str, y: str, c_in: int, c_out: int, seed: int, group: int = 1, k: int = 3, bias: bool = True):
+    """A Conv node and its initializers (pads keep the spatial size)."""
+    inits = [weight(f"{name}.w", (c_out, c_in // group, k, k), seed)]
+    inputs = [x, f"{name}.w"]
+    if bias:
+        inits.append(weight(f"{name}.b", (c_out,), seed + 1000))
+        inputs.append(f"{name}.b")
+    node = helper.make_node("Conv", inputs, [y], name=name, group=group, pads=[k // 2] * 4)
+    return node, inits

@@ -1,0 +1,80 @@
+"""Every exported fixture in models/ prunes, runs, and meets the masking oracle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import FIXTURES, MODELS, assert_matches_masked, feeds_for, relative_error, run
+
+import onnxprune
+from onnxprune.model import export_graph, import_graph
+
+
+def test_fixtures_are_present():
+    names = {p.name for p in FIXTURES}
+    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "fashion_mnist"):
+        assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_normalised_graph_computes_the_same(path):
+    original = onnx.load(path)
+    normalised = export_graph(import_graph(original), original)
+    feeds = feeds_for(original)
+    for a, b in zip(run(original, feeds), run(normalised, feeds)):
+        assert relative_error(a, b) < 1e-6
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6])
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_pruned_fixture_matches_masked_original(path, ratio):
+    original = onnx.load(path)
+    result = onnxprune.prune(path, ratio=ratio, round_to=1)
+    assert result.pruned.params < result.original.params
+    assert result.pruned.macs < result.original.macs
+    onnx.checker.check_model(result.model, full_check=True)
+    assert [o.name for o in result.model.graph.output] == [o.name for o in original.graph.output]
+    assert_matches_masked(original, result.model, result.report)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_default_rounding_keeps_multiples(path):
+    result = onnxprune.prune(path)
+    unit = result.report["settings"]["round_to"]
+    for group in result.report["groups"]:
+        if group["kept"] < group["channels"]:
+            assert all(m["channels"] >= unit for m in group["members"])
+            assert group["kept"] % unit == 0
+
+
+@pytest.mark.parametrize("exporter", ["ts", "dynamo"])
+def test_exactly_zero_channels_are_the_ones_removed(exporter):
+    meta = json.loads((MODELS / "zero_channels.json").read_text())
+    path = MODELS / f"zero_channels.{exporter}.onnx"
+    original = onnx.load(path)
+    consumers = {init: n.name for n in import_graph(original).nodes for init in [t.name for t in n.inputs]}
+    first, second = meta["layers"]
+    fc = consumers["fc.weight"]
+    cases = [
+        (first, [consumers["conv3.weight"]]),  # pins conv2's and conv3's outputs: only conv1's group prunes
+        (second, [consumers["conv1.weight"], fc]),  # pins conv1's and conv3's outputs: only conv2's group prunes
+    ]
+    feeds = feeds_for(original)
+    for layer, exclude in cases:
+        result = onnxprune.prune(original, ratio=layer["zero_fraction"], round_to=1, exclude=exclude)
+        producer = consumers[f"{layer['layer']}.weight"]
+        removed = {n["name"]: n for n in result.report["nodes"]}
+        assert removed[producer]["out_removed"] == layer["zero_channel_indices"]
+        assert removed[consumers[f"{layer['consumer']}.weight"]]["in_removed"] == layer["zero_channel_indices"]
+        for a, b in zip(run(original, feeds), run(result.model, feeds)):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_input_model_object_is_not_modified():
+    original = onnx.load(MODELS / "resnet.ts.onnx")
+    before = original.SerializeToString()
+    onnxprune.prune(original, ratio=0.5, round_to=1)
+    assert original.SerializeToString() == before
