@@ -89,11 +89,21 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     """
     graph = gs.import_onnx(infer_shapes(model))
     node_count = len(graph.nodes)
+    _name_nodes(graph)
     _inline_constant_nodes(graph)
     graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False)
     if len(graph.nodes) != node_count:
         graph = gs.import_onnx(infer_shapes(export_graph(graph, model)))
     return graph.toposort()
+
+
+def _name_nodes(graph: gs.Graph) -> None:
+    """Give unnamed or duplicate-named nodes unique names: reports and --exclude refer to nodes by name."""
+    seen: set[str] = set()
+    for index, node in enumerate(graph.nodes):
+        if not node.name or node.name in seen:
+            node.name = f"{node.name or node.op}_{index}"
+        seen.add(node.name)
 
 
 def _inline_constant_nodes(graph: gs.Graph) -> None:

@@ -35,7 +35,8 @@ def feeds_for(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str
             continue
         dims = value.type.tensor_type.shape.dim
         shape = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else 3) for i, d in enumerate(dims)]
-        feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+        dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        feeds[value.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.ones(shape, dtype)
     return feeds
 
 
@@ -94,15 +95,17 @@ def weight(name: str, shape: tuple[int, ...], seed: int) -> onnx.TensorProto:
 
 
 def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, list], outputs: list[str],
-               initializers: list[onnx.TensorProto], opset: int = 17) -> onnx.ModelProto:
+               initializers: list[onnx.TensorProto], opset: int = 17, extra_inputs: tuple = ()) -> onnx.ModelProto:
     """A float32 model from nodes; inputs maps names to shapes (strings are symbolic dims)."""
     graph = helper.make_graph(
         nodes, "test",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()] + list(extra_inputs),
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
         initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset <= 18 else 10  # onnx writes a newer IR than ONNX Runtime reads
+    model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model)
     return model
 

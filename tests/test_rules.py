@@ -1,0 +1,384 @@
+"""One or more small graphs per op family: they prune, run, meet the oracle, and rewrite what they must."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import assert_matches_masked, conv, make_model, weight
+from onnx import helper, numpy_helper
+
+import onnxprune
+from onnxprune.model import import_graph
+
+X = {"x": ["N", 3, 8, 8]}
+
+
+def prune_checked(model: onnx.ModelProto, ratio: float = 0.5, **options) -> onnxprune.PruneResult:
+    result = onnxprune.prune(model, ratio=ratio, round_to=options.pop("round_to", 1), **options)
+    onnx.checker.check_model(result.model, full_check=True)
+    assert_matches_masked(model, result.model, result.report)
+    return result
+
+
+def group_of(result: onnxprune.PruneResult, tensor: str) -> dict:
+    for group in result.report["groups"]:
+        if tensor in [m["tensor"] for m in group["members"]]:
+            return group
+    raise AssertionError(f"no group holds {tensor}")
+
+
+def node_of(result: onnxprune.PruneResult, name: str):
+    return next(n for n in import_graph(result.model).nodes if n.name == name)
+
+
+def chain(middle: list[onnx.NodeProto], middle_inits: list, c: int = 8, opset: int = 17, into: str = "m") -> onnx.ModelProto:
+    """x -> conv(3->c) -> 'a' -> [middle: a -> into] -> conv(?->4) -> y."""
+    first, inits1 = conv("conv1", "x", "a", 3, c, seed=1)
+    last, inits2 = conv("conv2", into, "y", c, 4, seed=2)
+    return make_model([first, *middle, last], X, ["y"], inits1 + middle_inits + inits2, opset=opset)
+
+
+# ---- Conv family -----------------------------------------------------------------------------
+def test_plain_conv_chain_prunes_inner_channels_and_keeps_io():
+    model = chain([helper.make_node("Relu", ["a"], ["m"])], [])
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
+    assert group_of(result, "x")["pinned_reason"] and "model input" in group_of(result, "x")["pinned_reason"]
+    assert "model output" in group_of(result, "y")["pinned_reason"]
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_conv_shares_one_group_and_rewrites_group(multiplier):
+    dw, dw_inits = conv("dw", "a", "d", 8, 8 * multiplier, seed=3, group=8)
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "d", "y", 8 * multiplier, 4, seed=2)
+    model = make_model([first, dw, last], X, ["y"], inits1 + dw_inits + inits2)
+    result = prune_checked(model)
+    assert group_of(result, "a") is group_of(result, "d")
+    assert node_of(result, "dw").attrs["group"] == 4
+    assert node_of(result, "dw").inputs[1].shape[0] == 4 * multiplier
+
+
+def test_grouped_conv_keeps_equal_counts_per_group():
+    g_conv, g_inits = conv("gconv", "a", "g", 8, 12, seed=3, group=2)
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "g", "y", 12, 4, seed=2)
+    model = make_model([first, g_conv, last], X, ["y"], inits1 + g_inits + inits2)
+    result = prune_checked(model)
+    node = node_of(result, "gconv")
+    assert node.attrs["group"] == 2
+    assert node.inputs[1].shape[0] % 2 == 0 and node.inputs[1].shape[0] < 12
+    assert node.inputs[1].shape[1] * 2 == node_of(result, "conv1").inputs[1].shape[0]
+
+
+def test_conv_transpose_slices_both_weight_axes():
+    w = weight("ct.w", (8, 6, 2, 2), 5)
+    ct = helper.make_node("ConvTranspose", ["a", "ct.w"], ["t"], name="ct", strides=[2, 2])
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "t", "y", 6, 4, seed=2)
+    model = make_model([first, ct, last], X, ["y"], inits1 + [w] + inits2)
+    result = prune_checked(model)
+    assert node_of(result, "ct").inputs[1].shape[:2] == [4, 3]
+
+
+def test_conv1d_has_channels_on_axis_one():
+    first = helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1])
+    last = helper.make_node("Conv", ["a", "w2"], ["y"], name="c2", pads=[1, 1])
+    model = make_model([first, last], {"x": ["N", 3, 16]}, ["y"], [weight("w1", (8, 3, 3), 1), weight("w2", (4, 8, 3), 2)])
+    assert group_of(prune_checked(model), "a")["kept"] == 4
+
+
+# ---- Gemm / MatMul ---------------------------------------------------------------------------
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_flatten_into_gemm_removes_feature_blocks(trans_b):
+    shape = (10, 8 * 4 * 4) if trans_b else (8 * 4 * 4, 10)
+    nodes = [
+        helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], name="fc", transB=trans_b),
+    ]
+    first, inits = conv("conv1", "x", "a", 3, 8, seed=1)
+    model = make_model([first, *nodes], X, ["y"], inits + [weight("fc.w", shape, 4), weight("fc.b", (10,), 5)])
+    result = prune_checked(model)
+    fc = next(n for n in result.report["nodes"] if n["name"] == "fc")
+    channels = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
+    assert fc["in_removed"] == sorted(c * 16 + j for c in channels for j in range(16))
+
+
+def test_matmul_on_the_last_axis_of_a_sequence():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    inits = [weight("w1", (6, 16), 1), weight("b1", (16,), 2), weight("w2", (16, 5), 3)]
+    model = make_model(nodes, {"x": ["N", 7, 6]}, ["y"], inits)
+    result = prune_checked(model)
+    assert group_of(result, "h")["members"][0]["axis"] == 2
+    assert node_of(result, "fc2").inputs[1].shape == [8, 5]
+
+
+def test_gemm_with_activation_weight_is_pinned():
+    nodes = [helper.make_node("Gemm", ["a2", "a2"], ["g"], name="gram", transB=1), helper.make_node("Relu", ["g"], ["y"])]
+    first, inits = conv("conv1", "x", "a", 3, 8, seed=1)
+    flat = helper.make_node("Flatten", ["a"], ["a2"])
+    model = make_model([first, flat, *nodes], X, ["y"], inits)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert "not a constant weight" in group_of(result, "a")["pinned_reason"]
+
+
+# ---- normalisation and element-wise ----------------------------------------------------------
+def test_batch_and_instance_norm_parameters_are_sliced():
+    bn = helper.make_node("BatchNormalization", ["a", "s", "b", "mean", "var"], ["n"], name="bn")
+    inn = helper.make_node("InstanceNormalization", ["n", "s2", "b2"], ["m"], name="in")
+    var = numpy_helper.from_array(np.linspace(0.5, 2, 8).astype(np.float32), "var")
+    inits = [weight("s", (8,), 1), weight("b", (8,), 2), weight("mean", (8,), 3), var, weight("s2", (8,), 4), weight("b2", (8,), 5)]
+    result = prune_checked(chain([bn, inn], inits))
+    assert [t.shape for t in node_of(result, "bn").inputs[1:]] == [[4]] * 4
+
+
+UNARY = [
+    ("Relu", {}, []), ("LeakyRelu", {"alpha": 0.1}, []), ("Sigmoid", {}, []), ("HardSigmoid", {}, []),
+    ("HardSwish", {}, []), ("Tanh", {}, []), ("Elu", {}, []), ("Selu", {}, []), ("Softplus", {}, []),
+    ("Erf", {}, []), ("Identity", {}, []), ("Dropout", {}, []), ("Cast", {"to": onnx.TensorProto.FLOAT}, []),
+    ("Clip", {}, ["lo", "hi"]),
+]
+
+
+@pytest.mark.parametrize("op, attrs, extra", UNARY, ids=[u[0] for u in UNARY])
+def test_unary_ops_pass_channels_through(op, attrs, extra):
+    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    node = helper.make_node(op, ["a", *extra], ["m"], **attrs)
+    result = prune_checked(chain([node], inits if extra else []))
+    assert group_of(result, "a") is group_of(result, "m") and group_of(result, "a")["kept"] == 4
+
+
+def test_prelu_slope_is_sliced():
+    slope = numpy_helper.from_array(np.linspace(0.1, 0.8, 8, dtype=np.float32).reshape(8, 1, 1), "slope")
+    result = prune_checked(chain([helper.make_node("PRelu", ["a", "slope"], ["m"], name="prelu")], [slope]))
+    assert node_of(result, "prelu").inputs[1].shape == [4, 1, 1]
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
+def test_binary_op_couples_two_branches(op):
+    other, inits = conv("conv1b", "x", "b", 3, 8, seed=7)
+    if op == "Div":
+        nodes = [other, helper.make_node("Sigmoid", ["b"], ["bs"]), helper.make_node("Add", ["bs", "one"], ["b1"]),
+                 helper.make_node(op, ["a", "b1"], ["m"])]
+        inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one"))
+    else:
+        nodes = [other, helper.make_node(op, ["a", "b"], ["m"])]
+    result = prune_checked(chain(nodes, inits))
+    assert group_of(result, "a") is group_of(result, "b") is group_of(result, "m")
+
+
+def test_squeeze_excite_gate_couples_through_global_pool():
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["a"], ["p"]),
+        helper.make_node("Conv", ["p", "se1.w"], ["s1"], name="se1"),
+        helper.make_node("Relu", ["s1"], ["s2"]),
+        helper.make_node("Conv", ["s2", "se2.w"], ["s3"], name="se2"),
+        helper.make_node("HardSigmoid", ["s3"], ["gate"]),
+        helper.make_node("Mul", ["a", "gate"], ["m"]),
+    ]
+    inits = [weight("se1.w", (4, 8, 1, 1), 3), weight("se2.w", (8, 4, 1, 1), 4)]
+    result = prune_checked(chain(nodes, inits))
+    assert group_of(result, "a") is group_of(result, "gate")
+    assert group_of(result, "s1")["kept"] == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 1, 1), (8, 1, 1), (1,), ()])
+def test_add_with_constant_slices_per_channel_constants_only(shape):
+    const = weight("c", shape, 9) if shape else numpy_helper.from_array(np.array(0.5, np.float32), "c")
+    result = prune_checked(chain([helper.make_node("Add", ["a", "c"], ["m"], name="addc")], [const]))
+    expected = [4 if d == 8 else d for d in shape]
+    assert node_of(result, "addc").inputs[1].shape == expected
+
+
+# ---- Concat / Split / Slice ------------------------------------------------------------------
+def test_concat_maps_offsets_into_the_consumer():
+    b_conv, b_inits = conv("conv1b", "x", "b", 3, 6, seed=7)
+    first, inits1 = conv("conv1", "x", "a", 3, 4, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 10, 4, seed=2)
+    model = make_model([first, b_conv, helper.make_node("Concat", ["a", "b"], ["m"], axis=1), last], X, ["y"],
+                       inits1 + b_inits + inits2)
+    result = prune_checked(model)
+    nodes = {n["name"]: n for n in result.report["nodes"]}
+    expected = nodes["conv1"]["out_removed"] + [4 + i for i in nodes["conv1b"]["out_removed"]]
+    assert nodes["conv2"]["in_removed"] == expected
+    assert nodes["conv1"]["out_removed"] and nodes["conv1b"]["out_removed"]
+
+
+@pytest.mark.parametrize("opset, style", [(11, "attr"), (13, "input"), (18, "num_outputs")])
+def test_split_sizes_are_rewritten(opset, style):
+    if style == "attr":
+        split = helper.make_node("Split", ["a"], ["s1", "s2"], name="split", axis=1, split=[4, 4])
+        inits = []
+    elif style == "input":
+        split = helper.make_node("Split", ["a", "sizes"], ["s1", "s2"], name="split", axis=1)
+        inits = [numpy_helper.from_array(np.array([4, 4], np.int64), "sizes")]
+    else:
+        split = helper.make_node("Split", ["a"], ["s1", "s2"], name="split", axis=1, num_outputs=2)
+        inits = []
+    nodes = [split, helper.make_node("Relu", ["s2"], ["r2"]), helper.make_node("Concat", ["s1", "r2", "s2"], ["m"], axis=1)]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 12, 4, seed=2)
+    model = make_model([first, *nodes, last], X, ["y"], inits1 + inits + inits2, opset=opset)
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
+    shapes = [t.shape[1] for t in node_of(result, "split").outputs]
+    assert shapes == [2, 2]
+
+
+def test_slice_on_the_channel_axis_rewrites_bounds():
+    inits = [numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((2, "st"), (7, "en"), (1, "ax"))]
+    nodes = [helper.make_node("Slice", ["a", "st", "en", "ax"], ["m"], name="slice")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 5, 4, seed=2)
+    model = make_model([first, *nodes, last], X, ["y"], inits1 + inits + inits2)
+    result = prune_checked(model)
+    assert node_of(result, "slice").outputs[0].shape[1] == node_of(result, "conv2").inputs[1].shape[1]
+
+
+# ---- spatial ops -----------------------------------------------------------------------------
+SPATIAL = [
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}, []),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, []),
+    ("GlobalMaxPool", {}, []),
+    ("Pad", {}, ["pads"]),
+    ("Resize", {"mode": "nearest"}, ["", "scales"]),
+    ("ReduceMean", {"axes": [2, 3], "keepdims": 1}, []),
+]
+
+
+@pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])
+def test_spatial_ops_keep_channels(op, attrs, extra):
+    inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    node = helper.make_node(op, ["a", *extra], ["m"], **attrs)
+    result = prune_checked(chain([node], [i for i in inits if i.name in extra], opset=17))
+    assert group_of(result, "a") is group_of(result, "m")
+
+
+def test_resize_sizes_input_is_rewritten():
+    sizes = numpy_helper.from_array(np.array([2, 8, 16, 16], np.int64), "sizes")
+    node = helper.make_node("Resize", ["a", "", "", "sizes"], ["m"], name="resize", mode="nearest")
+    model = make_model([conv("conv1", "x", "a", 3, 8, seed=1)[0], node, conv("conv2", "m", "y", 8, 4, seed=2)[0]],
+                       {"x": [2, 3, 8, 8]}, ["y"], conv("conv1", "x", "a", 3, 8, seed=1)[1] + [sizes] + conv("conv2", "m", "y", 8, 4, seed=2)[1])
+    result = prune_checked(model)
+    assert list(node_of(result, "resize").inputs[3].values) == [2, 4, 16, 16]
+
+
+def test_reduce_without_keepdims_and_squeeze_unsqueeze_move_the_axis():
+    nodes = [
+        helper.make_node("ReduceMean", ["a"], ["r"], axes=[2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["r", "ax"], ["u"]),
+        helper.make_node("Squeeze", ["u", "ax"], ["s"]),
+        helper.make_node("Gemm", ["s", "fc.w"], ["y"], name="fc", transB=1),
+    ]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "ax"), weight("fc.w", (5, 8), 3)]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    result = prune_checked(make_model([first, *nodes], X, ["y"], inits1 + inits))
+    assert group_of(result, "u")["members"][-2]["axis"] == 2
+    assert group_of(result, "a")["kept"] == 4
+
+
+def test_transpose_to_channels_last_then_matmul():
+    nodes = [
+        helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 3, 1]),
+        helper.make_node("MatMul", ["t", "w"], ["mm"], name="mm"),
+        helper.make_node("Transpose", ["mm"], ["m"], perm=[0, 3, 1, 2]),
+    ]
+    result = prune_checked(chain(nodes, [weight("w", (8, 8), 3)]))
+    assert group_of(result, "t")["members"][-1]["axis"] == 3
+    assert group_of(result, "a")["kept"] == 4
+
+
+# ---- Reshape ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", [[-1, 128], [0, -1], [2, 128]])
+def test_flattening_reshape_target_is_rewritten(target):
+    inits = [numpy_helper.from_array(np.array(target, np.int64), "shape"), weight("fc.w", (128, 5), 3)]
+    nodes = [helper.make_node("Reshape", ["p", "shape"], ["f"], name="reshape"), helper.make_node("MatMul", ["f", "fc.w"], ["y"], name="fc")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    pool = helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2])
+    result = prune_checked(make_model([first, pool, *nodes], {"x": [2, 3, 8, 8]}, ["y"], inits1 + inits))
+    new_target = list(node_of(result, "reshape").inputs[1].values)
+    assert new_target == [64 if t == 128 else t for t in target]
+
+
+def test_channel_shuffle_reshape_is_pinned_with_a_reason():
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0, 2, 4, 8, 8], "s1"), ([0, 8, 8, 8], "s2"))]
+    nodes = [helper.make_node("Reshape", ["a", "s1"], ["r1"]), helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s2"], ["m"])]
+    result = onnxprune.prune(chain(nodes, inits), ratio=0.5, round_to=1)
+    reason = group_of(result, "a")["pinned_reason"]
+    assert "splits or mixes the channel axis" in reason and "Reshape" in reason
+
+
+# ---- pins ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("node, why", [
+    (helper.make_node("ReduceMean", ["a"], ["m"], axes=[1], keepdims=1), "reduces over the channel axis"),
+    (helper.make_node("Softmax", ["a"], ["m"], axis=1), "normalises over the channel axis"),
+    (helper.make_node("LRN", ["a"], ["m"], size=3), "no channel rule for op type 'LRN'"),
+    (helper.make_node("DepthToSpace", ["a"], ["m"], blocksize=2), "no channel rule"),
+])
+def test_unsafe_ops_pin_their_groups(node, why):
+    c_out = {"DepthToSpace": 2, "ReduceMean": 1}.get(node.op_type, 8)
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", c_out, 4, seed=2)
+    result = onnxprune.prune(make_model([first, node, last], X, ["y"], inits1 + inits2), ratio=0.5, round_to=1)
+    assert why in group_of(result, "a")["pinned_reason"]
+    assert group_of(result, "a")["kept"] == 8
+
+
+def test_exclude_leaves_matching_groups_whole():
+    model = chain([helper.make_node("Relu", ["a"], ["m"], name="act")], [])
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, exclude=["ac*"])
+    assert "excluded" in group_of(result, "a")["pinned_reason"]
+
+
+def test_tensor_used_in_a_subgraph_pins_its_group():
+    then_graph = helper.make_graph([helper.make_node("Relu", ["a"], ["t_out"])], "then", [],
+                                   [helper.make_tensor_value_info("t_out", onnx.TensorProto.FLOAT, None)])
+    else_graph = helper.make_graph([helper.make_node("Sigmoid", ["a"], ["e_out"])], "else", [],
+                                   [helper.make_tensor_value_info("e_out", onnx.TensorProto.FLOAT, None)])
+    node = helper.make_node("If", ["cond"], ["m"], then_branch=then_graph, else_branch=else_graph)
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "a", "y", 8, 4, seed=2)
+    cond = helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])
+    model = make_model([first, node, last], X, ["y", "m"], inits1 + inits2, extra_inputs=(cond,))
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert "used inside a subgraph" in group_of(result, "a")["pinned_reason"]
+    assert group_of(result, "a")["kept"] == 8
+
+
+# ---- how weights are stored ------------------------------------------------------------------
+def test_weights_as_constant_nodes_and_behind_identity():
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    const_nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in inits1]  # Paddle style
+    identity = helper.make_node("Identity", ["conv2.w"], ["conv2.w.id"])  # PyTorch style
+    last.input[1] = "conv2.w.id"
+    model = make_model([*const_nodes, first, helper.make_node("Relu", ["a"], ["m"]), identity, last], X, ["y"], inits2)
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
+
+
+def test_shared_initializer_is_copied_before_slicing():
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    mid = helper.make_node("Conv", ["a", "shared"], ["b"], name="mid", pads=[1, 1, 1, 1])
+    twin = helper.make_node("Conv", ["a2", "shared"], ["b2"], name="twin", pads=[1, 1, 1, 1])
+    other, inits_o = conv("conv1b", "x", "a2", 3, 8, seed=4)
+    add = helper.make_node("Concat", ["b", "b2"], ["m"], axis=1)
+    last, inits2 = conv("conv2", "m", "y", 16, 4, seed=2)
+    model = make_model([first, other, mid, twin, add, last], X, ["y"], inits1 + inits_o + [weight("shared", (8, 8, 3, 3), 9)] + inits2)
+    result = prune_checked(model)
+    names = {n.name: n.inputs[1].name for n in import_graph(result.model).nodes}
+    assert names["mid"] != names["twin"]
+
+
+def test_opset_11_model_prunes():
+    model = chain([helper.make_node("Relu", ["a"], ["m"])], [], opset=11)
+    assert group_of(prune_checked(model), "a")["kept"] == 4
