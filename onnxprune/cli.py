@@ -78,7 +78,10 @@ def _why_nothing(groups: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``onnxprune`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
+        return int(exc.code or 0)
     try:
         return run(args)
     except OnnxPruneError as exc:

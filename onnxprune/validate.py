@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune.errors import PrunedModelError
+from onnxprune.errors import InputError, PrunedModelError
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -64,7 +64,13 @@ def check_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int =
         onnx.checker.check_model(pruned, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise PrunedModelError(f"the pruned model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
-    reference = session(original)
+    try:
+        reference = session(original)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
+        raise InputError(
+            f"ONNX Runtime cannot load the input model ({str(exc).splitlines()[0][:200]}); "
+            "check it runs in ONNX Runtime before pruning"
+        ) from None
     try:
         candidate = session(pruned)
         feeds = random_feeds(reference, batch=2, seed=seed)

@@ -1,0 +1,7 @@
+"""``python -m onnxprune`` runs the command line."""
+
+import sys
+
+from onnxprune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Benchmarks whose numbers go in the README.
+
+1. Speed: analysing and pruning a ResNet-50-sized model (25.6M parameters, built by
+   tools/make_bench_model.py) on one core, stage by stage, validation included.
+2. Fixtures: for every model in models/, parameters, MACs and ONNX Runtime CPU latency (1 thread,
+   batch 1) before and after pruning at the default settings.
+
+Usage: python tools/benchmark.py [--skip-large] [--ratio 0.3]
+Run it pinned to one core for the speed figure: taskset -c 0 python tools/benchmark.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import onnxprune  # noqa: E402
+from onnxprune.apply import apply_plan  # noqa: E402
+from onnxprune.config import Importance  # noqa: E402
+from onnxprune.groups import analyse_graph  # noqa: E402
+from onnxprune.importance import weight_scores  # noqa: E402
+from onnxprune.model import default_opset, export_graph, import_graph, infer_shapes, load_model  # noqa: E402
+from onnxprune.plan import make_plan  # noqa: E402
+from onnxprune.validate import check_pruned, random_feeds, session  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LARGE = Path("/tmp/resnet50_like.onnx")
+
+
+def stage_times(path: Path) -> dict[str, float]:
+    """Seconds spent in each pipeline stage for one prune of ``path`` at ratio 0.3."""
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        value = fn(*args)
+        times[name] = time.perf_counter() - start
+        return value
+
+    model = timed("load", load_model, path)
+    graph = timed("import + shape inference", import_graph, model)
+    analysis = timed("dependency groups", analyse_graph, graph, default_opset(model))
+    scores = timed("importance (L1)", weight_scores, analysis, Importance.L1)
+    plan = timed("plan", make_plan, analysis, scores, 0.3, 8)
+    timed("apply", apply_plan, analysis, plan)
+    pruned = timed("export + shape inference", lambda: infer_shapes(export_graph(analysis.graph, model)))
+    timed("validate (checker + ONNX Runtime)", check_pruned, model, pruned)
+    return times
+
+
+def latency_ms(model, runs: int = 50) -> float:
+    sess = session(model, threads=1)
+    feeds = random_feeds(sess, batch=1)
+    for _ in range(5):
+        sess.run(None, feeds)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples)) * 1e3
+
+
+def fixture_table(ratio: float) -> None:
+    print(f"\n## Fixtures at --ratio {ratio} (default --round-to), ONNX Runtime CPU, 1 thread, batch 1")
+    print("| model | params | MACs | latency (ms) | speed-up |")
+    print("|---|---|---|---|---|")
+    for path in sorted((ROOT / "models").glob("*.onnx")):
+        result = onnxprune.prune(path, ratio=ratio)
+        before, after = latency_ms(load_model(path)), latency_ms(result.model)
+        print(f"| {path.stem} | {result.original.params:,} -> {result.pruned.params:,} | "
+              f"{result.original.macs / 1e6:.2f}M -> {result.pruned.macs / 1e6:.2f}M | "
+              f"{before:.3f} -> {after:.3f} | {before / after:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-large", action="store_true", help="skip the 25M-parameter speed benchmark")
+    parser.add_argument("--ratio", type=float, default=0.3)
+    args = parser.parse_args()
+    if not args.skip_large:
+        if not LARGE.exists():
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_bench_model.py"), str(LARGE)], check=True)
+        times = stage_times(LARGE)
+        print(f"## Pruning {LARGE.name} (25.6M params, {LARGE.stat().st_size / 1e6:.0f} MB)")
+        for name, seconds in times.items():
+            print(f"| {name} | {seconds:.2f} s |")
+        print(f"| **total** | **{sum(times.values()):.2f} s** |")
+    fixture_table(args.ratio)
+
+
+if __name__ == "__main__":
+    main()
