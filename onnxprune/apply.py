@@ -1,4 +1,4 @@
-"""Execute a plan on the analysed graph: slice parameters, let rules fix attributes, drop stale shapes."""
+"""Execute a plan on the analysed graph: slice parameters and let rules fix attributes and shape constants."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.groups import Analysis
+from onnxprune.model import read_values
 from onnxprune.plan import Plan
 from onnxprune.rules import ChannelTensor
 
@@ -63,7 +64,6 @@ def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:
     sliced_nodes = _slice_parameters(analysis, slot_removed, rewriter)
     for rule, node in ctx.rewrites:
         rule.rewrite(node, rewriter)
-    _forget_inner_shapes(analysis.graph)
     analysis.graph.cleanup(remove_unused_graph_inputs=False).toposort()
     changes = []
     for node in sliced_nodes:
@@ -84,17 +84,9 @@ def _slice_parameters(analysis: Analysis, slot_removed: np.ndarray, rewriter: _R
             keep = ~slot_removed[param.slots]
             if keep.all():
                 continue
-            values = np.asarray(node.inputs[index].values) if values is None else values
+            values = read_values(node.inputs[index]) if values is None else values
             values = np.take(values, np.nonzero(keep)[0], axis=param.axis)
         if values is not None:
             rewriter.replace_input(node, index, values)
             sliced[id(node)] = node
     return list(sliced.values())
-
-
-def _forget_inner_shapes(graph: gs.Graph) -> None:
-    """Drop every inferred shape but the model's inputs and outputs; shape inference fills them again."""
-    keep = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
-    for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Variable) and tensor.name not in keep:
-            tensor.shape = None

@@ -6,6 +6,7 @@ import numpy as np
 
 from onnxprune.config import Importance
 from onnxprune.groups import Analysis
+from onnxprune.model import read_values
 
 
 def weight_scores(analysis: Analysis, criterion: Importance) -> np.ndarray:
@@ -22,8 +23,9 @@ def weight_scores(analysis: Analysis, criterion: Importance) -> np.ndarray:
     for param in analysis.context.params:
         if not param.scored:
             continue
-        weight = np.asarray(param.node.inputs[param.input_index].values, dtype=np.float64)
+        weight = read_values(param.node.inputs[param.input_index])  # a private copy: safe to change in place
+        np.abs(weight, out=weight) if criterion is Importance.L1 else np.square(weight, out=weight)
         other_axes = tuple(i for i in range(weight.ndim) if i != param.axis)
-        per_position = np.abs(weight).sum(axis=other_axes) if criterion is Importance.L1 else np.square(weight).sum(axis=other_axes)
+        per_position = weight.sum(axis=other_axes, dtype=np.float64)
         np.add.at(scores, analysis.unit_of_slot[param.slots], per_position)
     return np.sqrt(scores) if criterion is Importance.L2 else scores

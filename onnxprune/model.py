@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
+from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.errors import InputError
@@ -20,19 +21,17 @@ ModelSource = str | os.PathLike | onnx.ModelProto
 Dim = int | str | None
 
 MIN_OPSET = 11
+# Constants up to this size stay in the shape-inference skeleton (shape tensors need their values).
+SKELETON_MAX_ELEMENTS = 1024
 
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
-    """Load a model from a path or copy a ``ModelProto``; the caller's object is never changed.
+    """Load a model from a path, or check a ``ModelProto``. onnxprune never modifies the model it loads.
 
     Raises:
         InputError: the path is missing, not a file, or not a readable ONNX model.
     """
-    if isinstance(source, onnx.ModelProto):
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
-    else:
-        model = _read_model_file(Path(source))
+    model = source if isinstance(source, onnx.ModelProto) else _read_model_file(Path(source))
     _check_loadable(model)
     return model
 
@@ -84,17 +83,68 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
     """A graphsurgeon graph of the model with shapes inferred and weights as plain constants.
 
-    Shape computations that only depend on static dimensions (TorchScript exports ``chunk`` as
-    Shape -> Gather -> Div -> Slice) are folded into constants, then shapes are inferred again.
+    Weights stay lazily loaded from ``model``. Shape computations that only depend on static
+    dimensions (TorchScript exports ``chunk`` as Shape -> Gather -> Div -> Slice) are folded into
+    constants, then shapes are inferred again.
     """
-    graph = gs.import_onnx(infer_shapes(model))
-    node_count = len(graph.nodes)
+    graph = gs.import_onnx(model)
     _name_nodes(graph)
     _inline_constant_nodes(graph)
+    graph.cleanup(remove_unused_graph_inputs=False)
+    infer_graph_shapes(graph, model)
+    node_count = len(graph.nodes)
     graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False)
     if len(graph.nodes) != node_count:
-        graph = gs.import_onnx(infer_shapes(export_graph(graph, model)))
+        infer_graph_shapes(graph, model)
     return graph.toposort()
+
+
+def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
+    """Set every activation's shape and dtype from ONNX shape inference, in place.
+
+    Inference runs on a copy of the graph whose large weights are replaced by typed inputs, so no
+    weight data is copied however big the model is.
+    """
+    skeleton = graph.copy()
+    for tensor in list(skeleton.tensors().values()):
+        if isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape)) > SKELETON_MAX_ELEMENTS:
+            stand_in = gs.Variable(tensor.name, dtype=tensor.dtype, shape=list(tensor.shape))
+            for node in list(tensor.outputs):
+                for index, used in enumerate(node.inputs):
+                    if used is tensor:
+                        node.inputs[index] = stand_in
+            skeleton.inputs.append(stand_in)
+    for tensor in skeleton.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor not in skeleton.inputs and tensor not in skeleton.outputs:
+            tensor.shape = None
+    inferred = infer_shapes(export_graph(skeleton, template))
+    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    outputs = {t.name for t in graph.outputs}
+    for name, tensor in graph.tensors().items():
+        if not isinstance(tensor, gs.Variable) or tensor in graph.inputs:
+            continue
+        info = known.get(name)
+        if info is not None and info.type.HasField("tensor_type"):
+            tensor.dtype = helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+            tensor.shape = _dims(info.type.tensor_type) if info.type.tensor_type.HasField("shape") else None
+        elif name not in outputs:
+            tensor.shape = None
+
+
+def _dims(tensor_type: onnx.TypeProto.Tensor) -> list[int | str | None]:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+
+
+def read_values(tensor: gs.Constant) -> np.ndarray:
+    """A constant's values as a private array, loaded without caching them on the graph."""
+    clone = tensor.copy()  # shares the lazy values; loading caches on the clone only
+    values = np.asarray(clone.values)
+    # gs tensors sit in reference cycles that only the cyclic GC frees: drop the cache now.
+    clone.values = _EMPTY
+    return values.copy()  # constants that were never lazy share their array with the graph
+
+
+_EMPTY = np.zeros(0, dtype=np.float32)
 
 
 def _name_nodes(graph: gs.Graph) -> None:

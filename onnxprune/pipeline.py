@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -14,11 +13,11 @@ from onnxprune.config import Importance, PruneConfig
 from onnxprune.errors import InputError
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import weight_scores
-from onnxprune.model import ModelSource, default_opset, export_graph, import_graph, infer_shapes, load_model
+from onnxprune.model import ModelSource, default_opset, export_graph, import_graph, infer_graph_shapes, load_model
 from onnxprune.plan import Plan, make_plan
 from onnxprune.report import build_report, group_rows
 from onnxprune.stats import ModelStats, graph_stats
-from onnxprune.validate import OutputCheck, check_pruned
+from onnxprune.validate import OutputCheck, ReferenceRun, check_pruned, reference_run, release_freed_memory
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,15 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
     return GroupsResult(group_rows(analysis, plan), plan)
 
 
+def _reference_from_file(path: str, seed: int) -> ReferenceRun:
+    """Run the original from its file before loading it, so ONNX Runtime's copy and ours never coexist."""
+    try:
+        return reference_run(path, seed)
+    except InputError:
+        load_model(path)  # a file that is not ONNX at all gets the loader's clearer message
+        raise
+
+
 def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
     """Remove the least important channels of every prunable group and check the result runs.
 
@@ -102,15 +110,27 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
         PrunedModelError: the pruned model failed validation (nothing should be written).
     """
     config = _resolve_config(config, **options)
+    path = str(model) if isinstance(model, (str, os.PathLike)) else None
+    reference = _reference_from_file(path, config.seed) if config.validate and path else None
     original = load_model(model)
+    if path:
+        original_size = os.path.getsize(path)
+    else:
+        serialized = original.SerializeToString()  # upb's ByteSize() serializes too: do it once
+        original_size = len(serialized)
+        reference = reference_run(serialized, config.seed) if config.validate else None
+        del serialized
     analysis = _analyse(original)
-    before = graph_stats(analysis.graph, original.ByteSize())
+    before = graph_stats(analysis.graph, original_size)
     plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
     groups = group_rows(analysis, plan)
     changes = apply_plan(analysis, plan)
-    pruned = infer_shapes(export_graph(analysis.graph, original))
-    outputs = check_pruned(original, pruned, config.seed) if config.validate else []
-    after = graph_stats(gs.import_onnx(pruned), pruned.ByteSize())
-    source = str(model) if isinstance(model, (str, os.PathLike, Path)) else None
-    report = build_report(source, config, before, after, groups, changes, outputs)
+    infer_graph_shapes(analysis.graph, original)
+    pruned = export_graph(analysis.graph, original)
+    del analysis, original  # the pruned model holds everything still needed
+    release_freed_memory()
+    serialized = pruned.SerializeToString()
+    outputs = check_pruned(serialized, reference) if reference is not None else []
+    after = graph_stats(gs.import_onnx(pruned), len(serialized))
+    report = build_report(path, config, before, after, groups, changes, outputs)
     return PruneResult(pruned, plan, before, after, changes, outputs, report)

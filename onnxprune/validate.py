@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,14 +32,26 @@ class OutputCheck:
         return asdict(self)
 
 
-def session(model: onnx.ModelProto, optimize: bool = True, threads: int = 1) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session; ``optimize=False`` turns graph optimisations off for exact comparisons."""
+def session(model: onnx.ModelProto | str, optimize: bool = True, threads: int = 1) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session from a model or a path; ``optimize=False`` turns graph optimisations off."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _lean_session(model: onnx.ModelProto | str | bytes) -> ort.InferenceSession:
+    """A session for one validation run: no weight prepacking and no memory arena, to keep memory low."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def random_feeds(sess: ort.InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -54,35 +68,69 @@ def random_feeds(sess: ort.InferenceSession, batch: int = 1, seed: int = 0) -> d
     return feeds
 
 
-def check_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0) -> list[OutputCheck]:
-    """Raise PrunedModelError unless ``pruned`` passes the full checker, runs, and keeps every output's name and shape.
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The original model's outputs on seeded random inputs, kept so the original can be freed."""
+
+    feeds: dict[str, np.ndarray]
+    names: list[str]
+    outputs: list[np.ndarray]
+
+
+def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0) -> ReferenceRun:
+    """Run the original model (a proto, a path or serialized bytes) once on a seeded random batch of 2.
+
+    Raises:
+        InputError: ONNX Runtime cannot load or run the original model.
+    """
+    try:
+        sess = _lean_session(model)
+        feeds = random_feeds(sess, batch=2, seed=seed)
+        outputs = sess.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
+        raise InputError(
+            f"ONNX Runtime cannot run the input model ({str(exc).splitlines()[0][:200]}); "
+            "check it runs in ONNX Runtime before pruning"
+        ) from None
+    names = [o.name for o in sess.get_outputs()]
+    del sess
+    release_freed_memory()
+    return ReferenceRun(feeds, names, outputs)
+
+
+def release_freed_memory() -> None:
+    """Free unreachable graphs and hand freed memory back to the OS, so the peaks of stages don't stack.
+
+    graphsurgeon graphs are reference cycles (only the cyclic GC frees them), and glibc keeps freed
+    memory for reuse unless asked to return it.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def check_pruned(pruned: bytes, reference: ReferenceRun) -> list[OutputCheck]:
+    """Raise PrunedModelError unless the serialized ``pruned`` model passes the full checker, runs in ONNX
+    Runtime, and keeps every output's name and shape.
 
     Returns:
-        Per-output fidelity on one seeded random batch of 2.
+        Per-output fidelity against the reference run.
     """
     try:
         onnx.checker.check_model(pruned, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise PrunedModelError(f"the pruned model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     try:
-        reference = session(original)
-    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
-        raise InputError(
-            f"ONNX Runtime cannot load the input model ({str(exc).splitlines()[0][:200]}); "
-            "check it runs in ONNX Runtime before pruning"
-        ) from None
-    try:
-        candidate = session(pruned)
-        feeds = random_feeds(reference, batch=2, seed=seed)
-        expected = reference.run(None, feeds)
-        actual = candidate.run(None, feeds)
+        candidate = _lean_session(pruned)
+        actual = candidate.run(None, reference.feeds)
     except Exception as exc:  # noqa: BLE001 - any ONNX Runtime failure means the pruned model is unusable
         raise PrunedModelError(f"ONNX Runtime cannot run the pruned model: {str(exc).splitlines()[0]}") from None
-    names = [o.name for o in reference.get_outputs()]
-    if [o.name for o in candidate.get_outputs()] != names:
+    if [o.name for o in candidate.get_outputs()] != reference.names:
         raise PrunedModelError("the pruned model's outputs differ in name or order from the original's")
     checks = []
-    for name, a, b in zip(names, expected, actual):
+    for name, a, b in zip(reference.names, reference.outputs, actual):
         if a.shape != b.shape:
             raise PrunedModelError(f"output '{name}' has shape {list(b.shape)} after pruning, {list(a.shape)} before")
         checks.append(OutputCheck(name, list(a.shape), *fidelity(a, b)))

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Benchmarks whose numbers go in the README.
 
-1. Speed: analysing and pruning a ResNet-50-sized model (25.6M parameters, built by
-   tools/make_bench_model.py) on one core, stage by stage, validation included.
+1. Speed and memory: analysing and pruning a ResNet-50-sized model (25.6M parameters, built by
+   tools/make_bench_model.py) on one core, stage by stage, validation included; and the peak
+   memory growth of a fresh process during one prune.
 2. Fixtures: for every model in models/, parameters, MACs and ONNX Runtime CPU latency (1 thread,
    batch 1) before and after pruning at the default settings.
 
@@ -28,16 +29,16 @@ from onnxprune.apply import apply_plan  # noqa: E402
 from onnxprune.config import Importance  # noqa: E402
 from onnxprune.groups import analyse_graph  # noqa: E402
 from onnxprune.importance import weight_scores  # noqa: E402
-from onnxprune.model import default_opset, export_graph, import_graph, infer_shapes, load_model  # noqa: E402
+from onnxprune.model import default_opset, export_graph, import_graph, infer_graph_shapes, load_model  # noqa: E402
 from onnxprune.plan import make_plan  # noqa: E402
-from onnxprune.validate import check_pruned, random_feeds, session  # noqa: E402
+from onnxprune.validate import check_pruned, random_feeds, reference_run, session  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGE = Path("/tmp/resnet50_like.onnx")
 
 
 def stage_times(path: Path) -> dict[str, float]:
-    """Seconds spent in each pipeline stage for one prune of ``path`` at ratio 0.3."""
+    """Seconds spent in each pipeline stage for one prune of ``path`` at ratio 0.3, in pipeline order."""
     times: dict[str, float] = {}
 
     def timed(name, fn, *args):
@@ -46,15 +47,35 @@ def stage_times(path: Path) -> dict[str, float]:
         times[name] = time.perf_counter() - start
         return value
 
+    reference = timed("reference run of the original (ONNX Runtime)", reference_run, str(path))
     model = timed("load", load_model, path)
     graph = timed("import + shape inference", import_graph, model)
     analysis = timed("dependency groups", analyse_graph, graph, default_opset(model))
     scores = timed("importance (L1)", weight_scores, analysis, Importance.L1)
     plan = timed("plan", make_plan, analysis, scores, 0.3, 8)
     timed("apply", apply_plan, analysis, plan)
-    pruned = timed("export + shape inference", lambda: infer_shapes(export_graph(analysis.graph, model)))
-    timed("validate (checker + ONNX Runtime)", check_pruned, model, pruned)
+    timed("shape inference", infer_graph_shapes, analysis.graph, model)
+    pruned = timed("export + serialize", lambda: export_graph(analysis.graph, model).SerializeToString())
+    timed("validate (full checker + ONNX Runtime)", check_pruned, pruned, reference)
     return times
+
+
+# VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's peak on Linux.
+PEAK_SCRIPT = """
+import re, sys
+import onnxprune
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+base = peak()
+onnxprune.prune(sys.argv[1])
+print(peak() - base)
+"""
+
+
+def peak_memory_growth(path: Path) -> int:
+    """Bytes by which a fresh process's peak RSS grows during one ``onnxprune.prune(path)``."""
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[-1])
 
 
 def latency_ms(model, runs: int = 50) -> float:
@@ -95,6 +116,8 @@ def main() -> None:
         for name, seconds in times.items():
             print(f"| {name} | {seconds:.2f} s |")
         print(f"| **total** | **{sum(times.values()):.2f} s** |")
+        growth = peak_memory_growth(LARGE)
+        print(f"\npeak memory growth during prune(): {growth / 1e6:.0f} MB = {growth / LARGE.stat().st_size:.2f}x the model file")
     fixture_table(args.ratio)
 
 

@@ -111,7 +111,13 @@ class ChannelContext:
 
     @staticmethod
     def const(tensor: gs.Tensor) -> np.ndarray | None:
+        """The value of a small constant (shape tensors, axes); use ``weight_shape`` for weights."""
         return constant_value(tensor)
+
+    @staticmethod
+    def weight_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
+        """The shape of a constant without loading its values, or None for activations."""
+        return tuple(int(d) for d in tensor.shape) if isinstance(tensor, gs.Constant) else None
 
     def int_attr_or_input(self, node: gs.Node, attr: str, index: int) -> np.ndarray | None:
         """An integer list given as attribute (older opsets) or constant input (newer ones)."""

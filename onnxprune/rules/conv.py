@@ -16,10 +16,11 @@ import onnx_graphsurgeon as gs
 from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
 
 
-def _weight(node: gs.Node, ctx: ChannelContext) -> np.ndarray:
-    if len(node.inputs) < 2 or ctx.const(node.inputs[1]) is None:
+def _weight_shape(node: gs.Node, ctx: ChannelContext) -> tuple[int, ...]:
+    shape = ctx.weight_shape(node.inputs[1]) if len(node.inputs) > 1 else None
+    if shape is None:
         raise Unprunable("its weight is not a constant")
-    return ctx.const(node.inputs[1])
+    return shape
 
 
 def _has_bias(node: gs.Node) -> bool:
@@ -30,10 +31,10 @@ class ConvRule(Rule):
     op_types = ("Conv",)
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        weight = _weight(node, ctx)
+        weight = _weight_shape(node, ctx)
         groups = int(node.attrs.get("group", 1))
-        in_channels = weight.shape[1] * groups
-        out_channels, per_group_in = weight.shape[0], weight.shape[1]
+        in_channels = weight[1] * groups
+        out_channels, per_group_in = weight[0], weight[1]
         x = ctx.expect(node.inputs[0], 1)
         if x.size != in_channels:
             raise Unprunable(f"its input has {x.size} channels but the weight expects {in_channels}")
@@ -63,11 +64,11 @@ class ConvTransposeRule(Rule):
     op_types = ("ConvTranspose",)
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        weight = _weight(node, ctx)
+        weight = _weight_shape(node, ctx)
         if int(node.attrs.get("group", 1)) != 1:
             raise Unprunable("grouped ConvTranspose is not supported")
         x = ctx.expect(node.inputs[0], 1)
-        y = ctx.declare(node.outputs[0], 1, weight.shape[1])
+        y = ctx.declare(node.outputs[0], 1, weight[1])
         ctx.slice_param(node, 1, 0, x.slots, scored=True)
         ctx.slice_param(node, 1, 1, y.slots, scored=True)
         if _has_bias(node):

@@ -65,7 +65,7 @@ class BroadcastRule(Rule):
                 continue
             if dim != count:
                 raise Unprunable(f"input '{tensor.name}' has {dim} entries on the channel axis, expected {count} or 1")
-            if ctx.const(tensor) is None:
+            if ctx.weight_shape(tensor) is None:
                 raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
             to_slice.append((index, local_axis))
         y = ctx.declare(node.outputs[0], axis, count)

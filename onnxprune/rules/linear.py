@@ -16,7 +16,7 @@ class GemmRule(Rule):
     op_types = ("Gemm",)
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        weight = ctx.const(node.inputs[1])
+        weight = ctx.weight_shape(node.inputs[1])
         if weight is None:
             raise Unprunable("its B input is not a constant weight")
         if int(node.attrs.get("transA", 0)):
@@ -27,11 +27,11 @@ class GemmRule(Rule):
         slice_bias = False
         if bias is not None:
             bias_shape = ctx.shape(bias)
-            if ctx.const(bias) is None or bias_shape is None:
+            if ctx.weight_shape(bias) is None or bias_shape is None:
                 raise Unprunable("its C input is not a constant")
-            slice_bias = len(bias_shape) > 0 and bias_shape[-1] == weight.shape[out_axis]
+            slice_bias = len(bias_shape) > 0 and bias_shape[-1] == weight[out_axis]
         a = ctx.expect(node.inputs[0], 1)
-        y = ctx.declare(node.outputs[0], 1, weight.shape[out_axis])
+        y = ctx.declare(node.outputs[0], 1, weight[out_axis])
         ctx.slice_param(node, 1, in_axis, a.slots, scored=True)
         ctx.slice_param(node, 1, out_axis, y.slots, scored=True)
         if slice_bias:
@@ -43,13 +43,13 @@ class MatMulRule(Rule):
     op_types = ("MatMul",)
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        weight = ctx.const(node.inputs[1])
-        if weight is None or ctx.const(node.inputs[0]) is not None:
+        weight = ctx.weight_shape(node.inputs[1])
+        if weight is None or ctx.weight_shape(node.inputs[0]) is not None:
             raise Unprunable("only MatMul of an activation by a constant weight is pruned")
-        if weight.ndim != 2:
-            raise Unprunable(f"its weight has rank {weight.ndim}, not 2")
+        if len(weight) != 2:
+            raise Unprunable(f"its weight has rank {len(weight)}, not 2")
         a = ctx.expect(node.inputs[0], -1)
-        y = ctx.declare(node.outputs[0], ctx.rank(node.outputs[0]) - 1, weight.shape[1])
+        y = ctx.declare(node.outputs[0], ctx.rank(node.outputs[0]) - 1, weight[1])
         ctx.slice_param(node, 1, 0, a.slots, scored=True)
         ctx.slice_param(node, 1, 1, y.slots, scored=True)
         ctx.record_io(node, a, y)
