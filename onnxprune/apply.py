@@ -48,7 +48,7 @@ class _Rewriter:
         old = node.inputs[index]
         # A constant shared by several nodes is copied, so one user's slice never changes another's.
         name = old.name if len(old.outputs) == 1 else f"{old.name}__{node.name}"
-        node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values))
+        node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values), export_dtype=old.export_dtype)
 
 
 def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:
@@ -88,5 +88,6 @@ def _slice_parameters(analysis: Analysis, slot_removed: np.ndarray, rewriter: _R
             values = np.take(values, np.nonzero(keep)[0], axis=param.axis)
         if values is not None:
             rewriter.replace_input(node, index, values)
-            sliced[id(node)] = node
+            owner = params[0].owner or node
+            sliced[id(owner)] = owner
     return list(sliced.values())

@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onnxprune: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a pipeline step never prints a traceback unless asked
+        if os.environ.get("ONNXPRUNE_DEBUG"):
+            raise
+        print(f"onnxprune: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(nothing was written; rerun with ONNXPRUNE_DEBUG=1 for details and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

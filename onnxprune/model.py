@@ -23,6 +23,8 @@ Dim = int | str | None
 MIN_OPSET = 11
 # Constants up to this size stay in the shape-inference skeleton (shape tensors need their values).
 SKELETON_MAX_ELEMENTS = 1024
+# Constant folding only evaluates small results (shape arithmetic), never whole weights.
+FOLD_MAX_BYTES = 1 << 16
 
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
@@ -87,16 +89,27 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     dimensions (TorchScript exports ``chunk`` as Shape -> Gather -> Div -> Slice) are folded into
     constants, then shapes are inferred again.
     """
-    graph = gs.import_onnx(model)
-    _name_nodes(graph)
-    _inline_constant_nodes(graph)
-    graph.cleanup(remove_unused_graph_inputs=False)
-    infer_graph_shapes(graph, model)
+    try:
+        graph = gs.import_onnx(model)
+        _name_nodes(graph)
+        _inline_constant_nodes(graph)
+        graph.cleanup(remove_unused_graph_inputs=False)
+        infer_graph_shapes(graph, model)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        # Malformed protos (bad strings, dangling references) surface as assorted errors here.
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(f"the model's graph is malformed ({detail}); re-export it or check it with onnx.checker") from None
     node_count = len(graph.nodes)
-    graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False)
+    graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
+    graph.cleanup(remove_unused_graph_inputs=False)
     if len(graph.nodes) != node_count:
         infer_graph_shapes(graph, model)
     return graph.toposort()
+
+
+def _keeps_storage_type(node: gs.Node) -> bool:
+    """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type."""
+    return node.op in ("Cast", "CastLike", "DequantizeLinear")
 
 
 def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import TensorProto
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,18 @@ def graph_stats(graph: gs.Graph, size_bytes: int) -> ModelStats:
     return ModelStats(_param_count(graph), _mac_count(graph), size_bytes)
 
 
+def _is_float(dtype: object) -> bool:
+    """float16/32/64 and bfloat16, whether graphsurgeon reports a numpy dtype or an ONNX type number."""
+    if isinstance(dtype, (int, np.integer)):
+        return int(dtype) in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
+    return np.dtype(dtype).kind == "f" or np.dtype(dtype).name == "bfloat16"
+
+
 def _param_count(graph: gs.Graph) -> int:
     return int(sum(
         int(np.prod(t.shape, dtype=np.int64))
         for t in graph.tensors().values()
-        if isinstance(t, gs.Constant) and np.issubdtype(np.dtype(t.dtype), np.floating)
+        if isinstance(t, gs.Constant) and _is_float(t.dtype)
     ))
 
 

@@ -48,7 +48,10 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
-    weight = np.array(node.inputs[1].values)
+    holder, index = node, 1
+    if not isinstance(node.inputs[1], gs.Constant):  # a weight stored in bfloat16 and Cast up
+        holder, index = node.inputs[1].inputs[0], 0
+    weight = np.array(holder.inputs[index].values)
     if node.op == "Conv":
         groups = int(node.attrs.get("group", 1))
         per_group_in, per_group_out = weight.shape[1], weight.shape[0] // groups
@@ -61,7 +64,8 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
         weight[:, removed] = 0
     else:
         return
-    node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__masked_{node.name}", weight)
+    old = holder.inputs[index]
+    holder.inputs[index] = gs.Constant(f"{old.name}__masked_{node.name}", weight, export_dtype=old.export_dtype)
 
 
 def masked_reference(original: onnx.ModelProto, report: dict) -> onnx.ModelProto:

@@ -42,13 +42,18 @@ class ChannelTensor:
 
 @dataclass(frozen=True)
 class ParamSlice:
-    """A constant input of a node that loses the positions whose slots are removed, along ``axis``."""
+    """A constant input of a node that loses the positions whose slots are removed, along ``axis``.
+
+    ``owner`` is the node the parameter belongs to (the Conv); ``node`` holds the constant, which is the
+    owner itself or the Cast in front of a weight stored in another dtype.
+    """
 
     node: gs.Node
     input_index: int
     axis: int
     slots: np.ndarray
     scored: bool = False
+    owner: gs.Node | None = None
 
 
 class RewriteView(Protocol):
@@ -114,10 +119,10 @@ class ChannelContext:
         """The value of a small constant (shape tensors, axes); use ``weight_shape`` for weights."""
         return constant_value(tensor)
 
-    @staticmethod
-    def weight_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
-        """The shape of a constant without loading its values, or None for activations."""
-        return tuple(int(d) for d in tensor.shape) if isinstance(tensor, gs.Constant) else None
+    def weight_shape(self, tensor: gs.Tensor) -> tuple[int, ...] | None:
+        """The shape of a constant (or of a cast-up stored weight) without loading it; None for activations."""
+        stored = stored_constant(tensor)
+        return tuple(int(d) for d in stored.shape) if stored is not None else None
 
     def int_attr_or_input(self, node: gs.Node, attr: str, index: int) -> np.ndarray | None:
         """An integer list given as attribute (older opsets) or constant input (newer ones)."""
@@ -200,11 +205,13 @@ class ChannelContext:
     def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False) -> None:
         """Slice constant input ``index`` of ``node`` along ``axis``; ``slots[i]`` owns position ``i``."""
         tensor = node.inputs[index]
-        if not isinstance(tensor, gs.Constant):
+        stored = stored_constant(tensor)
+        if stored is None:
             raise Unprunable(f"its parameter '{tensor.name}' is not a constant")
-        if tensor.shape[axis] != len(slots):
-            raise Unprunable(f"parameter '{tensor.name}' has {tensor.shape[axis]} entries on axis {axis}, expected {len(slots)}")
-        self.params.append(ParamSlice(node, index, axis % len(tensor.shape), np.asarray(slots), scored))
+        holder, holder_index = (node, index) if stored is tensor else (tensor.inputs[0], 0)  # the Cast's input
+        if stored.shape[axis] != len(slots):
+            raise Unprunable(f"parameter '{tensor.name}' has {stored.shape[axis]} entries on axis {axis}, expected {len(slots)}")
+        self.params.append(ParamSlice(holder, holder_index, axis % len(stored.shape), np.asarray(slots), scored, node))
 
     def add_rewrite(self, rule: Rule, node: gs.Node) -> None:
         """Ask for ``rule.rewrite(node, kept)`` once the parameters are sliced."""
@@ -225,6 +232,22 @@ class ChannelContext:
                 self.pin(channel, reason)
         for tensor in node.outputs:
             self.channels.pop(tensor.name, None)
+
+
+def stored_constant(tensor: gs.Tensor) -> gs.Constant | None:
+    """The constant holding a parameter: the tensor itself, or the input of a Cast used only here.
+
+    Models that store weights in float16 or bfloat16 and compute in float32 feed every weight
+    through its own Cast.
+    """
+    if isinstance(tensor, gs.Constant):
+        return tensor
+    producers = tensor.inputs
+    if len(producers) == 1 and producers[0].op == "Cast" and len(tensor.outputs) == 1:
+        source = producers[0].inputs[0]
+        if isinstance(source, gs.Constant) and len(source.outputs) == 1:
+            return source
+    return None
 
 
 def broadcast_axis(channel_axis: int, input_rank: int, output_rank: int) -> int:

@@ -1,0 +1,161 @@
+"""Bad and unusual input: corrupt files, odd dtypes and opsets, determinism, and never a half-written file."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODELS, assert_matches_masked, conv, make_model, run
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxprune
+from onnxprune.cli import main
+from onnxprune.model import save_model_atomic
+
+X = {"x": ["N", 3, 8, 8]}
+
+
+def _chain(opset: int = 17) -> onnx.ModelProto:
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    return make_model([first, helper.make_node("Relu", ["a"], ["m"]), last], X, ["y"], inits1 + inits2, opset=opset)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_corrupt_model_file_fails_cleanly_or_prunes(tmp_path, capsys, seed):
+    data = bytearray((MODELS / "resnet.ts.onnx").read_bytes())
+    rng = np.random.default_rng(seed)
+    if seed % 2:
+        data = data[: int(rng.integers(1, len(data)))]
+    else:
+        for pos in rng.integers(0, len(data), size=int(rng.integers(1, 30))):
+            data[pos] ^= int(rng.integers(1, 256))
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out.onnx"
+    code = main([str(path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code in (0, 2)
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("onnxprune: error:")
+        assert not out.exists()
+    assert path.read_bytes() == bytes(data)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_same_input_gives_byte_identical_output(tmp_path):
+    outputs = []
+    for name in ("a.onnx", "b.onnx"):
+        assert main([str(MODELS / "yolo.ts.onnx"), "-o", str(tmp_path / name), "--ratio", "0.4"]) == 0
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
+    first = onnxprune.prune(MODELS / "unet.dynamo.onnx", ratio=0.3).model.SerializeToString()
+    assert onnxprune.prune(MODELS / "unet.dynamo.onnx", ratio=0.3).model.SerializeToString() == first
+
+
+@pytest.mark.parametrize("opset", [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21])
+def test_every_supported_opset(opset):
+    model = _chain(opset)
+    model.ir_version = {19: 9, 20: 9, 21: 10}.get(opset, model.ir_version)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert result.pruned.params < result.original.params
+    assert_matches_masked(model, result.model, result.report)
+
+
+def test_float16_model():
+    model = _chain()
+    for init in model.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.FLOAT16}
+    assert result.pruned.params < result.original.params
+    assert_matches_masked(model, result.model, result.report, tol=2e-3)
+
+
+def test_bfloat16_stored_weights_behind_casts_stay_bfloat16():
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    nodes, inits = [], []
+    for init in inits1 + inits2:
+        values = numpy_helper.to_array(init)
+        inits.append(helper.make_tensor(f"{init.name}.bf16", TensorProto.BFLOAT16, values.shape, values.ravel().tolist()))
+        nodes.append(helper.make_node("Cast", [f"{init.name}.bf16"], [init.name], to=TensorProto.FLOAT))
+    model = make_model([*nodes, first, helper.make_node("Relu", ["a"], ["m"]), last], X, ["y"], inits)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.BFLOAT16}
+    shapes = {i.name: list(i.dims) for i in result.model.graph.initializer}
+    assert shapes["conv1.w.bf16"] == [4, 3, 3, 3] and shapes["conv2.w.bf16"] == [4, 4, 3, 3]
+    assert_matches_masked(model, result.model, result.report)
+
+
+def test_several_inputs_and_outputs_keep_their_shapes():
+    a, ia = conv("ca", "x1", "a", 3, 8, seed=1)
+    b, ib = conv("cb", "x2", "b", 3, 8, seed=2)
+    head1, ih1 = conv("head1", "r", "y1", 8, 2, seed=3)
+    mid, im = conv("mid", "r", "c", 8, 8, seed=4)
+    head2, ih2 = conv("head2", "c", "y2", 8, 5, seed=5)
+    nodes = [a, b, helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["r"]), head1, mid, head2]
+    unused = numpy_helper.from_array(np.ones(7, np.float32), "unused")
+    model = make_model(nodes, {"x1": ["N", 3, 8, 8], "x2": ["N", 3, 8, 8]}, ["y1", "y2"], ia + ib + ih1 + im + ih2 + [unused])
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert [o.name for o in result.model.graph.output] == ["y1", "y2"]
+    assert [i.name for i in result.model.graph.input] == ["x1", "x2"]
+    assert result.pruned.params < result.original.params
+    assert_matches_masked(model, result.model, result.report)
+
+
+def test_nothing_prunable_is_not_an_error(tmp_path, capsys):
+    first, inits = conv("only", "x", "y", 3, 8, seed=1)
+    path = tmp_path / "single.onnx"
+    onnx.save(make_model([first], X, ["y"], inits), path)
+    assert main([str(path)]) == 0
+    assert "every channel group is pinned" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["single.onnx"]
+
+
+def test_model_onnx_runtime_cannot_load_gets_status_2(tmp_path, capsys):
+    model = _chain()
+    model.graph.node[1].domain = "com.example.custom"
+    model.opset_import.append(helper.make_opsetid("com.example.custom", 1))
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, path)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX Runtime cannot run the input model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_empty_graph_and_old_opset_get_status_2(tmp_path, capsys):
+    empty = helper.make_model(helper.make_graph([], "empty", [], []))
+    onnx.save(empty, tmp_path / "empty.onnx")
+    assert main([str(tmp_path / "empty.onnx")]) == 2
+    assert "no nodes" in capsys.readouterr().err
+    old = _chain()
+    old.opset_import[0].version = 9
+    onnx.save(old, tmp_path / "old.onnx")
+    assert main([str(tmp_path / "old.onnx")]) == 2
+    assert "opset 9" in capsys.readouterr().err
+
+
+def test_interrupted_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous")
+
+    def interrupted(model, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_model_atomic(_chain(), target)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+def test_pruned_model_runs_at_other_batch_sizes():
+    result = onnxprune.prune(MODELS / "mobilenetv2.ts.onnx", ratio=0.5)
+    for batch in (1, 5):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        assert run(result.model, {"input": x})[0].shape == (batch, 10)
