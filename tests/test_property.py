@@ -1,0 +1,157 @@
+"""Property test: random valid graphs built from the supported ops always prune into models that pass
+the checker, run in ONNX Runtime, and meet the masking oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from helpers import assert_matches_masked, make_model, weight
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import helper, numpy_helper
+
+import onnxprune
+
+SIZE = 8
+ACTIVATIONS = ("none", "Relu", "SiLU", "Clip", "LeakyRelu", "HardSwish")
+BLOCKS = ("conv", "bn", "depthwise", "residual", "concat", "split", "se", "pool_resize", "add_const", "prelu")
+
+
+class GraphBuilder:
+    """Appends blocks to a chain of NCHW activations, tracking the current tensor and channel count."""
+
+    def __init__(self, draw) -> None:
+        self.draw = draw
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+        self.x, self.channels = "x", 3
+
+    def name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def conv(self, x: str, c_in: int, c_out: int, k: int = 3, group: int = 1) -> str:
+        y, w = self.name("conv"), self.name("w")
+        self.inits.append(weight(w, (c_out, c_in // group, k, k), self.count))
+        inputs = [x, w]
+        if self.draw(st.booleans()):
+            b = self.name("b")
+            self.inits.append(weight(b, (c_out,), self.count + 500))
+            inputs.append(b)
+        self.nodes.append(helper.make_node("Conv", inputs, [y], name=y, group=group, pads=[k // 2] * 4))
+        return y
+
+    def activation(self, x: str) -> str:
+        kind = self.draw(st.sampled_from(ACTIVATIONS))
+        if kind == "none":
+            return x
+        y = self.name("act")
+        if kind == "SiLU":
+            s = self.name("sig")
+            self.nodes += [helper.make_node("Sigmoid", [x], [s]), helper.make_node("Mul", [x, s], [y])]
+        elif kind == "Clip":
+            lo, hi = self.name("lo"), self.name("hi")
+            self.inits += [numpy_helper.from_array(np.array(0.0, np.float32), lo), numpy_helper.from_array(np.array(6.0, np.float32), hi)]
+            self.nodes.append(helper.make_node("Clip", [x, lo, hi], [y]))
+        else:
+            self.nodes.append(helper.make_node(kind, [x], [y]))
+        return y
+
+    def width(self) -> int:
+        return self.draw(st.integers(2, 12))
+
+    def block(self, kind: str) -> None:
+        x, c = self.x, self.channels
+        if kind == "conv":
+            self.channels = self.width()
+            self.x = self.activation(self.conv(x, c, self.channels, k=self.draw(st.sampled_from([1, 3]))))
+        elif kind == "bn":
+            names = [self.name(p) for p in ("s", "bb", "mean", "var")]
+            self.inits += [weight(n, (c,), self.count + i) for i, n in enumerate(names[:3])]
+            self.inits.append(numpy_helper.from_array(np.linspace(0.5, 2.0, c, dtype=np.float32), names[3]))
+            self.x = self.name("bn")
+            self.nodes.append(helper.make_node("BatchNormalization", [x, *names], [self.x]))
+        elif kind == "depthwise":
+            self.x = self.activation(self.conv(x, c, c, group=c))
+        elif kind == "residual":
+            inner = self.activation(self.conv(x, c, self.width()))
+            branch = self.conv(inner, self._last_out(), c)
+            self.x = self.name("res")
+            self.nodes.append(helper.make_node("Add", [x, branch], [self.x]))
+        elif kind == "concat":
+            extra = self.width()
+            branch = self.activation(self.conv(x, c, extra))
+            self.x, self.channels = self.name("cat"), c + extra
+            self.nodes.append(helper.make_node("Concat", [x, branch], [self.x], axis=1))
+        elif kind == "split" and c >= 2:
+            first = self.draw(st.integers(1, c - 1))
+            a, b = self.name("sa"), self.name("sb")
+            sizes = self.name("sizes")
+            self.inits.append(numpy_helper.from_array(np.array([first, c - first], np.int64), sizes))
+            self.nodes.append(helper.make_node("Split", [x, sizes], [a, b], axis=1))
+            out = self.width()
+            branch = self.activation(self.conv(b, c - first, out))
+            self.x, self.channels = self.name("cat"), first + out
+            self.nodes.append(helper.make_node("Concat", [a, branch], [self.x], axis=1))
+        elif kind == "se":
+            pooled = self.name("gap")
+            self.nodes.append(helper.make_node("GlobalAveragePool", [x], [pooled]))
+            squeezed = self.activation(self.conv(pooled, c, self.width(), k=1))
+            gate = self.conv(squeezed, self._last_out(), c, k=1)
+            sig, self.x = self.name("gate"), self.name("se")
+            self.nodes += [helper.make_node("Sigmoid", [gate], [sig]), helper.make_node("Mul", [x, sig], [self.x])]
+        elif kind == "pool_resize":
+            pooled, scales, self.x = self.name("pool"), self.name("scales"), self.name("up")
+            self.inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), scales))
+            self.nodes += [helper.make_node("MaxPool", [x], [pooled], kernel_shape=[2, 2], strides=[2, 2]),
+                           helper.make_node("Resize", [pooled, "", scales], [self.x], mode="nearest")]
+        elif kind == "add_const":
+            const, self.x = self.name("const"), self.name("addc")
+            self.inits.append(weight(const, (c, 1, 1), self.count))
+            self.nodes.append(helper.make_node("Add", [x, const], [self.x]))
+        elif kind == "prelu":
+            slope, self.x = self.name("slope"), self.name("prelu")
+            self.inits.append(numpy_helper.from_array(np.linspace(0.05, 0.5, c, dtype=np.float32).reshape(c, 1, 1), slope))
+            self.nodes.append(helper.make_node("PRelu", [x, slope], [self.x]))
+
+    def _last_out(self) -> int:
+        """Output channels of the most recently added conv weight."""
+        return next(int(i.dims[0]) for i in reversed(self.inits) if i.name.startswith("w"))
+
+    def head(self) -> None:
+        kind = self.draw(st.sampled_from(["conv", "gap_gemm", "flatten_gemm"]))
+        if kind == "conv":
+            self.conv(self.x, self.channels, 3)
+            self.nodes[-1].output[0] = "y"
+            return
+        features = self.channels * (1 if kind == "gap_gemm" else SIZE * SIZE)
+        x = self.x
+        if kind == "gap_gemm":
+            x = self.name("gap")
+            self.nodes.append(helper.make_node("GlobalAveragePool", [self.x], [x]))
+        flat = self.name("flat")
+        self.inits += [weight("fc.w", (5, features), 1), weight("fc.b", (5,), 2)]
+        self.nodes += [helper.make_node("Flatten", [x], [flat]), helper.make_node("Gemm", [flat, "fc.w", "fc.b"], ["y"], transB=1)]
+
+
+@st.composite
+def random_models(draw) -> onnx.ModelProto:
+    builder = GraphBuilder(draw)
+    builder.block("conv")
+    for kind in draw(st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=6)):
+        builder.block(kind)
+    builder.head()
+    return make_model(builder.nodes, {"x": ["N", 3, SIZE, SIZE]}, ["y"], builder.inits)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(model=random_models(), ratio=st.sampled_from([0.2, 0.5, 0.8]), round_to=st.sampled_from([1, 2]),
+       importance=st.sampled_from(["l1", "l2"]))
+def test_random_graphs_prune_into_valid_equivalent_models(model, ratio, round_to, importance):
+    result = onnxprune.prune(model, ratio=ratio, round_to=round_to, importance=importance)
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.pruned.params <= result.original.params
+    for group in result.report["groups"]:
+        assert 1 <= group["kept"] <= group["channels"]
+    assert_matches_masked(model, result.model, result.report)
