@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if result.report["pruned"]["params"] == result.report["original"]["params"]:
         print("nothing was pruned: " + _why_nothing(result.report["groups"]))
         return 0
-    save_model_atomic(result.model, output)
+    save_model_atomic(result.model, output, external_data=result.external_data)
     if args.report:
         Path(args.report).write_text(json.dumps(result.report, indent=2))
     print(format_summary(result.report, str(output)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,31 +26,109 @@ MIN_OPSET = 11
 SKELETON_MAX_ELEMENTS = 1024
 # Constant folding only evaluates small results (shape arithmetic), never whole weights.
 FOLD_MAX_BYTES = 1 << 16
+# Protobuf cannot serialize 2 GiB; models with more weight data than this are kept in external data.
+PROTOBUF_SAFE_BYTES = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and how it was stored: ``external_data`` when its weights lived in side files."""
+
+    model: onnx.ModelProto
+    external_data: bool
+    size_bytes: int | None
 
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
     """Load a model from a path, or check a ``ModelProto``. onnxprune never modifies the model it loads.
 
     Raises:
-        InputError: the path is missing, not a file, or not a readable ONNX model.
+        InputError: the path is missing, not a file, not a readable ONNX model, or its external data
+            lies outside its folder.
     """
-    model = source if isinstance(source, onnx.ModelProto) else _read_model_file(Path(source))
-    _check_loadable(model)
-    return model
+    return read_model(source).model
 
 
-def _read_model_file(path: Path) -> onnx.ModelProto:
+def read_model(source: ModelSource) -> LoadedModel:
+    """Like :func:`load_model`, also telling whether the weights came from external data files."""
+    if isinstance(source, onnx.ModelProto):
+        loaded = LoadedModel(source, external_data_bytes(source) > PROTOBUF_SAFE_BYTES, None)
+    else:
+        loaded = _read_model_file(Path(source))
+    _check_loadable(loaded.model)
+    return loaded
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """Parse a model file without its external data: raises InputError for anything :func:`read_model` would.
+
+    Run before anything else reads the file (ONNX Runtime included), so no data file outside the
+    model's folder is ever opened.
+    """
+    _check_loadable(_read_model_file(Path(path), load_data=False).model)
+
+
+def _read_model_file(path: Path, load_data: bool = True) -> LoadedModel:
     if not path.exists():
         raise InputError(f"model file '{path}' does not exist; check the path")
     if not path.is_file():
         raise InputError(f"'{path}' is not a file; pass the path of an .onnx model file")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError, IndexError, TypeError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
             f"'{path}' is not a readable ONNX model ({first_line}); re-export it or check the file is complete"
         ) from None
+    locations = _external_locations(model)
+    size = path.stat().st_size
+    for location in sorted(locations):
+        data_path = _safe_data_path(path, location)
+        size += data_path.stat().st_size
+    if locations and load_data:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    return LoadedModel(model, bool(locations), size)
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for sub in attribute.graphs:
+                yield from _all_tensors(sub)
+
+
+def _external_locations(model: onnx.ModelProto) -> set[str]:
+    locations = set()
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            locations.add(entries.get("location", ""))
+    return locations
+
+
+def _safe_data_path(model_path: Path, location: str) -> Path:
+    """The external data file, refused unless it lies inside the model's own folder."""
+    folder = model_path.parent.resolve()
+    candidate = (folder / location).resolve()
+    if not location or Path(location).is_absolute() or ".." in Path(location).parts or folder not in candidate.parents:
+        raise InputError(
+            f"the model's external data location '{location}' points outside its folder; onnxprune only reads "
+            "data files beside the model (move the data file there and fix the location)"
+        )
+    if not candidate.is_file():
+        raise InputError(f"the model's external data file '{location}' is missing beside '{model_path}'")
+    return candidate
+
+
+def external_data_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of tensor data held in the proto, counted without serializing it."""
+    return sum(len(t.raw_data) + 4 * len(t.float_data) for t in _all_tensors(model.graph))
 
 
 def _check_loadable(model: onnx.ModelProto) -> None:
@@ -199,9 +278,16 @@ def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def save_model_atomic(model: onnx.ModelProto, path: Path) -> None:
-    """Write the model to a temporary file beside ``path`` and rename it into place."""
+def save_model_atomic(model: onnx.ModelProto, path: Path, external_data: bool = False) -> None:
+    """Write the model to a temporary file beside ``path`` and rename it into place.
+
+    With ``external_data`` the weights go to ``<name>.data`` beside it (needed past 2 GB); the data file
+    is renamed into place first, then the model.
+    """
     path = Path(path)
+    if external_data:
+        _save_with_external_data(model, path)
+        return
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -210,6 +296,23 @@ def save_model_atomic(model: onnx.ModelProto, path: Path) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
+    """Save ``model`` as ``folder/name`` with its weights in ``folder/name.data``; ``model`` is left unchanged."""
+    target = Path(folder) / name
+    onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{name}.data", size_threshold=1024)
+    # Saving moved the weights out of the proto: bring them back so the caller's model is whole again.
+    onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+    return target
+
+
+def _save_with_external_data(model: onnx.ModelProto, path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        written = write_external(model, Path(tmp), path.name)
+        os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
+        os.replace(written, path)
 
 
 def static_shape(tensor: gs.Tensor) -> tuple[Dim, ...] | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -13,7 +15,19 @@ from onnxprune.config import Importance, PruneConfig
 from onnxprune.errors import InputError
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import weight_scores
-from onnxprune.model import ModelSource, default_opset, export_graph, import_graph, infer_graph_shapes, load_model
+from onnxprune.model import (
+    PROTOBUF_SAFE_BYTES,
+    ModelSource,
+    check_model_file,
+    default_opset,
+    export_graph,
+    external_data_bytes,
+    import_graph,
+    infer_graph_shapes,
+    load_model,
+    read_model,
+    write_external,
+)
 from onnxprune.plan import Plan, make_plan
 from onnxprune.report import build_report, group_rows
 from onnxprune.stats import ModelStats, graph_stats
@@ -43,6 +57,7 @@ class PruneResult:
     changes: list[NodeChange]
     outputs: list[OutputCheck]
     report: dict
+    external_data: bool = False
 
 
 def _resolve_config(config: PruneConfig | None, **options) -> PruneConfig:
@@ -85,15 +100,6 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
     return GroupsResult(group_rows(analysis, plan), plan)
 
 
-def _reference_from_file(path: str, seed: int) -> ReferenceRun:
-    """Run the original from its file before loading it, so ONNX Runtime's copy and ours never coexist."""
-    try:
-        return reference_run(path, seed)
-    except InputError:
-        load_model(path)  # a file that is not ONNX at all gets the loader's clearer message
-        raise
-
-
 def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
     """Remove the least important channels of every prunable group and check the result runs.
 
@@ -111,15 +117,18 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     """
     config = _resolve_config(config, **options)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
-    reference = _reference_from_file(path, config.seed) if config.validate and path else None
-    original = load_model(model)
+    reference = None
     if path:
-        original_size = os.path.getsize(path)
+        check_model_file(path)  # before anything else reads it: refuses data files outside its folder
+        # ONNX Runtime runs the original from its file before we load it, so the two copies never coexist.
+        reference = reference_run(path, config.seed) if config.validate else None
+    loaded = read_model(model)
+    original = loaded.model
+    if path is None:
+        original_size, proto_reference = _measure_and_run(original, loaded.external_data, config)
+        reference = reference or proto_reference
     else:
-        serialized = original.SerializeToString()  # upb's ByteSize() serializes too: do it once
-        original_size = len(serialized)
-        reference = reference_run(serialized, config.seed) if config.validate else None
-        del serialized
+        original_size = loaded.size_bytes
     analysis = _analyse(original)
     before = graph_stats(analysis.graph, original_size)
     plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
@@ -127,10 +136,32 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     changes = apply_plan(analysis, plan)
     infer_graph_shapes(analysis.graph, original)
     pruned = export_graph(analysis.graph, original)
-    del analysis, original  # the pruned model holds everything still needed
+    external = loaded.external_data or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
+    del analysis, original, loaded  # the pruned model holds everything still needed
     release_freed_memory()
-    serialized = pruned.SerializeToString()
-    outputs = check_pruned(serialized, reference) if reference is not None else []
-    after = graph_stats(gs.import_onnx(pruned), len(serialized))
+    size, outputs = _validate(pruned, reference, external)
+    after = graph_stats(gs.import_onnx(pruned), size)
     report = build_report(path, config, before, after, groups, changes, outputs)
-    return PruneResult(pruned, plan, before, after, changes, outputs, report)
+    return PruneResult(pruned, plan, before, after, changes, outputs, report, external)
+
+
+def _measure_and_run(original: onnx.ModelProto, external: bool, config: PruneConfig) -> tuple[int, ReferenceRun | None]:
+    """Size of a ModelProto given in memory, and its reference run, serializing it only once."""
+    if external:  # too big to serialize: go through a temporary file with external data
+        with tempfile.TemporaryDirectory() as tmp:
+            target = write_external(original, Path(tmp), "original.onnx")
+            size = sum(f.stat().st_size for f in Path(tmp).iterdir())
+            return size, reference_run(str(target), config.seed) if config.validate else None
+    serialized = original.SerializeToString()  # upb's ByteSize() serializes too: do it once
+    return len(serialized), reference_run(serialized, config.seed) if config.validate else None
+
+
+def _validate(pruned: onnx.ModelProto, reference: ReferenceRun | None, external: bool) -> tuple[int, list[OutputCheck]]:
+    """Serialized size of the pruned model and its checks against the reference run."""
+    if external:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = write_external(pruned, Path(tmp), "pruned.onnx")
+            size = sum(f.stat().st_size for f in Path(tmp).iterdir())
+            return size, check_pruned(str(target), reference) if reference is not None else []
+    serialized = pruned.SerializeToString()
+    return len(serialized), check_pruned(serialized, reference) if reference is not None else []

@@ -159,3 +159,53 @@ def test_pruned_model_runs_at_other_batch_sizes():
     for batch in (1, 5):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
         assert run(result.model, {"input": x})[0].shape == (batch, 10)
+
+
+def _save_external(model: onnx.ModelProto, path, location: str) -> None:
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+
+
+def test_external_data_model_prunes_and_is_saved_with_external_data(tmp_path, capsys):
+    original = onnx.load(MODELS / "resnet.ts.onnx")
+    source = tmp_path / "in" / "model.onnx"
+    source.parent.mkdir()
+    _save_external(onnx.load(MODELS / "resnet.ts.onnx"), source, "model.weights")
+    before = {p.name: p.read_bytes() for p in source.parent.iterdir()}
+    out = tmp_path / "out" / "pruned.onnx"
+    out.parent.mkdir()
+    assert main([str(source), "-o", str(out), "--ratio", "0.5"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pruned.onnx", "pruned.onnx.data"]
+    assert out.stat().st_size < 50_000  # the weights are in the data file
+    pruned = onnx.load(str(out))
+    onnx.checker.check_model(str(out), full_check=True)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert run(pruned, {"input": x})[0].shape == run(original, {"input": x})[0].shape
+    assert {p.name: p.read_bytes() for p in source.parent.iterdir()} == before
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, capsys, location):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = folder / "model.onnx"
+    _save_external(_chain(), path, "weights.bin")
+    model = onnx.load(str(path), load_external_data=False)
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(path))
+    (tmp_path / "outside.bin").write_bytes((folder / "weights.bin").read_bytes())
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "points outside its folder" in err and len(err.strip().splitlines()) == 1
+    assert not (folder / "model.pruned.onnx").exists()
+
+
+def test_missing_external_data_file_gets_status_2(tmp_path, capsys):
+    path = tmp_path / "model.onnx"
+    _save_external(_chain(), path, "weights.bin")
+    (tmp_path / "weights.bin").unlink()
+    assert main([str(path)]) == 2
+    assert "external data file 'weights.bin' is missing" in capsys.readouterr().err
