@@ -10,7 +10,7 @@ from pathlib import Path
 
 from onnxprune.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, Importance, PruneConfig
 from onnxprune.errors import InputError, OnnxPruneError
-from onnxprune.model import save_model_atomic
+from onnxprune.model import save_model_atomic, write_text_atomic
 from onnxprune.pipeline import find_groups, prune
 from onnxprune.report import format_groups, format_summary
 
@@ -34,6 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="PATH", help="write the JSON report here")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random validation inputs")
+    search = parser.add_argument_group("targets and guards")
+    search.add_argument("--global", dest="global_ranking", action="store_true",
+                        help="rank all groups together (per-group ratios differ; at most --group-cap of a group goes)")
+    search.add_argument("--group-cap", type=float, default=None, metavar="F", help="largest share of one group removed by global ranking (default 0.8)")
+    search.add_argument("--target-macs", type=float, metavar="F", help="keep this fraction of the MACs (global ranking)")
+    search.add_argument("--target-latency", type=float, metavar="F", help="keep this fraction of the measured latency")
+    search.add_argument("--max-drop", type=float, metavar="X",
+                        help="largest acceptable loss: accuracy points with labels, else top-1 agreement points, else relative output error")
+    search.add_argument("--sensitivity", action="store_true", help="allocate per-group ratios from a per-group error scan")
+    search.add_argument("--iterative", type=int, metavar="K", help="reach the target in K prune-and-check steps")
+    runtime = parser.add_argument_group("measurement")
+    runtime.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    runtime.add_argument("--providers", nargs="+", metavar="EP", help="ONNX Runtime execution providers (default CPU)")
+    runtime.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
+    runtime.add_argument("--batch", type=int, default=1, help="batch size for latency (default 1)")
+    runtime.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    runtime.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     return parser
 
 
@@ -50,23 +67,42 @@ def _output_path(model: Path, output: str | None, force: bool) -> Path:
     return path
 
 
+def _check_writable(path: Path) -> None:
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise InputError(f"cannot write '{path}'; choose a file in a writable folder")
+
+
 def run(args: argparse.Namespace) -> int:
-    config = PruneConfig(ratio=args.ratio, importance=Importance(args.importance), round_to=args.round_to,
-                         exclude=tuple(args.exclude), seed=args.seed)
+    config = PruneConfig(
+        ratio=args.ratio, importance=Importance(args.importance), round_to=args.round_to, exclude=tuple(args.exclude),
+        seed=args.seed, global_ranking=args.global_ranking, target_macs=args.target_macs,
+        target_latency=args.target_latency, max_drop=args.max_drop, sensitivity=args.sensitivity,
+        iterative=args.iterative, latency=not args.no_latency, providers=tuple(args.providers) if args.providers else None,
+        threads=args.threads, batch=args.batch, quiet=args.quiet,
+        **({"group_cap": args.group_cap} if args.group_cap is not None else {}),
+    )
     model = Path(args.model)
     if args.dry_run:
         result = find_groups(model, config)
         print(format_groups(result.groups))
         return 0
     output = _output_path(model, args.output, args.force)
+    for extra in (args.report, args.html):
+        if extra:
+            _check_writable(Path(extra))
     result = prune(model, config)
     if result.report["pruned"]["params"] == result.report["original"]["params"]:
         print("nothing was pruned: " + _why_nothing(result.report["groups"]))
         return 0
     save_model_atomic(result.model, output, external_data=result.external_data)
     if args.report:
-        Path(args.report).write_text(json.dumps(result.report, indent=2))
-    print(format_summary(result.report, str(output)))
+        write_text_atomic(Path(args.report), json.dumps(result.report, indent=2))
+    if args.html:
+        from onnxprune.html_report import render_html  # noqa: PLC0415 - only --html needs it
+
+        write_text_atomic(Path(args.html), render_html(result.report))
+    if not args.quiet:
+        print(format_summary(result.report, str(output)))
     return 0
 
 

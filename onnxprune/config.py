@@ -9,6 +9,8 @@ DEFAULT_RATIO = 0.3
 # Measured with tools/bench_round_to.py on ONNX Runtime CPU (see README): multiples of 8 keep
 # the MLAS conv kernels on their blocked fast path; odd channel counts cost up to ~25% latency.
 DEFAULT_ROUND_TO = 8
+# Global ranking never removes more than this share of one group.
+DEFAULT_GROUP_CAP = 0.8
 
 
 class Importance(str, Enum):
@@ -29,6 +31,18 @@ class PruneConfig:
         exclude: node names or glob patterns; groups touching them are left whole.
         validate: run the pruned model in ONNX Runtime before returning it.
         seed: seed of the random inputs used for validation.
+        global_ranking: rank all groups together (per-group ratios then differ), at most
+            ``group_cap`` of any one group removed.
+        group_cap: the largest fraction of one group that global ranking removes.
+        target_macs: keep this fraction of the MACs (global ranking).
+        target_latency: keep this fraction of the measured ONNX Runtime latency.
+        max_drop: the largest acceptable quality loss (see README); exceeding it raises GuardError,
+            or, with a target, makes the search keep the largest pruning within it.
+        sensitivity: allocate per-group ratios from a scan of each group's output error.
+        iterative: reach the target in this many prune-and-check steps.
+        latency: measure the latency of both models (the CLI turns this on).
+        providers, threads, batch: ONNX Runtime settings for latency.
+        quiet: no progress bars.
     """
 
     ratio: float = DEFAULT_RATIO
@@ -37,6 +51,18 @@ class PruneConfig:
     exclude: tuple[str, ...] = field(default_factory=tuple)
     validate: bool = True
     seed: int = 0
+    global_ranking: bool = False
+    group_cap: float = DEFAULT_GROUP_CAP
+    target_macs: float | None = None
+    target_latency: float | None = None
+    max_drop: float | None = None
+    sensitivity: bool = False
+    iterative: int | None = None
+    latency: bool = False
+    providers: tuple[str, ...] | None = None
+    threads: int = 1
+    batch: int = 1
+    quiet: bool = True
 
     @property
     def rounding(self) -> int:

@@ -19,3 +19,9 @@ class PrunedModelError(OnnxPruneError):
     """The pruned model failed its own checks; nothing was written. This is a bug in onnxprune."""
 
     exit_code = 3
+
+
+class GuardError(OnnxPruneError):
+    """The pruned model breaks a limit the user set (--max-drop) or is slower; nothing is written."""
+
+    exit_code = 1

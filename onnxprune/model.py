@@ -298,6 +298,18 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, external_data: bool = 
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary file renamed into place."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
 def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
     """Save ``model`` as ``folder/name`` with its weights in ``folder/name.data``; ``model`` is left unchanged."""
     target = Path(folder) / name

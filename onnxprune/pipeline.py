@@ -1,37 +1,37 @@
-"""The pruning pipeline: load, trace groups, score, plan, apply, validate, report."""
+"""The pruning pipeline: load, trace groups, score, plan, apply, validate, measure, report."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import onnx
-import onnx_graphsurgeon as gs
 
-from onnxprune.apply import NodeChange, apply_plan
+from onnxprune.candidates import Candidate, CandidateBuilder, Loaded, load_with_reference
 from onnxprune.config import Importance, PruneConfig
-from onnxprune.errors import InputError
-from onnxprune.groups import Analysis, analyse_graph
+from onnxprune.errors import GuardError, InputError
+from onnxprune.groups import Analysis
 from onnxprune.importance import weight_scores
-from onnxprune.model import (
-    PROTOBUF_SAFE_BYTES,
-    ModelSource,
-    check_model_file,
-    default_opset,
-    export_graph,
-    external_data_bytes,
-    import_graph,
-    infer_graph_shapes,
-    load_model,
-    read_model,
-    write_external,
-)
-from onnxprune.plan import Plan, make_plan
+from onnxprune.latency import LatencyComparison, LatencySettings, compare_latency
+from onnxprune.model import ModelSource, load_model
+from onnxprune.plan import GlobalRanking, Plan, make_plan
 from onnxprune.report import build_report, group_rows
-from onnxprune.stats import ModelStats, graph_stats
-from onnxprune.validate import OutputCheck, ReferenceRun, check_pruned, reference_run, release_freed_memory
+from onnxprune.search import (
+    SensitivityRow,
+    allocate_ratios,
+    bisect_fraction,
+    plan_for_macs,
+    plan_for_ratio,
+    plan_from_ratios,
+    plan_macs,
+    quality_drop,
+    sensitivity_scan,
+)
+from onnxprune.stats import MacModel, ModelStats, graph_stats
+from onnxprune.validate import Evaluation
+
+# A pruned model counts as slower only beyond this much measurement noise.
+SLOWER_TOLERANCE = 1.05
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class PruneResult:
     plan: Plan
     original: ModelStats
     pruned: ModelStats
-    changes: list[NodeChange]
-    outputs: list[OutputCheck]
+    evaluation: Evaluation | None
+    latency: LatencyComparison | None
     report: dict
     external_data: bool = False
 
@@ -65,14 +65,31 @@ def _resolve_config(config: PruneConfig | None, **options) -> PruneConfig:
     given = {k: v for k, v in options.items() if v is not None}
     if "importance" in given:
         given["importance"] = _importance(given["importance"])
-    if "exclude" in given:
-        given["exclude"] = tuple(given["exclude"])
+    for key in ("exclude", "providers"):
+        if key in given:
+            given[key] = tuple(given[key])
     config = replace(config, **given)
+    _check_ranges(config)
+    return config
+
+
+def _check_ranges(config: PruneConfig) -> None:
     if not 0.0 <= config.ratio < 1.0:
         raise InputError(f"ratio must be at least 0 and below 1, got {config.ratio}")
     if config.rounding < 1:
         raise InputError(f"round-to must be a positive integer, got {config.rounding}")
-    return config
+    for name in ("target_macs", "target_latency"):
+        value = getattr(config, name)
+        if value is not None and not 0.0 < value <= 1.0:
+            raise InputError(f"{name.replace('_', '-')} must be a fraction above 0 and at most 1, got {value}")
+    if config.max_drop is not None and config.max_drop < 0:
+        raise InputError(f"max-drop must not be negative, got {config.max_drop}")
+    if config.iterative is not None and config.iterative < 1:
+        raise InputError(f"iterative must be a positive number of steps, got {config.iterative}")
+    if not 0.0 < config.group_cap < 1.0:
+        raise InputError(f"the group cap must be above 0 and below 1, got {config.group_cap}")
+    if (config.max_drop is not None or config.sensitivity or config.target_latency) and not config.validate:
+        raise InputError("--max-drop, --sensitivity and --target-latency need validation; drop --no-validate")
 
 
 def _importance(value: Importance | str) -> Importance:
@@ -83,8 +100,10 @@ def _importance(value: Importance | str) -> Importance:
         raise InputError(f"unknown importance '{value}'; choose one of: {allowed}") from None
 
 
-def _analyse(model: onnx.ModelProto) -> Analysis:
-    return analyse_graph(import_graph(model), default_opset(model) or 1)
+def _latency_settings(config: PruneConfig) -> LatencySettings:
+    settings = LatencySettings(config.providers, config.threads, config.batch)
+    settings.check()
+    return settings
 
 
 def find_groups(model: ModelSource, config: PruneConfig | None = None, **options) -> GroupsResult:
@@ -95,73 +114,160 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
         config: options; keyword arguments (ratio, importance, round_to, exclude) override it.
     """
     config = _resolve_config(config, **options)
-    analysis = _analyse(load_model(model))
-    plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
+    builder = CandidateBuilder(Loaded(load_model(model), None, None, False), None, config.quiet)
+    analysis = builder.analysis()
+    scores = weight_scores(analysis, config.importance)
+    plan = _single_plan(analysis, scores, config)
     return GroupsResult(group_rows(analysis, plan), plan)
 
 
 def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
-    """Remove the least important channels of every prunable group and check the result runs.
+    """Remove the least important channels and check the result in ONNX Runtime.
 
     Args:
         model: a path or a ModelProto (never modified).
-        config: options; keyword arguments (ratio, importance, round_to, exclude, validate, seed)
-            override its fields.
+        config: options; keyword arguments named like PruneConfig's fields override it.
 
     Returns:
         A PruneResult holding the pruned ModelProto and the report as a dict.
 
     Raises:
         InputError: bad model or options.
-        PrunedModelError: the pruned model failed validation (nothing should be written).
+        GuardError: the result breaks --max-drop, or is slower than the original.
+        PrunedModelError: the pruned model failed validation (a bug; nothing should be written).
     """
     config = _resolve_config(config, **options)
+    settings = _latency_settings(config) if config.latency or config.target_latency else None
+    loaded = load_with_reference(model, config.validate, config.seed)
+    builder = CandidateBuilder(loaded, loaded.reference, config.quiet)
+    analysis = builder.analysis()
+    before = graph_stats(analysis.graph, loaded.size)
+    scores = weight_scores(analysis, config.importance)
+    chosen, sensitivity = _choose(builder, analysis, scores, config, settings)
+    latency = None
+    if config.latency:
+        chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
-    reference = None
-    if path:
-        check_model_file(path)  # before anything else reads it: refuses data files outside its folder
-        # ONNX Runtime runs the original from its file before we load it, so the two copies never coexist.
-        reference = reference_run(path, config.seed) if config.validate else None
-    loaded = read_model(model)
-    original = loaded.model
-    if path is None:
-        original_size, proto_reference = _measure_and_run(original, loaded.external_data, config)
-        reference = reference or proto_reference
-    else:
-        original_size = loaded.size_bytes
-    analysis = _analyse(original)
-    before = graph_stats(analysis.graph, original_size)
-    plan = make_plan(analysis, weight_scores(analysis, config.importance), config.ratio, config.rounding, config.exclude)
-    groups = group_rows(analysis, plan)
-    changes = apply_plan(analysis, plan)
-    infer_graph_shapes(analysis.graph, original)
-    pruned = export_graph(analysis.graph, original)
-    external = loaded.external_data or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
-    del analysis, original, loaded  # the pruned model holds everything still needed
-    release_freed_memory()
-    size, outputs = _validate(pruned, reference, external)
-    after = graph_stats(gs.import_onnx(pruned), size)
-    report = build_report(path, config, before, after, groups, changes, outputs)
-    return PruneResult(pruned, plan, before, after, changes, outputs, report, external)
+    report = build_report(path, config, before, chosen, latency, sensitivity)
+    return PruneResult(chosen.model, chosen.plan, before, chosen.stats, chosen.evaluation, latency, report,
+                       chosen.external)
 
 
-def _measure_and_run(original: onnx.ModelProto, external: bool, config: PruneConfig) -> tuple[int, ReferenceRun | None]:
-    """Size of a ModelProto given in memory, and its reference run, serializing it only once."""
-    if external:  # too big to serialize: go through a temporary file with external data
-        with tempfile.TemporaryDirectory() as tmp:
-            target = write_external(original, Path(tmp), "original.onnx")
-            size = sum(f.stat().st_size for f in Path(tmp).iterdir())
-            return size, reference_run(str(target), config.seed) if config.validate else None
-    serialized = original.SerializeToString()  # upb's ByteSize() serializes too: do it once
-    return len(serialized), reference_run(serialized, config.seed) if config.validate else None
+def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:
+    """The plan for --ratio (per group, or ranked globally) or --target-macs."""
+    if config.target_macs is None and not config.global_ranking:
+        return make_plan(analysis, scores, config.ratio, config.rounding, config.exclude)
+    ranking = GlobalRanking(analysis, scores, config.rounding, config.group_cap, config.exclude)
+    if config.target_macs is None:
+        return plan_for_ratio(ranking, config.ratio)
+    return plan_for_macs(ranking, MacModel(analysis), config.target_macs)
 
 
-def _validate(pruned: onnx.ModelProto, reference: ReferenceRun | None, external: bool) -> tuple[int, list[OutputCheck]]:
-    """Serialized size of the pruned model and its checks against the reference run."""
-    if external:
-        with tempfile.TemporaryDirectory() as tmp:
-            target = write_external(pruned, Path(tmp), "pruned.onnx")
-            size = sum(f.stat().st_size for f in Path(tmp).iterdir())
-            return size, check_pruned(str(target), reference) if reference is not None else []
-    serialized = pruned.SerializeToString()
-    return len(serialized), check_pruned(serialized, reference) if reference is not None else []
+def _choose(builder: CandidateBuilder, analysis: Analysis, scores, config: PruneConfig,
+            settings: LatencySettings | None) -> tuple[Candidate, list[SensitivityRow]]:
+    """Pick and build the pruned model the options ask for."""
+    macs = MacModel(analysis)
+    plan_at, sensitivity = _plan_maker(builder, analysis, scores, macs, config)
+    if config.iterative:
+        from onnxprune.iterative import prune_iteratively  # noqa: PLC0415 - only this mode needs it
+
+        target = config.target_macs or plan_macs(analysis, macs, plan_at(None)) / macs.total
+        return prune_iteratively(builder, config, target), sensitivity
+    if config.target_latency is not None:
+        return _latency_search(builder, plan_at, config, settings), sensitivity
+    if config.max_drop is not None and (config.target_macs or config.sensitivity):
+        return _guarded_search(builder, plan_at, config), sensitivity
+    candidate = builder.build(plan_at(None), analysis)  # the last use of this analysis
+    _check_guard(candidate, config)
+    return candidate, sensitivity
+
+
+def _plan_maker(builder, analysis, scores, macs, config):
+    """A function from a MACs fraction (None: the options' own target) to a plan, and the sensitivity table."""
+    if not config.sensitivity:
+        ranking = _ranking(analysis, scores, config)
+        default = _single_plan(analysis, scores, config)
+        return (lambda fraction: default if fraction is None else plan_for_macs(ranking, macs, fraction)), []
+    reasons = {g.index: g.pinned_reason for g in analysis.groups}
+    prunable = [g.index for g in analysis.groups if g.pinned_reason is None]
+    rows = sensitivity_scan(analysis, scores, macs, prunable, config.rounding,
+                            lambda plan: quality_error(builder.build(plan)), config.quiet)
+    uniform = plan_macs(analysis, macs, make_plan(analysis, scores, config.ratio, config.rounding, config.exclude))
+
+    def plan_at(fraction):
+        target = uniform if fraction is None else fraction * macs.total
+        return plan_from_ratios(analysis, scores, allocate_ratios(rows, macs.total, target), config.rounding, reasons)
+
+    return plan_at, rows
+
+
+def _ranking(analysis, scores, config) -> GlobalRanking:
+    return GlobalRanking(analysis, scores, config.rounding, config.group_cap, config.exclude)
+
+
+def quality_error(candidate: Candidate) -> float:
+    """The largest relative output error of a candidate (what the sensitivity scan ranks groups by)."""
+    return max(o.relative_l2 for o in candidate.evaluation.outputs)
+
+
+def _check_guard(candidate: Candidate, config: PruneConfig) -> None:
+    if config.max_drop is None or candidate.evaluation is None:
+        return
+    drop, unit = quality_drop(candidate.evaluation)
+    if drop > config.max_drop:
+        raise GuardError(f"the pruned model loses {drop:.3g} {unit}, more than --max-drop {config.max_drop:g}; "
+                         "nothing was written (prune less, or give a target so onnxprune searches within the budget)")
+
+
+def _guarded_search(builder: CandidateBuilder, plan_at, config: PruneConfig) -> Candidate:
+    """The most pruning between the target and none whose quality loss stays within --max-drop."""
+    target = config.target_macs or 1.0
+
+    def acceptable(candidate: Candidate) -> bool:
+        return quality_drop(candidate.evaluation)[0] <= config.max_drop
+
+    found = bisect_fraction(lambda fraction: builder.build(plan_at(fraction)), acceptable, target)
+    if found is None:
+        raise GuardError(f"no pruning between the target and none stays within --max-drop {config.max_drop:g}; "
+                         "nothing was written")
+    return found
+
+
+def _latency_search(builder: CandidateBuilder, plan_at, config: PruneConfig, settings: LatencySettings) -> Candidate:
+    """The least pruning (largest MACs fraction) whose measured latency is within the target."""
+    quick = replace(settings, runs=20, max_seconds=5.0)
+
+    def latency_fraction(candidate: Candidate) -> float:
+        comparison = compare_latency(builder.original_source(), candidate.serialized(), quick)
+        return comparison.pruned.median_ms / comparison.original.median_ms
+
+    low, high, best = 0.05, 1.0, None
+    for _ in range(7):
+        middle = (low + high) / 2
+        candidate = builder.build(plan_at(middle))
+        within = latency_fraction(candidate) <= config.target_latency
+        if within and (config.max_drop is None or quality_drop(candidate.evaluation)[0] <= config.max_drop):
+            best, low = candidate, middle
+        else:
+            high = middle
+    if best is None:
+        raise GuardError(f"no plan reached {config.target_latency:g} of the original latency within the limits; "
+                         "nothing was written")
+    return best
+
+
+def _never_slower(builder, chosen, analysis, scores, config, settings) -> tuple[Candidate, LatencyComparison]:
+    """Measure latency; a plan slower than the original is replaced by one rounded to larger multiples."""
+    latency = compare_latency(builder.original_source(), chosen.serialized(), settings, config.quiet)
+    rounding = config.rounding
+    while latency.speedup * SLOWER_TOLERANCE < 1.0 and rounding < 32:
+        rounding *= 2
+        retry = replace(config, round_to=rounding)
+        candidate = builder.build(_single_plan(builder.analysis(), scores, retry))
+        comparison = compare_latency(builder.original_source(), candidate.serialized(), settings, config.quiet)
+        if comparison.speedup > latency.speedup:
+            chosen, latency = candidate, comparison
+    if latency.speedup * SLOWER_TOLERANCE < 1.0:
+        raise GuardError(f"the pruned model is slower than the original in ONNX Runtime "
+                         f"({latency.pruned.median_ms:.3f} ms vs {latency.original.median_ms:.3f} ms); nothing was written")
+    return chosen, latency

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -100,3 +101,121 @@ def make_plan(analysis: Analysis, scores: np.ndarray, ratio: float, round_to: in
         kept = select_kept(scores[group.units], group.segments, ratio, round_to)
         decisions.append(GroupPlan(group.index, group.channels, kept))
     return Plan(tuple(decisions))
+
+
+def normalised_scores(analysis: Analysis, scores: np.ndarray) -> np.ndarray:
+    """Each unit's score divided by its group's mean, so groups of different scales rank together."""
+    normalised = np.zeros_like(scores, dtype=np.float64)
+    for group in analysis.groups:
+        mean = float(scores[group.units].mean()) if group.channels else 0.0
+        normalised[group.units] = scores[group.units] / mean if mean > 0 else 0.0
+    return normalised
+
+
+class GlobalRanking:
+    """Ranks the channels of every prunable group together; a threshold on the normalised score gives a plan.
+
+    Each segment loses the channels scoring below the threshold, at most ``cap`` of it, then keeps a
+    multiple of ``round_to`` (rounded up, so raising the threshold never removes less).
+    """
+
+    def __init__(self, analysis: Analysis, scores: np.ndarray, round_to: int, cap: float, exclude: tuple[str, ...] = ()):
+        self.analysis = analysis
+        self.round_to = round_to
+        self.cap = cap
+        normalised = normalised_scores(analysis, scores)
+        self.reasons = {g.index: g.pinned_reason or excluded_by(g, exclude) for g in analysis.groups}
+        self.segments: list[tuple[int, np.ndarray, np.ndarray]] = []  # (group, local units by score, their scores)
+        for group in analysis.groups:
+            if self.reasons[group.index] is None:
+                local = normalised[group.units]
+                for segment in group.segments:
+                    order = segment[np.lexsort((segment, local[segment]))]
+                    self.segments.append((group.index, order, local[order]))
+        self.thresholds = np.unique(np.concatenate([s for _, _, s in self.segments])) if self.segments else np.zeros(0)
+
+    def _removed_count(self, count: int, below: int) -> int:
+        """How many of a segment's ``count`` channels go when ``below`` score under the threshold."""
+        removable = max(min(below, math.floor(self.cap * count + 1e-9), count - 1), 0)
+        keep = count - removable
+        if self.round_to > 1 and keep < count:
+            keep = count if count < self.round_to else min(count, self.round_to * math.ceil(keep / self.round_to))
+        return count - keep
+
+    def counts(self, threshold: float) -> list[int]:
+        """Channels removed per segment at ``threshold``."""
+        return [self._removed_count(len(order), int(np.searchsorted(values, threshold, side="left")))
+                for _, order, values in self.segments]
+
+    def plan_from_counts(self, counts: list[int]) -> Plan:
+        """The plan removing the ``counts[i]`` lowest-scoring channels of segment ``i``."""
+        removed: dict[int, list[int]] = {}
+        for (group, order, _), count in zip(self.segments, counts):
+            removed.setdefault(group, []).extend(int(i) for i in order[:count])
+        decisions = []
+        for group in self.analysis.groups:
+            gone = set(removed.get(group.index, ()))
+            kept = tuple(i for i in range(group.channels) if i not in gone)
+            decisions.append(GroupPlan(group.index, group.channels, kept, self.reasons[group.index]))
+        return Plan(tuple(decisions))
+
+    def plan(self, threshold: float) -> Plan:
+        """The plan removing, segment by segment, the channels whose normalised score is below ``threshold``."""
+        return self.plan_from_counts(self.counts(threshold))
+
+    def _next_count(self, segment: int, count: int) -> int | None:
+        """The next larger removal count that keeps rounding and the cap, or None."""
+        size = len(self.segments[segment][1])
+        for below in range(count + 1, size):
+            candidate = self._removed_count(size, below)
+            if candidate > count:
+                return candidate
+        return None
+
+    def smallest_plan_within(self, measure, limit: float, tolerance: float = 0.0) -> Plan:
+        """A plan with ``measure(plan) <= limit`` removing as little as it can (or the most it can, if none
+        gets there). With a ``tolerance``, further single steps are tried to land within it of the limit.
+        """
+        # Thresholds just above each distinct score: the k-th removes every channel scoring <= thresholds[k].
+        candidates = np.concatenate([[-np.inf], np.nextafter(self.thresholds, np.inf)])
+        low, high = 0, len(candidates) - 1
+        if measure(self.plan(candidates[high])) > limit:
+            return self.plan(candidates[high])  # the cap stops short of the limit: remove all it allows
+        while low < high:
+            middle = (low + high) // 2
+            if measure(self.plan(candidates[middle])) <= limit:
+                high = middle
+            else:
+                low = middle + 1
+        best = self.plan(candidates[low])
+        if tolerance <= 0 or low == 0 or measure(best) >= limit - tolerance:
+            return best
+        return self._fill(self.counts(candidates[low - 1]), measure, limit, tolerance) or best
+
+    def _fill(self, counts: list[int], measure, limit: float, tolerance: float, max_steps: int = 400) -> Plan | None:
+        """From a plan above ``limit``, take removal steps in score order, skipping any that would land
+        more than ``tolerance`` below it, until one lands within it."""
+        counts = list(counts)
+        heap = []
+        for segment, count in enumerate(counts):
+            self._push_step(heap, segment, count)
+        for _ in range(max_steps):
+            if not heap:
+                return None
+            _, segment, step_count = heapq.heappop(heap)
+            trial = counts.copy()
+            trial[segment] = step_count
+            value = measure(self.plan_from_counts(trial))
+            if value < limit - tolerance:
+                continue  # too big a step: try the next one in line
+            counts = trial
+            if value <= limit:
+                return self.plan_from_counts(counts)
+            self._push_step(heap, segment, step_count)
+        return None
+
+    def _push_step(self, heap: list, segment: int, count: int) -> None:
+        step = self._next_count(segment, count)
+        if step is not None:
+            scores = self.segments[segment][2][count:step]
+            heapq.heappush(heap, (float(scores.mean()), segment, step))

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 from onnxprune.config import PruneConfig
 
 if TYPE_CHECKING:
-    from onnxprune.apply import NodeChange
+    from onnxprune.candidates import Candidate
     from onnxprune.groups import Analysis
+    from onnxprune.latency import LatencyComparison
     from onnxprune.plan import Plan
+    from onnxprune.search import SensitivityRow
     from onnxprune.stats import ModelStats
-    from onnxprune.validate import OutputCheck
 
 REPORT_VERSION = 1
 
@@ -37,28 +38,32 @@ def build_report(
     source: str | None,
     config: PruneConfig,
     before: ModelStats,
-    after: ModelStats,
-    groups: list[dict],
-    changes: list[NodeChange],
-    outputs: list[OutputCheck],
+    chosen: Candidate,
+    latency: LatencyComparison | None = None,
+    sensitivity: list[SensitivityRow] | None = None,
 ) -> dict:
-    """The report of one pruning run, ready for ``json.dump``."""
+    """The report of one pruning run, ready for ``json.dump`` (schema in the README)."""
     settings = asdict(config)
     settings["importance"] = config.importance.value
     settings["round_to"] = config.rounding
     settings["exclude"] = list(config.exclude)
+    settings["providers"] = list(config.providers) if config.providers else None
+    evaluation = chosen.evaluation
     return {
         "report_version": REPORT_VERSION,
         "input": source,
         "settings": settings,
         "original": before.to_dict(),
-        "pruned": after.to_dict(),
-        "groups": groups,
+        "pruned": chosen.stats.to_dict(),
+        "groups": chosen.groups,
         "nodes": [
             {"name": c.name, "op_type": c.op_type, "in_removed": list(c.in_removed), "out_removed": list(c.out_removed)}
-            for c in changes
+            for c in chosen.changes
         ],
-        "validation": {"outputs": [o.to_dict() for o in outputs]},
+        "fidelity": evaluation.fidelity_dict() if evaluation else None,
+        "accuracy": evaluation.accuracy_dict() if evaluation else None,
+        "latency": latency.to_dict() if latency else None,
+        "sensitivity": [row.to_dict() for row in sensitivity] if sensitivity else None,
     }
 
 
@@ -81,10 +86,21 @@ def format_summary(report: dict, output: str | None) -> str:
     pinned = sum(1 for g in groups if g["pinned_reason"])
     pruned = sum(1 for g in groups if not g["pinned_reason"] and g["kept"] < g["channels"])
     lines.append(f"groups: {pruned} pruned, {len(groups) - pruned - pinned} unchanged, {pinned} pinned (left whole)")
-    outputs = report["validation"]["outputs"]
-    if outputs:
-        worst = min(o["cosine"] for o in outputs)
-        lines.append(f"validated in ONNX Runtime: outputs keep names and shapes; lowest cosine vs original {worst:.4f} (random input)")
+    fidelity = report["fidelity"]
+    if fidelity:
+        worst = min(o["cosine"] for o in fidelity["outputs"])
+        line = f"validated in ONNX Runtime: outputs keep names and shapes; on {fidelity['samples']} held-out inputs cosine >= {worst:.4f}"
+        if fidelity["top1_agreement"] is not None:
+            line += f", top-1 agreement {fidelity['top1_agreement']:.1%}"
+        lines.append(line)
+    latency = report.get("latency")
+    if latency:
+        lines.append(f"latency (ONNX Runtime, {latency['threads']} thread(s), batch {latency['batch']}): "
+                     f"{latency['original']['median_ms']:.3f} ms -> {latency['pruned']['median_ms']:.3f} ms median, "
+                     f"{latency['speedup']:.2f}x")
+    accuracy = report.get("accuracy")
+    if accuracy:
+        lines.append(f"accuracy: {accuracy['original']:.2%} -> {accuracy['pruned']:.2%} on {accuracy['samples']} labelled inputs")
     if output:
         lines.append(f"written: {output}")
     return "\n".join(lines)

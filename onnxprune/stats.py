@@ -47,19 +47,55 @@ def _dims(tensor: gs.Tensor) -> list[int] | None:
     return [d if isinstance(d, int) and d >= 0 else 1 for d in tensor.shape]  # symbolic dims count as 1
 
 
+def node_macs(node: gs.Node) -> int:
+    """Multiply-accumulates of one Conv, ConvTranspose, Gemm or MatMul at batch 1 (0 for other ops)."""
+    if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+        return 0
+    x, w, y = _dims(node.inputs[0]), _dims(node.inputs[1]), _dims(node.outputs[0])
+    if x is None or w is None or y is None or not x:
+        return 0
+    if node.op == "Conv":
+        return int(np.prod(y)) * int(np.prod(w[1:]))
+    if node.op == "ConvTranspose":
+        return int(np.prod(x)) * int(np.prod(w[1:]))
+    inner = x[0] if node.attrs.get("transA", 0) else x[-1]
+    return int(np.prod(y)) * inner
+
+
 def _mac_count(graph: gs.Graph) -> int:
-    total = 0
-    for node in graph.nodes:
-        if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
-            continue
-        x, w, y = _dims(node.inputs[0]), _dims(node.inputs[1]), _dims(node.outputs[0])
-        if x is None or w is None or y is None or not x:
-            continue
-        if node.op == "Conv":
-            total += int(np.prod(y)) * int(np.prod(w[1:]))
-        elif node.op == "ConvTranspose":
-            total += int(np.prod(x)) * int(np.prod(w[1:]))
-        else:
-            inner = x[0] if node.attrs.get("transA", 0) else x[-1]
-            total += int(np.prod(y)) * inner
-    return total
+    return sum(node_macs(node) for node in graph.nodes)
+
+
+class MacModel:
+    """MACs of a graph as a function of which channel slots are removed.
+
+    A weighted node's MACs are proportional to its weight's two channel axes, so each node costs
+    ``base * kept(axis 0) * kept(axis 1)``; nodes without traced weights cost a fixed amount.
+    """
+
+    def __init__(self, analysis) -> None:
+        by_owner: dict[int, list] = {}
+        for param in analysis.context.params:
+            if param.scored:
+                by_owner.setdefault(id(param.owner or param.node), []).append(param)
+        self.terms: list[tuple[float, list[np.ndarray], list[int]]] = []
+        self.fixed = 0
+        for node in analysis.graph.nodes:
+            macs = node_macs(node)
+            params = by_owner.get(id(node), [])
+            if not params:
+                self.fixed += macs
+                continue
+            sizes = [len(p.slots) for p in params]
+            self.terms.append((macs / float(np.prod(sizes)), [p.slots for p in params], sizes))
+        self.total = self.macs(np.zeros(analysis.context.slot_count, dtype=bool))
+
+    def macs(self, slot_removed: np.ndarray) -> int:
+        """MACs once the slots marked True are removed."""
+        total = float(self.fixed)
+        for base, slots, _ in self.terms:
+            kept = 1.0
+            for s in slots:
+                kept *= len(s) - int(np.count_nonzero(slot_removed[s]))
+            total += base * kept
+        return int(round(total))

@@ -32,26 +32,26 @@ class OutputCheck:
         return asdict(self)
 
 
-def session(model: onnx.ModelProto | str, optimize: bool = True, threads: int = 1) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session from a model or a path; ``optimize=False`` turns graph optimisations off."""
+def session(model: onnx.ModelProto | str | bytes, optimize: bool = True, threads: int = 1,
+            providers: list[str] | None = None, lean: bool = False) -> ort.InferenceSession:
+    """An ONNX Runtime session from a model, a path or serialized bytes.
+
+    Args:
+        optimize: False turns graph optimisations off (for exact comparisons).
+        threads: intra-op threads.
+        providers: execution providers (default CPU).
+        lean: no weight prepacking and no memory arena, to keep memory low for one-off runs.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if lean:
+        options.enable_cpu_mem_arena = False
+        options.add_session_config_entry("session.disable_prepacking", "1")
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def _lean_session(model: onnx.ModelProto | str | bytes) -> ort.InferenceSession:
-    """A session for one validation run: no weight prepacking and no memory arena, to keep memory low."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False
-    options.add_session_config_entry("session.disable_prepacking", "1")
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
 
 
 def random_feeds(sess: ort.InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -69,24 +69,55 @@ def random_feeds(sess: ort.InferenceSession, batch: int = 1, seed: int = 0) -> d
 
 
 @dataclass(frozen=True)
+class EvalData:
+    """Held-out inputs (batches of feeds) and, when known, their labels in the same order."""
+
+    batches: list[dict[str, np.ndarray]]
+    labels: np.ndarray | None
+    description: str
+
+    @property
+    def samples(self) -> int:
+        return sum(len(next(iter(b.values()))) for b in self.batches)
+
+
+# Random evaluation inputs: 16 samples in batches of 8, or 4 in batches of 2 for large inputs
+# (over 64k values per sample), so one batch of activations stays small.
+LARGE_SAMPLE = 1 << 16
+
+
+def random_eval_data(sess: ort.InferenceSession, seed: int = 0) -> EvalData:
+    """Seeded random inputs, used when no calibration data is given."""
+    per_sample = sum(int(np.prod([d for d in arg.shape[1:] if isinstance(d, int)])) for arg in sess.get_inputs())
+    batch, count = (2, 2) if per_sample > LARGE_SAMPLE else (8, 2)
+    if any(isinstance(arg.shape[0], int) for arg in sess.get_inputs() if arg.shape):
+        batch = 1  # a static batch dimension keeps its size
+    batches = [random_feeds(sess, batch=batch, seed=seed + i) for i in range(count)]
+    return EvalData(batches, None, f"{count * batch} random inputs (seed {seed})")
+
+
+@dataclass(frozen=True)
 class ReferenceRun:
-    """The original model's outputs on seeded random inputs, kept so the original can be freed."""
+    """The original model's outputs on the evaluation inputs, kept so the original can be freed."""
 
-    feeds: dict[str, np.ndarray]
+    data: EvalData
     names: list[str]
-    outputs: list[np.ndarray]
+    outputs: list[list[np.ndarray]]
 
 
-def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0) -> ReferenceRun:
-    """Run the original model (a proto, a path or serialized bytes) once on a seeded random batch of 2.
+def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0, data: EvalData | None = None) -> ReferenceRun:
+    """Run the original model (a proto, a path or serialized bytes) on the evaluation inputs.
+
+    Args:
+        data: held-out inputs; None uses seeded random inputs.
 
     Raises:
         InputError: ONNX Runtime cannot load or run the original model.
     """
     try:
-        sess = _lean_session(model)
-        feeds = random_feeds(sess, batch=2, seed=seed)
-        outputs = sess.run(None, feeds)
+        sess = session(model, lean=True)
+        data = data or random_eval_data(sess, seed)
+        outputs = [sess.run(None, feeds) for feeds in data.batches]
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
         raise InputError(
             f"ONNX Runtime cannot run the input model ({str(exc).splitlines()[0][:200]}); "
@@ -95,7 +126,7 @@ def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0) -> Refere
     names = [o.name for o in sess.get_outputs()]
     del sess
     release_freed_memory()
-    return ReferenceRun(feeds, names, outputs)
+    return ReferenceRun(data, names, outputs)
 
 
 def release_freed_memory() -> None:
@@ -111,30 +142,76 @@ def release_freed_memory() -> None:
         pass
 
 
-def check_pruned(pruned: bytes, reference: ReferenceRun) -> list[OutputCheck]:
-    """Raise PrunedModelError unless the serialized ``pruned`` model passes the full checker, runs in ONNX
-    Runtime, and keeps every output's name and shape.
+@dataclass(frozen=True)
+class Evaluation:
+    """Fidelity of the pruned model to the original on held-out inputs, and accuracy when labels exist."""
 
-    Returns:
-        Per-output fidelity against the reference run.
+    outputs: list[OutputCheck]
+    top1_agreement: float | None
+    top5_overlap: float | None
+    samples: int
+    accuracy_original: float | None = None
+    accuracy_pruned: float | None = None
+
+    def fidelity_dict(self) -> dict:
+        return {"outputs": [o.to_dict() for o in self.outputs], "top1_agreement": self.top1_agreement,
+                "top5_overlap": self.top5_overlap, "samples": self.samples}
+
+    def accuracy_dict(self) -> dict | None:
+        if self.accuracy_original is None:
+            return None
+        return {"original": self.accuracy_original, "pruned": self.accuracy_pruned, "samples": self.samples}
+
+
+def check_pruned(pruned: bytes | str, reference: ReferenceRun) -> Evaluation:
+    """Raise PrunedModelError unless the pruned model (serialized, or a path) passes the full checker,
+    runs in ONNX Runtime, and keeps every output's name and shape; then measure its fidelity.
     """
     try:
         onnx.checker.check_model(pruned, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise PrunedModelError(f"the pruned model fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     try:
-        candidate = _lean_session(pruned)
-        actual = candidate.run(None, reference.feeds)
+        candidate = session(pruned, lean=True)
+        actual = [candidate.run(None, feeds) for feeds in reference.data.batches]
     except Exception as exc:  # noqa: BLE001 - any ONNX Runtime failure means the pruned model is unusable
         raise PrunedModelError(f"ONNX Runtime cannot run the pruned model: {str(exc).splitlines()[0]}") from None
     if [o.name for o in candidate.get_outputs()] != reference.names:
         raise PrunedModelError("the pruned model's outputs differ in name or order from the original's")
+    for batch_expected, batch_actual in zip(reference.outputs, actual):
+        for name, a, b in zip(reference.names, batch_expected, batch_actual):
+            if a.shape != b.shape:
+                raise PrunedModelError(f"output '{name}' has shape {list(b.shape)} after pruning, {list(a.shape)} before")
+    return evaluate(reference, actual)
+
+
+def evaluate(reference: ReferenceRun, actual: list[list[np.ndarray]]) -> Evaluation:
+    """Compare outputs batch by batch: cosine and relative L2 per output, and for classifiers top-1
+    agreement, top-5 overlap and (with labels) accuracy of both models."""
     checks = []
-    for name, a, b in zip(reference.names, reference.outputs, actual):
-        if a.shape != b.shape:
-            raise PrunedModelError(f"output '{name}' has shape {list(b.shape)} after pruning, {list(a.shape)} before")
-        checks.append(OutputCheck(name, list(a.shape), *fidelity(a, b)))
-    return checks
+    for index, name in enumerate(reference.names):
+        expected = np.concatenate([b[index].reshape(len(b[index]), -1) for b in reference.outputs])
+        got = np.concatenate([b[index].reshape(len(b[index]), -1) for b in actual])
+        checks.append(OutputCheck(name, list(reference.outputs[0][index].shape), *fidelity(expected, got)))
+    expected, got = _class_scores(reference.outputs), _class_scores(actual)
+    samples = reference.data.samples
+    if expected is None:
+        return Evaluation(checks, None, None, samples)
+    top1_e, top1_g = expected.argmax(1), got.argmax(1)
+    k = min(5, expected.shape[1])
+    top_e, top_g = np.argsort(-expected, 1)[:, :k], np.argsort(-got, 1)[:, :k]
+    overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_e, top_g)]))
+    labels = reference.data.labels
+    accuracy = (float(np.mean(top1_e == labels)), float(np.mean(top1_g == labels))) if labels is not None else (None, None)
+    return Evaluation(checks, float(np.mean(top1_e == top1_g)), overlap, samples, *accuracy)
+
+
+def _class_scores(batches: list[list[np.ndarray]]) -> np.ndarray | None:
+    """The first output as [samples, classes] when it looks like a classifier's scores, else None."""
+    first = [b[0] for b in batches]
+    if first[0].ndim != 2 or first[0].shape[1] < 2 or not np.issubdtype(first[0].dtype, np.floating):
+        return None
+    return np.concatenate(first).astype(np.float64)
 
 
 def fidelity(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
