@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -34,7 +35,7 @@ from onnxprune.validate import EvalData, Evaluation, ReferenceRun, check_pruned,
 class Loaded:
     """The original model, where it came from, its size, and its reference run."""
 
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None
     path: str | None
     size: int | None
     external: bool
@@ -51,6 +52,7 @@ def load_with_reference(source: ModelSource, validate: bool, seed: int, data: Ev
     reference = None
     if path:
         check_model_file(path)
+        release_freed_memory()
         reference = reference_run(path, seed, data) if validate else None
     loaded = read_model(source)
     model, size = loaded.model, loaded.size_bytes
@@ -87,6 +89,17 @@ class Candidate:
         return self.model.SerializeToString()
 
 
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def _detach_constants(graph: gs.Graph) -> None:
+    """Drop a consumed graph's lazy weights: each one keeps the whole original proto alive."""
+    constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+    constants += [v for node in graph.nodes for v in node.attrs.values() if isinstance(v, gs.Constant)]
+    for tensor in constants:
+        tensor.values = _EMPTY
+
+
 class CandidateBuilder:
     """Builds candidates from plans of the original's analysis (plans index groups identically)."""
 
@@ -96,24 +109,38 @@ class CandidateBuilder:
         self.quiet = quiet
         self.opset = default_opset(loaded.model) or 1
 
+    def original(self) -> onnx.ModelProto:
+        """The original model, read again from its file if it was released."""
+        if self.loaded.model is None:
+            self.loaded.model = read_model(self.loaded.path).model
+        return self.loaded.model
+
     def analysis(self, model: onnx.ModelProto | None = None) -> Analysis:
         """A fresh analysis of the original (or of ``model``); applying a plan consumes it."""
-        model = model or self.loaded.model
+        model = model or self.original()
         return analyse_graph(import_graph(model), default_opset(model) or 1)
 
     def original_source(self) -> str | bytes:
         """The original for ONNX Runtime: its path when there is one."""
-        return self.loaded.path or self.loaded.model.SerializeToString()
+        return self.loaded.path or self.original().SerializeToString()
 
-    def build(self, plan: Plan, analysis: Analysis | None = None, model: onnx.ModelProto | None = None) -> Candidate:
-        """Apply ``plan`` (to ``analysis``, else a fresh one of ``model`` or the original), export and validate."""
-        template = model or self.loaded.model
+    def build(self, plan: Plan, analysis: Analysis | None = None, model: onnx.ModelProto | None = None,
+              last: bool = False) -> Candidate:
+        """Apply ``plan`` (to ``analysis``, else a fresh one of ``model`` or the original), export and validate.
+
+        ``last`` promises no further use of the original, whose memory is released before validation
+        when it can be read again from its file.
+        """
+        template = model or self.original()
         analysis = analysis or self.analysis(template)
         groups = group_rows(analysis, plan)
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
-        del analysis
+        if last and self.loaded.path:
+            _detach_constants(analysis.graph)
+            self.loaded.model = None
+        del analysis, template
         release_freed_memory()
         external = self.loaded.external or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
         size, evaluation = self._validate(pruned, external)

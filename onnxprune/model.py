@@ -170,6 +170,8 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     """
     try:
         graph = gs.import_onnx(model)
+        # graphsurgeon keeps the model's opset_import container, which pins the whole proto in memory.
+        graph.import_domains = [helper.make_opsetid(d.domain, d.version) for d in graph.import_domains]
         _name_nodes(graph)
         _inline_constant_nodes(graph)
         graph.cleanup(remove_unused_graph_inputs=False)

@@ -28,7 +28,7 @@ from onnxprune.search import (
     sensitivity_scan,
 )
 from onnxprune.stats import MacModel, ModelStats, graph_stats
-from onnxprune.validate import Evaluation
+from onnxprune.validate import Evaluation, release_freed_memory
 
 # A pruned model counts as slower only beyond this much measurement noise.
 SLOWER_TOLERANCE = 1.05
@@ -141,8 +141,10 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     loaded = load_with_reference(model, config.validate, config.seed)
     builder = CandidateBuilder(loaded, loaded.reference, config.quiet)
     analysis = builder.analysis()
-    before = graph_stats(analysis.graph, loaded.size)
+    del loaded  # the builder holds it, and may release it
+    before = graph_stats(analysis.graph, builder.loaded.size)
     scores = weight_scores(analysis, config.importance)
+    release_freed_memory()
     chosen, sensitivity = _choose(builder, analysis, scores, config, settings)
     latency = None
     if config.latency:
@@ -151,6 +153,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     report = build_report(path, config, before, chosen, latency, sensitivity)
     return PruneResult(chosen.model, chosen.plan, before, chosen.stats, chosen.evaluation, latency, report,
                        chosen.external)
+
 
 
 def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:
@@ -177,7 +180,7 @@ def _choose(builder: CandidateBuilder, analysis: Analysis, scores, config: Prune
         return _latency_search(builder, plan_at, config, settings), sensitivity
     if config.max_drop is not None and (config.target_macs or config.sensitivity):
         return _guarded_search(builder, plan_at, config), sensitivity
-    candidate = builder.build(plan_at(None), analysis)  # the last use of this analysis
+    candidate = builder.build(plan_at(None), analysis, last=not config.latency)  # the last use of this analysis
     _check_guard(candidate, config)
     return candidate, sensitivity
 
@@ -194,9 +197,13 @@ def _plan_maker(builder, analysis, scores, macs, config):
                             lambda plan: quality_error(builder.build(plan)), config.quiet)
     uniform = plan_macs(analysis, macs, make_plan(analysis, scores, config.ratio, config.rounding, config.exclude))
 
+    def plan_of(ratios: dict[int, float]) -> Plan:
+        return plan_from_ratios(analysis, scores, ratios, config.rounding, reasons)
+
     def plan_at(fraction):
+        fraction = config.target_macs if fraction is None else fraction
         target = uniform if fraction is None else fraction * macs.total
-        return plan_from_ratios(analysis, scores, allocate_ratios(rows, macs.total, target), config.rounding, reasons)
+        return plan_of(allocate_ratios(rows, macs.total, target, lambda r: plan_macs(analysis, macs, plan_of(r))))
 
     return plan_at, rows
 

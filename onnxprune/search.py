@@ -115,33 +115,36 @@ def sensitivity_scan(analysis: Analysis, scores: np.ndarray, macs: MacModel, pru
     return rows
 
 
-def allocate_ratios(rows: list[SensitivityRow], total_macs: int, target_macs: float) -> dict[int, float]:
+def allocate_ratios(rows: list[SensitivityRow], total_macs: int, target_macs: float,
+                    macs_of: Callable[[dict[int, float]], int]) -> dict[int, float]:
     """Per-group ratios that reach ``target_macs`` with the least summed error (greedy on error per MAC saved).
 
     Starting from no pruning, repeatedly take the step (one group to its next scanned ratio) that adds
-    the least error per MAC it saves, until the MACs (assumed additive over groups) reach the target.
+    the least error per MAC it saves on its own, until ``macs_of(ratios)``, the real MACs of the
+    allocation, reaches the target (savings are not additive: a conv loses input and output channels).
     """
     options: dict[int, list[SensitivityRow]] = {}
     for row in sorted(rows, key=lambda r: r.ratio):
         options.setdefault(row.group, []).append(row)
     chosen: dict[int, int] = {g: -1 for g in options}  # index into options[g]; -1 = unpruned
-    macs = float(total_macs)
 
-    def saving(g: int, k: int) -> tuple[float, float]:
+    def step_cost(g: int, k: int) -> tuple[float, float]:
         prev_macs = total_macs if k < 0 else options[g][k].macs
         prev_err = 0.0 if k < 0 else options[g][k].error
         step = options[g][k + 1]
         return prev_macs - step.macs, step.error - prev_err
 
-    while macs > target_macs:
-        steps = [(g, *saving(g, k)) for g, k in chosen.items() if k + 1 < len(options[g])]
+    def ratios() -> dict[int, float]:
+        return {g: options[g][k].ratio for g, k in chosen.items() if k >= 0}
+
+    while macs_of(ratios()) > target_macs:
+        steps = [(g, *step_cost(g, k)) for g, k in chosen.items() if k + 1 < len(options[g])]
         steps = [s for s in steps if s[1] > 0]
         if not steps:
             break
-        group, saved, added = min(steps, key=lambda s: (max(s[2], 0.0) / s[1], s[0]))
+        group = min(steps, key=lambda s: (max(s[2], 0.0) / s[1], s[0]))[0]
         chosen[group] += 1
-        macs -= saved
-    return {g: options[g][k].ratio for g, k in chosen.items() if k >= 0}
+    return ratios()
 
 
 def plan_from_ratios(analysis: Analysis, scores: np.ndarray, ratios: dict[int, float], round_to: int,

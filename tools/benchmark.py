@@ -5,9 +5,9 @@
    tools/make_bench_model.py) on one core, stage by stage, validation included; and the peak
    memory growth of a fresh process during one prune.
 2. Fixtures: for every model in models/, parameters, MACs and ONNX Runtime CPU latency (1 thread,
-   batch 1) before and after pruning at the default settings.
+   batch 1, interleaved) before and after pruning to half the MACs at the default rounding.
 
-Usage: python tools/benchmark.py [--skip-large] [--ratio 0.3]
+Usage: python tools/benchmark.py [--skip-large] [--target-macs 0.5]
 Run it pinned to one core for the speed figure: taskset -c 0 python tools/benchmark.py
 """
 
@@ -22,8 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-
 import onnxprune  # noqa: E402
 from onnxprune.apply import apply_plan  # noqa: E402
 from onnxprune.config import Importance  # noqa: E402
@@ -31,10 +29,11 @@ from onnxprune.groups import analyse_graph  # noqa: E402
 from onnxprune.importance import weight_scores  # noqa: E402
 from onnxprune.model import default_opset, export_graph, import_graph, infer_graph_shapes, load_model  # noqa: E402
 from onnxprune.plan import make_plan  # noqa: E402
-from onnxprune.validate import check_pruned, random_feeds, reference_run, session  # noqa: E402
+from onnxprune.validate import check_pruned, reference_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGE = Path("/tmp/resnet50_like.onnx")
+MOBILENET = Path("/tmp/mobilenetv2_like.onnx")
 
 
 def stage_times(path: Path) -> dict[str, float]:
@@ -78,35 +77,38 @@ def peak_memory_growth(path: Path) -> int:
     return int(out.stdout.split()[-1])
 
 
-def latency_ms(model, runs: int = 50) -> float:
-    sess = session(model, threads=1)
-    feeds = random_feeds(sess, batch=1)
-    for _ in range(5):
-        sess.run(None, feeds)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, feeds)
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples)) * 1e3
-
-
-def fixture_table(ratio: float) -> None:
-    print(f"\n## Fixtures at --ratio {ratio} (default --round-to), ONNX Runtime CPU, 1 thread, batch 1")
-    print("| model | params | MACs | latency (ms) | speed-up |")
-    print("|---|---|---|---|---|")
+def fixture_table(target: float) -> None:
+    print(f"\n## Fixtures at --target-macs {target} (default --round-to), ONNX Runtime CPU, 1 thread, batch 1")
+    print("| model | params | MACs kept | latency (ms, median, interleaved) | speed-up | speed-up / MACs reduction |")
+    print("|---|---|---|---|---|---|")
     for path in sorted((ROOT / "models").glob("*.onnx")):
-        result = onnxprune.prune(path, ratio=ratio)
-        before, after = latency_ms(load_model(path)), latency_ms(result.model)
-        print(f"| {path.stem} | {result.original.params:,} -> {result.pruned.params:,} | "
-              f"{result.original.macs / 1e6:.2f}M -> {result.pruned.macs / 1e6:.2f}M | "
-              f"{before:.3f} -> {after:.3f} | {before / after:.2f}x |")
+        result = onnxprune.prune(path, target_macs=target, latency=True)
+        kept = result.pruned.macs / result.original.macs
+        lat = result.latency
+        print(f"| {path.stem} | {result.original.params:,} -> {result.pruned.params:,} | {kept:.3f} | "
+              f"{lat.original.median_ms:.3f} -> {lat.pruned.median_ms:.3f} | {lat.speedup:.2f}x | "
+              f"{lat.speedup * kept:.2f} |")
+
+
+def full_size_latency(target: float) -> None:
+    """The latency target on full-size ResNet-50-like and MobileNetV2-1.0-like models (random weights)."""
+    print(f"\n## Full-size models at --target-macs {target}, ONNX Runtime CPU, 1 thread, batch 1")
+    print("| model | MACs | latency (ms) | speed-up | speed-up / MACs reduction |")
+    print("|---|---|---|---|---|")
+    for path, script in ((LARGE, "make_bench_model.py"), (MOBILENET, "make_mobilenetv2_bench.py")):
+        if not path.exists():
+            subprocess.run([sys.executable, str(ROOT / "tools" / script), str(path)], check=True)
+        result = onnxprune.prune(path, target_macs=target, latency=True)
+        kept = result.pruned.macs / result.original.macs
+        lat = result.latency
+        print(f"| {path.stem} | {result.original.macs / 1e6:.0f}M -> {result.pruned.macs / 1e6:.0f}M | "
+              f"{lat.original.median_ms:.2f} -> {lat.pruned.median_ms:.2f} | {lat.speedup:.2f}x | {lat.speedup * kept:.2f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-large", action="store_true", help="skip the 25M-parameter speed benchmark")
-    parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--target-macs", type=float, default=0.5)
     args = parser.parse_args()
     if not args.skip_large:
         if not LARGE.exists():
@@ -118,7 +120,8 @@ def main() -> None:
         print(f"| **total** | **{sum(times.values()):.2f} s** |")
         growth = peak_memory_growth(LARGE)
         print(f"\npeak memory growth during prune(): {growth / 1e6:.0f} MB = {growth / LARGE.stat().st_size:.2f}x the model file")
-    fixture_table(args.ratio)
+        full_size_latency(args.target_macs)
+    fixture_table(args.target_macs)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -738,7 +739,7 @@ def write_zero_channels_json(fx: Fixture, files: dict[str, Path], out_dir: Path)
         prod: nn.Conv2d = getattr(fx.model, producer)
         cons: nn.Conv2d = getattr(fx.model, consumer)
         names: dict[str, dict[str, str | None]] = {}
-        for exporter, path in files.items():
+        for path in files.values():
             model = onnx.load(str(path))
             names[path.name] = {
                 "producer_weight": find_initializer(model, prod.weight.detach().numpy()),

@@ -1,0 +1,174 @@
+"""Targets, guards, sensitivity, iterative pruning, latency, and the JSON report's documented schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import FIXTURES, MODELS, assert_matches_masked, conv, make_model
+from onnx import helper
+
+import onnxprune
+from onnxprune.cli import main
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_target_macs_is_met_within_two_percent(path):
+    result = onnxprune.prune(path, target_macs=0.5, round_to=1)
+    fraction = result.pruned.macs / result.original.macs
+    assert 0.48 <= fraction <= 0.5
+    assert_matches_masked(onnx.load(path), result.model, result.report)
+
+
+@pytest.mark.parametrize("name", ["resnet.ts.onnx", "mobilenetv2.ts.onnx", "yolo.dynamo.onnx"])
+def test_target_macs_with_default_rounding(name):
+    result = onnxprune.prune(MODELS / name, target_macs=0.5)
+    assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
+    for group in result.report["groups"]:
+        if group["kept"] < group["channels"]:
+            assert group["kept"] % 8 == 0
+
+
+def test_global_ranking_prunes_groups_unevenly_and_respects_the_cap():
+    result = onnxprune.prune(MODELS / "resnet.ts.onnx", ratio=0.5, global_ranking=True, round_to=1, group_cap=0.6)
+    fractions = [1 - g["kept"] / g["channels"] for g in result.report["groups"] if g["pinned_reason"] is None]
+    assert max(fractions) <= 0.6 + 1e-9
+    assert max(fractions) - min(fractions) > 0.05
+    kept = sum(g["kept"] for g in result.report["groups"] if g["pinned_reason"] is None)
+    total = sum(g["channels"] for g in result.report["groups"] if g["pinned_reason"] is None)
+    assert kept <= 0.5 * total
+
+
+def test_guard_refuses_to_write_and_exits_1(tmp_path, capsys):
+    out = tmp_path / "out.onnx"
+    code = main([str(MODELS / "unet.ts.onnx"), "-o", str(out), "--ratio", "0.6", "--max-drop", "0.001", "--no-latency"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "relative output error" in err and "more than --max-drop 0.001" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_guard_with_a_target_searches_within_the_budget():
+    unguarded = onnxprune.prune(MODELS / "unet.ts.onnx", target_macs=0.4, round_to=1)
+    drop = max(o["relative_l2"] for o in unguarded.report["fidelity"]["outputs"])
+    budget = drop / 3
+    guarded = onnxprune.prune(MODELS / "unet.ts.onnx", target_macs=0.4, round_to=1, max_drop=budget)
+    assert max(o["relative_l2"] for o in guarded.report["fidelity"]["outputs"]) <= budget
+    assert unguarded.pruned.macs < guarded.pruned.macs < guarded.original.macs
+
+
+def _two_branch_model() -> onnx.ModelProto:
+    """x -> convA (8ch) and convB (8ch), each -> conv to 4ch, summed. Branch A's consumer has weights
+    100x larger, so pruning A hurts the output far more than pruning B."""
+    a, ia = conv("convA", "x", "a", 3, 8, seed=1)
+    b, ib = conv("convB", "x", "b", 3, 8, seed=2)
+    head_a, iha = conv("headA", "ra", "ya", 8, 4, seed=3)
+    head_b, ihb = conv("headB", "rb", "yb", 8, 4, seed=4)
+    iha[0] = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(iha[0]) * 100, iha[0].name)
+    nodes = [a, b, helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Relu", ["b"], ["rb"]), head_a, head_b,
+             helper.make_node("Add", ["ya", "yb"], ["y"])]
+    return make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], ia + ib + iha + ihb)
+
+
+def test_sensitivity_prunes_the_sensitive_group_less():
+    model = _two_branch_model()
+    result = onnxprune.prune(model, target_macs=0.7, round_to=1, sensitivity=True)
+    kept = {m["tensor"]: g["kept"] / g["channels"] for g in result.report["groups"] for m in g["members"]}
+    assert kept["a"] > kept["b"]
+    table = result.report["sensitivity"]
+    errors = {(row["group"], row["ratio"]): row["error"] for row in table}
+    group_a = next(g["index"] for g in result.report["groups"] if "a" in [m["tensor"] for m in g["members"]])
+    group_b = next(g["index"] for g in result.report["groups"] if "b" in [m["tensor"] for m in g["members"]])
+    assert errors[(group_a, 0.5)] > errors[(group_b, 0.5)]
+    assert result.pruned.macs <= 0.7 * result.original.macs * 1.02
+    assert_matches_masked(model, result.model, result.report)
+
+
+@pytest.mark.parametrize("name", ["resnet.ts.onnx", "yolo.ts.onnx", "concat_net.dynamo.onnx"])
+def test_iterative_reaches_the_target_and_reports_original_numbering(name):
+    original = onnx.load(MODELS / name)
+    result = onnxprune.prune(MODELS / name, target_macs=0.5, iterative=3, round_to=1)
+    assert 0.47 <= result.pruned.macs / result.original.macs <= 0.5
+    assert_matches_masked(original, result.model, result.report)
+    for group in result.report["groups"]:
+        assert 1 <= group["kept"] <= group["channels"]
+
+
+def _error(result) -> float:
+    return max(o["relative_l2"] for o in result.report["fidelity"]["outputs"])
+
+
+def test_iterative_stops_before_the_guard_breaks():
+    path = MODELS / "unet.ts.onnx"
+    unguarded = onnxprune.prune(path, target_macs=0.3, iterative=4, round_to=1)
+    first_round = onnxprune.prune(path, target_macs=0.825, round_to=1)  # what round 1 of 4 reaches
+    budget = (_error(first_round) + _error(unguarded)) / 2
+    result = onnxprune.prune(path, target_macs=0.3, iterative=4, round_to=1, max_drop=budget)
+    assert _error(result) <= budget < _error(unguarded)
+    assert unguarded.pruned.macs < result.pruned.macs < result.original.macs
+    assert_matches_masked(onnx.load(path), result.model, result.report)
+
+
+def test_latency_is_measured_interleaved_with_the_same_settings(tmp_path):
+    report_path = tmp_path / "r.json"
+    out = tmp_path / "o.onnx"
+    assert main([str(MODELS / "resnet.ts.onnx"), "-o", str(out), "--target-macs", "0.5", "--threads", "1",
+                 "--batch", "2", "--report", str(report_path), "-q"]) == 0
+    latency = json.loads(report_path.read_text())["latency"]
+    assert latency["batch"] == 2 and latency["threads"] == 1 and latency["runs"] >= 10
+    assert latency["providers"] == ["CPUExecutionProvider"]
+    for side in ("original", "pruned"):
+        assert 0 < latency[side]["median_ms"] <= latency[side]["p90_ms"]
+    assert latency["speedup"] == pytest.approx(latency["original"]["median_ms"] / latency["pruned"]["median_ms"])
+    assert latency["speedup"] > 1.2  # half the MACs at the default rounding is clearly faster
+
+
+def test_target_latency_gives_a_faster_model():
+    result = onnxprune.prune(MODELS / "resnet.ts.onnx", target_latency=0.8, latency=True)
+    assert result.latency is not None and result.latency.speedup > 1.1
+    assert result.pruned.macs < result.original.macs
+
+
+def test_unknown_provider_is_a_usage_error(capsys):
+    assert main([str(MODELS / "resnet.ts.onnx"), "-o", "/tmp/never.onnx", "--providers", "NoSuchExecutionProvider"]) == 2
+    assert "is not available here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target-macs", "0"], "target-macs must be"),
+    (["--target-macs", "1.5"], "target-macs must be"),
+    (["--target-latency", "-1"], "target-latency must be"),
+    (["--max-drop", "-1"], "max-drop must not be negative"),
+    (["--iterative", "0"], "iterative must be"),
+])
+def test_out_of_range_targets_get_status_2(tmp_path, capsys, args, message):
+    assert main([str(MODELS / "resnet.ts.onnx"), "-o", str(tmp_path / "o.onnx"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+REPORT_SCHEMA = {
+    "report_version": int, "input": (str, type(None)), "settings": dict, "original": dict, "pruned": dict,
+    "groups": list, "nodes": list, "fidelity": (dict, type(None)), "accuracy": (dict, type(None)),
+    "latency": (dict, type(None)), "sensitivity": (list, type(None)),
+}
+
+
+def test_json_report_matches_the_documented_schema(tmp_path):
+    report_path = tmp_path / "r.json"
+    assert main([str(MODELS / "fashion_mnist.ts.onnx"), "-o", str(tmp_path / "o.onnx"), "--target-macs", "0.6",
+                 "--sensitivity", "--report", str(report_path), "-q"]) == 0
+    report = json.loads(report_path.read_text())
+    assert set(report) == set(REPORT_SCHEMA)
+    for key, kind in REPORT_SCHEMA.items():
+        assert isinstance(report[key], kind), key
+    readme = (MODELS.parent / "README.md").read_text()
+    for key in REPORT_SCHEMA:
+        assert f"`{key}`" in readme, f"README does not document {key}"
+    fidelity = report["fidelity"]
+    assert set(fidelity) == {"outputs", "top1_agreement", "top5_overlap", "samples"}
+    assert 0 <= fidelity["top1_agreement"] <= 1 and 0 <= fidelity["top5_overlap"] <= 1
+    assert {"group", "ratio", "macs", "error"} == set(report["sensitivity"][0])
+    assert set(report["settings"]) >= {"ratio", "importance", "round_to", "target_macs", "max_drop", "sensitivity"}
+    assert np.isfinite(report["latency"]["speedup"])
