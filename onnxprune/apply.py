@@ -9,7 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.groups import Analysis
-from onnxprune.model import read_values
+from onnxprune.model import read_values, replace_constant
 from onnxprune.plan import Plan
 from onnxprune.rules import ChannelTensor
 
@@ -43,12 +43,7 @@ class _Rewriter:
             return ()
         return tuple(int(i) for i in np.nonzero(self._slot_removed[self._channels[name].slots])[0])
 
-    @staticmethod
-    def replace_input(node: gs.Node, index: int, values: np.ndarray) -> None:
-        old = node.inputs[index]
-        # A constant shared by several nodes is copied, so one user's slice never changes another's.
-        name = old.name if len(old.outputs) == 1 else f"{old.name}__{node.name}"
-        node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values), export_dtype=old.export_dtype)
+    replace_input = staticmethod(replace_constant)
 
 
 def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:

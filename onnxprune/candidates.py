@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.apply import NodeChange, apply_plan
+from onnxprune.calibrate import ChannelStats, record_consumer_inputs
+from onnxprune.compensate import CompensationRecord, compensate
+from onnxprune.config import Importance
+from onnxprune.consumers import find_consumers
 from onnxprune.groups import Analysis, analyse_graph
+from onnxprune.importance import importance_scores
 from onnxprune.model import (
     PROTOBUF_SAFE_BYTES,
     ModelSource,
@@ -84,6 +89,8 @@ class Candidate:
     evaluation: Evaluation | None
     stats: ModelStats
     external: bool
+    compensation: list[CompensationRecord] = field(default_factory=list)
+    serial: int = -1
 
     def serialized(self) -> bytes:
         return self.model.SerializeToString()
@@ -100,14 +107,54 @@ def _detach_constants(graph: gs.Graph) -> None:
         tensor.values = _EMPTY
 
 
+@dataclass(frozen=True)
+class Activations:
+    """Calibration batches, and what is recorded on them: ``moments`` (mean |x|, zeros) for the
+    activation and apoz criteria, Gram matrices for redundancy and for ``compensate``."""
+
+    batches: list[dict[str, np.ndarray]]
+    importance: Importance
+    compensate: bool
+
+    @property
+    def gram(self) -> bool:
+        return self.compensate or self.importance is Importance.REDUNDANCY
+
+    @property
+    def moments(self) -> bool:
+        return self.importance in (Importance.ACTIVATION, Importance.APOZ)
+
+
 class CandidateBuilder:
     """Builds candidates from plans of the original's analysis (plans index groups identically)."""
 
-    def __init__(self, loaded: Loaded, reference: ReferenceRun | None, quiet: bool = True) -> None:
+    def __init__(self, loaded: Loaded, reference: ReferenceRun | None, quiet: bool = True,
+                 activations: Activations | None = None) -> None:
         self.loaded = loaded
         self.reference = reference
         self.quiet = quiet
+        self.activations = activations
         self.opset = default_opset(loaded.model) or 1
+        self._stats: tuple[int | None, dict[str, ChannelStats]] | None = None
+        # (serial, MACs, evaluation) of every validated candidate, for the trade-off in the report.
+        self.history: list[tuple[int, int, Evaluation]] = []
+
+    def activation_stats(self, analysis: Analysis | None, model: onnx.ModelProto | None = None) -> dict[str, ChannelStats]:
+        """Statistics of the consumer inputs of ``model`` (None: the original; ``analysis`` is its analysis
+        or None) on the calibration data, recorded once per model."""
+        key = None if model is None else id(model)
+        if self._stats is None or self._stats[0] != key:
+            activations = self.activations
+            analysis = analysis or self.analysis(model)
+            self._stats = (key, record_consumer_inputs(model or self.original(), analysis, activations.batches,
+                                                       self.quiet, activations.gram, activations.moments))
+        return self._stats[1]
+
+    def scores(self, analysis: Analysis, importance: Importance, model: onnx.ModelProto | None = None) -> np.ndarray:
+        """Importance of every unit of ``analysis`` (of ``model``, None: the original)."""
+        if not importance.needs_activations:
+            return importance_scores(analysis, importance)
+        return importance_scores(analysis, importance, self.activation_stats(analysis, model), find_consumers(analysis))
 
     def original(self) -> onnx.ModelProto:
         """The original model, read again from its file if it was released."""
@@ -125,15 +172,19 @@ class CandidateBuilder:
         return self.loaded.path or self.original().SerializeToString()
 
     def build(self, plan: Plan, analysis: Analysis | None = None, model: onnx.ModelProto | None = None,
-              last: bool = False) -> Candidate:
+              last: bool = False, compensated: bool = True) -> Candidate:
         """Apply ``plan`` (to ``analysis``, else a fresh one of ``model`` or the original), export and validate.
 
         ``last`` promises no further use of the original, whose memory is released before validation
-        when it can be read again from its file.
+        when it can be read again from its file. With calibration data and ``compensated``, the
+        remaining weights are compensated first.
         """
         template = model or self.original()
         analysis = analysis or self.analysis(template)
         groups = group_rows(analysis, plan)
+        records = []
+        if compensated and self.activations is not None and self.activations.compensate:
+            records = compensate(analysis, plan, self.activation_stats(analysis, model))
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
@@ -145,7 +196,10 @@ class CandidateBuilder:
         external = self.loaded.external or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
         size, evaluation = self._validate(pruned, external)
         stats = graph_stats(gs.import_onnx(pruned), size)
-        return Candidate(plan, pruned, groups, changes, evaluation, stats, external)
+        candidate = Candidate(plan, pruned, groups, changes, evaluation, stats, external, records, len(self.history))
+        if evaluation is not None:
+            self.history.append((candidate.serial, stats.macs, evaluation))
+        return candidate
 
     def _validate(self, pruned: onnx.ModelProto, external: bool) -> tuple[int, Evaluation | None]:
         if external:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from onnxprune.calibdata import add_calibration_arguments, image_options_from_args
 from onnxprune.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, Importance, PruneConfig
 from onnxprune.errors import InputError, OnnxPruneError
 from onnxprune.model import save_model_atomic, write_text_atomic
@@ -26,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="where to write the pruned model (default: MODEL_STEM.pruned.onnx beside it)")
     parser.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help=f"fraction of channels removed per group (default {DEFAULT_RATIO})")
     parser.add_argument("--importance", choices=[i.value for i in Importance], default=Importance.L1.value,
-                        help="how channels are ranked (default l1)")
+                        help="how channels are ranked: weight norms l1 (default), l2, bn (BatchNorm |gamma|); "
+                             "activations on --calib data: activation, apoz, fluctuation, wanda, redundancy")
+    parser.add_argument("--no-compensate", action="store_true",
+                        help="do not adjust the remaining weights on calibration data after removing channels")
     parser.add_argument("--round-to", type=int, default=None, metavar="N",
                         help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO})")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names or globs whose groups stay whole")
@@ -34,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="PATH", help="write the JSON report here")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random validation inputs")
+    add_calibration_arguments(parser)
     search = parser.add_argument_group("targets and guards")
     search.add_argument("--global", dest="global_ranking", action="store_true",
                         help="rank all groups together (per-group ratios differ; at most --group-cap of a group goes)")
@@ -78,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, global_ranking=args.global_ranking, target_macs=args.target_macs,
         target_latency=args.target_latency, max_drop=args.max_drop, sensitivity=args.sensitivity,
         iterative=args.iterative, latency=not args.no_latency, providers=tuple(args.providers) if args.providers else None,
-        threads=args.threads, batch=args.batch, quiet=args.quiet,
+        threads=args.threads, batch=args.batch, quiet=args.quiet, compensate=not args.no_compensate,
+        calib=args.calib, calib_samples=args.calib_samples, calib_batch=args.calib_batch, held_out=args.held_out,
+        images=image_options_from_args(args),
         **({"group_cap": args.group_cap} if args.group_cap is not None else {}),
     )
     model = Path(args.model)
@@ -91,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if extra:
             _check_writable(Path(extra))
     result = prune(model, config)
+    for note in result.notes:
+        if note.startswith("warning: "):
+            print(f"onnxprune: {note}", file=sys.stderr)
     if result.report["pruned"]["params"] == result.report["original"]["params"]:
         print("nothing was pruned: " + _why_nothing(result.report["groups"]))
         return 0

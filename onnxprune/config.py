@@ -18,6 +18,17 @@ class Importance(str, Enum):
 
     L1 = "l1"
     L2 = "l2"
+    ACTIVATION = "activation"
+    APOZ = "apoz"
+    FLUCTUATION = "fluctuation"
+    WANDA = "wanda"
+    BN = "bn"
+    REDUNDANCY = "redundancy"
+
+    @property
+    def needs_activations(self) -> bool:
+        """Whether the criterion reads activations recorded on calibration data."""
+        return self not in (Importance.L1, Importance.L2, Importance.BN)
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,13 @@ class PruneConfig:
         latency: measure the latency of both models (the CLI turns this on).
         providers, threads, batch: ONNX Runtime settings for latency.
         quiet: no progress bars.
+        calib: calibration data: a .npz/.npy file, an image folder, or an iterable of {input: array}
+            batches (see onnxprune.calibdata); None uses random inputs where activations are needed.
+        calib_samples: use at most this many calibration samples.
+        calib_batch: samples per ONNX Runtime run on calibration data.
+        held_out: the fraction of the calibration samples kept for fidelity and accuracy.
+        images: preprocessing of image folders (onnxprune.calibdata.ImageOptions).
+        compensate: adjust the remaining weights on calibration data (needs ``calib``).
     """
 
     ratio: float = DEFAULT_RATIO
@@ -63,6 +81,12 @@ class PruneConfig:
     threads: int = 1
     batch: int = 1
     quiet: bool = True
+    calib: object = None
+    calib_samples: int | None = None
+    calib_batch: int = 16
+    held_out: float = 0.2
+    images: object = None
+    compensate: bool = True
 
     @property
     def rounding(self) -> int:

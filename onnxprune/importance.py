@@ -1,10 +1,17 @@
-"""Channel importance from weights: one score per unit, summed over every member of its group."""
+"""Channel importance: one score per unit (higher is more important), summed over the members of its group.
+
+Weight criteria (l1, l2, bn) read initializers only; activation criteria (activation, apoz,
+fluctuation, wanda, redundancy) read statistics recorded with ONNX Runtime on calibration data at the
+inputs of the weighted nodes that consume each channel.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.calibrate import ChannelStats
 from onnxprune.config import Importance
+from onnxprune.consumers import Consumer
 from onnxprune.groups import Analysis
 from onnxprune.model import read_values
 
@@ -29,3 +36,91 @@ def weight_scores(analysis: Analysis, criterion: Importance) -> np.ndarray:
         per_position = weight.sum(axis=other_axes, dtype=np.float64)
         np.add.at(scores, analysis.unit_of_slot[param.slots], per_position)
     return np.sqrt(scores) if criterion is Importance.L2 else scores
+
+
+def importance_scores(analysis: Analysis, criterion: Importance, stats: dict[str, ChannelStats] | None = None,
+                      consumers: list[Consumer] | None = None) -> np.ndarray:
+    """One score per unit by ``criterion``.
+
+    Groups the criterion cannot see (no BatchNormalization for ``bn``; channels whose consumers were not
+    recorded for the activation criteria) are ranked by L1 norm instead; scores are compared across
+    groups only after normalisation by each group's mean, so the two scales never meet.
+    """
+    if criterion in (Importance.L1, Importance.L2):
+        return weight_scores(analysis, criterion)
+    if criterion is Importance.BN:
+        scores, covered = _bn_scores(analysis)
+    else:
+        scores, covered = _activation_scores(analysis, criterion, stats or {}, consumers or [])
+    fallback = None
+    for group in analysis.groups:
+        if group.channels and not covered[group.units].all():
+            fallback = weight_scores(analysis, Importance.L1) if fallback is None else fallback
+            scores[group.units] = fallback[group.units]
+    return scores
+
+
+def _bn_scores(analysis: Analysis) -> tuple[np.ndarray, np.ndarray]:
+    """|gamma| of every BatchNormalization scale that a unit's channels pass through."""
+    scores = np.zeros(analysis.unit_count)
+    covered = np.zeros(analysis.unit_count, dtype=bool)
+    for param in analysis.context.params:
+        owner = param.owner or param.node
+        if owner.op == "BatchNormalization" and param.input_index == 1:
+            gamma = np.abs(read_values(param.node.inputs[param.input_index]).astype(np.float64))
+            units = analysis.unit_of_slot[param.slots]
+            np.add.at(scores, units, gamma)
+            covered[units] = True
+    return scores, covered
+
+
+def _activation_scores(analysis: Analysis, criterion: Importance, stats: dict[str, ChannelStats],
+                       consumers: list[Consumer]) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.zeros(analysis.unit_count)
+    covered = np.zeros(analysis.unit_count, dtype=bool)
+    seen: set[str] = set()
+    for consumer in consumers:
+        recorded = stats.get(consumer.source.name)
+        if recorded is None or recorded.count == 0:
+            continue
+        if criterion in (Importance.FLUCTUATION, Importance.WANDA):
+            column = np.square(consumer.matrix()).sum(0)  # squared norm of each input channel's weights
+            if criterion is Importance.FLUCTUATION:
+                per_position = recorded.variance * column
+            else:
+                per_position = np.sqrt(recorded.mean_sq * column)
+        elif consumer.source.name in seen:
+            continue  # a tensor read by several consumers counts once
+        else:
+            per_position = _tensor_score(criterion, recorded)
+        seen.add(consumer.source.name)
+        units = analysis.unit_of_slot[consumer.source.slots]
+        np.add.at(scores, units, per_position)
+        covered[units] = True
+    return scores, covered
+
+
+def _tensor_score(criterion: Importance, recorded: ChannelStats) -> np.ndarray:
+    if criterion is Importance.ACTIVATION:
+        return recorded.mean_abs
+    if criterion is Importance.APOZ:
+        return 1.0 - recorded.zero_fraction
+    return redundancy_scores(recorded)
+
+
+def redundancy_scores(recorded: ChannelStats) -> np.ndarray:
+    """Spread of each channel times how little it repeats a channel of larger spread.
+
+    Channels are visited by decreasing standard deviation; each one's score is its standard
+    deviation times (1 - its largest |correlation| with a channel visited before). Of two identical
+    channels the second scores 0, and a constant channel (all it carries fits in a bias) scores 0.
+    """
+    spread = np.sqrt(recorded.variance)
+    if not recorded.has_gram:
+        return spread
+    correlation = np.abs(recorded.correlation())
+    order = np.argsort(-spread, kind="stable")
+    repeated = np.zeros(len(spread))
+    for rank, channel in enumerate(order[1:], start=1):
+        repeated[channel] = correlation[channel, order[:rank]].max()
+    return spread * np.clip(1.0 - repeated, 0.0, 1.0)

@@ -15,7 +15,6 @@ from onnxprune.candidates import Candidate, CandidateBuilder
 from onnxprune.config import PruneConfig
 from onnxprune.errors import GuardError
 from onnxprune.groups import Analysis
-from onnxprune.importance import weight_scores
 from onnxprune.plan import GlobalRanking, GroupPlan, Plan
 from onnxprune.progress import progress
 from onnxprune.report import group_rows
@@ -89,7 +88,7 @@ def prune_iteratively(builder: CandidateBuilder, config: PruneConfig, target: fl
     for step in progress(range(1, steps + 1), "iterative pruning", config.quiet):
         analysis = builder.analysis(model)
         macs = MacModel(analysis)
-        ranking = GlobalRanking(analysis, weight_scores(analysis, config.importance), config.rounding,
+        ranking = GlobalRanking(analysis, builder.scores(analysis, config.importance, model), config.rounding,
                                 config.group_cap, config.exclude)
         goal = (1 - (1 - target) * step / steps) * total
         plan = plan_for_macs(ranking, macs, min(1.0, goal / macs.total))

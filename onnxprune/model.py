@@ -241,6 +241,16 @@ def read_values(tensor: gs.Constant) -> np.ndarray:
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
+def replace_constant(node: gs.Node, index: int, values: np.ndarray) -> None:
+    """Give ``node`` a fresh constant as input ``index``, in the stored dtype of the old one.
+
+    A constant shared by several nodes is copied, so changing one user's copy never changes another's.
+    """
+    old = node.inputs[index]
+    name = old.name if len(old.outputs) == 1 else f"{old.name}__{node.name}"
+    node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values), export_dtype=old.export_dtype)
+
+
 def _name_nodes(graph: gs.Graph) -> None:
     """Give unnamed or duplicate-named nodes unique names: reports and --exclude refer to nodes by name."""
     seen: set[str] = set()

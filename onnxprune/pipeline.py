@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass, field, replace
 
 import onnx
 
-from onnxprune.candidates import Candidate, CandidateBuilder, Loaded, load_with_reference
+from onnxprune.calibdata import CalibrationData, ImageOptions, input_specs, load_calibration
+from onnxprune.candidates import Activations, Candidate, CandidateBuilder, Loaded, load_with_reference
 from onnxprune.config import Importance, PruneConfig
 from onnxprune.errors import GuardError, InputError
 from onnxprune.groups import Analysis
-from onnxprune.importance import weight_scores
+from onnxprune.importance import importance_scores
 from onnxprune.latency import LatencyComparison, LatencySettings, compare_latency
 from onnxprune.model import ModelSource, load_model
 from onnxprune.plan import GlobalRanking, Plan, make_plan
@@ -28,7 +30,7 @@ from onnxprune.search import (
     sensitivity_scan,
 )
 from onnxprune.stats import MacModel, ModelStats, graph_stats
-from onnxprune.validate import Evaluation, release_freed_memory
+from onnxprune.validate import EvalData, Evaluation, random_feeds, release_freed_memory, session
 
 # A pruned model counts as slower only beyond this much measurement noise.
 SLOWER_TOLERANCE = 1.05
@@ -58,6 +60,7 @@ class PruneResult:
     latency: LatencyComparison | None
     report: dict
     external_data: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def _resolve_config(config: PruneConfig | None, **options) -> PruneConfig:
@@ -86,6 +89,12 @@ def _check_ranges(config: PruneConfig) -> None:
         raise InputError(f"max-drop must not be negative, got {config.max_drop}")
     if config.iterative is not None and config.iterative < 1:
         raise InputError(f"iterative must be a positive number of steps, got {config.iterative}")
+    if config.calib_samples is not None and config.calib_samples < 1:
+        raise InputError(f"calib-samples must be a positive number, got {config.calib_samples}")
+    if config.calib_batch < 1:
+        raise InputError(f"calib-batch must be a positive number, got {config.calib_batch}")
+    if not 0.0 < config.held_out < 1.0:
+        raise InputError(f"held-out must be a fraction above 0 and below 1, got {config.held_out}")
     if not 0.0 < config.group_cap < 1.0:
         raise InputError(f"the group cap must be above 0 and below 1, got {config.group_cap}")
     if (config.max_drop is not None or config.sensitivity or config.target_latency) and not config.validate:
@@ -116,7 +125,8 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
     config = _resolve_config(config, **options)
     builder = CandidateBuilder(Loaded(load_model(model), None, None, False), None, config.quiet)
     analysis = builder.analysis()
-    scores = weight_scores(analysis, config.importance)
+    # A dry run records no activations: activation criteria are previewed with L1.
+    scores = importance_scores(analysis, Importance.L1 if config.importance.needs_activations else config.importance)
     plan = _single_plan(analysis, scores, config)
     return GroupsResult(group_rows(analysis, plan), plan)
 
@@ -138,21 +148,79 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     """
     config = _resolve_config(config, **options)
     settings = _latency_settings(config) if config.latency or config.target_latency else None
-    loaded = load_with_reference(model, config.validate, config.seed)
+    calibration = _CalibrationSource(config) if config.calib is not None else None
+    loaded = load_with_reference(model, config.validate, config.seed, calibration)
     builder = CandidateBuilder(loaded, loaded.reference, config.quiet)
+    notes: list[str] = []
+    builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
     del loaded  # the builder holds it, and may release it
     before = graph_stats(analysis.graph, builder.loaded.size)
-    scores = weight_scores(analysis, config.importance)
+    scores = builder.scores(analysis, config.importance)
     release_freed_memory()
     chosen, sensitivity = _choose(builder, analysis, scores, config, settings)
+    chosen = _keep_better_compensation(builder, chosen, notes)
     latency = None
     if config.latency:
         chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
-    report = build_report(path, config, before, chosen, latency, sensitivity)
+    report = build_report(path, config, before, chosen, latency, sensitivity,
+                          calibration.data if calibration else None, notes, builder.history)
+    for note in notes:
+        if note.startswith("warning: "):
+            warnings.warn(note.removeprefix("warning: "), stacklevel=2)
     return PruneResult(chosen.model, chosen.plan, before, chosen.stats, chosen.evaluation, latency, report,
-                       chosen.external)
+                       chosen.external, notes)
+
+
+class _CalibrationSource:
+    """Loads ``config.calib`` against the model's inputs once ONNX Runtime has opened the model."""
+
+    def __init__(self, config: PruneConfig) -> None:
+        self.config = config
+        self.data: CalibrationData | None = None
+
+    def __call__(self, sess) -> EvalData:
+        config = self.config
+        self.data = load_calibration(config.calib, input_specs(sess), samples=config.calib_samples,
+                                     batch=config.calib_batch, held_out=config.held_out,
+                                     images=config.images or ImageOptions(), seed=config.seed)
+        return self.data.held_out
+
+
+# Random calibration when an activation criterion runs without --calib: batches x samples.
+RANDOM_CALIBRATION = (4, 8)
+
+
+def _activations(builder: CandidateBuilder, config: PruneConfig, calibration: _CalibrationSource | None,
+                 notes: list[str]) -> Activations | None:
+    """What to record on which calibration batches; notes what falls back or is skipped, and why."""
+    needs = config.importance.needs_activations
+    if calibration is not None:
+        if calibration.data is None:  # not loaded by a reference run (--no-validate)
+            calibration(session(builder.original_source(), lean=True))
+        return Activations(calibration.data.calibration.batches, config.importance, config.compensate)
+    if config.compensate:
+        notes.append("compensation needs calibration data (--calib); the remaining weights were not adjusted")
+    if not needs:
+        return None
+    notes.append(f"warning: --importance {config.importance.value} needs calibration data and none was given "
+                 f"(--calib); ranking on random inputs instead, which rarely reflects real data")
+    sess = session(builder.original_source(), lean=True)
+    batches, size = RANDOM_CALIBRATION
+    data = [random_feeds(sess, batch=size, seed=config.seed + 1000 + i) for i in range(batches)]
+    return Activations(data, config.importance, compensate=False)
+
+
+def _keep_better_compensation(builder: CandidateBuilder, chosen: Candidate, notes: list[str]) -> Candidate:
+    """The compensated model, unless the same plan without compensation is more faithful on held-out data."""
+    if not chosen.compensation or chosen.evaluation is None:
+        return chosen
+    plain = builder.build(chosen.plan, compensated=False)
+    if quality_error(plain) < quality_error(chosen):
+        notes.append("compensation made the held-out output error larger; the uncompensated model was kept")
+        return plain
+    return chosen
 
 
 

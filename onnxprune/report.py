@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
+from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING
 
 from onnxprune.config import PruneConfig
 
 if TYPE_CHECKING:
+    from onnxprune.calibdata import CalibrationData
     from onnxprune.candidates import Candidate
     from onnxprune.groups import Analysis
     from onnxprune.latency import LatencyComparison
     from onnxprune.plan import Plan
     from onnxprune.search import SensitivityRow
     from onnxprune.stats import ModelStats
+    from onnxprune.validate import Evaluation
 
 REPORT_VERSION = 1
 
@@ -41,9 +44,15 @@ def build_report(
     chosen: Candidate,
     latency: LatencyComparison | None = None,
     sensitivity: list[SensitivityRow] | None = None,
+    calibration: CalibrationData | None = None,
+    notes: list[str] | None = None,
+    history: list[tuple[int, int, Evaluation]] | None = None,
 ) -> dict:
     """The report of one pruning run, ready for ``json.dump`` (schema in the README)."""
-    settings = asdict(config)
+    settings = {k: v for k, v in asdict(config).items() if k not in ("calib", "images")}
+    settings["calib"] = _calib_setting(config.calib)
+    images = asdict(config.images) if is_dataclass(config.images) else None
+    settings["images"] = {k: list(v) if isinstance(v, tuple) else v for k, v in images.items()} if images else None
     settings["importance"] = config.importance.value
     settings["round_to"] = config.rounding
     settings["exclude"] = list(config.exclude)
@@ -64,7 +73,52 @@ def build_report(
         "accuracy": evaluation.accuracy_dict() if evaluation else None,
         "latency": latency.to_dict() if latency else None,
         "sensitivity": [row.to_dict() for row in sensitivity] if sensitivity else None,
+        "calibration": _calibration_dict(calibration),
+        "compensation": [record.to_dict() for record in chosen.compensation],
+        "notes": list(notes or []),
+        "tradeoff": tradeoff_points(before, history or [], chosen, latency),
     }
+
+
+def quality_metric(evaluation: Evaluation) -> tuple[float, str]:
+    """The number the trade-off plots: accuracy with labels, else top-1 agreement, else the worst cosine."""
+    if evaluation.accuracy_pruned is not None:
+        return evaluation.accuracy_pruned, "accuracy"
+    if evaluation.top1_agreement is not None:
+        return evaluation.top1_agreement, "top-1 agreement"
+    return min(o.cosine for o in evaluation.outputs), "cosine similarity"
+
+
+def tradeoff_points(before: ModelStats, history: list[tuple[int, int, Evaluation]], chosen: Candidate,
+                    latency: LatencyComparison | None) -> list[dict]:
+    """Quality against MACs (and latency, where measured) of every candidate the run validated."""
+    points = []
+    for serial, macs, evaluation in history:
+        metric, name = quality_metric(evaluation)
+        is_chosen = serial == chosen.serial
+        points.append({
+            "label": "chosen" if is_chosen else f"candidate {serial + 1}",
+            "macs_fraction": macs / before.macs if before.macs else 1.0,
+            "latency_fraction": 1 / latency.speedup if is_chosen and latency else None,
+            "metric": metric,
+            "metric_name": name,
+            "chosen": is_chosen,
+        })
+    return points
+
+
+def _calib_setting(calib: object) -> str | None:
+    if calib is None or isinstance(calib, (str, os.PathLike)):
+        return None if calib is None else str(calib)
+    return "Python iterable"
+
+
+def _calibration_dict(calibration: CalibrationData | None) -> dict | None:
+    if calibration is None:
+        return None
+    return {"calibration": calibration.calibration.description, "calibration_samples": calibration.calibration.samples,
+            "held_out": calibration.held_out.description, "held_out_samples": calibration.held_out.samples,
+            "skipped_images": calibration.skipped}
 
 
 def _change(before: int, after: int) -> str:
@@ -101,6 +155,16 @@ def format_summary(report: dict, output: str | None) -> str:
     accuracy = report.get("accuracy")
     if accuracy:
         lines.append(f"accuracy: {accuracy['original']:.2%} -> {accuracy['pruned']:.2%} on {accuracy['samples']} labelled inputs")
+    calibration = report.get("calibration")
+    if calibration:
+        lines.append(f"calibration: {calibration['calibration']}")
+    compensation = report.get("compensation")
+    if compensation:
+        methods = sorted({r["method"] for r in compensation if r["method"] != "none"})
+        changed = sum(1 for r in compensation if r["method"] != "none")
+        lines.append(f"compensation: {changed} of {len(compensation)} consumers adjusted ({', '.join(methods) or 'none'})")
+    for note in report.get("notes") or []:
+        lines.append(f"note: {note}")
     if output:
         lines.append(f"written: {output}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -107,24 +108,32 @@ class ReferenceRun:
     outputs: list[list[np.ndarray]]
 
 
-def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0, data: EvalData | None = None) -> ReferenceRun:
+def _not_runnable(exc: Exception) -> InputError:
+    return InputError(f"ONNX Runtime cannot run the input model ({str(exc).splitlines()[0][:200]}); "
+                      "check it runs in ONNX Runtime before pruning")
+
+
+def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0,
+                  data: EvalData | Callable[[ort.InferenceSession], EvalData] | None = None) -> ReferenceRun:
     """Run the original model (a proto, a path or serialized bytes) on the evaluation inputs.
 
     Args:
-        data: held-out inputs; None uses seeded random inputs.
+        data: held-out inputs, or a function making them from the session; None uses seeded random inputs.
 
     Raises:
         InputError: ONNX Runtime cannot load or run the original model.
     """
     try:
         sess = session(model, lean=True)
-        data = data or random_eval_data(sess, seed)
-        outputs = [sess.run(None, feeds) for feeds in data.batches]
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
-        raise InputError(
-            f"ONNX Runtime cannot run the input model ({str(exc).splitlines()[0][:200]}); "
-            "check it runs in ONNX Runtime before pruning"
-        ) from None
+        raise _not_runnable(exc) from None
+    if callable(data):
+        data = data(sess)  # calibration data, checked against the session's inputs
+    data = data or random_eval_data(sess, seed)
+    try:
+        outputs = [sess.run(None, feeds) for feeds in data.batches]
+    except Exception as exc:  # noqa: BLE001
+        raise _not_runnable(exc) from None
     names = [o.name for o in sess.get_outputs()]
     del sess
     release_freed_memory()

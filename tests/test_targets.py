@@ -151,7 +151,8 @@ def test_out_of_range_targets_get_status_2(tmp_path, capsys, args, message):
 REPORT_SCHEMA = {
     "report_version": int, "input": (str, type(None)), "settings": dict, "original": dict, "pruned": dict,
     "groups": list, "nodes": list, "fidelity": (dict, type(None)), "accuracy": (dict, type(None)),
-    "latency": (dict, type(None)), "sensitivity": (list, type(None)),
+    "latency": (dict, type(None)), "sensitivity": (list, type(None)), "calibration": (dict, type(None)),
+    "compensation": list, "notes": list, "tradeoff": list,
 }
 
 

@@ -1,0 +1,254 @@
+"""Activation statistics recorded with ONNX Runtime on calibration data.
+
+The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to
+the graph take an evenly strided sample of its spatial positions (about SAMPLED_POSITIONS per batch),
+move its channel axis last, flatten it to [positions, channels] and reduce it to per-channel sums and,
+where the channel count allows, the Gram matrix of the channels. Only those small results leave the
+runtime, so memory stays bounded by one batch whatever the number of samples, and the cost stays
+close to plain inference. Batches alternate between two folds, so a fit made on one fold can be
+checked on the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from onnxprune.consumers import find_consumers
+from onnxprune.groups import Analysis
+from onnxprune.model import default_opset
+from onnxprune.progress import progress
+from onnxprune.validate import session
+
+# Tensors with more channels get no Gram matrix (its cost grows with the square of the channels).
+GRAM_MAX_CHANNELS = 1024
+# Spatial positions per batch that enter the statistics; tensors with more are strided evenly.
+SAMPLED_POSITIONS = 4096
+_SUMS = ("total", "total_sq", "total_abs", "zeros")
+
+
+@dataclass
+class ChannelStats:
+    """Running per-channel sums of one tensor, in two folds, and optionally its Gram matrices."""
+
+    channels: int
+    with_gram: bool = True
+    with_moments: bool = True
+    counts: np.ndarray = field(init=False)
+    sums: dict[str, np.ndarray] = field(init=False)
+    grams: np.ndarray | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(2)
+        self.sums = {key: np.zeros((2, self.channels)) for key in _SUMS}
+        self.grams = np.zeros((2, self.channels, self.channels)) if self.with_gram else None
+
+    def add(self, fold: int, count: int, sums: dict[str, np.ndarray], gram: np.ndarray | None) -> None:
+        """Add one batch's reductions (``count`` positions) to ``fold``."""
+        self.counts[fold] += count
+        for key, value in sums.items():
+            self.sums[key][fold] += value
+        if self.grams is not None and gram is not None:
+            self.grams[fold] += gram
+
+    def add_values(self, values: np.ndarray, axis: int, fold: int = 0) -> None:
+        """Add one batch of raw values (channels on ``axis``), reduced in numpy."""
+        rows = np.moveaxis(values, axis, -1).reshape(-1, self.channels).astype(np.float64)
+        sums = {"total": rows.sum(0), "total_sq": np.square(rows).sum(0), "total_abs": np.abs(rows).sum(0),
+                "zeros": (rows == 0).sum(0)}
+        self.add(fold, len(rows), sums, rows.T @ rows if self.grams is not None else None)
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def fold_counts(self) -> list[int]:
+        return [int(c) for c in self.counts]
+
+    def _mean_of(self, key: str) -> np.ndarray:
+        return self.sums[key].sum(0) / max(self.count, 1)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._mean_of("total")
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self._mean_of("total_abs")
+
+    @property
+    def mean_sq(self) -> np.ndarray:
+        return self._mean_of("total_sq")
+
+    @property
+    def variance(self) -> np.ndarray:
+        return np.maximum(self.mean_sq - np.square(self.mean), 0.0)
+
+    @property
+    def zero_fraction(self) -> np.ndarray:
+        return self._mean_of("zeros")
+
+    @property
+    def has_gram(self) -> bool:
+        return self.grams is not None and self.count > 0
+
+    def second_moment(self, fold: int | None = None) -> np.ndarray:
+        """E[z z^T] for z = [x, 1], over one fold or both (None)."""
+        folds = [0, 1] if fold is None else [fold]
+        count = max(self.counts[folds].sum(), 1)
+        total = self.sums["total"][folds].sum(0)
+        moment = np.empty((self.channels + 1, self.channels + 1))
+        moment[:-1, :-1] = self.grams[folds].sum(0)
+        moment[:-1, -1] = moment[-1, :-1] = total
+        moment[-1, -1] = count
+        return moment / count
+
+    def correlation(self) -> np.ndarray:
+        """Pearson correlation between channels (0 where a channel is constant)."""
+        moment = self.second_moment()
+        mean = moment[-1, :-1]
+        cov = moment[:-1, :-1] - np.outer(mean, mean)
+        std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        scale = np.outer(std, std)
+        return np.divide(cov, scale, out=np.zeros_like(cov), where=scale > 1e-12)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor to record: its channel axis and count, shape (ints or symbolic names), and whether it is float32."""
+
+    axis: int
+    channels: int
+    shape: tuple
+    float32: bool = True
+
+
+class _StatsGraph:
+    """Builds the reduction nodes appended to a graph, for the model's opset."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.outputs: list[str] = []
+
+    def _node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def _const(self, name: str, values: list[int]) -> str:
+        self.initializers.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        return name
+
+    def _reduce(self, op: str, x: str, name: str, axes: str) -> str:
+        # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
+        if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):
+            return self._node(op, [x, axes], name, keepdims=0)
+        return self._node(op, [x], name, keepdims=0, axes=[1])
+
+    def _strided(self, tensor: str, shape: tuple, axis: int, key: str) -> str:
+        """``tensor`` with its spatial axes (not batch, not channels) strided to about SAMPLED_POSITIONS."""
+        spatial = [i for i in range(1, len(shape)) if i != axis]
+        if not spatial or not all(isinstance(shape[i], int) for i in spatial):
+            return tensor
+        per_sample = int(np.prod([shape[i] for i in spatial]))
+        batch = shape[0] if isinstance(shape[0], int) else 16
+        step = int((per_sample * batch / SAMPLED_POSITIONS) ** (1 / len(spatial)))
+        if step < 2:
+            return tensor
+        starts = self._const(f"{key}_starts", [min(step // 2, shape[i] - 1) for i in spatial])
+        ends = self._const(f"{key}_ends", [shape[i] for i in spatial])
+        axes = self._const(f"{key}_slice_axes", spatial)
+        steps = self._const(f"{key}_steps", [step] * len(spatial))
+        return self._node("Slice", [tensor, starts, ends, axes, steps], f"{key}_strided")
+
+    def add(self, tensor: str, spec: TensorSpec, gram: bool, moments: bool, key: str) -> list[str]:
+        """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros,
+        and Gram matrix when ``gram``); returns their output names (missing ones are empty strings)."""
+        shape, axis, channels = spec.shape, spec.axis, spec.channels
+        rank = len(shape)
+        tensor = self._strided(tensor, shape, axis, key)
+        # Channels first, positions last: the reductions then run along contiguous memory.
+        perm = [axis] + [i for i in range(rank) if i != axis]
+        moved = self._node("Transpose", [tensor], f"{key}_t", perm=perm) if perm != list(range(rank)) else tensor
+        rows = self._node("Reshape", [moved, self._const(f"{key}_shape", [channels, -1])], f"{key}_rows")
+        if not spec.float32:
+            rows = self._node("Cast", [rows], f"{key}_f32", to=TensorProto.FLOAT)
+        axes = self._const(f"{key}_axes", [1])
+        names = [self._node("Shape", [rows], f"{key}_count"), self._reduce("ReduceSum", rows, f"{key}_total", axes)]
+        if gram:
+            gram_name = self._node("MatMul", [rows, self._node("Transpose", [rows], f"{key}_rows_t", perm=[1, 0])],
+                                   f"{key}_gram")
+            names.append("")
+        else:
+            gram_name = ""
+            names.append(self._reduce("ReduceSumSquare", rows, f"{key}_total_sq", axes))
+        if moments:
+            names.append(self._reduce("ReduceL1", rows, f"{key}_total_abs", axes))
+            self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
+            is_zero = self._node("Cast", [self._node("Equal", [rows, f"{key}_zero"], f"{key}_is_zero")],
+                                 f"{key}_zero_f", to=TensorProto.FLOAT)
+            names.append(self._reduce("ReduceSum", is_zero, f"{key}_zeros", axes))
+        else:
+            names += ["", ""]
+        names.append(gram_name)
+        self.outputs.extend(n for n in names if n)
+        return names
+
+
+def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batches: Iterable[dict[str, np.ndarray]],
+                  total: int | None = None, quiet: bool = True, gram: bool = True,
+                  moments: bool = False) -> dict[str, ChannelStats]:
+    """Run ``model`` over ``batches`` and reduce ``tensors`` to per-channel statistics.
+
+    The model is changed only for the duration of the call (nodes and outputs are appended, then
+    removed). ``gram`` asks for Gram matrices (tensors over GRAM_MAX_CHANNELS channels never get one);
+    ``moments`` for mean |x| and the fraction of zeros too.
+    """
+    graph = model.graph
+    known = {v.name for v in graph.input} | {name for node in graph.node for name in node.output}
+    tensors = {name: spec for name, spec in tensors.items() if name in known}
+    builder = _StatsGraph(default_opset(model) or 13)
+    outputs: dict[str, list[str]] = {}
+    for index, (name, spec) in enumerate(tensors.items()):
+        with_gram = gram and spec.channels <= GRAM_MAX_CHANNELS
+        outputs[name] = builder.add(name, spec, with_gram, moments, f"onnxprune_stats_{index}")
+    sizes = (len(graph.node), len(graph.initializer), len(graph.output))
+    graph.node.extend(builder.nodes)
+    graph.initializer.extend(builder.initializers)
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in builder.outputs)
+    try:
+        sess = session(model.SerializeToString(), threads=0)
+    finally:
+        del graph.node[sizes[0]:], graph.initializer[sizes[1]:], graph.output[sizes[2]:]
+    stats = {name: ChannelStats(spec.channels, gram and spec.channels <= GRAM_MAX_CHANNELS, moments)
+             for name, spec in tensors.items()}
+    for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
+        values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
+        for name, names in outputs.items():
+            count_name, *sum_names, gram_name = names
+            sums = {key: values[n].astype(np.float64) for key, n in zip(_SUMS, sum_names) if n}
+            matrix = values[gram_name].astype(np.float64) if gram_name else None
+            if matrix is not None:
+                sums["total_sq"] = np.diag(matrix).copy()
+            stats[name].add(index % 2, int(values[count_name][1]), sums, matrix)
+    return stats
+
+
+def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: list[dict[str, np.ndarray]],
+                           quiet: bool = True, gram: bool = True, moments: bool = False) -> dict[str, ChannelStats]:
+    """Statistics of every tensor that a weighted consumer (see ``consumers.py``) of ``analysis`` reads."""
+    tensors = {}
+    graph_tensors = analysis.graph.tensors()
+    for consumer in find_consumers(analysis):
+        source = consumer.source
+        tensor = graph_tensors.get(source.name)
+        if tensor is not None and tensor.shape is not None:
+            tensors[source.name] = TensorSpec(source.axis, source.size, tuple(tensor.shape),
+                                              tensor.dtype == np.float32)
+    return collect_stats(model, tensors, batches, len(batches), quiet, gram, moments)

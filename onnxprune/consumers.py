@@ -1,0 +1,78 @@
+"""Weighted consumers of channels: the Conv, Gemm and MatMul nodes whose weights read a tensor's channels.
+
+Activation criteria weigh a channel by what its consumers do with it, and compensation rewrites those
+consumers' weights, so both need the same view: the consumer's input tensor, its weight, and which
+weight axis holds the input channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.groups import Analysis
+from onnxprune.model import read_values
+from onnxprune.rules import ChannelTensor
+from onnxprune.rules.base import ParamSlice
+
+CONSUMER_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A weighted node reading ``source``'s channels through weight axis ``weight.axis``."""
+
+    node: gs.Node
+    source: ChannelTensor
+    weight: ParamSlice
+    out_weight: ParamSlice | None
+
+    def matrix(self) -> np.ndarray:
+        """The weight as [rows, input channels]: rows are (output channel, kernel tap) pairs."""
+        values = read_values(self.weight.node.inputs[self.weight.input_index]).astype(np.float64)
+        return self._as_rows(values)
+
+    def _as_rows(self, values: np.ndarray) -> np.ndarray:
+        # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul [C, O] or [O, C] -> [O, C]: output channel first.
+        return np.moveaxis(values, self.weight.axis, -1).reshape(-1, values.shape[self.weight.axis])
+
+    def out_channels(self) -> int:
+        """The node's output channel count."""
+        shape = self.weight.node.inputs[self.weight.input_index].shape
+        out_axis = 1 if self.weight.axis == 0 else 0
+        return int(shape[out_axis])
+
+    def store_dtype(self) -> np.dtype:
+        """The dtype the node computes in (a Cast in front of a stored weight sets it)."""
+        holder = self.weight.node
+        if holder is self.node:
+            return self.node.inputs[self.weight.input_index].values.dtype
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(holder.attrs["to"])))
+
+
+def find_consumers(analysis: Analysis) -> list[Consumer]:
+    """Every Conv (group 1), Gemm and MatMul whose weight is sliced along its input channels."""
+    ctx = analysis.context
+    by_owner: dict[int, list[ParamSlice]] = {}
+    for param in ctx.params:
+        owner = param.owner or param.node
+        if owner.op in CONSUMER_OPS and param.scored:
+            by_owner.setdefault(id(owner), []).append(param)
+    consumers = []
+    for params in by_owner.values():
+        node = params[0].owner or params[0].node
+        if node.op == "Conv" and int(node.attrs.get("group", 1)) != 1:
+            continue
+        in_name = ctx.node_io.get(node.name, (None, None))[0]
+        source = ctx.channels.get(in_name) if in_name else None
+        if source is None:
+            continue
+        weight = next((p for p in params if np.array_equal(p.slots, source.slots)), None)
+        if weight is None:
+            continue
+        out_weight = next((p for p in params if p is not weight), None)
+        consumers.append(Consumer(node, source, weight, out_weight))
+    return consumers
