@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from onnxprune.consumers import find_consumers
@@ -137,6 +138,18 @@ class _StatsGraph:
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: list[str] = []
 
+    def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
+        """An ONNX Runtime session of ``model`` with the nodes appended; ``model`` itself is restored."""
+        graph = model.graph
+        sizes = (len(graph.node), len(graph.initializer), len(graph.output))
+        graph.node.extend(self.nodes)
+        graph.initializer.extend(self.initializers)
+        graph.output.extend(onnx.ValueInfoProto(name=name) for name in self.outputs)
+        try:
+            return session(model.SerializeToString(), threads=0)
+        finally:
+            del graph.node[sizes[0]:], graph.initializer[sizes[1]:], graph.output[sizes[2]:]
+
     def _node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
@@ -167,18 +180,22 @@ class _StatsGraph:
         steps = self._const(f"{key}_steps", [step] * len(spatial))
         return self._node("Slice", [tensor, starts, ends, axes, steps], f"{key}_strided")
 
+    def rows(self, tensor: str, spec: TensorSpec, key: str) -> str:
+        """Sampled positions of ``tensor`` as a float32 [channels, positions] matrix."""
+        rank = len(spec.shape)
+        tensor = self._strided(tensor, spec.shape, spec.axis, key)
+        # Channels first, positions last: the reductions then run along contiguous memory.
+        perm = [spec.axis] + [i for i in range(rank) if i != spec.axis]
+        moved = self._node("Transpose", [tensor], f"{key}_t", perm=perm) if perm != list(range(rank)) else tensor
+        rows = self._node("Reshape", [moved, self._const(f"{key}_shape", [spec.channels, -1])], f"{key}_rows")
+        if not spec.float32:
+            rows = self._node("Cast", [rows], f"{key}_f32", to=TensorProto.FLOAT)
+        return rows
+
     def add(self, tensor: str, spec: TensorSpec, gram: bool, moments: bool, key: str) -> list[str]:
         """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros,
         and Gram matrix when ``gram``); returns their output names (missing ones are empty strings)."""
-        shape, axis, channels = spec.shape, spec.axis, spec.channels
-        rank = len(shape)
-        tensor = self._strided(tensor, shape, axis, key)
-        # Channels first, positions last: the reductions then run along contiguous memory.
-        perm = [axis] + [i for i in range(rank) if i != axis]
-        moved = self._node("Transpose", [tensor], f"{key}_t", perm=perm) if perm != list(range(rank)) else tensor
-        rows = self._node("Reshape", [moved, self._const(f"{key}_shape", [channels, -1])], f"{key}_rows")
-        if not spec.float32:
-            rows = self._node("Cast", [rows], f"{key}_f32", to=TensorProto.FLOAT)
+        rows = self.rows(tensor, spec, key)
         axes = self._const(f"{key}_axes", [1])
         names = [self._node("Shape", [rows], f"{key}_count"), self._reduce("ReduceSum", rows, f"{key}_total", axes)]
         if gram:
@@ -218,14 +235,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     for index, (name, spec) in enumerate(tensors.items()):
         with_gram = gram and spec.channels <= GRAM_MAX_CHANNELS
         outputs[name] = builder.add(name, spec, with_gram, moments, f"onnxprune_stats_{index}")
-    sizes = (len(graph.node), len(graph.initializer), len(graph.output))
-    graph.node.extend(builder.nodes)
-    graph.initializer.extend(builder.initializers)
-    graph.output.extend(onnx.ValueInfoProto(name=name) for name in builder.outputs)
-    try:
-        sess = session(model.SerializeToString(), threads=0)
-    finally:
-        del graph.node[sizes[0]:], graph.initializer[sizes[1]:], graph.output[sizes[2]:]
+    sess = builder.session(model)
     stats = {name: ChannelStats(spec.channels, gram and spec.channels <= GRAM_MAX_CHANNELS, moments)
              for name, spec in tensors.items()}
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
@@ -243,6 +253,11 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
 def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: list[dict[str, np.ndarray]],
                            quiet: bool = True, gram: bool = True, moments: bool = False) -> dict[str, ChannelStats]:
     """Statistics of every tensor that a weighted consumer (see ``consumers.py``) of ``analysis`` reads."""
+    return collect_stats(model, consumer_inputs(analysis), batches, len(batches), quiet, gram, moments)
+
+
+def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:
+    """The tensors that weighted consumers of ``analysis`` read, by name."""
     tensors = {}
     graph_tensors = analysis.graph.tensors()
     for consumer in find_consumers(analysis):
@@ -251,4 +266,64 @@ def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: 
         if tensor is not None and tensor.shape is not None:
             tensors[source.name] = TensorSpec(source.axis, source.size, tuple(tensor.shape),
                                               tensor.dtype == np.float32)
-    return collect_stats(model, tensors, batches, len(batches), quiet, gram, moments)
+    return tensors
+
+
+@dataclass
+class PairedStats:
+    """Moments of an original tensor x and the same tensor x~ of a pruned model, at the same positions.
+
+    With z = [x~, 1]: E[x x^T], E[x z^T] and E[z z^T], in two folds, which is all a refit of the
+    consumer on the pruned model's inputs needs.
+    """
+
+    xx: np.ndarray
+    xz: np.ndarray
+    zz: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def empty(cls, channels: int, kept: int) -> PairedStats:
+        return cls(np.zeros((2, channels, channels)), np.zeros((2, channels, kept + 1)),
+                   np.zeros((2, kept + 1, kept + 1)), np.zeros(2))
+
+    def add(self, fold: int, original: np.ndarray, pruned: np.ndarray) -> None:
+        """Add one batch of [channels, positions] rows of both models."""
+        x = original.astype(np.float64)
+        z = np.vstack([pruned.astype(np.float64), np.ones((1, pruned.shape[1]))])
+        self.xx[fold] += x @ x.T
+        self.xz[fold] += x @ z.T
+        self.zz[fold] += z @ z.T
+        self.counts[fold] += x.shape[1]
+
+    def moments(self, fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(E[x x^T], E[x z^T], E[z z^T]) over one fold or both (None)."""
+        folds = [0, 1] if fold is None else [fold]
+        count = max(self.counts[folds].sum(), 1)
+        return tuple(m[folds].sum(0) / count for m in (self.xx, self.xz, self.zz))
+
+
+def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, tensors: dict[str, tuple[TensorSpec, int]],
+                  batches: list[dict[str, np.ndarray]], quiet: bool = True) -> dict[str, PairedStats]:
+    """Run both models over ``batches`` and pair each tensor's sampled positions.
+
+    ``tensors`` maps a name to its spec in the original and its channel count in the pruned model.
+    """
+    tensors = {name: spec for name, spec in tensors.items() if spec[0].channels <= GRAM_MAX_CHANNELS}
+    builders = (_StatsGraph(default_opset(original) or 13), _StatsGraph(default_opset(pruned) or 13))
+    names: dict[str, tuple[str, str]] = {}
+    for index, (name, (spec, kept)) in enumerate(tensors.items()):
+        pruned_spec = TensorSpec(spec.axis, kept, spec.shape, spec.float32)
+        names[name] = (builders[0].rows(name, spec, f"onnxprune_pair_{index}"),
+                       builders[1].rows(name, pruned_spec, f"onnxprune_pair_{index}"))
+    for builder, pair in zip(builders, zip(*names.values())):
+        builder.outputs = list(pair)
+    if not names:
+        return {}
+    sessions = (builders[0].session(original), builders[1].session(pruned))
+    pairs = {name: PairedStats.empty(spec.channels, kept) for name, (spec, kept) in tensors.items()}
+    for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
+        runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
+        for name, (original_rows, pruned_rows) in names.items():
+            pairs[name].add(index % 2, runs[0][original_rows], runs[1][pruned_rows])
+    return pairs

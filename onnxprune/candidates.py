@@ -12,10 +12,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.apply import NodeChange, apply_plan
-from onnxprune.calibrate import ChannelStats, record_consumer_inputs
+from onnxprune.calibrate import ChannelStats, PairedStats, collect_pairs, consumer_inputs, record_consumer_inputs
 from onnxprune.compensate import CompensationRecord, compensate
 from onnxprune.config import Importance
-from onnxprune.consumers import find_consumers
+from onnxprune.consumers import consumer_levels, find_consumers
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import importance_scores
 from onnxprune.model import (
@@ -107,6 +107,10 @@ def _detach_constants(graph: gs.Graph) -> None:
         tensor.values = _EMPTY
 
 
+# The refit records the pruned model's activations once per level of consumers, at most this many times.
+REFIT_LEVELS = 8
+
+
 @dataclass(frozen=True)
 class Activations:
     """Calibration batches, and what is recorded on them: ``moments`` (mean |x|, zeros) for the
@@ -115,6 +119,7 @@ class Activations:
     batches: list[dict[str, np.ndarray]]
     importance: Importance
     compensate: bool
+    refit: bool = True
 
     @property
     def gram(self) -> bool:
@@ -182,9 +187,12 @@ class CandidateBuilder:
         template = model or self.original()
         analysis = analysis or self.analysis(template)
         groups = group_rows(analysis, plan)
-        records = []
+        records, pairs = [], None
         if compensated and self.activations is not None and self.activations.compensate:
-            records = compensate(analysis, plan, self.activation_stats(analysis, model))
+            stats = self.activation_stats(analysis, model)
+            if self.activations.refit:
+                pairs = self._refit_pairs(template, plan, stats)
+            records = compensate(analysis, plan, stats, pairs)
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
@@ -200,6 +208,32 @@ class CandidateBuilder:
         if evaluation is not None:
             self.history.append((candidate.serial, stats.macs, evaluation))
         return candidate
+
+    def _refit_pairs(self, template: onnx.ModelProto, plan: Plan, stats: dict[str, ChannelStats]
+                     ) -> dict[str, PairedStats]:
+        """Paired statistics for the refit, level by level: each level's inputs are recorded on the model
+        whose earlier levels are already refitted, so a layer never corrects an error its upstream fixes too."""
+        pairs: dict[str, PairedStats] = {}
+        probe = self.analysis(template)
+        levels = consumer_levels(probe, find_consumers(probe), REFIT_LEVELS)
+        del probe
+        for level in levels:
+            work = self.analysis(template)
+            compensate(work, plan, stats, pairs)
+            pairs.update(self._pairs(template, plan, work, set(level)))
+        return pairs
+
+    def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str]) -> dict[str, PairedStats]:
+        """Apply ``plan`` to the compensated analysis ``first`` and pair the inputs ``names`` with the template's."""
+        inputs = {name: spec for name, spec in consumer_inputs(first).items() if name in names}
+        removed = np.isin(first.unit_of_slot, plan.removed_units(first))
+        kept = {name: int((~removed[first.context.channels[name].slots]).sum()) for name in inputs}
+        apply_plan(first, plan)
+        infer_graph_shapes(first.graph, template)
+        pruned = export_graph(first.graph, template)
+        del first
+        tensors = {name: (spec, kept[name]) for name, spec in inputs.items()}
+        return collect_pairs(template, pruned, tensors, self.activations.batches, self.quiet)
 
     def _validate(self, pruned: onnx.ModelProto, external: bool) -> tuple[int, Evaluation | None]:
         if external:

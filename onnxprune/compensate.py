@@ -12,6 +12,12 @@ recorded on calibration data:
 Each method is fitted on one Gram fold and scored on the other (and the other way round); the one with
 the smallest output error on held-out positions wins, ``none`` included, so a consumer never gets a
 fit that makes it worse on data the fit did not see.
+
+A second pass (``refit``) uses the pruned model itself: with x~ the consumer's input in the model
+pruned and compensated as above, and x the original input, it fits x ~ T [x~, 1] and gives the
+consumer W T, so its output matches the original's although everything upstream changed too; every
+consumer is refitted this way (those that lost nothing as well), so errors do not pile up layer after
+layer. Again the held-out fold decides between the first pass's result, no change, and the refit.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.calibrate import ChannelStats
+from onnxprune.calibrate import ChannelStats, PairedStats
 from onnxprune.consumers import Consumer, find_consumers
 from onnxprune.groups import Analysis
 from onnxprune.model import read_values, replace_constant
 from onnxprune.plan import Plan
 from onnxprune.rules.base import ParamSlice, stored_constant
 
-METHODS = ("none", "bias", "merge", "ls")
+METHODS = ("none", "bias", "merge", "ls", "refit")
 # Ridge strengths tried (relative to the mean energy of the kept channels); held-out error picks one.
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)
 # A removed channel merges into a kept one when their |correlation| reaches this.
@@ -50,39 +56,105 @@ class CompensationRecord:
                 "error_ratio": self.error_ratio}
 
 
-def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats]) -> list[CompensationRecord]:
-    """Rewrite the consumers of ``plan``'s removed channels in ``analysis.graph`` (before the plan is applied)."""
+def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
+               pairs: dict[str, PairedStats] | None = None) -> list[CompensationRecord]:
+    """Rewrite the consumers of ``plan``'s removed channels in ``analysis.graph`` (before the plan is applied).
+
+    With ``pairs`` (recorded on the model this same call made without them), every consumer is also
+    considered for a refit on the pruned model's inputs.
+    """
     slot_removed = np.isin(analysis.unit_of_slot, plan.removed_units(analysis))
     records = []
     for consumer in find_consumers(analysis):
         removed = slot_removed[consumer.weight.slots]
         recorded = stats.get(consumer.source.name)
-        if not removed.any() or removed.all() or recorded is None or recorded.count == 0:
+        if removed.all() or recorded is None or recorded.count == 0:
             continue
-        record = _compensate_consumer(analysis, consumer, removed, recorded)
+        pair = (pairs or {}).get(consumer.source.name)
+        if not removed.any() and pair is None:
+            continue
+        out_kept = ~slot_removed[consumer.out_weight.slots] if consumer.out_weight is not None else None
+        record = _compensate_consumer(analysis, consumer, removed, recorded, pair, out_kept)
         if record is not None:
             records.append(record)
     return records
 
 
-def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray,
-                         recorded: ChannelStats) -> CompensationRecord | None:
+def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray, recorded: ChannelStats,
+                         pair: PairedStats | None, out_kept: np.ndarray | None) -> CompensationRecord | None:
     bias = _bias_input(consumer)
     intercept = bias is not None
     kept_idx, removed_idx = np.nonzero(~removed)[0], np.nonzero(removed)[0]
     weights = consumer.matrix()
-    w_removed = weights[:, removed_idx]
-    if recorded.has_gram:
-        method, mapping, ratio = _choose_method(recorded, kept_idx, removed_idx, w_removed, intercept)
-    elif intercept:  # no Gram (too many channels): the mean is the best constant stand-in
+    # Errors count on the output channels that stay (rows are output channel major, kernel taps minor).
+    scored = weights if out_kept is None else weights[np.repeat(out_kept, len(weights) // len(out_kept))]
+    method, transform, ratio = "none", _identity(len(removed), kept_idx), 1.0
+    if removed.any() and recorded.has_gram:
+        method, mapping, ratio = _choose_method(recorded, kept_idx, removed_idx, scored[:, removed_idx], intercept)
+        transform[removed_idx] = mapping
+    elif removed.any() and intercept:  # no Gram (too many channels): the mean is the best constant stand-in
         method, ratio = "bias", float("nan")
-        mapping = np.zeros((len(removed_idx), len(kept_idx) + 1))
-        mapping[:, -1] = recorded.mean[removed_idx]
-    else:
-        return None
-    if method != "none":
-        _write(analysis, consumer, weights, kept_idx, w_removed, mapping, bias)
+        transform[removed_idx, -1] = recorded.mean[removed_idx]
+    if pair is not None:
+        method, transform, ratio = _choose_refit(pair, kept_idx, scored, intercept, method, transform)
+    if method == "none":
+        return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
+    _write(analysis, consumer, weights, kept_idx, transform, bias)
     return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
+
+
+def _identity(channels: int, kept: np.ndarray) -> np.ndarray:
+    """T with x = T [x_kept, 1] when nothing changes: the kept channels map to themselves, the rest to 0."""
+    transform = np.zeros((channels, len(kept) + 1))
+    transform[kept, np.arange(len(kept))] = 1.0
+    return transform
+
+
+def _choose_refit(pair: PairedStats, kept: np.ndarray, weights: np.ndarray, intercept: bool, first: str,
+                  first_transform: np.ndarray) -> tuple[str, np.ndarray, float]:
+    """Between no change, the first pass's transform and a refit on the pruned model's inputs: the one
+    with the least output error on the held-out fold (cross-validated over both folds)."""
+    energy = weights.T @ weights
+    none = _identity(weights.shape[1], kept)
+    options = [("none", 0.0), (first, 0.0)] + [("refit", r) for r in RIDGES]
+    folds = [f for f in (0, 1) if pair.counts[f]]
+    pairs = [(0, 1), (1, 0)] if len(folds) == 2 else [(folds[0], folds[0])]
+    errors = dict.fromkeys(options, 0.0)
+    for fit_fold, check_fold in pairs:
+        fit, check = pair.moments(fit_fold), pair.moments(check_fold)
+        for option in options:
+            transform = _option_transform(option, fit, none, first_transform, intercept)
+            errors[option] += _refit_error(check, transform, energy)
+    best = min(options, key=lambda o: (errors[o], METHODS.index(o[0])))
+    baseline = errors[options[0]]
+    ratio = errors[best] / baseline if baseline > 0 else 1.0
+    return best[0], _option_transform(best, pair.moments(), none, first_transform, intercept), float(ratio)
+
+
+def _option_transform(option: tuple[str, float], moments: tuple, none: np.ndarray, first: np.ndarray,
+                      intercept: bool) -> np.ndarray:
+    method, ridge = option
+    if method == "none":
+        return none
+    if method != "refit":
+        return first
+    _, xz, zz = moments
+    columns = np.arange(zz.shape[0]) if intercept else np.arange(zz.shape[0] - 1)
+    gram = zz[np.ix_(columns, columns)]
+    scale = float(np.trace(gram)) / len(columns) or 1.0
+    regulariser = np.full(len(columns), ridge * scale)
+    if intercept:
+        regulariser[-1] = 1e-9 * scale
+    transform = np.zeros_like(none)
+    transform[:, columns] = np.linalg.solve(gram + np.diag(regulariser), xz[:, columns].T).T
+    return transform
+
+
+def _refit_error(moments: tuple, transform: np.ndarray, energy: np.ndarray) -> float:
+    """E|W (x - T z)|^2 under the paired moments."""
+    xx, xz, zz = moments
+    residual = xx - transform @ xz.T - xz @ transform.T + transform @ zz @ transform.T
+    return float(np.sum(energy * residual))
 
 
 def _choose_method(recorded: ChannelStats, kept: np.ndarray, removed: np.ndarray, w_removed: np.ndarray,
@@ -170,19 +242,20 @@ def _bias_input(consumer: Consumer) -> int | None:
     return 2
 
 
-def _write(analysis: Analysis, consumer: Consumer, weights: np.ndarray, kept: np.ndarray, w_removed: np.ndarray,
-           mapping: np.ndarray, bias: int | None) -> None:
-    """Fold ``mapping`` into the consumer's weight and bias constants."""
-    weights[:, kept] += w_removed @ mapping[:, :-1]
+def _write(analysis: Analysis, consumer: Consumer, weights: np.ndarray, kept: np.ndarray, transform: np.ndarray,
+           bias: int | None) -> None:
+    """Give the consumer the weights W T (kept input channels) and the bias b + W t_1."""
+    new_weights = weights.copy()
+    new_weights[:, kept] = weights @ transform[:, :-1]
     holder, index, axis = consumer.weight.node, consumer.weight.input_index, consumer.weight.axis
     stored = holder.inputs[index]
     moved_shape = np.moveaxis(np.empty(stored.shape, dtype=np.uint8), axis, -1).shape
-    values = np.moveaxis(weights.reshape(moved_shape), -1, axis).astype(stored.values.dtype)
+    values = np.moveaxis(new_weights.reshape(moved_shape), -1, axis).astype(stored.values.dtype)
     replace_constant(holder, index, values)
-    if bias is None or not mapping[:, -1].any():
+    if bias is None or not transform[:, -1].any():
         return
     out = consumer.out_channels()
-    delta = (w_removed @ mapping[:, -1]).reshape(out, -1).sum(1)
+    delta = (weights @ transform[:, -1]).reshape(out, -1).sum(1)
     node = consumer.node
     if node.op == "Gemm":
         delta *= float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))

@@ -76,3 +76,22 @@ def find_consumers(analysis: Analysis) -> list[Consumer]:
         out_weight = next((p for p in params if p is not weight), None)
         consumers.append(Consumer(node, source, weight, out_weight))
     return consumers
+
+
+def consumer_levels(analysis: Analysis, consumers: list[Consumer], most: int) -> list[list[str]]:
+    """The consumers' input tensors grouped by depth: level k holds the inputs of consumers that have
+    k weighted consumers upstream of them. Beyond ``most`` levels, neighbouring levels are merged."""
+    depth: dict[str, int] = {}
+    weighted = {id(c.node) for c in consumers}
+    for node in analysis.graph.nodes:  # topologically sorted
+        level = max((depth.get(t.name, 0) for t in node.inputs), default=0)
+        for tensor in node.outputs:
+            depth[tensor.name] = level + (1 if id(node) in weighted else 0)
+    by_level: dict[int, list[str]] = {}
+    for name in dict.fromkeys(c.source.name for c in consumers):
+        by_level.setdefault(depth.get(name, 0), []).append(name)
+    levels = [by_level[k] for k in sorted(by_level)]
+    if len(levels) <= most:
+        return levels
+    bounds = np.linspace(0, len(levels), most + 1).round().astype(int)
+    return [[name for level in levels[a:b] for name in level] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -83,12 +83,14 @@ def _activation_scores(analysis: Analysis, criterion: Importance, stats: dict[st
         recorded = stats.get(consumer.source.name)
         if recorded is None or recorded.count == 0:
             continue
-        if criterion in (Importance.FLUCTUATION, Importance.WANDA):
+        if criterion in (Importance.FLUCTUATION, Importance.WANDA, Importance.REDUNDANCY):
             column = np.square(consumer.matrix()).sum(0)  # squared norm of each input channel's weights
             if criterion is Importance.FLUCTUATION:
                 per_position = recorded.variance * column
-            else:
+            elif criterion is Importance.WANDA:
                 per_position = np.sqrt(recorded.mean_sq * column)
+            else:
+                per_position = redundancy_scores(recorded, column)
         elif consumer.source.name in seen:
             continue  # a tensor read by several consumers counts once
         else:
@@ -101,26 +103,38 @@ def _activation_scores(analysis: Analysis, criterion: Importance, stats: dict[st
 
 
 def _tensor_score(criterion: Importance, recorded: ChannelStats) -> np.ndarray:
-    if criterion is Importance.ACTIVATION:
-        return recorded.mean_abs
-    if criterion is Importance.APOZ:
-        return 1.0 - recorded.zero_fraction
-    return redundancy_scores(recorded)
+    return recorded.mean_abs if criterion is Importance.ACTIVATION else 1.0 - recorded.zero_fraction
 
 
-def redundancy_scores(recorded: ChannelStats) -> np.ndarray:
-    """Spread of each channel times how little it repeats a channel of larger spread.
+def redundancy_scores(recorded: ChannelStats, column: np.ndarray) -> np.ndarray:
+    """What each channel adds that the others cannot reproduce, by greedy backward elimination.
 
-    Channels are visited by decreasing standard deviation; each one's score is its standard
-    deviation times (1 - its largest |correlation| with a channel visited before). Of two identical
-    channels the second scores 0, and a constant channel (all it carries fits in a bias) scores 0.
+    Removing channel c and refitting it from the channels that stay (as compensation does) leaves
+    the error E[(x_c - best linear fit from the others)^2] = 1 / P_cc, with P the inverse of the
+    Gram matrix of [x, 1]; times the squared norm of its consumer weights (``column``) that is what the
+    consumer's output loses. The cheapest channel is eliminated first and P is downdated, so of two
+    identical channels only the first goes cheaply (the second then has no twin left), and a constant
+    channel (which a bias absorbs) costs nothing. Scores follow the elimination order: the running
+    maximum of the costs, so a channel eliminated later never scores lower.
     """
-    spread = np.sqrt(recorded.variance)
     if not recorded.has_gram:
-        return spread
-    correlation = np.abs(recorded.correlation())
-    order = np.argsort(-spread, kind="stable")
-    repeated = np.zeros(len(spread))
-    for rank, channel in enumerate(order[1:], start=1):
-        repeated[channel] = correlation[channel, order[:rank]].max()
-    return spread * np.clip(1.0 - repeated, 0.0, 1.0)
+        return np.sqrt(recorded.variance * column)
+    moment = recorded.second_moment()
+    channels = recorded.channels
+    scale = float(np.trace(moment[:-1, :-1])) / channels or 1.0
+    precision = np.linalg.inv(moment + np.diag(np.append(np.full(channels, 1e-6 * scale), 0.0)))
+    alive = np.ones(channels, dtype=bool)
+    scores = np.zeros(channels)
+    running = 0.0
+    for _ in range(channels):
+        diagonal = np.diag(precision)[:-1]
+        cost = np.where(alive, column / np.maximum(diagonal, 1e-30), np.inf)
+        channel = int(np.argmin(cost))
+        running = max(running, float(cost[channel]))
+        scores[channel] = running
+        alive[channel] = False
+        pivot = precision[:, channel].copy()
+        precision -= np.outer(pivot, pivot) / pivot[channel]
+        precision[channel, :] = precision[:, channel] = 0.0
+        precision[channel, channel] = 1.0  # keeps the eliminated channel's diagonal finite; it is masked anyway
+    return scores

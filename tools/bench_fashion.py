@@ -1,0 +1,106 @@
+"""Accuracy benchmark on real data: prune the Fashion-MNIST fixture to half its MACs without retraining.
+
+Calibration samples come from the Fashion-MNIST *training* set; accuracy is measured on the full
+10,000-image test set, which the tool never sees. Needs Debian's ``dataset-fashion-mnist`` package.
+
+Usage::
+
+    python tools/bench_fashion.py [--model models/fashion_mnist.ts.onnx] [--target-macs 0.5]
+        [--calib-samples 1000] [--importance l1 activation ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import onnxprune  # noqa: E402
+from onnxprune.calibrate import record_consumer_inputs  # noqa: E402
+from onnxprune.candidates import CandidateBuilder, Loaded  # noqa: E402
+from onnxprune.model import load_model  # noqa: E402
+from onnxprune.validate import session  # noqa: E402
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+MEAN, STD = 0.2860, 0.3530
+
+
+def read_idx(name: str) -> np.ndarray:
+    with gzip.open(DATA / name) as f:
+        raw = f.read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+    return ((images.astype(np.float32) / 255 - MEAN) / STD)[:, None]
+
+
+def accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
+    sess = ort.InferenceSession(model.SerializeToString() if hasattr(model, "SerializeToString") else str(model))
+    name = sess.get_inputs()[0].name
+    logits = np.concatenate([sess.run(None, {name: images[i:i + 500]})[0] for i in range(0, len(images), 500)])
+    return float((logits.argmax(1) == labels).mean())
+
+
+def stats_cost(model_path: Path, batches: list[dict[str, np.ndarray]], repeats: int = 5) -> tuple[float, float]:
+    """Seconds for plain inference and for recording the statistics over the same batches (best of ``repeats``)."""
+    model = load_model(model_path)
+    builder = CandidateBuilder(Loaded(model, str(model_path), None, False), None)
+    analysis = builder.analysis()
+    plain = session(str(model_path), threads=0)
+
+    def best(run) -> float:
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    inference = best(lambda: [plain.run(None, b) for b in batches])
+    recording = best(lambda: record_consumer_inputs(model, analysis, batches))
+    return inference, recording
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models/fashion_mnist.ts.onnx"))
+    parser.add_argument("--target-macs", type=float, default=0.5)
+    parser.add_argument("--calib-samples", type=int, default=1000)
+    parser.add_argument("--importance", nargs="+", default=["l1", "activation", "fluctuation", "wanda", "redundancy"])
+    parser.add_argument("--round-to", type=int, default=None)
+    args = parser.parse_args()
+    train_x, train_y = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
+    test_x, test_y = normalise(read_idx("t10k-images-idx3-ubyte.gz")), read_idx("t10k-labels-idx1-ubyte.gz")
+    pick = np.random.default_rng(0).choice(len(train_x), args.calib_samples, replace=False)
+    calib = {"input": normalise(train_x[pick]), "labels": train_y[pick].astype(np.int64)}
+    base = accuracy(args.model, test_x, test_y)
+    print(f"original: {base:.2%} top-1 on the 10,000 test images; calibration: {args.calib_samples} training images")
+    print(f"{'importance':12} {'compensation':>12} {'MACs kept':>10} {'test top-1':>11} {'loss (points)':>14}")
+    for importance in args.importance:
+        for compensate in (True, False):
+            result = onnxprune.prune(args.model, target_macs=args.target_macs, importance=importance,
+                                     compensate=compensate, calib=[calib], round_to=args.round_to)
+            kept = result.pruned.macs / result.original.macs
+            pruned = accuracy(result.model, test_x, test_y)
+            print(f"{importance:12} {'on' if compensate else 'off':>12} {kept:>10.3f} {pruned:>11.2%} "
+                  f"{100 * (base - pruned):>14.2f}")
+    batches = [{"input": calib["input"][i:i + 16]} for i in range(0, len(calib["input"]), 16)]
+    inference, recording = stats_cost(Path(args.model), batches)
+    print(f"activation statistics over {len(calib['input'])} samples: {recording:.3f} s; "
+          f"plain ONNX Runtime inference: {inference:.3f} s ({recording / inference:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
