@@ -1,9 +1,10 @@
 """Activation statistics recorded with ONNX Runtime on calibration data.
 
 The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to
-the graph take an evenly strided sample of its spatial positions (about SAMPLED_POSITIONS per batch),
-move its channel axis last, flatten it to [positions, channels] and reduce it to per-channel sums and,
-where the channel count allows, the Gram matrix of the channels. Only those small results leave the
+the graph take an evenly strided sample of its spatial positions, view it as [.., channels, ..] and
+reduce it to per-channel sums and, where the channel count allows, the Gram matrix of the channels.
+The sample is sized so that the Gram matrix costs at most GRAM_BUDGET of the MACs of the nodes that
+consume the tensor, so recording stays within a small factor of plain inference. Only those small results leave the
 runtime, so memory stays bounded by one batch whatever the number of samples, and the cost stays
 close to plain inference. Batches alternate between two folds, so a fit made on one fold can be
 checked on the other.
@@ -12,10 +13,11 @@ checked on the other.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
@@ -28,7 +30,9 @@ from onnxprune.validate import session
 # Tensors with more channels get no Gram matrix (its cost grows with the square of the channels).
 GRAM_MAX_CHANNELS = 1024
 # Spatial positions per batch that enter the statistics; tensors with more are strided evenly.
-SAMPLED_POSITIONS = 4096
+GRAM_BUDGET = 0.25
+# At most about this many positions per sample enter the statistics (the rest are strided over).
+SAMPLE_POSITIONS = 64
 _SUMS = ("total", "total_sq", "total_abs", "zeros")
 
 
@@ -127,6 +131,7 @@ class TensorSpec:
     channels: int
     shape: tuple
     float32: bool = True
+    sample_fraction: float = 1.0
 
 
 class _StatsGraph:
@@ -164,16 +169,27 @@ class _StatsGraph:
             return self._node(op, [x, axes], name, keepdims=0)
         return self._node(op, [x], name, keepdims=0, axes=[1])
 
-    def _strided(self, tensor: str, shape: tuple, axis: int, key: str) -> str:
-        """``tensor`` with its spatial axes (not batch, not channels) strided to about SAMPLED_POSITIONS."""
+    @staticmethod
+    def _step(spec: TensorSpec) -> int:
+        """The stride on every spatial axis (not batch, not channels) that keeps ``spec.sample_fraction``."""
+        shape, axis = spec.shape, spec.axis
         spatial = [i for i in range(1, len(shape)) if i != axis]
-        if not spatial or not all(isinstance(shape[i], int) for i in spatial):
-            return tensor
-        per_sample = int(np.prod([shape[i] for i in spatial]))
-        batch = shape[0] if isinstance(shape[0], int) else 16
-        step = int((per_sample * batch / SAMPLED_POSITIONS) ** (1 / len(spatial)))
+        if not spatial or not all(isinstance(shape[i], int) for i in spatial) or spec.sample_fraction >= 1:
+            return 1
+        step = int(round(spec.sample_fraction ** (-1 / len(spatial))))
+        return max(1, min(step, min(shape[i] for i in spatial)))
+
+    def _strided(self, tensor: str, spec: TensorSpec, key: str) -> str:
+        """``tensor`` with its spatial axes (not batch, not channels) strided to keep ``spec.sample_fraction``."""
+        shape, axis = spec.shape, spec.axis
+        step = self._step(spec)
         if step < 2:
             return tensor
+        if axis == 1 and len(shape) == 4:
+            # A 1x1 pooling with strides subsamples without leaving ONNX Runtime's blocked (NCHWc)
+            # conv layout, where a Slice would first copy the whole tensor back to NCHW.
+            return self._node("MaxPool", [tensor], f"{key}_strided", kernel_shape=[1, 1], strides=[step, step])
+        spatial = [i for i in range(1, len(shape)) if i != axis]
         starts = self._const(f"{key}_starts", [min(step // 2, shape[i] - 1) for i in spatial])
         ends = self._const(f"{key}_ends", [shape[i] for i in spatial])
         axes = self._const(f"{key}_slice_axes", spatial)
@@ -183,7 +199,7 @@ class _StatsGraph:
     def rows(self, tensor: str, spec: TensorSpec, key: str) -> str:
         """Sampled positions of ``tensor`` as a float32 [channels, positions] matrix."""
         rank = len(spec.shape)
-        tensor = self._strided(tensor, spec.shape, spec.axis, key)
+        tensor = self._strided(tensor, spec, key)
         # Channels first, positions last: the reductions then run along contiguous memory.
         perm = [spec.axis] + [i for i in range(rank) if i != spec.axis]
         moved = self._node("Transpose", [tensor], f"{key}_t", perm=perm) if perm != list(range(rank)) else tensor
@@ -195,20 +211,20 @@ class _StatsGraph:
     def add(self, tensor: str, spec: TensorSpec, gram: bool, moments: bool, key: str) -> list[str]:
         """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros,
         and Gram matrix when ``gram``); returns their output names (missing ones are empty strings)."""
-        rows = self.rows(tensor, spec, key)
+        view = self.rows(tensor, spec, key)  # [C, positions]
         axes = self._const(f"{key}_axes", [1])
-        names = [self._node("Shape", [rows], f"{key}_count"), self._reduce("ReduceSum", rows, f"{key}_total", axes)]
+        names = [self._node("Shape", [view], f"{key}_count"), self._reduce("ReduceSum", view, f"{key}_total", axes)]
         if gram:
-            gram_name = self._node("MatMul", [rows, self._node("Transpose", [rows], f"{key}_rows_t", perm=[1, 0])],
+            gram_name = self._node("MatMul", [view, self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])],
                                    f"{key}_gram")
             names.append("")
         else:
             gram_name = ""
-            names.append(self._reduce("ReduceSumSquare", rows, f"{key}_total_sq", axes))
+            names.append(self._reduce("ReduceSumSquare", view, f"{key}_total_sq", axes))
         if moments:
-            names.append(self._reduce("ReduceL1", rows, f"{key}_total_abs", axes))
+            names.append(self._reduce("ReduceL1", view, f"{key}_total_abs", axes))
             self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
-            is_zero = self._node("Cast", [self._node("Equal", [rows, f"{key}_zero"], f"{key}_is_zero")],
+            is_zero = self._node("Cast", [self._node("Equal", [view, f"{key}_zero"], f"{key}_is_zero")],
                                  f"{key}_zero_f", to=TensorProto.FLOAT)
             names.append(self._reduce("ReduceSum", is_zero, f"{key}_zeros", axes))
         else:
@@ -246,7 +262,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             matrix = values[gram_name].astype(np.float64) if gram_name else None
             if matrix is not None:
                 sums["total_sq"] = np.diag(matrix).copy()
-            stats[name].add(index % 2, int(values[count_name][1]), sums, matrix)
+            stats[name].add(index % 2, int(np.prod(values[count_name])) // stats[name].channels, sums, matrix)
     return stats
 
 
@@ -257,16 +273,38 @@ def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: 
 
 
 def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:
-    """The tensors that weighted consumers of ``analysis`` read, by name."""
+    """The tensors that weighted consumers of ``analysis`` read, by name, each with the share of its
+    positions whose Gram matrix costs GRAM_BUDGET of its consumers' MACs."""
     tensors = {}
     graph_tensors = analysis.graph.tensors()
+    work: dict[str, float] = {}  # consumer MACs per input position, divided by the channels
     for consumer in find_consumers(analysis):
         source = consumer.source
         tensor = graph_tensors.get(source.name)
-        if tensor is not None and tensor.shape is not None:
-            tensors[source.name] = TensorSpec(source.axis, source.size, tuple(tensor.shape),
-                                              tensor.dtype == np.float32)
-    return tensors
+        if tensor is None or tensor.shape is None:
+            continue
+        tensors[source.name] = TensorSpec(source.axis, source.size, tuple(tensor.shape), tensor.dtype == np.float32)
+        shape = consumer.weight.node.inputs[consumer.weight.input_index].shape
+        rows = int(np.prod(shape)) // int(shape[consumer.weight.axis])  # output channels x kernel taps
+        work[source.name] = work.get(source.name, 0.0) + rows * _position_ratio(tensor, consumer.node.outputs[0])
+    return {name: replace(spec, sample_fraction=min(1.0, GRAM_BUDGET * work[name] / spec.channels,
+                                                    SAMPLE_POSITIONS / _positions(spec)))
+            for name, spec in tensors.items()}
+
+
+def _positions(spec: TensorSpec) -> int:
+    """Static positions per sample (not batch, not channels) of a tensor; symbolic dims count as 1."""
+    dims = [d for i, d in enumerate(spec.shape) if i not in (0, spec.axis) and isinstance(d, int)]
+    return max(1, int(np.prod(dims)))
+
+
+def _position_ratio(source: gs.Tensor, output: gs.Tensor) -> float:
+    """Output positions per input position of a consumer (a strided conv has fewer), 1 when unknown."""
+    def positions(tensor: gs.Tensor) -> int | None:
+        dims = tensor.shape[2:] if tensor.shape is not None else None
+        return int(np.prod(dims)) if dims is not None and all(isinstance(d, int) for d in dims) else None
+    source_positions, output_positions = positions(source), positions(output)
+    return output_positions / source_positions if source_positions and output_positions else 1.0
 
 
 @dataclass
@@ -313,7 +351,7 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, tensors: d
     builders = (_StatsGraph(default_opset(original) or 13), _StatsGraph(default_opset(pruned) or 13))
     names: dict[str, tuple[str, str]] = {}
     for index, (name, (spec, kept)) in enumerate(tensors.items()):
-        pruned_spec = TensorSpec(spec.axis, kept, spec.shape, spec.float32)
+        pruned_spec = replace(spec, channels=kept)
         names[name] = (builders[0].rows(name, spec, f"onnxprune_pair_{index}"),
                        builders[1].rows(name, pruned_spec, f"onnxprune_pair_{index}"))
     for builder, pair in zip(builders, zip(*names.values())):
