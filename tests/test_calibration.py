@@ -1,0 +1,222 @@
+"""Activation statistics, activation criteria and compensation, on graphs where the right answer is known."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import make_model, relative_error, run
+from onnx import helper, numpy_helper
+
+import onnxprune
+from onnxprune.calibrate import ChannelStats, TensorSpec, collect_stats
+from onnxprune.cli import main
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+ACTIVATION_CRITERIA = ("activation", "apoz", "fluctuation", "wanda", "redundancy")
+
+
+def _init(name: str, values: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=np.float32), name)
+
+
+def two_convs(w1: np.ndarray, b1: np.ndarray, relu: bool = True, pads: int = 1, bias2: bool = True,
+              c_out: int = 4, seed: int = 7) -> onnx.ModelProto:
+    """x [N, 3, 8, 8] -> Conv(w1, b1) [-> Relu] -> Conv (3x3) -> y."""
+    rng = np.random.default_rng(seed)
+    c_mid = w1.shape[0]
+    inits = [_init("w1", w1), _init("b1", b1), _init("w2", rng.normal(size=(c_out, c_mid, 3, 3)))]
+    mid = "h" if relu else "a"
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="conv1", pads=[1] * 4)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["a"], ["h"], name="relu"))
+    conv2_inputs = [mid, "w2"]
+    if bias2:
+        inits.append(_init("b2", rng.normal(size=c_out)))
+        conv2_inputs.append("b2")
+    nodes.append(helper.make_node("Conv", conv2_inputs, ["y"], name="conv2", pads=[pads] * 4))
+    return make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits)
+
+
+def calibration(samples: int = 64, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    x = np.random.default_rng(seed).normal(size=(samples, 3, 8, 8)).astype(np.float32)
+    return [{"x": x[i:i + 16]} for i in range(0, samples, 16)]
+
+
+def removed_by(result, node: str = "conv2") -> list[int]:
+    return next(n["in_removed"] for n in result.report["nodes"] if n["name"] == node)
+
+
+def test_activation_criteria_remove_a_dead_channel_that_l1_keeps():
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(8, 3, 3, 3))
+    b1 = rng.normal(size=8)
+    w1[5] *= 10  # the largest weights: L1 ranks channel 5 first...
+    b1[5] = -1e4  # ...but ReLU zeroes it on every input
+    model = two_convs(w1, b1)
+    options = {"ratio": 1 / 8, "round_to": 1, "compensate": False, "calib": calibration()}
+    assert removed_by(onnxprune.prune(model, importance="l1", **options)) != [5]
+    for criterion in ACTIVATION_CRITERIA:
+        result = onnxprune.prune(model, importance=criterion, **options)
+        assert removed_by(result) == [5], criterion
+        # a dead channel carries nothing: removing it changes no output, even without compensation
+        feeds = {"x": calibration(16, seed=9)[0]["x"]}
+        assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-5
+
+
+def test_redundancy_removes_one_of_two_identical_channels_and_compensation_restores_the_output():
+    rng = np.random.default_rng(1)
+    w1, b1 = rng.normal(size=(8, 3, 3, 3)), rng.normal(size=8)
+    w1[6], b1[6] = w1[2], b1[2]  # channels 2 and 6 are the same everywhere
+    w1[[2, 6]] *= 3  # and the two largest: magnitude criteria keep both
+    model = two_convs(w1, b1)
+    feeds = {"x": calibration(16, seed=9)[0]["x"]}
+    expected = run(model, feeds)[0]
+    for compensate in (True, False):
+        result = onnxprune.prune(model, ratio=1 / 8, round_to=1, importance="redundancy", calib=calibration(),
+                                 compensate=compensate)
+        removed = removed_by(result)
+        assert len(removed) == 1 and removed[0] in (2, 6)
+        error = relative_error(expected, run(result.model, feeds)[0])
+        if compensate:  # the twin's consumer weights absorb the removed channel's: nothing is lost
+            assert error < 1e-4
+            assert {r["method"] for r in result.report["compensation"]} & {"merge", "ls", "refit"}
+        else:
+            assert error > 1e-2
+
+
+@pytest.mark.parametrize("bias2", [True, False])
+def test_compensation_recovers_a_channel_that_is_linear_in_the_others(bias2):
+    rng = np.random.default_rng(2)
+    w1, b1 = rng.normal(size=(8, 3, 3, 3)), rng.normal(size=8)
+    w1[7] = 0.5 * w1[0] - 2.0 * w1[3]
+    b1[7] = 0.5 * b1[0] - 2.0 * b1[3] + 0.25  # channel 7 = 0.5 ch0 - 2 ch3 + 0.25, position by position
+    # No ReLU between the convs, and no padding in the consumer (a padded border would see 0, not 0.25).
+    model = two_convs(w1, b1, relu=False, pads=0, bias2=bias2)
+    feeds = {"x": calibration(16, seed=9)[0]["x"]}
+    expected = run(model, feeds)[0]
+    result = onnxprune.prune(model, ratio=1 / 8, round_to=1, importance="redundancy", calib=calibration())
+    removed = removed_by(result)
+    assert len(removed) == 1 and removed[0] in (0, 3, 7)  # any one of the three is the others' combination
+    assert relative_error(expected, run(result.model, feeds)[0]) < 1e-4
+    conv2 = next(n for n in result.model.graph.node if n.name == "conv2")
+    assert len(conv2.input) == 3  # the constant term needs a bias: one was created where there was none
+    plain = onnxprune.prune(model, ratio=1 / 8, round_to=1, importance="redundancy", calib=calibration(),
+                            compensate=False)
+    assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-2
+
+
+def test_compensation_creates_a_gemm_bias_and_recovers_a_linear_feature():
+    rng = np.random.default_rng(3)
+    w1, b1 = rng.normal(size=(6, 5)), rng.normal(size=5)
+    w1[:, 4] = 2.0 * w1[:, 1] - w1[:, 2]
+    b1[4] = 2.0 * b1[1] - b1[2] + 1.0  # feature 4 = 2 f1 - f2 + 1
+    w2 = rng.normal(size=(5, 3))
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Gemm", ["h", "w2"], ["y"], name="fc2", alpha=0.5)]
+    model = make_model(nodes, {"x": ["N", 6]}, ["y"], [_init("w1", w1), _init("b1", b1), _init("w2", w2)])
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    result = onnxprune.prune(model, ratio=0.2, round_to=1, importance="redundancy", calib=[{"x": x}])
+    assert len(removed_by(result, "fc2")) == 1
+    feeds = {"x": rng.normal(size=(8, 6)).astype(np.float32)}
+    assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-4
+    assert len(next(n for n in result.model.graph.node if n.name == "fc2").input) == 3
+
+
+def test_bn_criterion_ranks_by_batchnorm_scale_without_calibration_data():
+    rng = np.random.default_rng(4)
+    gamma = rng.uniform(0.5, 1.5, size=8)
+    gamma[3] = 1e-3
+    inits = [_init("w1", rng.normal(size=(8, 3, 3, 3))), _init("w2", rng.normal(size=(4, 8, 3, 3))),
+             _init("g", gamma), _init("beta", np.zeros(8)), _init("mu", np.zeros(8)), _init("var", np.ones(8))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1] * 4),
+             helper.make_node("BatchNormalization", ["a", "g", "beta", "mu", "var"], ["b"], name="bn"),
+             helper.make_node("Relu", ["b"], ["h"], name="relu"),
+             helper.make_node("Conv", ["h", "w2"], ["y"], name="conv2", pads=[1] * 4)]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits)
+    result = onnxprune.prune(model, ratio=1 / 8, round_to=1, importance="bn")
+    assert removed_by(result) == [3]
+    assert not any(note.startswith("warning") for note in result.notes)
+
+
+def test_statistics_recorded_in_onnx_runtime_match_numpy():
+    model = two_convs(np.random.default_rng(5).normal(size=(8, 3, 3, 3)), np.zeros(8))
+    batches = calibration(48)
+    stats = collect_stats(model, {"x": TensorSpec(1, 3, ("N", 3, 8, 8))}, batches, moments=True)["x"]
+    reference = ChannelStats(3)
+    for index, batch in enumerate(batches):
+        reference.add_values(batch["x"], 1, fold=index % 2)
+    assert stats.count == reference.count == 48 * 64
+    for name in ("mean", "mean_sq", "mean_abs", "variance", "zero_fraction"):
+        np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    for fold in (0, 1, None):
+        np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
+
+
+def test_statistics_of_large_maps_use_an_even_sample_of_positions():
+    x = np.random.default_rng(6).normal(size=(4, 2, 32, 32)).astype(np.float32)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 2, 32, 32]}, ["y"], [])
+    spec = TensorSpec(1, 2, ("N", 2, 32, 32), sample_fraction=1 / 16)  # every 4th row and column
+    stats = collect_stats(model, {"y": spec}, [{"x": x}])["y"]
+    sample = np.maximum(x, 0)[:, :, ::4, ::4]
+    assert stats.count == 4 * 8 * 8
+    np.testing.assert_allclose(stats.mean, sample.mean(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_calibration_gives_held_out_fidelity_accuracy_and_compensation_is_more_faithful(tmp_path):
+    data = np.load(MODELS / "fashion_mnist_test.npz")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=data["x"][:500], labels=data["labels"][:500])  # [N, 28, 28] uint8: the channel dim is added
+    # The fixture expects normalised input; the raw pixels still exercise every step.
+    errors = {}
+    for compensate in (True, False):
+        result = onnxprune.prune(str(MODELS / "fashion_mnist.ts.onnx"), ratio=0.5, calib=str(calib),
+                                 compensate=compensate, held_out=0.2)
+        report = result.report
+        assert report["calibration"]["calibration_samples"] == 400
+        assert report["calibration"]["held_out_samples"] == report["fidelity"]["samples"] == 100
+        assert report["accuracy"]["samples"] == 100 and 0 <= report["accuracy"]["pruned"] <= 1
+        assert bool(report["compensation"]) == compensate
+        errors[compensate] = max(o["relative_l2"] for o in report["fidelity"]["outputs"])
+    assert errors[True] < errors[False]
+
+
+def test_cli_rejects_calibration_data_of_the_wrong_shape(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((10, 3, 28, 28), np.float32))
+    out = tmp_path / "o.onnx"
+    code = main([str(MODELS / "fashion_mnist.ts.onnx"), "-o", str(out), "--calib", str(bad), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert len(err.splitlines()) == 1 and "'input'" in err and "[N, 1, 28, 28]" in err
+    wrong_name = tmp_path / "names.npz"
+    np.savez(wrong_name, image=np.zeros((10, 1, 28, 28), np.float32), other=np.zeros((10, 1), np.float32))
+    assert main([str(MODELS / "fashion_mnist.ts.onnx"), "-o", str(out), "--calib", str(wrong_name), "-q"]) == 2
+    assert "input" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_warns_when_an_activation_criterion_has_no_calibration_data(tmp_path):
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "onnxprune", str(MODELS / "resnet.ts.onnx"), "-o", str(out),
+                           "--importance", "activation", "--no-latency", "--report", str(report), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.exists()
+    assert "warning" in proc.stderr and "--calib" in proc.stderr and "Traceback" not in proc.stderr
+    notes = json.loads(report.read_text())["notes"]
+    assert any("random inputs" in n for n in notes) and any("compensation needs calibration data" in n for n in notes)
+
+
+def test_cli_image_folder_calibration_with_compensation(tmp_path):
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    code = main([str(MODELS / "resnet.ts.onnx"), "-o", str(out), "--calib", str(MODELS / "calib_images"),
+                 "--image-mean", "0.485,0.456,0.406", "--image-std", "0.229,0.224,0.225", "--ratio", "0.5",
+                 "--importance", "fluctuation", "--no-latency", "--report", str(report), "-q"])
+    assert code == 0 and out.exists()
+    data = json.loads(report.read_text())
+    assert data["calibration"]["calibration_samples"] + data["calibration"]["held_out_samples"] == 64
+    assert data["compensation"] and data["settings"]["calib"].endswith("calib_images")
