@@ -177,12 +177,13 @@ class CandidateBuilder:
         return self.loaded.path or self.original().SerializeToString()
 
     def build(self, plan: Plan, analysis: Analysis | None = None, model: onnx.ModelProto | None = None,
-              last: bool = False, compensated: bool = True) -> Candidate:
+              last: bool = False, compensated: bool = True, refit: bool = True) -> Candidate:
         """Apply ``plan`` (to ``analysis``, else a fresh one of ``model`` or the original), export and validate.
 
         ``last`` promises no further use of the original, whose memory is released before validation
         when it can be read again from its file. With calibration data and ``compensated``, the
-        remaining weights are compensated first.
+        remaining weights are compensated first (``refit``: including the refit on the pruned model's
+        inputs, which costs a few passes over the calibration data).
         """
         template = model or self.original()
         analysis = analysis or self.analysis(template)
@@ -190,7 +191,7 @@ class CandidateBuilder:
         records, pairs = [], None
         if compensated and self.activations is not None and self.activations.compensate:
             stats = self.activation_stats(analysis, model)
-            if self.activations.refit:
+            if self.activations.refit and refit:
                 pairs = self._refit_pairs(template, plan, stats)
             records = compensate(analysis, plan, stats, pairs)
         changes = apply_plan(analysis, plan)

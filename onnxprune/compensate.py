@@ -35,6 +35,9 @@ from onnxprune.plan import Plan
 from onnxprune.rules.base import ParamSlice, stored_constant
 
 METHODS = ("none", "bias", "merge", "ls", "refit")
+# A constant term folds into the bias exactly only where the kernel misses the zero padding (a padded
+# position reads 0, not the constant); below this share of such output positions, none is used.
+MIN_INTERIOR = 0.9
 # Ridge strengths tried (relative to the mean energy of the kept channels); held-out error picks one.
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)
 # A removed channel merges into a kept one when their |correlation| reaches this.
@@ -231,9 +234,10 @@ def _error(moment: np.ndarray, columns: np.ndarray, removed: np.ndarray, mapping
 
 
 def _bias_input(consumer: Consumer) -> int | None:
-    """The input index of the consumer's bias (2), existing or to be created; None when it cannot take one."""
+    """The input index of the consumer's bias (2), existing or to be created; None when it cannot take one
+    or when a constant term would be wrong too often (see ``_interior_share``)."""
     node = consumer.node
-    if node.op == "MatMul":
+    if node.op == "MatMul" or (node.op == "Conv" and _interior_share(node) < MIN_INTERIOR):
         return None
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         stored = stored_constant(node.inputs[2])
@@ -277,3 +281,26 @@ def _holder(node: gs.Node, index: int) -> tuple[gs.Node, int]:
     """Where the constant behind ``node.inputs[index]`` lives (the node, or the Cast in front of it)."""
     tensor = node.inputs[index]
     return (node, index) if isinstance(tensor, gs.Constant) else (tensor.inputs[0], 0)
+
+
+def _interior_share(node: gs.Node) -> float:
+    """The share of a Conv's output positions whose kernel window lies wholly inside the input."""
+    shape = node.inputs[0].shape
+    kernel = node.inputs[1].shape[2:] if node.inputs[1].shape is not None else None
+    if shape is None or kernel is None or not all(isinstance(d, int) for d in shape[2:]):
+        return 0.0
+    spatial = len(shape) - 2
+    pads = list(node.attrs.get("pads", [0] * 2 * spatial))
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or not any(pads):
+        return 1.0 if node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID") else 0.0
+    strides = node.attrs.get("strides", [1] * spatial)
+    dilations = node.attrs.get("dilations", [1] * spatial)
+    share = 1.0
+    for axis in range(spatial):
+        size, begin, end = shape[2 + axis], pads[axis], pads[axis + spatial]
+        reach = (kernel[axis] - 1) * dilations[axis]
+        outputs = (size + begin + end - reach - 1) // strides[axis] + 1
+        inside = sum(1 for i in range(outputs) if i * strides[axis] - begin >= 0
+                     and i * strides[axis] - begin + reach <= size - 1)
+        share *= inside / outputs if outputs > 0 else 0.0
+    return share

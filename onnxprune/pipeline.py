@@ -262,7 +262,7 @@ def _plan_maker(builder, analysis, scores, macs, config):
     reasons = {g.index: g.pinned_reason for g in analysis.groups}
     prunable = [g.index for g in analysis.groups if g.pinned_reason is None]
     rows = sensitivity_scan(analysis, scores, macs, prunable, config.rounding,
-                            lambda plan: quality_error(builder.build(plan)), config.quiet)
+                            lambda plan: quality_error(builder.build(plan, refit=False)), config.quiet)
     uniform = plan_macs(analysis, macs, make_plan(analysis, scores, config.ratio, config.rounding, config.exclude))
 
     def plan_of(ratios: dict[int, float]) -> Plan:

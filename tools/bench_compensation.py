@@ -53,6 +53,20 @@ def stats_cost(path: Path, source, images, samples: int = 512, repeats: int = 5)
     pool = np.concatenate([b[name] for b in data.calibration.batches])
     pool = np.resize(pool, (samples, *pool.shape[1:]))
     batches = [{name: pool[i:i + 16]} for i in range(0, samples, 16)]
+    return _cost(path, batches, repeats)
+
+
+def random_stats_cost(path: Path, samples: int = 64, batch: int = 8) -> float:
+    """Recording time over plain inference time on seeded random inputs (each with its session's creation)."""
+    sess = session(str(path), threads=0)
+    arg = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in arg.shape[1:]]
+    rng = np.random.default_rng(0)
+    batches = [{arg.name: rng.standard_normal([batch, *shape]).astype(np.float32)} for _ in range(samples // batch)]
+    return _cost(path, batches, repeats=2)
+
+
+def _cost(path: Path, batches: list[dict[str, np.ndarray]], repeats: int) -> float:
     model = load_model(path)
     analysis = CandidateBuilder(Loaded(model, str(path), None, False), None).analysis()
 
@@ -70,9 +84,7 @@ def stats_cost(path: Path, source, images, samples: int = 512, repeats: int = 5)
         for batch in batches:
             plain_session.run(None, batch)
 
-    plain = best(infer)
-    recording = best(lambda: record_consumer_inputs(model, analysis, batches))
-    return recording / plain
+    return best(lambda: record_consumer_inputs(model, analysis, batches)) / best(infer)
 
 
 def fidelity(result) -> tuple[float, float | None]:
@@ -84,7 +96,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", nargs="+", default=None)
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.3, 0.5])
+    parser.add_argument("--stats-only", nargs="+", default=[], metavar="MODEL",
+                        help="only measure the statistics cost of these models, on 64 random samples")
     args = parser.parse_args()
+    if args.stats_only:
+        for path in args.stats_only:
+            print(f"{path}: statistics cost {random_stats_cost(Path(path)):.2f}x plain inference")
+        return
     names = args.fixtures or sorted(p.name.removesuffix(".onnx") for p in (ROOT / "models").glob("*.onnx"))
     print("| fixture | ratio | rel. L2 error off | on | top-1 agreement off | on | stats cost |")
     print("|---|---|---|---|---|---|---|")

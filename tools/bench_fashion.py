@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=1000)
     parser.add_argument("--importance", nargs="+", default=["l1", "activation", "fluctuation", "wanda", "redundancy"])
     parser.add_argument("--round-to", type=int, default=None)
+    parser.add_argument("--group-cap", type=float, default=None)
     args = parser.parse_args()
     train_x, train_y = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
     test_x, test_y = normalise(read_idx("t10k-images-idx3-ubyte.gz")), read_idx("t10k-labels-idx1-ubyte.gz")
@@ -91,7 +92,8 @@ def main() -> None:
     for importance in args.importance:
         for compensate in (True, False):
             result = onnxprune.prune(args.model, target_macs=args.target_macs, importance=importance,
-                                     compensate=compensate, calib=[calib], round_to=args.round_to)
+                                     compensate=compensate, calib=[calib], round_to=args.round_to,
+                                     group_cap=args.group_cap)
             kept = result.pruned.macs / result.original.macs
             pruned = accuracy(result.model, test_x, test_y)
             print(f"{importance:12} {'on' if compensate else 'off':>12} {kept:>10.3f} {pruned:>11.2%} "
