@@ -36,8 +36,8 @@ from onnxprune.rules.base import ParamSlice, stored_constant
 
 METHODS = ("none", "bias", "merge", "ls", "refit")
 # A constant term folds into the bias exactly only where the kernel misses the zero padding (a padded
-# position reads 0, not the constant); below this share of such output positions, none is used.
-MIN_INTERIOR = 0.9
+# position reads 0, not the constant); below this share of output positions clear of it, none is used.
+MIN_INTERIOR = 0.5
 # Ridge strengths tried (relative to the mean energy of the kept channels); held-out error picks one.
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)
 # A removed channel merges into a kept one when their |correlation| reaches this.

@@ -53,7 +53,8 @@ def stats_cost(path: Path, source, images, samples: int = 512, repeats: int = 5)
     pool = np.concatenate([b[name] for b in data.calibration.batches])
     pool = np.resize(pool, (samples, *pool.shape[1:]))
     batches = [{name: pool[i:i + 16]} for i in range(0, samples, 16)]
-    return _cost(path, batches, repeats)
+    recording, plain = statistics_cost(path, batches, repeats)
+    return recording / plain
 
 
 def random_stats_cost(path: Path, samples: int = 64, batch: int = 8) -> float:
@@ -63,10 +64,13 @@ def random_stats_cost(path: Path, samples: int = 64, batch: int = 8) -> float:
     shape = [d if isinstance(d, int) else 1 for d in arg.shape[1:]]
     rng = np.random.default_rng(0)
     batches = [{arg.name: rng.standard_normal([batch, *shape]).astype(np.float32)} for _ in range(samples // batch)]
-    return _cost(path, batches, repeats=2)
+    recording, plain = statistics_cost(path, batches, repeats=2)
+    return recording / plain
 
 
-def _cost(path: Path, batches: list[dict[str, np.ndarray]], repeats: int) -> float:
+def statistics_cost(path: Path, batches: list[dict[str, np.ndarray]], repeats: int) -> tuple[float, float]:
+    """Seconds to record the statistics over ``batches`` and to run plain inference over them, each
+    including the creation of its ONNX Runtime session (best of ``repeats``)."""
     model = load_model(path)
     analysis = CandidateBuilder(Loaded(model, str(path), None, False), None).analysis()
 
@@ -84,7 +88,7 @@ def _cost(path: Path, batches: list[dict[str, np.ndarray]], repeats: int) -> flo
         for batch in batches:
             plain_session.run(None, batch)
 
-    return best(lambda: record_consumer_inputs(model, analysis, batches)) / best(infer)
+    return best(lambda: record_consumer_inputs(model, analysis, batches)), best(infer)
 
 
 def fidelity(result) -> tuple[float, float | None]:

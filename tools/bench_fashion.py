@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,10 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_compensation import statistics_cost  # noqa: E402
+
 import onnxprune  # noqa: E402
-from onnxprune.calibrate import record_consumer_inputs  # noqa: E402
-from onnxprune.candidates import CandidateBuilder, Loaded  # noqa: E402
-from onnxprune.model import load_model  # noqa: E402
-from onnxprune.validate import session  # noqa: E402
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530
@@ -50,27 +48,6 @@ def accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
     name = sess.get_inputs()[0].name
     logits = np.concatenate([sess.run(None, {name: images[i:i + 500]})[0] for i in range(0, len(images), 500)])
     return float((logits.argmax(1) == labels).mean())
-
-
-def stats_cost(model_path: Path, batches: list[dict[str, np.ndarray]], repeats: int = 5) -> tuple[float, float]:
-    """Seconds for plain inference and for recording the statistics over the same batches (best of ``repeats``)."""
-    model = load_model(model_path)
-    builder = CandidateBuilder(Loaded(model, str(model_path), None, False), None)
-    analysis = builder.analysis()
-    plain = session(str(model_path), threads=0)
-
-    def best(run) -> float:
-        run()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    inference = best(lambda: [plain.run(None, b) for b in batches])
-    recording = best(lambda: record_consumer_inputs(model, analysis, batches))
-    return inference, recording
 
 
 def main() -> None:
@@ -99,7 +76,7 @@ def main() -> None:
             print(f"{importance:12} {'on' if compensate else 'off':>12} {kept:>10.3f} {pruned:>11.2%} "
                   f"{100 * (base - pruned):>14.2f}")
     batches = [{"input": calib["input"][i:i + 16]} for i in range(0, len(calib["input"]), 16)]
-    inference, recording = stats_cost(Path(args.model), batches)
+    recording, inference = statistics_cost(Path(args.model), batches, repeats=5)
     print(f"activation statistics over {len(calib['input'])} samples: {recording:.3f} s; "
           f"plain ONNX Runtime inference: {inference:.3f} s ({recording / inference:.2f}x)")
 
