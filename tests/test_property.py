@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from helpers import assert_matches_masked, make_model, weight
+from helpers import assert_matches_masked, make_model, run, weight
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
@@ -155,3 +155,24 @@ def test_random_graphs_prune_into_valid_equivalent_models(model, ratio, round_to
     for group in result.report["groups"]:
         assert 1 <= group["kept"] <= group["channels"]
     assert_matches_masked(model, result.model, result.report)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(model=random_models(), ratio=st.sampled_from([0.2, 0.5]),
+       importance=st.sampled_from(["activation", "apoz", "fluctuation", "wanda", "redundancy"]))
+def test_random_graphs_prune_with_calibration_and_compensation(model, ratio, importance):
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.normal(size=(8, 3, SIZE, SIZE)).astype(np.float32)} for _ in range(5)]
+    options = {"ratio": ratio, "round_to": 1, "importance": importance, "calib": batches, "held_out": 0.25}
+    result = onnxprune.prune(model, **options)
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.pruned.params <= result.original.params
+    feeds = {"x": rng.normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)}
+    assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
+    plain = onnxprune.prune(model, compensate=False, **options)
+    assert result.plan == plain.plan  # compensation changes weights, never the choice of channels
+
+    def error(r):
+        return max(o.relative_l2 for o in r.evaluation.outputs)
+
+    assert error(result) <= error(plain) + 1e-9  # on the held-out samples, never less faithful

@@ -209,3 +209,53 @@ def test_missing_external_data_file_gets_status_2(tmp_path, capsys):
     (tmp_path / "weights.bin").unlink()
     assert main([str(path)]) == 2
     assert "external data file 'weights.bin' is missing" in capsys.readouterr().err
+
+
+def _calibration(inputs: dict[str, list], samples: int = 32) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [{name: rng.normal(size=[8, *shape[1:]]).astype(np.float32) for name, shape in inputs.items()}
+            for _ in range(samples // 8)]
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18, 21])
+def test_calibrated_compensated_pruning_on_old_and_new_opsets(opset):
+    # Reductions take axes as an attribute before opset 13 (18 for most), as an input after.
+    model = _chain(opset)
+    model.ir_version = {21: 10}.get(opset, model.ir_version)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, importance="apoz", calib=_calibration(X))
+    assert result.report["compensation"] and result.pruned.params < result.original.params
+    plain = onnxprune.prune(model, ratio=0.5, round_to=1, importance="apoz", calib=_calibration(X), compensate=False)
+    assert max(o.relative_l2 for o in result.evaluation.outputs) <= max(o.relative_l2 for o in plain.evaluation.outputs)
+
+
+def test_calibrated_compensation_keeps_float16_and_bfloat16_storage():
+    model = _chain()
+    for init in model.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    batches = [{k: v.astype(np.float16) for k, v in b.items()} for b in _calibration(X)]
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, importance="redundancy", calib=batches)
+    assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.FLOAT16}
+    assert result.report["compensation"]
+    feeds = {"x": batches[0]["x"]}
+    assert np.isfinite(run(result.model, feeds)[0]).all()
+
+
+def test_calibration_for_a_model_with_several_inputs(tmp_path):
+    a, ia = conv("ca", "x1", "a", 3, 8, seed=1)
+    b, ib = conv("cb", "x2", "b", 3, 8, seed=2)
+    head, ih = conv("head", "r", "y", 8, 2, seed=3)
+    nodes = [a, b, helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["r"]), head]
+    inputs = {"x1": ["N", 3, 8, 8], "x2": ["N", 3, 8, 8]}
+    model = make_model(nodes, inputs, ["y"], ia + ib + ih)
+    path, calib = tmp_path / "m.onnx", tmp_path / "calib.npz"
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    np.savez(calib, x1=rng.normal(size=(40, 3, 8, 8)).astype(np.float32),
+             x2=rng.normal(size=(40, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "o.onnx"
+    assert main([str(path), "-o", str(out), "--calib", str(calib), "--ratio", "0.5", "--round-to", "1",
+                 "--importance", "wanda", "--no-latency", "-q"]) == 0
+    pruned = onnx.load(out)
+    assert [i.name for i in pruned.graph.input] == ["x1", "x2"]
