@@ -137,14 +137,27 @@ def allocate_ratios(rows: list[SensitivityRow], total_macs: int, target_macs: fl
     def ratios() -> dict[int, float]:
         return {g: options[g][k].ratio for g, k in chosen.items() if k >= 0}
 
+    group = None
     while macs_of(ratios()) > target_macs:
         steps = [(g, *step_cost(g, k)) for g, k in chosen.items() if k + 1 < len(options[g])]
         steps = [s for s in steps if s[1] > 0]
         if not steps:
-            break
+            return ratios()
         group = min(steps, key=lambda s: (max(s[2], 0.0) / s[1], s[0]))[0]
         chosen[group] += 1
-    return ratios()
+    if group is None:
+        return ratios()
+    # The last step may overshoot (scanned ratios are 25% apart): take only as much of it as the target needs.
+    result = ratios()
+    low = options[group][chosen[group] - 1].ratio if chosen[group] > 0 else 0.0
+    high = result[group]
+    for _ in range(8):
+        middle = (low + high) / 2
+        if macs_of({**result, group: middle}) <= target_macs:
+            high = middle
+        else:
+            low = middle
+    return {**result, group: high}
 
 
 def plan_from_ratios(analysis: Analysis, scores: np.ndarray, ratios: dict[int, float], round_to: int,

@@ -86,6 +86,12 @@ def test_sensitivity_prunes_the_sensitive_group_less():
     assert_matches_masked(model, result.model, result.report)
 
 
+@pytest.mark.parametrize("name", ["resnet.ts.onnx", "mobilenetv2.ts.onnx", "fashion_mnist.ts.onnx"])
+def test_sensitivity_allocation_meets_the_macs_target(name):
+    result = onnxprune.prune(MODELS / name, target_macs=0.5, sensitivity=True, round_to=1)
+    assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
+
+
 @pytest.mark.parametrize("name", ["resnet.ts.onnx", "yolo.ts.onnx", "concat_net.dynamo.onnx"])
 def test_iterative_reaches_the_target_and_reports_original_numbering(name):
     original = onnx.load(MODELS / name)
