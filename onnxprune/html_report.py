@@ -438,11 +438,31 @@ def _latency_section(report: dict) -> str:
     return "".join(parts)
 
 
+def _calibration_section(report: dict) -> str:
+    """Where the calibration data came from, what compensation did to each consumer, and the run's notes."""
+    parts = []
+    calibration = report.get("calibration")
+    if isinstance(calibration, dict):
+        parts.append("<h2>Calibration and compensation</h2>")
+        parts.append(f'<p class="note">{_esc(calibration.get("calibration"))}; {_esc(calibration.get("held_out"))}.</p>')
+    records = [r for r in report.get("compensation") or [] if isinstance(r, dict)]
+    if records:
+        if not parts:
+            parts.append("<h2>Calibration and compensation</h2>")
+        rows = [(r.get("node"), r.get("method"), r.get("removed"), r.get("kept"), r.get("error_ratio")) for r in records]
+        parts.append(_table(["consumer", "method", "inputs removed", "inputs kept", "error vs none"], rows,
+                            "compensation"))
+    notes = [n for n in report.get("notes") or [] if isinstance(n, str)]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+    return "".join(parts)
+
+
 def render_html(report: dict) -> str:
     """The whole report as one self-contained HTML page."""
     source = report.get("input")
     title = f"onnxprune report: {source}" if source else "onnxprune report"
     body = "".join((_header(report), _quality(report), _channels_section(report), _tradeoff_section(report),
-                    _latency_section(report)))
+                    _latency_section(report), _calibration_section(report)))
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
             f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

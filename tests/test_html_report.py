@@ -342,3 +342,13 @@ def test_tensor_names_are_escaped(chromium, tmp_path):
     assert dom.by_id("chart-latency") is None
     body = " ".join(dom.find_all("body")[0].text.split())
     assert "needs --sensitivity or a target" in body and "Latency was not measured (--no-latency)" in body
+
+
+def test_calibration_compensation_and_notes_are_shown(chromium, tmp_path):
+    result = onnxprune.prune(str(MODELS / "resnet.ts.onnx"), ratio=0.5, calib=str(MODELS / "calib_images"))
+    report = {**result.report, "notes": ["a note with <b>markup</b>"]}
+    dom = dump_dom(chromium, render_html(report), tmp_path)
+    rows = table_rows(dom.find_all("table", "compensation")[0])[1:]
+    assert [r[:2] for r in rows] == [[c["node"], c["method"]] for c in report["compensation"]] and rows
+    body = " ".join(dom.find_all("body")[0].text.split())
+    assert report["calibration"]["calibration"] in body and "a note with <b>markup</b>" in body
