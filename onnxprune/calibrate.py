@@ -268,8 +268,14 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
 
 def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: list[dict[str, np.ndarray]],
                            quiet: bool = True, gram: bool = True, moments: bool = False) -> dict[str, ChannelStats]:
-    """Statistics of every tensor that a weighted consumer (see ``consumers.py``) of ``analysis`` reads."""
-    return collect_stats(model, consumer_inputs(analysis), batches, len(batches), quiet, gram, moments)
+    """Statistics of the tensors that weighted consumers (see ``consumers.py``) of ``analysis`` read, where
+    some of their channels can be removed (the others never need ranking or first-pass compensation)."""
+    prunable = np.zeros(analysis.unit_count, dtype=bool)
+    for group in analysis.groups:
+        prunable[group.units] = group.pinned_reason is None
+    tensors = {name: spec for name, spec in consumer_inputs(analysis).items()
+               if prunable[analysis.unit_of_slot[analysis.context.channels[name].slots]].any()}
+    return collect_stats(model, tensors, batches, len(batches), quiet, gram, moments)
 
 
 def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:

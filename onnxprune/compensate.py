@@ -71,10 +71,9 @@ def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
     for consumer in find_consumers(analysis):
         removed = slot_removed[consumer.weight.slots]
         recorded = stats.get(consumer.source.name)
-        if removed.all() or recorded is None or recorded.count == 0:
-            continue
+        recorded = recorded if recorded is not None and recorded.count else None
         pair = (pairs or {}).get(consumer.source.name)
-        if not removed.any() and pair is None:
+        if removed.all() or pair is None and (recorded is None or not removed.any()):
             continue
         out_kept = ~slot_removed[consumer.out_weight.slots] if consumer.out_weight is not None else None
         record = _compensate_consumer(analysis, consumer, removed, recorded, pair, out_kept)
@@ -83,7 +82,7 @@ def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
     return records
 
 
-def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray, recorded: ChannelStats,
+def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray, recorded: ChannelStats | None,
                          pair: PairedStats | None, out_kept: np.ndarray | None) -> CompensationRecord | None:
     bias = _bias_input(consumer)
     intercept = bias is not None
@@ -92,10 +91,11 @@ def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.nda
     # Errors count on the output channels that stay (rows are output channel major, kernel taps minor).
     scored = weights if out_kept is None else weights[np.repeat(out_kept, len(weights) // len(out_kept))]
     method, transform, ratio = "none", _identity(len(removed), kept_idx), 1.0
-    if removed.any() and recorded.has_gram:
+    # Without removed inputs (or without their statistics) only the refit can help.
+    if recorded is not None and removed.any() and recorded.has_gram:
         method, mapping, ratio = _choose_method(recorded, kept_idx, removed_idx, scored[:, removed_idx], intercept)
         transform[removed_idx] = mapping
-    elif removed.any() and intercept:  # no Gram (too many channels): the mean is the best constant stand-in
+    elif recorded is not None and removed.any() and intercept:  # no Gram: the mean is the best constant stand-in
         method, ratio = "bias", float("nan")
         transform[removed_idx, -1] = recorded.mean[removed_idx]
     if pair is not None:
