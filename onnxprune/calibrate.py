@@ -12,8 +12,10 @@ checked on the other.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,7 +25,7 @@ from onnx import TensorProto, helper
 
 from onnxprune.consumers import find_consumers
 from onnxprune.groups import Analysis
-from onnxprune.model import default_opset
+from onnxprune.model import PROTOBUF_SAFE_BYTES, default_opset, external_data_bytes, write_external
 from onnxprune.progress import progress
 from onnxprune.validate import session
 
@@ -151,7 +153,10 @@ class _StatsGraph:
         graph.initializer.extend(self.initializers)
         graph.output.extend(onnx.ValueInfoProto(name=name) for name in self.outputs)
         try:
-            return session(model.SerializeToString(), threads=0)
+            if external_data_bytes(model) <= PROTOBUF_SAFE_BYTES:
+                return session(model.SerializeToString(), threads=0)
+            with tempfile.TemporaryDirectory() as folder:  # protobuf cannot serialize 2 GB in one piece
+                return session(str(write_external(model, Path(folder), "statistics.onnx")), threads=0)
         finally:
             del graph.node[sizes[0]:], graph.initializer[sizes[1]:], graph.output[sizes[2]:]
 

@@ -140,18 +140,17 @@ class CandidateBuilder:
         self.quiet = quiet
         self.activations = activations
         self.opset = default_opset(loaded.model) or 1
-        self._stats: tuple[int | None, dict[str, ChannelStats]] | None = None
+        self._stats: tuple[onnx.ModelProto | None, dict[str, ChannelStats]] | None = None
         # (serial, MACs, evaluation) of every validated candidate, for the trade-off in the report.
         self.history: list[tuple[int, int, Evaluation]] = []
 
     def activation_stats(self, analysis: Analysis | None, model: onnx.ModelProto | None = None) -> dict[str, ChannelStats]:
         """Statistics of the consumer inputs of ``model`` (None: the original; ``analysis`` is its analysis
         or None) on the calibration data, recorded once per model."""
-        key = None if model is None else id(model)
-        if self._stats is None or self._stats[0] != key:
+        if self._stats is None or self._stats[0] is not model:  # the model itself is the key: ids get reused
             activations = self.activations
             analysis = analysis or self.analysis(model)
-            self._stats = (key, record_consumer_inputs(model or self.original(), analysis, activations.batches,
+            self._stats = (model, record_consumer_inputs(model or self.original(), analysis, activations.batches,
                                                        self.quiet, activations.gram, activations.moments))
         return self._stats[1]
 

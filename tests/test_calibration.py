@@ -220,3 +220,14 @@ def test_cli_image_folder_calibration_with_compensation(tmp_path):
     data = json.loads(report.read_text())
     assert data["calibration"]["calibration_samples"] + data["calibration"]["held_out_samples"] == 64
     assert data["compensation"] and data["settings"]["calib"].endswith("calib_images")
+
+
+def test_statistics_of_models_too_large_to_serialize_go_through_external_data(monkeypatch):
+    # Models over protobuf's 2 GB limit are handed to ONNX Runtime as files with external data.
+    model = two_convs(np.random.default_rng(8).normal(size=(8, 3, 3, 3)), np.zeros(8))
+    spec = {"h": TensorSpec(1, 8, ("N", 8, 8, 8))}
+    in_memory = collect_stats(model, spec, calibration())["h"]
+    monkeypatch.setattr("onnxprune.calibrate.PROTOBUF_SAFE_BYTES", 100)
+    through_files = collect_stats(model, spec, calibration())["h"]
+    np.testing.assert_allclose(through_files.second_moment(), in_memory.second_moment(), rtol=1e-6)
+    assert len(model.graph.node) == 3 and all(i.HasField("raw_data") for i in model.graph.initializer)
