@@ -12,7 +12,14 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.apply import NodeChange, apply_plan
-from onnxprune.calibrate import ChannelStats, PairedStats, collect_pairs, consumer_inputs, record_consumer_inputs
+from onnxprune.calibrate import (
+    GRAM_MAX_CHANNELS,
+    ChannelStats,
+    PairedStats,
+    collect_pairs,
+    consumer_inputs,
+    record_consumer_inputs,
+)
 from onnxprune.compensate import CompensationRecord, compensate
 from onnxprune.config import Importance
 from onnxprune.consumers import consumer_levels, find_consumers
@@ -215,7 +222,8 @@ class CandidateBuilder:
         whose earlier levels are already refitted, so a layer never corrects an error its upstream fixes too."""
         pairs: dict[str, PairedStats] = {}
         probe = self.analysis(template)
-        levels = consumer_levels(probe, find_consumers(probe), REFIT_LEVELS)
+        narrow = [c for c in find_consumers(probe) if c.source.size <= GRAM_MAX_CHANNELS]  # the rest get no Gram
+        levels = consumer_levels(probe, narrow, REFIT_LEVELS) if narrow else []
         del probe
         for level in levels:
             work = self.analysis(template)

@@ -157,7 +157,7 @@ def test_interrupted_save_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_pruned_model_runs_at_other_batch_sizes():
     result = onnxprune.prune(MODELS / "mobilenetv2.ts.onnx", ratio=0.5)
     for batch in (1, 5):
-        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 128, 128)).astype(np.float32)
         assert run(result.model, {"input": x})[0].shape == (batch, 10)
 
 

@@ -7,7 +7,7 @@ written with external data beside it and that ONNX Runtime runs it with unchange
 
 Usage::
 
-    python tools/bench_large.py [--width 12288] [--layers 4] [--keep]
+    python tools/bench_large.py [--width 12288] [--layers 4] [--keep] [--calib]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=12288)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--calib", action="store_true", help="also calibrate and compensate, on 64 random samples")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="onnxprune_large_"))
     path = build(folder, args.width, args.layers)
@@ -65,6 +66,10 @@ def main() -> None:
     start = time.perf_counter()
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "onnxprune", str(path), "-o", str(out),
                "--ratio", "0.3", "--no-latency"]
+    if args.calib:
+        calib = folder / "calib.npy"
+        np.save(calib, np.random.default_rng(2).standard_normal((64, args.width)).astype(np.float32))
+        command += ["--calib", str(calib)]
     proc = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     peak = next((int(line.split(":")[1]) for line in proc.stderr.splitlines() if "Maximum resident" in line), 0)
@@ -73,6 +78,7 @@ def main() -> None:
         sys.exit(f"onnxprune failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     written = sorted(p.name for p in folder.iterdir())
     pruned_size = sum((folder / name).stat().st_size for name in written if name.startswith("large.pruned"))
+    size = sum((folder / name).stat().st_size for name in ("large.onnx", "large.onnx.data"))
     print(f"onnxprune: {elapsed:.1f} s wall, peak memory {peak / 1e6:.2f} GB ({peak * 1e3 / size:.2f}x the model)")
     print(f"written: {[n for n in written if n.startswith('large.pruned')]}, {pruned_size / 1e9:.2f} GB")
     sess = ort.InferenceSession(str(out))
