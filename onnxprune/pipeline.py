@@ -32,6 +32,8 @@ from onnxprune.search import (
 from onnxprune.stats import MacModel, ModelStats, graph_stats
 from onnxprune.validate import EvalData, Evaluation, random_feeds, release_freed_memory, session
 
+# --target-macs lands at most this far (a fraction of the original MACs) below the target.
+TARGET_SLACK = 0.02
 # A pruned model counts as slower only beyond this much measurement noise.
 SLOWER_TOLERANCE = 1.05
 
@@ -231,7 +233,15 @@ def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:
     ranking = GlobalRanking(analysis, scores, config.rounding, config.group_cap, config.exclude)
     if config.target_macs is None:
         return plan_for_ratio(ranking, config.ratio)
-    return plan_for_macs(ranking, MacModel(analysis), config.target_macs)
+    macs, rounding = MacModel(analysis), config.rounding
+    plan = plan_for_macs(ranking, macs, config.target_macs)
+    # Groups of few channels rounded to large multiples can only jump past the target: round finer
+    # until the plan lands within TARGET_SLACK of it (the report's groups show the counts kept).
+    while rounding > 1 and plan_macs(analysis, macs, plan) < (config.target_macs - TARGET_SLACK) * macs.total:
+        rounding //= 2
+        ranking = GlobalRanking(analysis, scores, rounding, config.group_cap, config.exclude)
+        plan = plan_for_macs(ranking, macs, config.target_macs)
+    return plan
 
 
 def _choose(builder: CandidateBuilder, analysis: Analysis, scores, config: PruneConfig,

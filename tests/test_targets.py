@@ -31,6 +31,14 @@ def test_target_macs_with_default_rounding(name):
             assert group["kept"] % 8 == 0
 
 
+@pytest.mark.parametrize("name", ["bn_keep.ts.onnx", "bn_keep.dynamo.onnx"])
+def test_target_macs_rounds_finer_when_small_groups_cannot_reach_it(name):
+    # bn_keep's groups have 16-48 channels: in multiples of 8 the nearest plan keeps a third of the MACs.
+    result = onnxprune.prune(MODELS / name, target_macs=0.5)
+    assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
+    assert all(g["kept"] % 4 == 0 for g in result.report["groups"] if g["kept"] < g["channels"])
+
+
 def test_global_ranking_prunes_groups_unevenly_and_respects_the_cap():
     result = onnxprune.prune(MODELS / "resnet.ts.onnx", ratio=0.5, global_ranking=True, round_to=1, group_cap=0.6)
     fractions = [1 - g["kept"] / g["channels"] for g in result.report["groups"] if g["pinned_reason"] is None]
