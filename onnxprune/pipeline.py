@@ -235,9 +235,13 @@ def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:
         return plan_for_ratio(ranking, config.ratio)
     macs, rounding = MacModel(analysis), config.rounding
     plan = plan_for_macs(ranking, macs, config.target_macs)
-    # Groups of few channels rounded to large multiples can only jump past the target: round finer
-    # until the plan lands within TARGET_SLACK of it (the report's groups show the counts kept).
-    while rounding > 1 and plan_macs(analysis, macs, plan) < (config.target_macs - TARGET_SLACK) * macs.total:
+    # Groups of few channels rounded to large multiples can jump past the target or not reach it:
+    # round finer until the plan lands within TARGET_SLACK below it (the report shows the counts kept).
+    def missed(candidate: Plan) -> bool:
+        fraction = plan_macs(analysis, macs, candidate) / macs.total
+        return not config.target_macs - TARGET_SLACK <= fraction <= config.target_macs + 1e-9
+
+    while rounding > 1 and missed(plan):
         rounding //= 2
         ranking = GlobalRanking(analysis, scores, rounding, config.group_cap, config.exclude)
         plan = plan_for_macs(ranking, macs, config.target_macs)

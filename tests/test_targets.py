@@ -33,10 +33,11 @@ def test_target_macs_with_default_rounding(name):
 
 @pytest.mark.parametrize("name", ["bn_keep.ts.onnx", "bn_keep.dynamo.onnx"])
 def test_target_macs_rounds_finer_when_small_groups_cannot_reach_it(name):
-    # bn_keep's groups have 16-48 channels: in multiples of 8 the nearest plan keeps a third of the MACs.
+    # bn_keep's groups have 16-48 channels: in multiples of 16 the nearest plans keep 0.73 or a third.
     result = onnxprune.prune(MODELS / name, target_macs=0.5)
     assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
     assert all(g["kept"] % 4 == 0 for g in result.report["groups"] if g["kept"] < g["channels"])
+    assert any(g["kept"] % 16 for g in result.report["groups"] if g["kept"] < g["channels"])
 
 
 def test_global_ranking_prunes_groups_unevenly_and_respects_the_cap():
