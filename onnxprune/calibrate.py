@@ -1,13 +1,12 @@
 """Activation statistics recorded with ONNX Runtime on calibration data.
 
 The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to
-the graph take an evenly strided sample of its spatial positions, view it as [.., channels, ..] and
-reduce it to per-channel sums and, where the channel count allows, the Gram matrix of the channels.
-The sample is sized so that the Gram matrix costs at most GRAM_BUDGET of the MACs of the nodes that
-consume the tensor, so recording stays within a small factor of plain inference. Only those small results leave the
-runtime, so memory stays bounded by one batch whatever the number of samples, and the cost stays
-close to plain inference. Batches alternate between two folds, so a fit made on one fold can be
-checked on the other.
+the graph take an evenly strided sample of its spatial positions, lay it out as [channels, positions]
+and reduce it to per-channel sums and, where the channel count allows, the Gram matrix of the
+channels. The sample is sized so that the Gram matrix costs at most GRAM_BUDGET of the MACs of the
+nodes that consume the tensor. Only these small results leave the runtime, so memory stays bounded by
+one batch whatever the number of samples. Batches alternate between two folds, so a fit made on one
+fold can be checked on the other.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from onnxprune.validate import session
 
 # Tensors with more channels get no Gram matrix (its cost grows with the square of the channels).
 GRAM_MAX_CHANNELS = 1024
-# Spatial positions per batch that enter the statistics; tensors with more are strided evenly.
+# The Gram matrix of a tensor's sample costs at most this share of the MACs of its consumers.
 GRAM_BUDGET = 0.25
 # At most about this many positions per sample enter the statistics (the rest are strided over).
 SAMPLE_POSITIONS = 64
@@ -44,7 +43,6 @@ class ChannelStats:
 
     channels: int
     with_gram: bool = True
-    with_moments: bool = True
     counts: np.ndarray = field(init=False)
     sums: dict[str, np.ndarray] = field(init=False)
     grams: np.ndarray | None = field(init=False)
@@ -257,7 +255,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
         with_gram = gram and spec.channels <= GRAM_MAX_CHANNELS
         outputs[name] = builder.add(name, spec, with_gram, moments, f"onnxprune_stats_{index}")
     sess = builder.session(model)
-    stats = {name: ChannelStats(spec.channels, gram and spec.channels <= GRAM_MAX_CHANNELS, moments)
+    stats = {name: ChannelStats(spec.channels, gram and spec.channels <= GRAM_MAX_CHANNELS)
              for name, spec in tensors.items()}
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
         values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
