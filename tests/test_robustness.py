@@ -62,12 +62,17 @@ def test_every_supported_opset(opset):
     assert_matches_masked(model, result.model, result.report)
 
 
-def test_float16_model():
+def _float16_chain() -> onnx.ModelProto:
     model = _chain()
     for init in model.graph.initializer:
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
     for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    return model
+
+
+def test_float16_model():
+    model = _float16_chain()
     result = onnxprune.prune(model, ratio=0.5, round_to=1)
     assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.FLOAT16}
     assert result.pruned.params < result.original.params
@@ -228,12 +233,8 @@ def test_calibrated_compensated_pruning_on_old_and_new_opsets(opset):
     assert max(o.relative_l2 for o in result.evaluation.outputs) <= max(o.relative_l2 for o in plain.evaluation.outputs)
 
 
-def test_calibrated_compensation_keeps_float16_and_bfloat16_storage():
-    model = _chain()
-    for init in model.graph.initializer:
-        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-    for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
-        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+def test_calibrated_compensation_keeps_float16_storage():
+    model = _float16_chain()
     batches = [{k: v.astype(np.float16) for k, v in b.items()} for b in _calibration(X)]
     result = onnxprune.prune(model, ratio=0.5, round_to=1, importance="redundancy", calib=batches)
     assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.FLOAT16}
