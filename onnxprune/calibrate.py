@@ -45,27 +45,53 @@ class ChannelStats:
     with_gram: bool = True
     counts: np.ndarray = field(init=False)
     sums: dict[str, np.ndarray] = field(init=False)
-    grams: np.ndarray | None = field(init=False)
+    _gram_sums: np.ndarray | None = field(init=False)
+    _rows: tuple[list[np.ndarray], list[np.ndarray]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.counts = np.zeros(2)
         self.sums = {key: np.zeros((2, self.channels)) for key in _SUMS}
-        self.grams = np.zeros((2, self.channels, self.channels)) if self.with_gram else None
+        self._gram_sums = np.zeros((2, self.channels, self.channels)) if self.with_gram else None
+        self._rows = ([], [])
 
     def add(self, fold: int, count: int, sums: dict[str, np.ndarray], gram: np.ndarray | None) -> None:
-        """Add one batch's reductions (``count`` positions) to ``fold``."""
+        """Add one batch's reductions (``count`` positions) to ``fold``; float32 input is summed in float64."""
         self.counts[fold] += count
         for key, value in sums.items():
             self.sums[key][fold] += value
-        if self.grams is not None and gram is not None:
-            self.grams[fold] += gram
+        if self._gram_sums is not None and gram is not None:
+            self._gram_sums[fold] += gram
+
+    def add_rows(self, fold: int, rows: np.ndarray) -> None:
+        """Keep one batch's sampled [channels, positions] rows for the Gram matrix of ``fold``.
+
+        Wide tensors sample fewer positions per batch than they have channels: their rows are
+        smaller than a Gram matrix, so they are gathered and multiplied once per many batches.
+        """
+        self._rows[fold].append(rows)
+        if sum(r.shape[1] for r in self._rows[fold]) >= max(4 * self.channels, 4096):
+            self._multiply(fold)
+
+    def _multiply(self, fold: int) -> None:
+        if self._rows[fold]:
+            rows = np.concatenate(self._rows[fold], axis=1)
+            self._gram_sums[fold] += rows @ rows.T
+            self._rows[fold].clear()
+
+    @property
+    def grams(self) -> np.ndarray | None:
+        """The Gram matrices of the two folds, float64 [2, channels, channels], or None."""
+        if self._gram_sums is not None:
+            self._multiply(0)
+            self._multiply(1)
+        return self._gram_sums
 
     def add_values(self, values: np.ndarray, axis: int, fold: int = 0) -> None:
         """Add one batch of raw values (channels on ``axis``), reduced in numpy."""
         rows = np.moveaxis(values, axis, -1).reshape(-1, self.channels).astype(np.float64)
         sums = {"total": rows.sum(0), "total_sq": np.square(rows).sum(0), "total_abs": np.abs(rows).sum(0),
                 "zeros": (rows == 0).sum(0)}
-        self.add(fold, len(rows), sums, rows.T @ rows if self.grams is not None else None)
+        self.add(fold, len(rows), sums, rows.T @ rows if self.with_gram else None)
 
     @property
     def count(self) -> int:
@@ -211,13 +237,17 @@ class _StatsGraph:
             rows = self._node("Cast", [rows], f"{key}_f32", to=TensorProto.FLOAT)
         return rows
 
-    def add(self, tensor: str, spec: TensorSpec, gram: bool, moments: bool, key: str) -> list[str]:
-        """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros,
-        and Gram matrix when ``gram``); returns their output names (missing ones are empty strings)."""
+    def add(self, tensor: str, spec: TensorSpec, gram: str | None, moments: bool, key: str) -> list[str]:
+        """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros);
+        ``gram`` "matrix" adds its Gram matrix, "rows" outputs the sampled rows instead (and no sum of
+        squares). Returns the output names (missing ones are empty strings)."""
         view = self.rows(tensor, spec, key)  # [C, positions]
         axes = self._const(f"{key}_axes", [1])
         names = [self._node("Shape", [view], f"{key}_count"), self._reduce("ReduceSum", view, f"{key}_total", axes)]
-        if gram:
+        if gram == "rows":
+            gram_name = view
+            names.append("")
+        elif gram == "matrix":
             gram_name = self._node("MatMul", [view, self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])],
                                    f"{key}_gram")
             names.append("")
@@ -250,23 +280,37 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     known = {v.name for v in graph.input} | {name for node in graph.node for name in node.output}
     tensors = {name: spec for name, spec in tensors.items() if name in known}
     builder = _StatsGraph(default_opset(model) or 13)
+    batches = list(batches)
+    batch = len(next(iter(batches[0].values()))) if batches and batches[0] else 1
     outputs: dict[str, list[str]] = {}
+    modes: dict[str, str | None] = {}
     for index, (name, spec) in enumerate(tensors.items()):
-        with_gram = gram and spec.channels <= GRAM_MAX_CHANNELS
-        outputs[name] = builder.add(name, spec, with_gram, moments, f"onnxprune_stats_{index}")
+        modes[name] = _gram_mode(spec, batch) if gram and spec.channels <= GRAM_MAX_CHANNELS else None
+        outputs[name] = builder.add(name, spec, modes[name], moments, f"onnxprune_stats_{index}")
     sess = builder.session(model)
-    stats = {name: ChannelStats(spec.channels, gram and spec.channels <= GRAM_MAX_CHANNELS)
-             for name, spec in tensors.items()}
+    stats = {name: ChannelStats(spec.channels, modes[name] is not None) for name, spec in tensors.items()}
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
         values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
+        fold = index % 2
         for name, names in outputs.items():
             count_name, *sum_names, gram_name = names
-            sums = {key: values[n].astype(np.float64) for key, n in zip(_SUMS, sum_names) if n}
-            matrix = values[gram_name].astype(np.float64) if gram_name else None
-            if matrix is not None:
-                sums["total_sq"] = np.diag(matrix).copy()
-            stats[name].add(index % 2, int(np.prod(values[count_name])) // stats[name].channels, sums, matrix)
+            sums = {key: values[n] for key, n in zip(_SUMS, sum_names) if n}
+            matrix = values[gram_name] if gram_name else None
+            if modes[name] == "rows":
+                sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
+                stats[name].add_rows(fold, matrix)
+                matrix = None
+            elif matrix is not None:
+                sums["total_sq"] = np.diagonal(matrix)
+            stats[name].add(fold, int(np.prod(values[count_name])) // stats[name].channels, sums, matrix)
     return stats
+
+
+def _gram_mode(spec: TensorSpec, batch: int) -> str:
+    """"rows" when a batch samples fewer positions than the tensor has channels (then its rows are
+    smaller than its Gram matrix and are multiplied in numpy), else "matrix" (computed in ONNX Runtime)."""
+    positions = batch * _positions(spec) * spec.sample_fraction
+    return "rows" if positions < spec.channels else "matrix"
 
 
 def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: list[dict[str, np.ndarray]],

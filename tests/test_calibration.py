@@ -231,3 +231,18 @@ def test_statistics_of_models_too_large_to_serialize_go_through_external_data(mo
     through_files = collect_stats(model, spec, calibration())["h"]
     np.testing.assert_allclose(through_files.second_moment(), in_memory.second_moment(), rtol=1e-6)
     assert len(model.graph.node) == 3 and all(i.HasField("raw_data") for i in model.graph.initializer)
+
+
+def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
+    # 64 channels but 4 x 2 x 2 = 16 positions per batch: the rows are smaller than the Gram matrix, so
+    # they leave ONNX Runtime and are multiplied in numpy.
+    rng = np.random.default_rng(10)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 64, 2, 2]}, ["y"], [])
+    batches = [{"x": rng.normal(size=(4, 64, 2, 2)).astype(np.float32)} for _ in range(6)]
+    stats = collect_stats(model, {"y": TensorSpec(1, 64, ("N", 64, 2, 2))}, batches)["y"]
+    reference = ChannelStats(64)
+    for index, batch in enumerate(batches):
+        reference.add_values(np.maximum(batch["x"], 0), 1, fold=index % 2)
+    for fold in (0, 1, None):
+        np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats.variance, reference.variance, rtol=1e-4, atol=1e-6)
