@@ -34,6 +34,8 @@ GRAM_MAX_CHANNELS = 1024
 GRAM_BUDGET = 0.25
 # At most about this many positions per sample enter the statistics (the rest are strided over).
 SAMPLE_POSITIONS = 64
+# Tensors with fewer channels always get their Gram matrix from ONNX Runtime (see ``_gram_mode``).
+ROWS_MIN_CHANNELS = 256
 _SUMS = ("total", "total_sq", "total_abs", "zeros")
 
 
@@ -307,10 +309,12 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
 
 
 def _gram_mode(spec: TensorSpec, batch: int) -> str:
-    """"rows" when a batch samples fewer positions than the tensor has channels (then its rows are
-    smaller than its Gram matrix and are multiplied in numpy), else "matrix" (computed in ONNX Runtime)."""
-    positions = batch * _positions(spec) * spec.sample_fraction
-    return "rows" if positions < spec.channels else "matrix"
+    """"rows" for wide feature maps whose batch samples fewer positions than they have channels (their
+    rows are smaller than their Gram matrix, and are multiplied in numpy), else "matrix" (computed in
+    ONNX Runtime). For narrow or flat tensors the gathering costs more than it saves (measured)."""
+    if len(spec.shape) < 3 or spec.channels < ROWS_MIN_CHANNELS:  # no spatial positions, or a small Gram
+        return "matrix"
+    return "rows" if batch * _positions(spec) * spec.sample_fraction < spec.channels else "matrix"
 
 
 def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: list[dict[str, np.ndarray]],

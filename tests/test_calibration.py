@@ -14,7 +14,7 @@ from helpers import make_model, relative_error, run
 from onnx import helper, numpy_helper
 
 import onnxprune
-from onnxprune.calibrate import ChannelStats, TensorSpec, collect_stats
+from onnxprune.calibrate import ChannelStats, TensorSpec, _gram_mode, collect_stats
 from onnxprune.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -234,13 +234,15 @@ def test_statistics_of_models_too_large_to_serialize_go_through_external_data(mo
 
 
 def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
-    # 64 channels but 4 x 2 x 2 = 16 positions per batch: the rows are smaller than the Gram matrix, so
+    # 256 channels but 4 x 2 x 2 = 16 positions per batch: the rows are smaller than the Gram matrix, so
     # they leave ONNX Runtime and are multiplied in numpy.
     rng = np.random.default_rng(10)
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 64, 2, 2]}, ["y"], [])
-    batches = [{"x": rng.normal(size=(4, 64, 2, 2)).astype(np.float32)} for _ in range(6)]
-    stats = collect_stats(model, {"y": TensorSpec(1, 64, ("N", 64, 2, 2))}, batches)["y"]
-    reference = ChannelStats(64)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 256, 2, 2]}, ["y"], [])
+    batches = [{"x": rng.normal(size=(4, 256, 2, 2)).astype(np.float32)} for _ in range(6)]
+    spec = TensorSpec(1, 256, ("N", 256, 2, 2))
+    assert _gram_mode(spec, 4) == "rows"
+    stats = collect_stats(model, {"y": spec}, batches)["y"]
+    reference = ChannelStats(256)
     for index, batch in enumerate(batches):
         reference.add_values(np.maximum(batch["x"], 0), 1, fold=index % 2)
     for fold in (0, 1, None):
