@@ -248,3 +248,19 @@ def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
     for fold in (0, 1, None):
         np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats.variance, reference.variance, rtol=1e-4, atol=1e-6)
+
+
+def test_matmul_consumers_are_compensated_without_a_bias():
+    # MatMul has no bias input, so only the linear part of the fit is used (and here it is exact).
+    rng = np.random.default_rng(11)
+    w1, w2 = rng.normal(size=(6, 5)), rng.normal(size=(5, 3))
+    w1[:, 4] = 2.0 * w1[:, 1] - w1[:, 2]  # feature 4 = 2 f1 - f2
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm2")]
+    model = make_model(nodes, {"x": ["N", 4, 6]}, ["y"], [_init("w1", w1), _init("w2", w2)])
+    result = onnxprune.prune(model, ratio=0.2, round_to=1, importance="redundancy",
+                             calib=[{"x": rng.normal(size=(32, 4, 6)).astype(np.float32)}])
+    assert len(removed_by(result, "mm2")) == 1
+    assert len(next(n for n in result.model.graph.node if n.name == "mm2").input) == 2
+    feeds = {"x": rng.normal(size=(3, 4, 6)).astype(np.float32)}
+    assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-4
