@@ -79,7 +79,8 @@ def test_float16_model():
     assert_matches_masked(model, result.model, result.report, tol=2e-3)
 
 
-def test_bfloat16_stored_weights_behind_casts_stay_bfloat16():
+def _bfloat16_chain() -> onnx.ModelProto:
+    """Weights stored in bfloat16, each behind its own Cast to float."""
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
     nodes, inits = [], []
@@ -87,7 +88,11 @@ def test_bfloat16_stored_weights_behind_casts_stay_bfloat16():
         values = numpy_helper.to_array(init)
         inits.append(helper.make_tensor(f"{init.name}.bf16", TensorProto.BFLOAT16, values.shape, values.ravel().tolist()))
         nodes.append(helper.make_node("Cast", [f"{init.name}.bf16"], [init.name], to=TensorProto.FLOAT))
-    model = make_model([*nodes, first, helper.make_node("Relu", ["a"], ["m"]), last], X, ["y"], inits)
+    return make_model([*nodes, first, helper.make_node("Relu", ["a"], ["m"]), last], X, ["y"], inits)
+
+
+def test_bfloat16_stored_weights_behind_casts_stay_bfloat16():
+    model = _bfloat16_chain()
     result = onnxprune.prune(model, ratio=0.5, round_to=1)
     assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.BFLOAT16}
     shapes = {i.name: list(i.dims) for i in result.model.graph.initializer}
@@ -260,3 +265,13 @@ def test_calibration_for_a_model_with_several_inputs(tmp_path):
                  "--importance", "wanda", "--no-latency", "-q"]) == 0
     pruned = onnx.load(out)
     assert [i.name for i in pruned.graph.input] == ["x1", "x2"]
+
+
+def test_calibrated_compensation_writes_bfloat16_stored_weights_back_in_bfloat16():
+    model = _bfloat16_chain()
+    options = {"ratio": 0.5, "round_to": 1, "importance": "fluctuation", "calib": _calibration(X)}
+    result = onnxprune.prune(model, **options)
+    assert {i.data_type for i in result.model.graph.initializer} == {TensorProto.BFLOAT16}
+    assert result.report["compensation"]
+    plain = onnxprune.prune(model, compensate=False, **options)
+    assert max(o.relative_l2 for o in result.evaluation.outputs) <= max(o.relative_l2 for o in plain.evaluation.outputs)
