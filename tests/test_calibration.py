@@ -264,3 +264,13 @@ def test_matmul_consumers_are_compensated_without_a_bias():
     assert len(next(n for n in result.model.graph.node if n.name == "mm2").input) == 2
     feeds = {"x": rng.normal(size=(3, 4, 6)).astype(np.float32)}
     assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-4
+
+
+def test_iterative_pruning_records_and_compensates_every_round():
+    rng = np.random.default_rng(12)
+    model = two_convs(rng.normal(size=(16, 3, 3, 3)), rng.normal(size=16), c_out=8)
+    options = {"target_macs": 0.5, "iterative": 2, "round_to": 1, "importance": "wanda", "calib": calibration()}
+    result = onnxprune.prune(model, **options)
+    plain = onnxprune.prune(model, compensate=False, **options)
+    assert result.pruned.macs <= 0.5 * result.original.macs and result.report["compensation"]
+    assert max(o.relative_l2 for o in result.evaluation.outputs) < max(o.relative_l2 for o in plain.evaluation.outputs)
