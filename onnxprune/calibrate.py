@@ -99,10 +99,6 @@ class ChannelStats:
     def count(self) -> int:
         return int(self.counts.sum())
 
-    @property
-    def fold_counts(self) -> list[int]:
-        return [int(c) for c in self.counts]
-
     def _mean_of(self, key: str) -> np.ndarray:
         return self.sums[key].sum(0) / max(self.count, 1)
 

@@ -196,10 +196,10 @@ class CandidateBuilder:
         groups = group_rows(analysis, plan)
         records, pairs = [], None
         if compensated and self.activations is not None and self.activations.compensate:
-            stats = self.activation_stats(analysis, model)
+            recorded = self.activation_stats(analysis, model)
             if self.activations.refit and refit:
-                pairs = self._refit_pairs(template, plan, stats)
-            records = compensate(analysis, plan, stats, pairs)
+                pairs = self._refit_pairs(template, plan, recorded)
+            records = compensate(analysis, plan, recorded, pairs)
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)

@@ -120,10 +120,8 @@ def _choose_refit(pair: PairedStats, kept: np.ndarray, weights: np.ndarray, inte
     energy = weights.T @ weights
     none = _identity(weights.shape[1], kept)
     options = [("none", 0.0), (first, 0.0)] + [("refit", r) for r in RIDGES]
-    folds = [f for f in (0, 1) if pair.counts[f]]
-    pairs = [(0, 1), (1, 0)] if len(folds) == 2 else [(folds[0], folds[0])]
     errors = dict.fromkeys(options, 0.0)
-    for fit_fold, check_fold in pairs:
+    for fit_fold, check_fold in _fold_pairs(pair.counts):
         fit, check = pair.moments(fit_fold), pair.moments(check_fold)
         for option in options:
             transform = _option_transform(option, fit, none, first_transform, intercept)
@@ -143,21 +141,37 @@ def _option_transform(option: tuple[str, float], moments: tuple, none: np.ndarra
         return first
     _, xz, zz = moments
     columns = np.arange(zz.shape[0]) if intercept else np.arange(zz.shape[0] - 1)
-    gram = zz[np.ix_(columns, columns)]
-    scale = float(np.trace(gram)) / len(columns) or 1.0
-    regulariser = np.full(len(columns), ridge * scale)
-    if intercept:
-        regulariser[-1] = 1e-9 * scale
     transform = np.zeros_like(none)
-    transform[:, columns] = np.linalg.solve(gram + np.diag(regulariser), xz[:, columns].T).T
+    transform[:, columns] = _ridge_solve(zz[np.ix_(columns, columns)], xz[:, columns].T, ridge, intercept)
     return transform
 
 
 def _refit_error(moments: tuple, transform: np.ndarray, energy: np.ndarray) -> float:
     """E|W (x - T z)|^2 under the paired moments."""
-    xx, xz, zz = moments
-    residual = xx - transform @ xz.T - xz @ transform.T + transform @ zz @ transform.T
+    return _residual_energy(*moments, transform, energy)
+
+
+def _residual_energy(aa: np.ndarray, ab: np.ndarray, bb: np.ndarray, transform: np.ndarray,
+                     energy: np.ndarray) -> float:
+    """tr(energy E[e e^T]) for the residual e = a - T b, from E[a a^T], E[a b^T] and E[b b^T]."""
+    residual = aa - transform @ ab.T - ab @ transform.T + transform @ bb @ transform.T
     return float(np.sum(energy * residual))
+
+
+def _ridge_solve(gram: np.ndarray, cross: np.ndarray, ridge: float, intercept: bool) -> np.ndarray:
+    """The least-squares map M with target ~ M z, from E[z z^T] (``gram``, the constant last when
+    ``intercept``) and E[z target^T] (``cross``); ridge relative to the mean energy, the constant unshrunk."""
+    scale = float(np.trace(gram)) / len(gram) or 1.0
+    regulariser = np.full(len(gram), ridge * scale)
+    if intercept:
+        regulariser[-1] = 1e-9 * scale
+    return np.linalg.solve(gram + np.diag(regulariser), cross).T
+
+
+def _fold_pairs(counts: np.ndarray) -> list[tuple[int, int]]:
+    """(fit fold, check fold) pairs: both ways round, or the one fold with data checked on itself."""
+    folds = [f for f in (0, 1) if counts[f]]
+    return [(0, 1), (1, 0)] if len(folds) == 2 else [(folds[0], folds[0])]
 
 
 def _choose_method(recorded: ChannelStats, kept: np.ndarray, removed: np.ndarray, w_removed: np.ndarray,
@@ -165,11 +179,9 @@ def _choose_method(recorded: ChannelStats, kept: np.ndarray, removed: np.ndarray
     """The method with the least cross-validated output error, fitted again on all the data."""
     columns = np.append(kept, recorded.channels) if intercept else kept
     energy = w_removed.T @ w_removed  # output error = tr(energy E[e e^T]) for the residual e = x_R - B z
-    folds = [f for f in (0, 1) if recorded.fold_counts[f]]
-    pairs = [(0, 1), (1, 0)] if len(folds) == 2 else [(folds[0], folds[0])]
     methods = [(m, r) for m in METHODS if intercept or m != "bias" for r in (RIDGES if m == "ls" else (0.0,))]
     errors = dict.fromkeys(methods, 0.0)
-    for fit_fold, check_fold in pairs:
+    for fit_fold, check_fold in _fold_pairs(recorded.counts):
         fit_moment, check_moment = recorded.second_moment(fit_fold), recorded.second_moment(check_fold)
         for method, ridge in methods:
             mapping = _fit(method, fit_moment, columns, removed, intercept, ridge)
@@ -193,13 +205,7 @@ def _fit(method: str, moment: np.ndarray, columns: np.ndarray, removed: np.ndarr
         mapping[:, -1] = moment[removed, -1]
         return mapping
     if method == "ls":
-        gram = moment[np.ix_(columns, columns)]
-        scale = float(np.trace(gram)) / len(columns) or 1.0
-        regulariser = np.full(len(columns), ridge * scale)
-        if intercept:
-            regulariser[-1] = 1e-9 * scale  # the constant term is not shrunk
-        cross = moment[np.ix_(columns, removed)]
-        return np.linalg.solve(gram + np.diag(regulariser), cross).T
+        return _ridge_solve(moment[np.ix_(columns, columns)], moment[np.ix_(columns, removed)], ridge, intercept)
     return _fit_merge(moment, columns, removed, intercept)
 
 
@@ -226,11 +232,8 @@ def _fit_merge(moment: np.ndarray, columns: np.ndarray, removed: np.ndarray, int
 def _error(moment: np.ndarray, columns: np.ndarray, removed: np.ndarray, mapping: np.ndarray,
            energy: np.ndarray) -> float:
     """E|W_R (x_R - B z)|^2 under ``moment``."""
-    rr = moment[np.ix_(removed, removed)]
-    rc = moment[np.ix_(removed, columns)]
-    cc = moment[np.ix_(columns, columns)]
-    residual = rr - mapping @ rc.T - rc @ mapping.T + mapping @ cc @ mapping.T
-    return float(np.sum(energy * residual))
+    return _residual_energy(moment[np.ix_(removed, removed)], moment[np.ix_(removed, columns)],
+                            moment[np.ix_(columns, columns)], mapping, energy)
 
 
 def _bias_input(consumer: Consumer) -> int | None:

@@ -33,9 +33,6 @@ class Consumer:
     def matrix(self) -> np.ndarray:
         """The weight as [rows, input channels]: rows are (output channel, kernel tap) pairs."""
         values = read_values(self.weight.node.inputs[self.weight.input_index]).astype(np.float64)
-        return self._as_rows(values)
-
-    def _as_rows(self, values: np.ndarray) -> np.ndarray:
         # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul [C, O] or [O, C] -> [O, C]: output channel first.
         return np.moveaxis(values, self.weight.axis, -1).reshape(-1, values.shape[self.weight.axis])
 

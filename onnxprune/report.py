@@ -108,9 +108,9 @@ def tradeoff_points(before: ModelStats, history: list[tuple[int, int, Evaluation
 
 
 def _calib_setting(calib: object) -> str | None:
-    if calib is None or isinstance(calib, (str, os.PathLike)):
-        return None if calib is None else str(calib)
-    return "Python iterable"
+    if calib is None:
+        return None
+    return str(calib) if isinstance(calib, (str, os.PathLike)) else "Python iterable"
 
 
 def _calibration_dict(calibration: CalibrationData | None) -> dict | None:
