@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.consumers import find_consumers
 from onnxprune.groups import Analysis
@@ -158,6 +158,31 @@ class TensorSpec:
     sample_fraction: float = 1.0
 
 
+@dataclass(frozen=True)
+class Unfold:
+    """The geometry of a 2-D Conv whose input patches are recorded, and the stride ``step`` over its
+    output positions that samples them."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+    step: int = 1
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Rows to pair: tensor ``original`` of the original model with tensor ``pruned`` of the pruned one,
+    at the same positions. With ``unfold``, the pruned rows are the input patches of the Conv that
+    produces ``original`` (see ``_StatsGraph.patches``), so a refit can change every kernel tap."""
+
+    original: str
+    original_spec: TensorSpec
+    pruned: str
+    pruned_spec: TensorSpec
+    unfold: Unfold | None = None
+
+
 class _StatsGraph:
     """Builds the reduction nodes appended to a graph, for the model's opset."""
 
@@ -234,6 +259,21 @@ class _StatsGraph:
         if not spec.float32:
             rows = self._node("Cast", [rows], f"{key}_f32", to=TensorProto.FLOAT)
         return rows
+
+    def patches(self, tensor: str, spec: TensorSpec, unfold: Unfold, key: str) -> str:
+        """The input patches a Conv with ``unfold``'s geometry reads, at every ``unfold.step``-th output
+        position, as a float32 [channels x kernel taps, positions] matrix (channel major, taps minor)."""
+        taps = int(np.prod(unfold.kernel))
+        # A depthwise Conv whose kernels are one-hot copies one input value per (channel, tap): the
+        # patches with the consumer's own padding, strides and dilations, and the zeros of the padding.
+        one_hot = np.zeros((spec.channels * taps, 1, *unfold.kernel), dtype=np.float32)
+        one_hot.reshape(spec.channels, taps, taps)[:, np.arange(taps), np.arange(taps)] = 1.0
+        self.initializers.append(numpy_helper.from_array(one_hot, f"{key}_one_hot"))
+        strides = [s * unfold.step for s in unfold.strides]
+        unfolded = self._node("Conv", [tensor, f"{key}_one_hot"], f"{key}_patches", group=spec.channels,
+                              kernel_shape=list(unfold.kernel), strides=strides, pads=list(unfold.pads),
+                              dilations=list(unfold.dilations))
+        return self.rows(unfolded, TensorSpec(1, spec.channels * taps, spec.shape), key)
 
     def add(self, tensor: str, spec: TensorSpec, gram: str | None, moments: bool, key: str) -> list[str]:
         """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros);
@@ -394,27 +434,25 @@ class PairedStats:
         return tuple(m[folds].sum(0) / count for m in (self.xx, self.xz, self.zz))
 
 
-def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, tensors: dict[str, tuple[TensorSpec, int]],
+def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dict[str, PairSpec],
                   batches: list[dict[str, np.ndarray]], quiet: bool = True) -> dict[str, PairedStats]:
-    """Run both models over ``batches`` and pair each tensor's sampled positions.
-
-    ``tensors`` maps a name to its spec in the original and its channel count in the pruned model.
-    """
-    tensors = {name: spec for name, spec in tensors.items() if spec[0].channels <= GRAM_MAX_CHANNELS}
+    """Run both models over ``batches`` and pair the sampled rows of each of ``specs`` (by key)."""
     builders = (_StatsGraph(default_opset(original) or 13), _StatsGraph(default_opset(pruned) or 13))
     names: dict[str, tuple[str, str]] = {}
-    for index, (name, (spec, kept)) in enumerate(tensors.items()):
-        pruned_spec = replace(spec, channels=kept)
-        names[name] = (builders[0].rows(name, spec, f"onnxprune_pair_{index}"),
-                       builders[1].rows(name, pruned_spec, f"onnxprune_pair_{index}"))
-    for builder, pair in zip(builders, zip(*names.values())):
-        builder.outputs = list(pair)
+    for index, (key, spec) in enumerate(specs.items()):
+        prefix = f"onnxprune_pair_{index}"
+        pruned_rows = (builders[1].patches(spec.pruned, spec.pruned_spec, spec.unfold, prefix) if spec.unfold
+                       else builders[1].rows(spec.pruned, spec.pruned_spec, prefix))
+        names[key] = (builders[0].rows(spec.original, spec.original_spec, prefix), pruned_rows)
     if not names:
         return {}
+    for builder, pair in zip(builders, zip(*names.values())):
+        builder.outputs = list(pair)
     sessions = (builders[0].session(original), builders[1].session(pruned))
-    pairs = {name: PairedStats.empty(spec.channels, kept) for name, (spec, kept) in tensors.items()}
+    pairs: dict[str, PairedStats] = {}
     for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
         runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
-        for name, (original_rows, pruned_rows) in names.items():
-            pairs[name].add(index % 2, runs[0][original_rows], runs[1][pruned_rows])
+        for key, (original_rows, pruned_rows) in names.items():
+            x, z = runs[0][original_rows], runs[1][pruned_rows]
+            pairs.setdefault(key, PairedStats.empty(len(x), len(z))).add(index % 2, x, z)
     return pairs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +15,13 @@ from onnxprune.apply import NodeChange, apply_plan
 from onnxprune.calibrate import (
     GRAM_MAX_CHANNELS,
     ChannelStats,
-    PairedStats,
+    PairSpec,
+    TensorSpec,
     collect_pairs,
     consumer_inputs,
     record_consumer_inputs,
 )
-from onnxprune.compensate import CompensationRecord, compensate
+from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry
 from onnxprune.config import Importance
 from onnxprune.consumers import consumer_levels, find_consumers
 from onnxprune.groups import Analysis, analyse_graph
@@ -194,12 +195,12 @@ class CandidateBuilder:
         template = model or self.original()
         analysis = analysis or self.analysis(template)
         groups = group_rows(analysis, plan)
-        records, pairs = [], None
+        records, refits = [], None
         if compensated and self.activations is not None and self.activations.compensate:
             recorded = self.activation_stats(analysis, model)
             if self.activations.refit and refit:
-                pairs = self._refit_pairs(template, plan, recorded)
-            records = compensate(analysis, plan, recorded, pairs)
+                refits = self._refit_pairs(template, plan, recorded)
+            records = compensate(analysis, plan, recorded, refits)
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
@@ -216,32 +217,45 @@ class CandidateBuilder:
             self.history.append((candidate.serial, stats.macs, evaluation))
         return candidate
 
-    def _refit_pairs(self, template: onnx.ModelProto, plan: Plan, stats: dict[str, ChannelStats]
-                     ) -> dict[str, PairedStats]:
+    def _refit_pairs(self, template: onnx.ModelProto, plan: Plan, stats: dict[str, ChannelStats]) -> Refits:
         """Paired statistics for the refit, level by level: each level's inputs are recorded on the model
         whose earlier levels are already refitted, so a layer never corrects an error its upstream fixes too."""
-        pairs: dict[str, PairedStats] = {}
+        refits = Refits({}, {})
         probe = self.analysis(template)
         narrow = [c for c in find_consumers(probe) if c.source.size <= GRAM_MAX_CHANNELS]  # the rest get no Gram
         levels = consumer_levels(probe, narrow, REFIT_LEVELS) if narrow else []
         del probe
         for level in levels:
             work = self.analysis(template)
-            compensate(work, plan, stats, pairs)
-            pairs.update(self._pairs(template, plan, work, set(level)))
-        return pairs
+            compensate(work, plan, stats, refits)
+            level_refits = self._pairs(template, plan, work, set(level))
+            refits.channels.update(level_refits.channels)
+            refits.kernels.update(level_refits.kernels)
+        return refits
 
-    def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str]) -> dict[str, PairedStats]:
-        """Apply ``plan`` to the compensated analysis ``first`` and pair the inputs ``names`` with the template's."""
+    def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str]) -> Refits:
+        """Apply ``plan`` to the compensated analysis ``first`` and pair the inputs ``names`` with the
+        template's, and the kernel patches of the Conv consumers that read them with their outputs."""
         inputs = {name: spec for name, spec in consumer_inputs(first).items() if name in names}
         removed = np.isin(first.unit_of_slot, plan.removed_units(first))
         kept = {name: int((~removed[first.context.channels[name].slots]).sum()) for name in inputs}
+        specs = {f"tensor {name}": PairSpec(name, spec, name, replace(spec, channels=kept[name]))
+                 for name, spec in inputs.items()}
+        for consumer in find_consumers(first):
+            name = consumer.source.name
+            unfold = kernel_refit_geometry(consumer, kept[name]) if name in inputs else None
+            if unfold is not None:
+                output = consumer.node.outputs[0]
+                target = TensorSpec(1, int(output.shape[1]), tuple(output.shape), True, unfold.step ** -2.0)
+                specs[f"kernel {consumer.node.name}"] = PairSpec(
+                    output.name, target, name, TensorSpec(1, kept[name], tuple(inputs[name].shape)), unfold)
         apply_plan(first, plan)
         infer_graph_shapes(first.graph, template)
         pruned = export_graph(first.graph, template)
         del first
-        tensors = {name: (spec, kept[name]) for name, spec in inputs.items()}
-        return collect_pairs(template, pruned, tensors, self.activations.batches, self.quiet)
+        pairs = collect_pairs(template, pruned, specs, self.activations.batches, self.quiet)
+        return Refits({k.removeprefix("tensor "): v for k, v in pairs.items() if k.startswith("tensor ")},
+                      {k.removeprefix("kernel "): v for k, v in pairs.items() if k.startswith("kernel ")})
 
     def _validate(self, pruned: onnx.ModelProto, external: bool) -> tuple[int, Evaluation | None]:
         if external:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.calibrate import ChannelStats, PairedStats
+from onnxprune.calibrate import ChannelStats, PairedStats, Unfold
 from onnxprune.consumers import Consumer, find_consumers
 from onnxprune.groups import Analysis
 from onnxprune.model import read_values, replace_constant
@@ -42,6 +42,21 @@ MIN_INTERIOR = 0.5
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)
 # A removed channel merges into a kept one when their |correlation| reaches this.
 MERGE_CORRELATION = 0.9
+# Convs whose kept input patches (channels x kernel taps) are wider than this get no kernel refit: the
+# cost of its moments grows with their square.
+KERNEL_REFIT_MAX_FEATURES = 1024
+# Output positions per sample whose patches enter a kernel refit: more than the statistics sample, as
+# the refit has a parameter per kernel tap (on Fashion-MNIST, 256 rather than 64 lost 0.08 points less).
+KERNEL_SAMPLE_POSITIONS = 256
+
+
+@dataclass(frozen=True)
+class Refits:
+    """Paired statistics for the refit on the pruned model's inputs: ``channels`` by consumer input
+    tensor, ``kernels`` by Conv node (its original output against its input patches in the pruned model)."""
+
+    channels: dict[str, PairedStats]
+    kernels: dict[str, PairedStats]
 
 
 @dataclass(frozen=True)
@@ -60,30 +75,33 @@ class CompensationRecord:
 
 
 def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
-               pairs: dict[str, PairedStats] | None = None) -> list[CompensationRecord]:
+               refits: Refits | None = None) -> list[CompensationRecord]:
     """Rewrite the consumers of ``plan``'s removed channels in ``analysis.graph`` (before the plan is applied).
 
-    With ``pairs`` (recorded on the model this same call made without them), every consumer is also
+    With ``refits`` (recorded on the model this same call made without them), every consumer is also
     considered for a refit on the pruned model's inputs.
     """
+    refits = refits or Refits({}, {})
     slot_removed = np.isin(analysis.unit_of_slot, plan.removed_units(analysis))
     records = []
     for consumer in find_consumers(analysis):
         removed = slot_removed[consumer.weight.slots]
         recorded = stats.get(consumer.source.name)
         recorded = recorded if recorded is not None and recorded.count else None
-        pair = (pairs or {}).get(consumer.source.name)
-        if removed.all() or pair is None and (recorded is None or not removed.any()):
+        pair = refits.channels.get(consumer.source.name)
+        kernel = refits.kernels.get(consumer.node.name)
+        if removed.all() or pair is None and kernel is None and (recorded is None or not removed.any()):
             continue
         out_kept = ~slot_removed[consumer.out_weight.slots] if consumer.out_weight is not None else None
-        record = _compensate_consumer(analysis, consumer, removed, recorded, pair, out_kept)
+        record = _compensate_consumer(analysis, consumer, removed, recorded, pair, kernel, out_kept)
         if record is not None:
             records.append(record)
     return records
 
 
 def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray, recorded: ChannelStats | None,
-                         pair: PairedStats | None, out_kept: np.ndarray | None) -> CompensationRecord | None:
+                         pair: PairedStats | None, kernel: PairedStats | None,
+                         out_kept: np.ndarray | None) -> CompensationRecord | None:
     bias = _bias_input(consumer)
     intercept = bias is not None
     kept_idx, removed_idx = np.nonzero(~removed)[0], np.nonzero(removed)[0]
@@ -98,12 +116,74 @@ def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.nda
     elif recorded is not None and removed.any() and intercept:  # no Gram: the mean is the best constant stand-in
         method, ratio = "bias", float("nan")
         transform[removed_idx, -1] = recorded.mean[removed_idx]
-    if pair is not None:
+    if kernel is not None:
+        none = _kernel_form(consumer, weights, _identity(len(removed), kept_idx))
+        first = _kernel_form(consumer, weights, transform)
+        method, patches, ratio = _choose_kernel_refit(kernel, none, first, method, out_kept)
+        if method == "refit":
+            _write_kernel(analysis, consumer, weights, kept_idx, patches)
+            return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
+    elif pair is not None:
         method, transform, ratio = _choose_refit(pair, kept_idx, scored, intercept, method, transform)
-    if method == "none":
-        return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
-    _write(analysis, consumer, weights, kept_idx, transform, bias)
+    if method != "none":
+        _write(analysis, consumer, weights, kept_idx, transform, bias)
     return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
+
+
+def kernel_refit_geometry(consumer: Consumer, kept: int) -> Unfold | None:
+    """How to record the input patches of a 2-D Conv consumer with ``kept`` input channels left, for a
+    refit of its whole kernel and bias; None where a channel refit has to do (a 1x1 kernel gains nothing
+    from patches, and other shapes, dtypes and paddings are not handled)."""
+    node = consumer.node
+    source, output = node.inputs[0], node.outputs[0]
+    kernel = tuple(consumer.weight.node.inputs[consumer.weight.input_index].shape[2:])
+    shapes = (source.shape, output.shape)
+    if (node.op != "Conv" or len(kernel) != 2 or kernel == (1, 1) or not _can_take_bias(consumer)
+            or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or source.dtype != np.float32
+            or any(s is None or len(s) != 4 or not all(isinstance(d, int) for d in s[1:]) for s in shapes)
+            or kept * kernel[0] * kernel[1] > KERNEL_REFIT_MAX_FEATURES):
+        return None
+    height, width = output.shape[2:]
+    step = max(1, min(int(round(np.sqrt(height * width / KERNEL_SAMPLE_POSITIONS))), height, width))
+    pads = tuple(node.attrs.get("pads", [0, 0, 0, 0]))
+    return Unfold(kernel, tuple(node.attrs.get("strides", [1, 1])), pads, tuple(node.attrs.get("dilations", [1, 1])),
+                  step)
+
+
+def _kernel_form(consumer: Consumer, weights: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """The consumer's weights after ``transform`` (see ``_write``) as [output channels, kept x taps + 1]:
+    the map from its kept input patches (channel major, taps minor) and a constant to its output."""
+    out = consumer.out_channels()
+    taps, kept = len(weights) // out, transform.shape[1] - 1
+    patches = np.empty((out, kept * taps + 1))
+    patches[:, :-1] = (weights @ transform[:, :-1]).reshape(out, taps, kept).transpose(0, 2, 1).reshape(out, -1)
+    patches[:, -1] = _current_bias(consumer) + (weights @ transform[:, -1]).reshape(out, taps).sum(1)
+    return patches
+
+
+def _choose_kernel_refit(kernel: PairedStats, none: np.ndarray, first: np.ndarray, first_method: str,
+                         out_kept: np.ndarray | None) -> tuple[str, np.ndarray, float]:
+    """Between no change (``none``), the first pass's result (``first``), both in kernel form, and a
+    least-squares fit of the Conv's original output from its input patches in the pruned model: the one
+    with the least output error on the held-out fold (cross-validated over both folds)."""
+    energy = np.diag(np.ones(len(none)) if out_kept is None else out_kept.astype(float))
+    options = [("none", 0.0), (first_method, 0.0)] + [("refit", r) for r in RIDGES]
+
+    def weights_of(option: tuple[str, float], moments: tuple) -> np.ndarray:
+        if option[0] != "refit":
+            return none if option[0] == "none" else first
+        _, xz, zz = moments
+        return _ridge_solve(zz, xz.T, option[1], intercept=True)
+
+    errors = dict.fromkeys(options, 0.0)
+    for fit_fold, check_fold in _fold_pairs(kernel.counts):
+        fit, check = kernel.moments(fit_fold), kernel.moments(check_fold)
+        for option in options:
+            errors[option] += _refit_error(check, weights_of(option, fit), energy)
+    best = min(options, key=lambda o: (errors[o], METHODS.index(o[0])))
+    baseline = errors[options[0]]
+    ratio = errors[best] / baseline if baseline > 0 else 1.0
+    return best[0], weights_of(best, kernel.moments()), float(ratio)
 
 
 def _identity(channels: int, kept: np.ndarray) -> np.ndarray:
@@ -240,13 +320,20 @@ def _bias_input(consumer: Consumer) -> int | None:
     """The input index of the consumer's bias (2), existing or to be created; None when it cannot take one
     or when a constant term would be wrong too often (see ``_interior_share``)."""
     node = consumer.node
-    if node.op == "MatMul" or (node.op == "Conv" and _interior_share(node) < MIN_INTERIOR):
+    if not _can_take_bias(consumer) or (node.op == "Conv" and _interior_share(node) < MIN_INTERIOR):
         return None
+    return 2
+
+
+def _can_take_bias(consumer: Consumer) -> bool:
+    """Whether the consumer has a per-output-channel bias that can be rewritten, or can be given one."""
+    node = consumer.node
+    if node.op == "MatMul":
+        return False
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         stored = stored_constant(node.inputs[2])
-        if stored is None or stored.values.shape != (consumer.out_channels(),):
-            return None
-    return 2
+        return stored is not None and stored.values.shape == (consumer.out_channels(),)
+    return True
 
 
 def _write(analysis: Analysis, consumer: Consumer, weights: np.ndarray, kept: np.ndarray, transform: np.ndarray,
@@ -254,18 +341,48 @@ def _write(analysis: Analysis, consumer: Consumer, weights: np.ndarray, kept: np
     """Give the consumer the weights W T (kept input channels) and the bias b + W t_1."""
     new_weights = weights.copy()
     new_weights[:, kept] = weights @ transform[:, :-1]
-    holder, index, axis = consumer.weight.node, consumer.weight.input_index, consumer.weight.axis
-    stored = holder.inputs[index]
-    moved_shape = np.moveaxis(np.empty(stored.shape, dtype=np.uint8), axis, -1).shape
-    values = np.moveaxis(new_weights.reshape(moved_shape), -1, axis).astype(stored.values.dtype)
-    replace_constant(holder, index, values)
+    _store_weights(consumer, new_weights)
     if bias is None or not transform[:, -1].any():
         return
-    out = consumer.out_channels()
-    delta = (weights @ transform[:, -1]).reshape(out, -1).sum(1)
+    delta = (weights @ transform[:, -1]).reshape(consumer.out_channels(), -1).sum(1)
     node = consumer.node
     if node.op == "Gemm":
         delta *= float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
+    _add_to_bias(analysis, consumer, delta)
+
+
+def _write_kernel(analysis: Analysis, consumer: Consumer, weights: np.ndarray, kept: np.ndarray,
+                  patches: np.ndarray) -> None:
+    """Give a Conv the kernel form ``patches`` (see ``_kernel_form``) for its kept input channels."""
+    out = consumer.out_channels()
+    taps = len(weights) // out
+    new_weights = weights.copy()
+    new_weights[:, kept] = patches[:, :-1].reshape(out, len(kept), taps).transpose(0, 2, 1).reshape(out * taps, -1)
+    _store_weights(consumer, new_weights)
+    _add_to_bias(analysis, consumer, patches[:, -1] - _current_bias(consumer))
+
+
+def _store_weights(consumer: Consumer, matrix: np.ndarray) -> None:
+    """Store a weight given in ``Consumer.matrix`` layout, in the weight's own layout and dtype."""
+    holder, index, axis = consumer.weight.node, consumer.weight.input_index, consumer.weight.axis
+    stored = holder.inputs[index]
+    moved_shape = np.moveaxis(np.empty(stored.shape, dtype=np.uint8), axis, -1).shape
+    values = np.moveaxis(matrix.reshape(moved_shape), -1, axis).astype(stored.values.dtype)
+    replace_constant(holder, index, values)
+
+
+def _current_bias(consumer: Consumer) -> np.ndarray:
+    """The consumer's bias (zeros without one), as stored."""
+    node = consumer.node
+    if len(node.inputs) > 2 and not node.inputs[2].is_empty():
+        holder, index = _holder(node, 2)
+        return read_values(holder.inputs[index]).astype(np.float64)
+    return np.zeros(consumer.out_channels())
+
+
+def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> None:
+    """Add ``delta`` to the consumer's bias input, creating the bias where there is none."""
+    node = consumer.node
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         bias_holder, bias_index = _holder(node, 2)
         current = read_values(bias_holder.inputs[bias_index])

@@ -111,6 +111,37 @@ def test_compensation_recovers_a_channel_that_is_linear_in_the_others(bias2):
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-2
 
 
+def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another():
+    # Channel 3 is channel 0 moved one pixel sideways: no mix of channels at the same position gives it,
+    # but the consumer can read channel 0 one tap further left, which only a refit of its whole kernel finds.
+    rng = np.random.default_rng(4)
+    w1 = rng.normal(size=(4, 3, 3, 3))
+    w1[0, :, :, 0] = 0.0
+    w1[3] = 0.0
+    w1[3, :, :, :2] = w1[0, :, :, 1:]  # channel 3 at (i, j) = channel 0 at (i, j - 1)
+    w2 = rng.normal(size=(4, 4, 3, 3))
+    w2[:, 3] = 0.0
+    w2[:, 3, 1, 1] = rng.normal(size=4)  # the consumer reads channel 3 at its centre tap only (smallest L1)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1] * 4),
+             helper.make_node("Conv", ["a", "w2"], ["y"], name="conv2", pads=[1] * 4)]
+    model = make_model(nodes, {"x": ["N", 3, 10, 10]}, ["y"], [_init("w1", w1), _init("w2", w2)])
+
+    def framed(samples: int, seed: int) -> np.ndarray:  # a zero frame: the shift holds at the border too
+        x = np.zeros((samples, 3, 10, 10), dtype=np.float32)
+        x[:, :, 2:-2, 2:-2] = np.random.default_rng(seed).normal(size=(samples, 3, 6, 6))
+        return x
+
+    calib = [{"x": framed(64, 1)}]
+    feeds = {"x": framed(8, 9)}
+    expected = run(model, feeds)[0]
+    result = onnxprune.prune(model, ratio=0.25, round_to=1, importance="l1", calib=calib)
+    assert removed_by(result) == [3]
+    assert next(r for r in result.report["compensation"] if r["node"] == "conv2")["method"] == "refit"
+    assert relative_error(expected, run(result.model, feeds)[0]) < 1e-4
+    plain = onnxprune.prune(model, ratio=0.25, round_to=1, importance="l1", calib=calib, compensate=False)
+    assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-1
+
+
 def test_compensation_creates_a_gemm_bias_and_recovers_a_linear_feature():
     rng = np.random.default_rng(3)
     w1, b1 = rng.normal(size=(6, 5)), rng.normal(size=5)
