@@ -181,6 +181,10 @@ class PairSpec:
     pruned: str
     pruned_spec: TensorSpec
     unfold: Unfold | None = None
+    # A tensor of the pruned model, sampled like ``original``, whose channels (the original's channels
+    # ``offset_channels``) are subtracted from the original rows: the rest of a residual sum.
+    offset: str | None = None
+    offset_channels: tuple[int, ...] = ()
 
 
 class _StatsGraph:
@@ -443,16 +447,23 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dic
         prefix = f"onnxprune_pair_{index}"
         pruned_rows = (builders[1].patches(spec.pruned, spec.pruned_spec, spec.unfold, prefix) if spec.unfold
                        else builders[1].rows(spec.pruned, spec.pruned_spec, prefix))
-        names[key] = (builders[0].rows(spec.original, spec.original_spec, prefix), pruned_rows)
+        offset_rows = ""
+        if spec.offset:
+            offset_spec = replace(spec.original_spec, channels=len(spec.offset_channels))
+            offset_rows = builders[1].rows(spec.offset, offset_spec, f"{prefix}_offset")
+        names[key] = (builders[0].rows(spec.original, spec.original_spec, prefix), pruned_rows, offset_rows)
     if not names:
         return {}
-    for builder, pair in zip(builders, zip(*names.values())):
-        builder.outputs = list(pair)
+    builders[0].outputs = [rows for rows, _, _ in names.values()]
+    builders[1].outputs = [n for _, rows, offset in names.values() for n in (rows, offset) if n]
     sessions = (builders[0].session(original), builders[1].session(pruned))
     pairs: dict[str, PairedStats] = {}
     for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
         runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
-        for key, (original_rows, pruned_rows) in names.items():
+        for key, (original_rows, pruned_rows, offset_rows) in names.items():
             x, z = runs[0][original_rows], runs[1][pruned_rows]
+            if offset_rows:
+                x = x.copy()
+                x[list(specs[key].offset_channels)] -= runs[1][offset_rows]
             pairs.setdefault(key, PairedStats.empty(len(x), len(z))).add(index % 2, x, z)
     return pairs

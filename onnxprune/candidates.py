@@ -21,7 +21,7 @@ from onnxprune.calibrate import (
     consumer_inputs,
     record_consumer_inputs,
 )
-from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry
+from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
 from onnxprune.config import Importance
 from onnxprune.consumers import consumer_levels, find_consumers
 from onnxprune.groups import Analysis, analyse_graph
@@ -241,14 +241,23 @@ class CandidateBuilder:
         kept = {name: int((~removed[first.context.channels[name].slots]).sum()) for name in inputs}
         specs = {f"tensor {name}": PairSpec(name, spec, name, replace(spec, channels=kept[name]))
                  for name, spec in inputs.items()}
-        for consumer in find_consumers(first):
+        level = [c for c in find_consumers(first) if c.source.name in inputs]
+        together = {id(c.node) for c in level}
+        for consumer in level:
             name = consumer.source.name
-            unfold = kernel_refit_geometry(consumer, kept[name]) if name in inputs else None
-            if unfold is not None:
-                output = consumer.node.outputs[0]
-                target = TensorSpec(1, int(output.shape[1]), tuple(output.shape), True, unfold.step ** -2.0)
-                specs[f"kernel {consumer.node.name}"] = PairSpec(
-                    output.name, target, name, TensorSpec(1, kept[name], tuple(inputs[name].shape)), unfold)
+            unfold = kernel_refit_geometry(consumer, kept[name])
+            output = consumer.node.outputs[0]
+            residual = residual_sum(first.graph, output, together)
+            if unfold is None or unfold.kernel == (1, 1) and residual is None:
+                continue  # a 1x1 kernel refit is the channel refit, unless it can correct a residual sum
+            target = TensorSpec(1, int(output.shape[1]), tuple(output.shape), True, unfold.step ** -2.0)
+            spec = PairSpec(output.name, target, name, TensorSpec(1, kept[name], tuple(inputs[name].shape)), unfold)
+            if residual is not None:
+                out_kept = (np.arange(target.channels) if consumer.out_weight is None
+                            else np.nonzero(~removed[consumer.out_weight.slots])[0])
+                spec = replace(spec, original=residual[0].name, offset=residual[1].name,
+                               offset_channels=tuple(int(i) for i in out_kept))
+            specs[f"kernel {consumer.node.name}"] = spec
         apply_plan(first, plan)
         infer_graph_shapes(first.graph, template)
         pruned = export_graph(first.graph, template)

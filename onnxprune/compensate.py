@@ -132,13 +132,13 @@ def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.nda
 
 def kernel_refit_geometry(consumer: Consumer, kept: int) -> Unfold | None:
     """How to record the input patches of a 2-D Conv consumer with ``kept`` input channels left, for a
-    refit of its whole kernel and bias; None where a channel refit has to do (a 1x1 kernel gains nothing
-    from patches, and other shapes, dtypes and paddings are not handled)."""
+    refit of its whole kernel and bias; None where a channel refit has to do (other shapes, dtypes and
+    paddings are not handled)."""
     node = consumer.node
     source, output = node.inputs[0], node.outputs[0]
     kernel = tuple(consumer.weight.node.inputs[consumer.weight.input_index].shape[2:])
     shapes = (source.shape, output.shape)
-    if (node.op != "Conv" or len(kernel) != 2 or kernel == (1, 1) or not _can_take_bias(consumer)
+    if (node.op != "Conv" or len(kernel) != 2 or not _can_take_bias(consumer)
             or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or source.dtype != np.float32
             or any(s is None or len(s) != 4 or not all(isinstance(d, int) for d in s[1:]) for s in shapes)
             or kept * kernel[0] * kernel[1] > KERNEL_REFIT_MAX_FEATURES):
@@ -148,6 +148,35 @@ def kernel_refit_geometry(consumer: Consumer, kept: int) -> Unfold | None:
     pads = tuple(node.attrs.get("pads", [0, 0, 0, 0]))
     return Unfold(kernel, tuple(node.attrs.get("strides", [1, 1])), pads, tuple(node.attrs.get("dilations", [1, 1])),
                   step)
+
+
+def residual_sum(graph: gs.Graph, output: gs.Tensor, refitted_together: set[int]) -> tuple[gs.Tensor, gs.Tensor] | None:
+    """(sum, other term) when ``output`` feeds nothing but an Add with a same-shaped computed tensor (and
+    is no graph output): a residual branch, which a refit should fit to the sum's original value minus
+    what the other term carries in the pruned model, so that it corrects the other branch's error too.
+
+    Not when the other term depends on a node in ``refitted_together`` (ids of the nodes refitted from
+    the same recording): that node's refit would then correct the same error a second time.
+    """
+    readers = output.outputs
+    if (len(readers) != 1 or readers[0].op != "Add" or len(readers[0].inputs) != 2
+            or any(t is output for t in graph.outputs)):
+        return None
+    add = readers[0]
+    other = add.inputs[1] if add.inputs[0] is output else add.inputs[0]
+    if (other is output or isinstance(other, gs.Constant) or other.shape != output.shape
+            or add.outputs[0].shape != output.shape):
+        return None
+    pending, seen = [other], set()
+    while pending:
+        tensor = pending.pop()
+        for node in tensor.inputs:
+            if id(node) in refitted_together:
+                return None
+            if id(node) not in seen:
+                seen.add(id(node))
+                pending.extend(t for t in node.inputs if not isinstance(t, gs.Constant))
+    return add.outputs[0], other
 
 
 def _kernel_form(consumer: Consumer, weights: np.ndarray, transform: np.ndarray) -> np.ndarray:

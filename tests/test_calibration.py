@@ -14,6 +14,7 @@ from helpers import make_model, relative_error, run
 from onnx import helper, numpy_helper
 
 import onnxprune
+from onnxprune import candidates
 from onnxprune.calibrate import ChannelStats, TensorSpec, _gram_mode, collect_stats
 from onnxprune.cli import main
 
@@ -140,6 +141,32 @@ def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another():
     assert relative_error(expected, run(result.model, feeds)[0]) < 1e-4
     plain = onnxprune.prune(model, ratio=0.25, round_to=1, importance="l1", calib=calib, compensate=False)
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-1
+
+
+def test_a_residual_branch_is_refitted_to_correct_the_skip_branch_too(monkeypatch):
+    # y = conv3(q) + conv_s(conv1(x)), q an invertible 1x1 mix of x. Pruning half of conv1's channels
+    # loses what the 1x1 skip conv cannot rebuild from the rest; but that loss is a 3x3 conv of x, hence
+    # of q, so conv3, refitted to y minus the pruned skip branch, takes it over exactly.
+    rng = np.random.default_rng(5)
+    inits = [_init("wp", rng.normal(size=(3, 3, 1, 1))), _init("wq", rng.normal(size=(3, 3, 1, 1))),
+             _init("w1", rng.normal(size=(8, 3, 3, 3))), _init("ws", rng.normal(size=(4, 8, 1, 1))),
+             _init("w3", rng.normal(size=(4, 3, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "wp"], ["p"], name="conv_p"),
+             helper.make_node("Conv", ["p", "wq"], ["q"], name="conv_q"),
+             helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1] * 4),
+             helper.make_node("Conv", ["a", "ws"], ["c"], name="conv_s"),
+             helper.make_node("Conv", ["q", "w3"], ["b"], name="conv3", pads=[1] * 4),
+             helper.make_node("Add", ["b", "c"], ["y"], name="add")]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits)
+    feeds = {"x": calibration(16, seed=9)[0]["x"]}
+    expected = run(model, feeds)[0]
+    options = {"ratio": 0.5, "round_to": 1, "importance": "l1", "calib": calibration(), "exclude": ("conv_p", "conv_q")}
+    result = onnxprune.prune(model, **options)
+    assert len(removed_by(result, "conv_s")) == 4
+    assert relative_error(expected, run(result.model, feeds)[0]) < 1e-4
+    monkeypatch.setattr(candidates, "residual_sum", lambda *args: None)  # each branch fitted to its own output
+    separate = onnxprune.prune(model, **options)
+    assert relative_error(expected, run(separate.model, feeds)[0]) > 1e-2
 
 
 def test_compensation_creates_a_gemm_bias_and_recovers_a_linear_feature():
