@@ -36,6 +36,9 @@ GRAM_BUDGET = 0.25
 SAMPLE_POSITIONS = 64
 # Tensors with fewer channels always get their Gram matrix from ONNX Runtime (see ``_gram_mode``).
 ROWS_MIN_CHANNELS = 256
+# Float32 Gram matrices of this many batches are summed in float32 before they join the float64 totals
+# (a float64 sum of a float32 matrix costs three times as much, which shows on small, wide models).
+FLOAT32_BATCHES = 8
 _SUMS = ("total", "total_sq", "total_abs", "zeros")
 
 
@@ -49,20 +52,37 @@ class ChannelStats:
     sums: dict[str, np.ndarray] = field(init=False)
     _gram_sums: np.ndarray | None = field(init=False)
     _rows: tuple[list[np.ndarray], list[np.ndarray]] = field(init=False)
+    _pending: list = field(init=False)
 
     def __post_init__(self) -> None:
         self.counts = np.zeros(2)
         self.sums = {key: np.zeros((2, self.channels)) for key in _SUMS}
         self._gram_sums = np.zeros((2, self.channels, self.channels)) if self.with_gram else None
         self._rows = ([], [])
+        self._pending = [None, None]  # per fold: [float32 sum of recent Gram matrices, their count]
 
     def add(self, fold: int, count: int, sums: dict[str, np.ndarray], gram: np.ndarray | None) -> None:
-        """Add one batch's reductions (``count`` positions) to ``fold``; float32 input is summed in float64."""
+        """Add one batch's reductions (``count`` positions) to ``fold``; float32 input is summed in float64
+        (a float32 ``gram`` is taken over, and summed with a few others in float32 first)."""
         self.counts[fold] += count
         for key, value in sums.items():
             self.sums[key][fold] += value
-        if self._gram_sums is not None and gram is not None:
+        if self._gram_sums is None or gram is None:
+            return
+        if gram.dtype != np.float32:
             self._gram_sums[fold] += gram
+        elif self._pending[fold] is None:
+            self._pending[fold] = [gram, 1]
+        else:
+            self._pending[fold][0] += gram
+            self._pending[fold][1] += 1
+            if self._pending[fold][1] >= FLOAT32_BATCHES:
+                self._flush(fold)
+
+    def _flush(self, fold: int) -> None:
+        if self._pending[fold] is not None:
+            self._gram_sums[fold] += self._pending[fold][0]
+            self._pending[fold] = None
 
     def add_rows(self, fold: int, rows: np.ndarray) -> None:
         """Keep one batch's sampled [channels, positions] rows for the Gram matrix of ``fold``.
@@ -84,8 +104,9 @@ class ChannelStats:
     def grams(self) -> np.ndarray | None:
         """The Gram matrices of the two folds, float64 [2, channels, channels], or None."""
         if self._gram_sums is not None:
-            self._multiply(0)
-            self._multiply(1)
+            for fold in (0, 1):
+                self._multiply(fold)
+                self._flush(fold)
         return self._gram_sums
 
     def add_values(self, values: np.ndarray, axis: int, fold: int = 0) -> None:
@@ -290,8 +311,10 @@ class _StatsGraph:
             gram_name = view
             names.append("")
         elif gram == "matrix":
-            gram_name = self._node("MatMul", [view, self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])],
-                                   f"{key}_gram")
+            # A float32 [batch, channels] tensor is already the transposed view.
+            flat = len(spec.shape) == 2 and spec.axis == 1 and spec.float32
+            transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
+            gram_name = self._node("MatMul", [view, transposed], f"{key}_gram")
             names.append("")
         else:
             gram_name = ""
