@@ -18,6 +18,12 @@ pruned and compensated as above, and x the original input, it fits x ~ T [x~, 1]
 consumer W T, so its output matches the original's although everything upstream changed too; every
 consumer is refitted this way (those that lost nothing as well), so errors do not pile up layer after
 layer. Again the held-out fold decides between the first pass's result, no change, and the refit.
+
+A 2-D Conv gets a kernel refit instead where its patches are narrow enough: with z its input patches
+in the pruned model (channels x kernel taps, and 1) and y its original output, the whole kernel and
+bias become the least-squares map z -> y, so a kept channel can stand in for a removed one at another
+tap. A Conv feeding a residual Add is fitted to the Add's original output minus the other term as the
+pruned model computes it, which repairs the other branch's error too.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Calibration samples come from the Fashion-MNIST *training* set; accuracy is meas
 Usage::
 
     python tools/bench_fashion.py [--model models/fashion_mnist.ts.onnx] [--target-macs 0.5]
-        [--calib-samples 1000] [--importance l1 activation ...]
+        [--calib-samples 1000] [--seeds 1] [--importance l1 activation ...]
+
+With ``--seeds N`` each setting runs on N different random calibration subsets; the loss printed is
+their mean, followed by each run's loss (the subset alone moves the result by a few tenths of a point).
 """
 
 from __future__ import annotations
@@ -58,23 +61,31 @@ def main() -> None:
     parser.add_argument("--importance", nargs="+", default=["l1", "activation", "fluctuation", "wanda", "redundancy"])
     parser.add_argument("--round-to", type=int, default=None)
     parser.add_argument("--group-cap", type=float, default=None)
+    parser.add_argument("--seeds", type=int, default=1, help="calibration subsets to average over")
     args = parser.parse_args()
     train_x, train_y = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
     test_x, test_y = normalise(read_idx("t10k-images-idx3-ubyte.gz")), read_idx("t10k-labels-idx1-ubyte.gz")
-    pick = np.random.default_rng(0).choice(len(train_x), args.calib_samples, replace=False)
-    calib = {"input": normalise(train_x[pick]), "labels": train_y[pick].astype(np.int64)}
+    calibs = []
+    for seed in range(args.seeds):
+        pick = np.random.default_rng(seed).choice(len(train_x), args.calib_samples, replace=False)
+        calibs.append({"input": normalise(train_x[pick]), "labels": train_y[pick].astype(np.int64)})
     base = accuracy(args.model, test_x, test_y)
-    print(f"original: {base:.2%} top-1 on the 10,000 test images; calibration: {args.calib_samples} training images")
+    print(f"original: {base:.2%} top-1 on the 10,000 test images; calibration: {args.calib_samples} training images"
+          f" ({args.seeds} random subset{'s' if args.seeds > 1 else ''})")
     print(f"{'importance':12} {'compensation':>12} {'MACs kept':>10} {'test top-1':>11} {'loss (points)':>14}")
     for importance in args.importance:
         for compensate in (True, False):
-            result = onnxprune.prune(args.model, target_macs=args.target_macs, importance=importance,
-                                     compensate=compensate, calib=[calib], round_to=args.round_to,
-                                     group_cap=args.group_cap)
+            accuracies = []
+            for calib in calibs:
+                result = onnxprune.prune(args.model, target_macs=args.target_macs, importance=importance,
+                                         compensate=compensate, calib=[calib], round_to=args.round_to,
+                                         group_cap=args.group_cap)
+                accuracies.append(accuracy(result.model, test_x, test_y))
             kept = result.pruned.macs / result.original.macs
-            pruned = accuracy(result.model, test_x, test_y)
-            print(f"{importance:12} {'on' if compensate else 'off':>12} {kept:>10.3f} {pruned:>11.2%} "
-                  f"{100 * (base - pruned):>14.2f}")
+            losses = " ".join(f"{100 * (base - a):.2f}" for a in accuracies) if len(calibs) > 1 else ""
+            print(f"{importance:12} {'on' if compensate else 'off':>12} {kept:>10.3f} {np.mean(accuracies):>11.2%} "
+                  f"{100 * (base - np.mean(accuracies)):>14.2f}  {losses}")
+    calib = calibs[0]
     batches = [{"input": calib["input"][i:i + 16]} for i in range(0, len(calib["input"]), 16)]
     recording, inference = statistics_cost(Path(args.model), batches, repeats=5)
     print(f"activation statistics over {len(calib['input'])} samples: {recording:.3f} s; "
