@@ -169,6 +169,22 @@ def test_a_residual_branch_is_refitted_to_correct_the_skip_branch_too(monkeypatc
     assert relative_error(expected, run(separate.model, feeds)[0]) > 1e-2
 
 
+def test_a_refit_needs_several_samples_per_fitted_input_in_each_fold():
+    rng = np.random.default_rng(6)
+    model = two_convs(rng.normal(size=(8, 3, 3, 3)), rng.normal(size=8))
+    options = {"ratio": 1 / 8, "round_to": 1, "importance": "l1"}
+
+    def conv2_method(**calib) -> str:
+        result = onnxprune.prune(model, **options, **calib)
+        return next(r for r in result.report["compensation"] if r["node"] == "conv2")["method"]
+
+    # conv2's kernel refit fits 7 channels x 9 taps + 1 inputs, so each fold needs 256 positions. Eight
+    # samples make one batch, hence one fold, on which a refit would be checked on the data it was fitted
+    # to (and always win): only the first pass is allowed.
+    assert conv2_method(calib=calibration(8)) in ("bias", "merge", "ls")
+    assert conv2_method(calib=calibration(64)) == "refit"
+
+
 def test_compensation_creates_a_gemm_bias_and_recovers_a_linear_feature():
     rng = np.random.default_rng(3)
     w1, b1 = rng.normal(size=(6, 5)), rng.normal(size=5)
