@@ -432,7 +432,8 @@ class PairedStats:
     """Moments of an original tensor x and the same tensor x~ of a pruned model, at the same positions.
 
     With z = [x~, 1]: E[x x^T], E[x z^T] and E[z z^T], in two folds, which is all a refit of the
-    consumer on the pruned model's inputs needs.
+    consumer on the pruned model's inputs needs. With ``diagonal``, only the diagonal of E[x x^T] is
+    kept (enough for errors summed channel by channel, and x may then have many channels).
     """
 
     xx: np.ndarray
@@ -441,21 +442,21 @@ class PairedStats:
     counts: np.ndarray
 
     @classmethod
-    def empty(cls, channels: int, kept: int) -> PairedStats:
-        return cls(np.zeros((2, channels, channels)), np.zeros((2, channels, kept + 1)),
-                   np.zeros((2, kept + 1, kept + 1)), np.zeros(2))
+    def empty(cls, channels: int, kept: int, diagonal: bool = False) -> PairedStats:
+        xx = np.zeros((2, channels)) if diagonal else np.zeros((2, channels, channels))
+        return cls(xx, np.zeros((2, channels, kept + 1)), np.zeros((2, kept + 1, kept + 1)), np.zeros(2))
 
     def add(self, fold: int, original: np.ndarray, pruned: np.ndarray) -> None:
         """Add one batch of [channels, positions] rows of both models."""
         x = original.astype(np.float64)
         z = np.vstack([pruned.astype(np.float64), np.ones((1, pruned.shape[1]))])
-        self.xx[fold] += x @ x.T
+        self.xx[fold] += np.einsum("ij,ij->i", x, x) if self.xx.ndim == 2 else x @ x.T
         self.xz[fold] += x @ z.T
         self.zz[fold] += z @ z.T
         self.counts[fold] += x.shape[1]
 
     def moments(self, fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(E[x x^T], E[x z^T], E[z z^T]) over one fold or both (None)."""
+        """(E[x x^T] or its diagonal, E[x z^T], E[z z^T]) over one fold or both (None)."""
         folds = [0, 1] if fold is None else [fold]
         count = max(self.counts[folds].sum(), 1)
         return tuple(m[folds].sum(0) / count for m in (self.xx, self.xz, self.zz))
@@ -488,5 +489,7 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dic
             if offset_rows:
                 x = x.copy()
                 x[list(specs[key].offset_channels)] -= runs[1][offset_rows]
-            pairs.setdefault(key, PairedStats.empty(len(x), len(z))).add(index % 2, x, z)
+            if key not in pairs:  # patch pairs are scored channel by channel: the diagonal of E[x x^T] will do
+                pairs[key] = PairedStats.empty(len(x), len(z), diagonal=specs[key].unfold is not None)
+            pairs[key].add(index % 2, x, z)
     return pairs

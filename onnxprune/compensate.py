@@ -210,7 +210,7 @@ def _choose_kernel_refit(kernel: PairedStats, none: np.ndarray, first: np.ndarra
     """Between no change (``none``), the first pass's result (``first``), both in kernel form, and a
     least-squares fit of the Conv's original output from its input patches in the pruned model: the one
     with the least output error on the held-out fold (cross-validated over both folds)."""
-    energy = np.diag(np.ones(len(none)) if out_kept is None else out_kept.astype(float))
+    rows = np.ones(len(none)) if out_kept is None else out_kept.astype(float)
     options = [("none", 0.0), (first_method, 0.0)] + [("refit", r) for r in RIDGES]
 
     def weights_of(option: tuple[str, float], moments: tuple) -> np.ndarray:
@@ -223,11 +223,19 @@ def _choose_kernel_refit(kernel: PairedStats, none: np.ndarray, first: np.ndarra
     for fit_fold, check_fold in _fold_pairs(kernel.counts):
         fit, check = kernel.moments(fit_fold), kernel.moments(check_fold)
         for option in options:
-            errors[option] += _refit_error(check, weights_of(option, fit), energy)
+            errors[option] += _row_error(check, weights_of(option, fit), rows)
     best = min(options, key=lambda o: (errors[o], METHODS.index(o[0])))
     baseline = errors[options[0]]
     ratio = errors[best] / baseline if baseline > 0 else 1.0
     return best[0], weights_of(best, kernel.moments()), float(ratio)
+
+
+def _row_error(moments: tuple, weights: np.ndarray, rows: np.ndarray) -> float:
+    """sum over output channels o of rows[o] E(y_o - weights_o z)^2, from the diagonal of E[y y^T],
+    E[y z^T] and E[z z^T] (without ever forming an output-by-output matrix)."""
+    yy, yz, zz = moments
+    per_row = yy - 2.0 * np.einsum("ij,ij->i", weights, yz) + np.einsum("ij,ij->i", weights @ zz, weights)
+    return float(rows @ per_row)
 
 
 def _identity(channels: int, kept: np.ndarray) -> np.ndarray:
