@@ -34,6 +34,9 @@ GRAM_MAX_CHANNELS = 1024
 GRAM_BUDGET = 0.25
 # At most about this many positions per sample enter the statistics (the rest are strided over).
 SAMPLE_POSITIONS = 64
+# ...and at least this many where the map has them, whatever the budget: fits need samples, and on small
+# maps these cost little (a 4x4 map read by a narrow 1x1 conv was sampled at 1 position per image).
+MIN_SAMPLE_POSITIONS = 16
 # Tensors with fewer channels always get their Gram matrix from ONNX Runtime (see ``_gram_mode``).
 ROWS_MIN_CHANNELS = 256
 # Float32 Gram matrices of this many batches are summed in float32 before they join the float64 totals
@@ -407,9 +410,9 @@ def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:
         shape = consumer.weight.node.inputs[consumer.weight.input_index].shape
         rows = int(np.prod(shape)) // int(shape[consumer.weight.axis])  # output channels x kernel taps
         work[source.name] = work.get(source.name, 0.0) + rows * _position_ratio(tensor, consumer.node.outputs[0])
-    return {name: replace(spec, sample_fraction=min(1.0, GRAM_BUDGET * work[name] / spec.channels,
-                                                    SAMPLE_POSITIONS / _positions(spec)))
-            for name, spec in tensors.items()}
+    fractions = {name: min(max(GRAM_BUDGET * work[name] / spec.channels, MIN_SAMPLE_POSITIONS / _positions(spec)),
+                           1.0, SAMPLE_POSITIONS / _positions(spec)) for name, spec in tensors.items()}
+    return {name: replace(spec, sample_fraction=fractions[name]) for name, spec in tensors.items()}
 
 
 def _positions(spec: TensorSpec) -> int:

@@ -50,8 +50,10 @@ RIDGES = (1e-6, 1e-4, 1e-2, 1e-1)
 MERGE_CORRELATION = 0.9
 # A refit needs this many samples per fitted input in each fold. With fewer, its cross-validated output
 # error can still look best while the model loses accuracy (on Fashion-MNIST, refitting a Gemm's 397
-# inputs from 800 samples a fold cost 0.25 points; from 2,000 it gained 0.08).
-REFIT_SAMPLES_PER_INPUT = 4
+# inputs from 800 samples a fold cost 0.25 points; from 2,000 it gained 0.08), and with one fold it
+# would be checked on the very data it was fitted to. (The first pass's ``ls`` is not held to it: there
+# the same Gemm lost 0.2 points without it.)
+SAMPLES_PER_FITTED_INPUT = 4
 # Convs whose kept input patches (channels x kernel taps) are wider than this get no kernel refit: the
 # cost of its moments grows with their square.
 KERNEL_REFIT_MAX_FEATURES = 1024
@@ -141,8 +143,8 @@ def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.nda
 
 
 def _enough_samples(pair: PairedStats) -> bool:
-    """Whether each fold holds REFIT_SAMPLES_PER_INPUT samples per input of the refit (the constant included)."""
-    return bool(pair.counts.min() >= REFIT_SAMPLES_PER_INPUT * pair.zz.shape[1])
+    """Whether each fold holds SAMPLES_PER_FITTED_INPUT samples per input of the refit (the constant included)."""
+    return bool(pair.counts.min() >= SAMPLES_PER_FITTED_INPUT * pair.zz.shape[1])
 
 
 def kernel_refit_geometry(consumer: Consumer, kept: int) -> Unfold | None:
@@ -311,7 +313,7 @@ def _choose_method(recorded: ChannelStats, kept: np.ndarray, removed: np.ndarray
     """The method with the least cross-validated output error, fitted again on all the data."""
     columns = np.append(kept, recorded.channels) if intercept else kept
     energy = w_removed.T @ w_removed  # output error = tr(energy E[e e^T]) for the residual e = x_R - B z
-    methods = [(m, r) for m in METHODS if intercept or m != "bias" for r in (RIDGES if m == "ls" else (0.0,))]
+    methods = [("none", 0.0)] + [("bias", 0.0)] * intercept + [("merge", 0.0)] + [("ls", r) for r in RIDGES]
     errors = dict.fromkeys(methods, 0.0)
     for fit_fold, check_fold in _fold_pairs(recorded.counts):
         fit_moment, check_moment = recorded.second_moment(fit_fold), recorded.second_moment(check_fold)
