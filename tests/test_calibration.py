@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 import onnxprune
 from onnxprune import candidates
-from onnxprune.calibrate import ChannelStats, TensorSpec, _gram_mode, collect_stats
+from onnxprune.calibrate import ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -141,6 +141,21 @@ def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another():
     assert relative_error(expected, run(result.model, feeds)[0]) < 1e-4
     plain = onnxprune.prune(model, ratio=0.25, round_to=1, importance="l1", calib=calib, compensate=False)
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-1
+
+
+def test_recorded_patches_are_the_conv_input_windows_with_strides_dilations_padding_and_sampling():
+    unfold = Unfold(kernel=(3, 2), strides=(2, 1), pads=(1, 0, 2, 1), dilations=(2, 1), step=2)
+    builder = _StatsGraph(13)
+    builder.outputs = [builder.patches("x", TensorSpec(1, 3, (2, 3, 9, 10)), unfold, "p")]
+    model = make_model([], {"x": [2, 3, 9, 10]}, [], [])
+    x = np.random.default_rng(8).normal(size=(2, 3, 9, 10)).astype(np.float32)
+    rows = builder.session(model).run(builder.outputs, {"x": x})[0]
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 1)))  # top/left pads first, then bottom/right
+    heights = (9 + 1 + 2 - 2 * 2 - 1) // 2 + 1  # the Conv's output size, before sampling every 2nd
+    widths = (10 + 0 + 1 - 1 * 1 - 1) // 1 + 1
+    expected = [[padded[n, c, i * 2 + u * 2, j + v] for n in range(2) for i in range(0, heights, 2)
+                 for j in range(0, widths, 2)] for c in range(3) for u in range(3) for v in range(2)]
+    np.testing.assert_array_equal(rows, np.array(expected, dtype=np.float32))
 
 
 def test_a_residual_branch_is_refitted_to_correct_the_skip_branch_too(monkeypatch):
