@@ -112,7 +112,8 @@ def test_compensation_recovers_a_channel_that_is_linear_in_the_others(bias2):
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-2
 
 
-def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another():
+@pytest.mark.parametrize("size", [10, 36])  # 36: every 2nd output position is sampled, on both sides alike
+def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another(size):
     # Channel 3 is channel 0 moved one pixel sideways: no mix of channels at the same position gives it,
     # but the consumer can read channel 0 one tap further left, which only a refit of its whole kernel finds.
     rng = np.random.default_rng(4)
@@ -125,11 +126,11 @@ def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another():
     w2[:, 3, 1, 1] = rng.normal(size=4)  # the consumer reads channel 3 at its centre tap only (smallest L1)
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1] * 4),
              helper.make_node("Conv", ["a", "w2"], ["y"], name="conv2", pads=[1] * 4)]
-    model = make_model(nodes, {"x": ["N", 3, 10, 10]}, ["y"], [_init("w1", w1), _init("w2", w2)])
+    model = make_model(nodes, {"x": ["N", 3, size, size]}, ["y"], [_init("w1", w1), _init("w2", w2)])
 
     def framed(samples: int, seed: int) -> np.ndarray:  # a zero frame: the shift holds at the border too
-        x = np.zeros((samples, 3, 10, 10), dtype=np.float32)
-        x[:, :, 2:-2, 2:-2] = np.random.default_rng(seed).normal(size=(samples, 3, 6, 6))
+        x = np.zeros((samples, 3, size, size), dtype=np.float32)
+        x[:, :, 2:-2, 2:-2] = np.random.default_rng(seed).normal(size=(samples, 3, size - 4, size - 4))
         return x
 
     calib = [{"x": framed(64, 1)}]
