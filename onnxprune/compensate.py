@@ -40,7 +40,6 @@ from onnxprune.model import read_values, replace_constant
 from onnxprune.plan import Plan
 from onnxprune.rules.base import ParamSlice, stored_constant
 
-METHODS = ("none", "bias", "merge", "ls", "refit")
 # A constant term folds into the bias exactly only where the kernel misses the zero padding (a padded
 # position reads 0, not the constant); below this share of output positions clear of it, none is used.
 MIN_INTERIOR = 0.5
@@ -213,7 +212,6 @@ def _choose_kernel_refit(kernel: PairedStats, none: np.ndarray, first: np.ndarra
     least-squares fit of the Conv's original output from its input patches in the pruned model: the one
     with the least output error on the held-out fold (cross-validated over both folds)."""
     rows = np.ones(len(none)) if out_kept is None else out_kept.astype(float)
-    options = [("none", 0.0), (first_method, 0.0)] + [("refit", r) for r in RIDGES]
 
     def weights_of(option: tuple[str, float], moments: tuple) -> np.ndarray:
         if option[0] != "refit":
@@ -221,15 +219,9 @@ def _choose_kernel_refit(kernel: PairedStats, none: np.ndarray, first: np.ndarra
         _, xz, zz = moments
         return _ridge_solve(zz, xz.T, option[1], intercept=True)
 
-    errors = dict.fromkeys(options, 0.0)
-    for fit_fold, check_fold in _fold_pairs(kernel.counts):
-        fit, check = kernel.moments(fit_fold), kernel.moments(check_fold)
-        for option in options:
-            errors[option] += _row_error(check, weights_of(option, fit), rows)
-    best = min(options, key=lambda o: (errors[o], METHODS.index(o[0])))
-    baseline = errors[options[0]]
-    ratio = errors[best] / baseline if baseline > 0 else 1.0
-    return best[0], weights_of(best, kernel.moments()), float(ratio)
+    best, weights, ratio = _cross_validate(_refit_options(first_method), kernel.counts, kernel.moments, weights_of,
+                                           lambda moments, weights: _row_error(moments, weights, rows))
+    return best[0], weights, ratio
 
 
 def _row_error(moments: tuple, weights: np.ndarray, rows: np.ndarray) -> float:
@@ -253,17 +245,32 @@ def _choose_refit(pair: PairedStats, kept: np.ndarray, weights: np.ndarray, inte
     with the least output error on the held-out fold (cross-validated over both folds)."""
     energy = weights.T @ weights
     none = _identity(weights.shape[1], kept)
-    options = [("none", 0.0), (first, 0.0)] + [("refit", r) for r in RIDGES]
-    errors = dict.fromkeys(options, 0.0)
-    for fit_fold, check_fold in _fold_pairs(pair.counts):
-        fit, check = pair.moments(fit_fold), pair.moments(check_fold)
-        for option in options:
-            transform = _option_transform(option, fit, none, first_transform, intercept)
-            errors[option] += _refit_error(check, transform, energy)
-    best = min(options, key=lambda o: (errors[o], METHODS.index(o[0])))
-    baseline = errors[options[0]]
-    ratio = errors[best] / baseline if baseline > 0 else 1.0
-    return best[0], _option_transform(best, pair.moments(), none, first_transform, intercept), float(ratio)
+    best, transform, ratio = _cross_validate(
+        _refit_options(first), pair.counts, pair.moments,
+        lambda option, moments: _option_transform(option, moments, none, first_transform, intercept),
+        lambda moments, transform: _residual_energy(*moments, transform, energy))
+    return best[0], transform, ratio
+
+
+def _refit_options(first: str) -> list[tuple[str, float]]:
+    """(method, ridge) options for a refit choice, simplest first: no change, the first pass's method, refits."""
+    return [("none", 0.0)] + ([(first, 0.0)] if first != "none" else []) + [("refit", r) for r in RIDGES]
+
+
+def _cross_validate(options: list[tuple[str, float]], counts: np.ndarray, moments_of, fit, error
+                    ) -> tuple[tuple[str, float], np.ndarray, float]:
+    """The option with the least output error over the folds, each fold's fit (``fit(option, moments)``)
+    scored by ``error(moments, fitted)`` on the other fold's moments (``moments_of(fold)``; ties go to
+    the earlier, simpler option). Returns it, its fit on both folds, and its error relative to the first
+    option's."""
+    errors = [0.0] * len(options)
+    for fit_fold, check_fold in _fold_pairs(counts):
+        fitted_on, checked_on = moments_of(fit_fold), moments_of(check_fold)
+        for index, option in enumerate(options):
+            errors[index] += error(checked_on, fit(option, fitted_on))
+    best = min(range(len(options)), key=lambda i: (errors[i], i))
+    ratio = errors[best] / errors[0] if errors[0] > 0 else 1.0
+    return options[best], fit(options[best], moments_of(None)), float(ratio)
 
 
 def _option_transform(option: tuple[str, float], moments: tuple, none: np.ndarray, first: np.ndarray,
@@ -278,11 +285,6 @@ def _option_transform(option: tuple[str, float], moments: tuple, none: np.ndarra
     transform = np.zeros_like(none)
     transform[:, columns] = _ridge_solve(zz[np.ix_(columns, columns)], xz[:, columns].T, ridge, intercept)
     return transform
-
-
-def _refit_error(moments: tuple, transform: np.ndarray, energy: np.ndarray) -> float:
-    """E|W (x - T z)|^2 under the paired moments."""
-    return _residual_energy(*moments, transform, energy)
 
 
 def _residual_energy(aa: np.ndarray, ab: np.ndarray, bb: np.ndarray, transform: np.ndarray,
@@ -314,19 +316,13 @@ def _choose_method(recorded: ChannelStats, kept: np.ndarray, removed: np.ndarray
     columns = np.append(kept, recorded.channels) if intercept else kept
     energy = w_removed.T @ w_removed  # output error = tr(energy E[e e^T]) for the residual e = x_R - B z
     methods = [("none", 0.0)] + [("bias", 0.0)] * intercept + [("merge", 0.0)] + [("ls", r) for r in RIDGES]
-    errors = dict.fromkeys(methods, 0.0)
-    for fit_fold, check_fold in _fold_pairs(recorded.counts):
-        fit_moment, check_moment = recorded.second_moment(fit_fold), recorded.second_moment(check_fold)
-        for method, ridge in methods:
-            mapping = _fit(method, fit_moment, columns, removed, intercept, ridge)
-            errors[method, ridge] += _error(check_moment, columns, removed, mapping, energy)
-    best = min(methods, key=lambda m: (errors[m], METHODS.index(m[0])))  # ties go to the simpler method
-    baseline = errors["none", 0.0]
-    ratio = errors[best] / baseline if baseline > 0 else 1.0
-    mapping = _fit(best[0], recorded.second_moment(), columns, removed, intercept, best[1])
+    best, mapping, ratio = _cross_validate(
+        methods, recorded.counts, recorded.second_moment,
+        lambda method, moment: _fit(method[0], moment, columns, removed, intercept, method[1]),
+        lambda moment, mapping: _error(moment, columns, removed, mapping, energy))
     if not intercept:
         mapping = np.hstack([mapping, np.zeros((len(removed), 1))])
-    return best[0], mapping, float(ratio)
+    return best[0], mapping, ratio
 
 
 def _fit(method: str, moment: np.ndarray, columns: np.ndarray, removed: np.ndarray, intercept: bool,
