@@ -42,15 +42,18 @@ ROWS_MIN_CHANNELS = 256
 # Float32 Gram matrices of this many batches are summed in float32 before they join the float64 totals
 # (a float64 sum of a float32 matrix costs three times as much, which shows on small, wide models).
 FLOAT32_BATCHES = 8
-_SUMS = ("total", "total_sq", "total_abs", "zeros")
+# Per-channel sums a recording can hold: the sum is always recorded, the sums of squares (also the Gram
+# matrix's diagonal), of |x| and of zeros only where a criterion reads them.
+SUMS = ("total", "total_sq", "total_abs", "zeros")
 
 
 @dataclass
 class ChannelStats:
-    """Running per-channel sums of one tensor, in two folds, and optionally its Gram matrices."""
+    """Running per-channel sums of one tensor (``keys`` of SUMS), in two folds, and optionally its Gram matrices."""
 
     channels: int
     with_gram: bool = True
+    keys: tuple[str, ...] = SUMS
     counts: np.ndarray = field(init=False)
     sums: dict[str, np.ndarray] = field(init=False)
     _gram_sums: np.ndarray | None = field(init=False)
@@ -59,7 +62,7 @@ class ChannelStats:
 
     def __post_init__(self) -> None:
         self.counts = np.zeros(2)
-        self.sums = {key: np.zeros((2, self.channels)) for key in _SUMS}
+        self.sums = {key: np.zeros((2, self.channels)) for key in self.keys}
         self._gram_sums = np.zeros((2, self.channels, self.channels)) if self.with_gram else None
         self._rows = ([], [])
         self._pending = [None, None]  # per fold: [float32 sum of recent Gram matrices, their count]
@@ -117,13 +120,15 @@ class ChannelStats:
         rows = np.moveaxis(values, axis, -1).reshape(-1, self.channels).astype(np.float64)
         sums = {"total": rows.sum(0), "total_sq": np.square(rows).sum(0), "total_abs": np.abs(rows).sum(0),
                 "zeros": (rows == 0).sum(0)}
-        self.add(fold, len(rows), sums, rows.T @ rows if self.with_gram else None)
+        self.add(fold, len(rows), {key: sums[key] for key in self.keys}, rows.T @ rows if self.with_gram else None)
 
     @property
     def count(self) -> int:
         return int(self.counts.sum())
 
     def _mean_of(self, key: str) -> np.ndarray:
+        if key not in self.sums:
+            raise ValueError(f"{key} was not recorded (recorded: {', '.join(self.sums)})")
         return self.sums[key].sum(0) / max(self.count, 1)
 
     @property
@@ -243,11 +248,11 @@ class _StatsGraph:
         self.initializers.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
         return name
 
-    def _reduce(self, op: str, x: str, name: str, axes: str) -> str:
+    def _reduce(self, op: str, x: str, name: str, axes: list[int]) -> str:
         # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
         if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):
-            return self._node(op, [x, axes], name, keepdims=0)
-        return self._node(op, [x], name, keepdims=0, axes=[1])
+            return self._node(op, [x, self._const(f"{name}_axes", axes)], name, keepdims=0)
+        return self._node(op, [x], name, keepdims=0, axes=axes)
 
     @staticmethod
     def _step(spec: TensorSpec) -> int:
@@ -258,6 +263,18 @@ class _StatsGraph:
             return 1
         step = int(round(spec.sample_fraction ** (-1 / len(spatial))))
         return max(1, min(step, min(shape[i] for i in spatial)))
+
+    @classmethod
+    def sampled_positions(cls, spec: TensorSpec) -> int:
+        """Positions per sample that ``_strided`` keeps (1 when the spatial dims are symbolic)."""
+        shape, step = spec.shape, cls._step(spec)
+        dims = [shape[i] for i in range(1, len(shape)) if i != spec.axis]
+        if not all(isinstance(d, int) for d in dims):
+            return 1
+        # MaxPool keeps positions 0, step, ...; Slice starts at min(step // 2, d - 1) (see ``_strided``).
+        if spec.axis == 1 and len(shape) == 4:
+            return int(np.prod([(d - 1) // step + 1 for d in dims]))
+        return int(np.prod([-(-(d - min(step // 2, d - 1)) // step) for d in dims]))
 
     def _strided(self, tensor: str, spec: TensorSpec, key: str) -> str:
         """``tensor`` with its spatial axes (not batch, not channels) strided to keep ``spec.sample_fraction``."""
@@ -303,46 +320,84 @@ class _StatsGraph:
                               dilations=list(unfold.dilations))
         return self.rows(unfolded, TensorSpec(1, spec.channels * taps, spec.shape), key)
 
-    def add(self, tensor: str, spec: TensorSpec, gram: str | None, moments: bool, key: str) -> list[str]:
-        """Nodes reducing ``tensor`` to count, sum, sum of squares (``moments``: also sum of |x| and zeros);
-        ``gram`` "matrix" adds its Gram matrix, "rows" outputs the sampled rows instead (and no sum of
-        squares). Returns the output names (missing ones are empty strings)."""
+    def sample_means(self, tensor: str, spec: TensorSpec, sums: tuple[str, ...], key: str) -> list[str]:
+        """Nodes reducing the sampled positions of ``tensor`` to per-sample means: of x for "total", of x^2
+        for "total_sq", of |x| for "total_abs", of x == 0 for "zeros" (keys of SUMS). Returns the output
+        names, one per key of SUMS, [batch, channels] (or [batch, channels, 1, 1]), or an empty string
+        where not asked for. (A Shape of the sample would cost a copy of it out of the blocked layout.)
+
+        Far cheaper than ``add`` where no Gram matrix is needed: a channels-second tensor is averaged by
+        GlobalAveragePool, which stays in ONNX Runtime's blocked conv layout, and nothing is transposed.
+        """
+        base = self._strided(tensor, spec, key)
+        if not spec.float32:
+            base = self._node("Cast", [base], f"{key}_f32", to=TensorProto.FLOAT)
+        rank = len(spec.shape)
+        axes = [i for i in range(1, rank) if i != spec.axis]
+
+        def mean(x: str, name: str) -> str:
+            if spec.axis == 1 and rank >= 3:
+                return self._node("GlobalAveragePool", [x], name)
+            return self._reduce("ReduceMean", x, name, axes) if axes else x
+
+        names = []
+        for name in SUMS:
+            if name not in sums:
+                names.append("")
+                continue
+            if name == "total_sq":
+                base_of = self._node("Mul", [base, base], f"{key}_sq")
+            elif name == "total_abs":
+                base_of = self._node("Abs", [base], f"{key}_abs")
+            elif name == "zeros":
+                self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
+                base_of = self._node("Cast", [self._node("Equal", [base, f"{key}_zero"], f"{key}_is_zero")],
+                                     f"{key}_zero_f", to=TensorProto.FLOAT)
+            else:
+                base_of = base
+            names.append(mean(base_of, f"{key}_mean_{name}"))
+        self.outputs.extend(dict.fromkeys(n for n in names if n))  # a flat tensor may be its own mean
+        return names
+
+    def add(self, tensor: str, spec: TensorSpec, gram: str | None, sums: tuple[str, ...], key: str) -> list[str]:
+        """Nodes reducing ``tensor`` to its count of positions and the per-channel ``sums`` (keys of SUMS);
+        ``gram`` "matrix" adds its Gram matrix (whose diagonal is the sum of squares), "rows" outputs the
+        sampled rows instead. Returns the output names: the count, one per key of SUMS (an empty string
+        where it is not computed here) and the Gram matrix or rows (or an empty string)."""
         view = self.rows(tensor, spec, key)  # [C, positions]
-        axes = self._const(f"{key}_axes", [1])
-        names = [self._node("Shape", [view], f"{key}_count"), self._reduce("ReduceSum", view, f"{key}_total", axes)]
+        names = [self._node("Shape", [view], f"{key}_count")]
+        gram_name = ""
         if gram == "rows":
             gram_name = view
-            names.append("")
         elif gram == "matrix":
             # A float32 [batch, channels] tensor is already the transposed view.
             flat = len(spec.shape) == 2 and spec.axis == 1 and spec.float32
             transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
             gram_name = self._node("MatMul", [view, transposed], f"{key}_gram")
-            names.append("")
-        else:
-            gram_name = ""
-            names.append(self._reduce("ReduceSumSquare", view, f"{key}_total_sq", axes))
-        if moments:
-            names.append(self._reduce("ReduceL1", view, f"{key}_total_abs", axes))
-            self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
-            is_zero = self._node("Cast", [self._node("Equal", [view, f"{key}_zero"], f"{key}_is_zero")],
-                                 f"{key}_zero_f", to=TensorProto.FLOAT)
-            names.append(self._reduce("ReduceSum", is_zero, f"{key}_zeros", axes))
-        else:
-            names += ["", ""]
+        for name in SUMS:
+            if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
+                names.append("")
+            elif name == "zeros":
+                self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
+                is_zero = self._node("Cast", [self._node("Equal", [view, f"{key}_zero"], f"{key}_is_zero")],
+                                     f"{key}_zero_f", to=TensorProto.FLOAT)
+                names.append(self._reduce("ReduceSum", is_zero, f"{key}_zeros", [1]))
+            else:
+                op = {"total": "ReduceSum", "total_sq": "ReduceSumSquare", "total_abs": "ReduceL1"}[name]
+                names.append(self._reduce(op, view, f"{key}_{name}", [1]))
         names.append(gram_name)
         self.outputs.extend(n for n in names if n)
         return names
 
 
 def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batches: Iterable[dict[str, np.ndarray]],
-                  total: int | None = None, quiet: bool = True, gram: bool = True,
-                  moments: bool = False) -> dict[str, ChannelStats]:
+                  total: int | None = None, quiet: bool = True, gram: bool = False,
+                  sums: tuple[str, ...] = ("total",)) -> dict[str, ChannelStats]:
     """Run ``model`` over ``batches`` and reduce ``tensors`` to per-channel statistics.
 
     The model is changed only for the duration of the call (nodes and outputs are appended, then
-    removed). ``gram`` asks for Gram matrices (tensors over GRAM_MAX_CHANNELS channels never get one);
-    ``moments`` for mean |x| and the fraction of zeros too.
+    removed). ``sums`` are the keys of SUMS to record (the sum always); ``gram`` asks for Gram matrices
+    too, and with them the sums of squares (tensors over GRAM_MAX_CHANNELS channels never get one).
     """
     graph = model.graph
     known = {v.name for v in graph.input} | {name for node in graph.node for name in node.output}
@@ -352,25 +407,40 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     batch = len(next(iter(batches[0].values()))) if batches and batches[0] else 1
     outputs: dict[str, list[str]] = {}
     modes: dict[str, str | None] = {}
+    stats: dict[str, ChannelStats] = {}
+    per_sample: dict[str, int] = {}  # tensors reduced to per-sample means, and their positions per sample
     for index, (name, spec) in enumerate(tensors.items()):
         modes[name] = _gram_mode(spec, batch) if gram and spec.channels <= GRAM_MAX_CHANNELS else None
-        outputs[name] = builder.add(name, spec, modes[name], moments, f"onnxprune_stats_{index}")
+        keys = tuple(k for k in SUMS if k == "total" or k in sums or k == "total_sq" and modes[name])
+        key = f"onnxprune_stats_{index}"
+        if modes[name] is None and spec.axis != 0:
+            outputs[name] = builder.sample_means(name, spec, keys, key)
+            per_sample[name] = _StatsGraph.sampled_positions(spec)
+        else:
+            outputs[name] = builder.add(name, spec, modes[name], keys, key)
+        stats[name] = ChannelStats(spec.channels, modes[name] is not None, keys)
     sess = builder.session(model)
-    stats = {name: ChannelStats(spec.channels, modes[name] is not None) for name, spec in tensors.items()}
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
         values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
         fold = index % 2
         for name, names in outputs.items():
-            count_name, *sum_names, gram_name = names
-            sums = {key: values[n] for key, n in zip(_SUMS, sum_names) if n}
+            if name in per_sample:  # means over each sample's positions, all as many
+                means = {key: values[n].reshape(-1, stats[name].channels) for key, n in zip(SUMS, names) if n}
+                positions = per_sample[name]
+                stats[name].add(fold, len(means["total"]) * positions,
+                                {key: m.sum(0, dtype=np.float64) * positions for key, m in means.items()}, None)
+                continue
+            count = int(np.prod(values[names[0]])) // stats[name].channels  # sampled positions
+            _, *sum_names, gram_name = names
+            batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
             matrix = values[gram_name] if gram_name else None
             if modes[name] == "rows":
-                sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
+                batch_sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
                 stats[name].add_rows(fold, matrix)
                 matrix = None
             elif matrix is not None:
-                sums["total_sq"] = np.diagonal(matrix)
-            stats[name].add(fold, int(np.prod(values[count_name])) // stats[name].channels, sums, matrix)
+                batch_sums["total_sq"] = np.diagonal(matrix)
+            stats[name].add(fold, count, batch_sums, matrix)
     return stats
 
 
@@ -384,7 +454,8 @@ def _gram_mode(spec: TensorSpec, batch: int) -> str:
 
 
 def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: list[dict[str, np.ndarray]],
-                           quiet: bool = True, gram: bool = True, moments: bool = False) -> dict[str, ChannelStats]:
+                           quiet: bool = True, gram: bool = False, sums: tuple[str, ...] = ("total",)
+                           ) -> dict[str, ChannelStats]:
     """Statistics of the tensors that weighted consumers (see ``consumers.py``) of ``analysis`` read, where
     some of their channels can be removed (the others never need ranking or first-pass compensation)."""
     prunable = np.zeros(analysis.unit_count, dtype=bool)
@@ -392,7 +463,7 @@ def record_consumer_inputs(model: onnx.ModelProto, analysis: Analysis, batches: 
         prunable[group.units] = group.pinned_reason is None
     tensors = {name: spec for name, spec in consumer_inputs(analysis).items()
                if prunable[analysis.unit_of_slot[analysis.context.channels[name].slots]].any()}
-    return collect_stats(model, tensors, batches, len(batches), quiet, gram, moments)
+    return collect_stats(model, tensors, batches, len(batches), quiet, gram, sums)
 
 
 def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:
@@ -457,6 +528,17 @@ class PairedStats:
         self.xz[fold] += x @ z.T
         self.zz[fold] += z @ z.T
         self.counts[fold] += x.shape[1]
+
+    def original_stats(self) -> ChannelStats | None:
+        """The statistics of x alone, Gram matrices included (None when only the diagonal was kept)."""
+        if self.xx.ndim == 2:
+            return None
+        stats = ChannelStats(len(self.xx[0]), keys=("total", "total_sq"))
+        stats.counts = self.counts.copy()
+        stats.sums["total"] = self.xz[:, :, -1].copy()
+        stats.sums["total_sq"] = np.diagonal(self.xx, axis1=1, axis2=2).copy()
+        stats._gram_sums = self.xx.copy()
+        return stats
 
     def moments(self, fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(E[x x^T] or its diagonal, E[x z^T], E[z z^T]) over one fold or both (None)."""

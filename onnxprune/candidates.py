@@ -121,8 +121,7 @@ REFIT_LEVELS = 8
 
 @dataclass(frozen=True)
 class Activations:
-    """Calibration batches, and what is recorded on them: ``moments`` (mean |x|, zeros) for the
-    activation and apoz criteria, Gram matrices for redundancy and for ``compensate``."""
+    """Calibration batches, and what is recorded on them for ``importance`` and ``compensate``."""
 
     batches: list[dict[str, np.ndarray]]
     importance: Importance
@@ -131,11 +130,16 @@ class Activations:
 
     @property
     def gram(self) -> bool:
-        return self.compensate or self.importance is Importance.REDUNDANCY
+        """Whether the criterion reads Gram matrices (compensation reads those of its refit's recording)."""
+        return self.importance is Importance.REDUNDANCY
 
     @property
-    def moments(self) -> bool:
-        return self.importance in (Importance.ACTIVATION, Importance.APOZ)
+    def sums(self) -> tuple[str, ...]:
+        """The per-channel sums (keys of calibrate.SUMS) the criterion reads; compensation reads the sums."""
+        reads = {Importance.ACTIVATION: ("total_abs",), Importance.APOZ: ("zeros",),
+                 Importance.FLUCTUATION: ("total_sq",), Importance.WANDA: ("total_sq",),
+                 Importance.REDUNDANCY: ("total_sq",)}  # tensors too wide for a Gram matrix: the variance
+        return ("total", *reads.get(self.importance, ()))
 
 
 class CandidateBuilder:
@@ -148,19 +152,23 @@ class CandidateBuilder:
         self.quiet = quiet
         self.activations = activations
         self.opset = default_opset(loaded.model) or 1
-        self._stats: tuple[onnx.ModelProto | None, dict[str, ChannelStats]] | None = None
+        self._stats: tuple[onnx.ModelProto | None, bool, dict[str, ChannelStats]] | None = None
         # (serial, MACs, evaluation) of every validated candidate, for the trade-off in the report.
         self.history: list[tuple[int, int, Evaluation]] = []
 
-    def activation_stats(self, analysis: Analysis | None, model: onnx.ModelProto | None = None) -> dict[str, ChannelStats]:
+    def activation_stats(self, analysis: Analysis | None, model: onnx.ModelProto | None = None,
+                         gram: bool = False) -> dict[str, ChannelStats]:
         """Statistics of the consumer inputs of ``model`` (None: the original; ``analysis`` is its analysis
-        or None) on the calibration data, recorded once per model."""
-        if self._stats is None or self._stats[0] is not model:  # the model itself is the key: ids get reused
+        or None) on the calibration data, recorded once per model (again if ``gram`` asks for Gram
+        matrices that the first recording did not need)."""
+        gram = gram or self.activations.gram
+        # The model itself is the key: ids get reused.
+        if self._stats is None or self._stats[0] is not model or gram and not self._stats[1]:
             activations = self.activations
             analysis = analysis or self.analysis(model)
-            self._stats = (model, record_consumer_inputs(model or self.original(), analysis, activations.batches,
-                                                       self.quiet, activations.gram, activations.moments))
-        return self._stats[1]
+            self._stats = (model, gram, record_consumer_inputs(model or self.original(), analysis, activations.batches,
+                                                             self.quiet, gram, activations.sums))
+        return self._stats[2]
 
     def scores(self, analysis: Analysis, importance: Importance, model: onnx.ModelProto | None = None) -> np.ndarray:
         """Importance of every unit of ``analysis`` (of ``model``, None: the original)."""
@@ -197,8 +205,10 @@ class CandidateBuilder:
         groups = group_rows(analysis, plan)
         records, refits = [], None
         if compensated and self.activations is not None and self.activations.compensate:
-            recorded = self.activation_stats(analysis, model)
-            if self.activations.refit and refit:
+            refit = self.activations.refit and refit
+            # Without a refit, the first pass needs Gram matrices of its own.
+            recorded = self.activation_stats(analysis, model, gram=not refit)
+            if refit:
                 refits = self._refit_pairs(template, plan, recorded)
             records = compensate(analysis, plan, recorded, refits)
         changes = apply_plan(analysis, plan)

@@ -97,9 +97,10 @@ def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
     records = []
     for consumer in find_consumers(analysis):
         removed = slot_removed[consumer.weight.slots]
-        recorded = stats.get(consumer.source.name)
-        recorded = recorded if recorded is not None and recorded.count else None
         pair = refits.channels.get(consumer.source.name)
+        # The refit's recording holds the original input's Gram matrices too, at the same positions.
+        recorded = pair.original_stats() if pair is not None else stats.get(consumer.source.name)
+        recorded = recorded if recorded is not None and recorded.count else None
         kernel = refits.kernels.get(consumer.node.name)
         if removed.all() or pair is None and kernel is None and (recorded is None or not removed.any()):
             continue

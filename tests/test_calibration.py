@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 import onnxprune
 from onnxprune import candidates
-from onnxprune.calibrate import ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
+from onnxprune.calibrate import SUMS, ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -234,18 +234,50 @@ def test_bn_criterion_ranks_by_batchnorm_scale_without_calibration_data():
     assert not any(note.startswith("warning") for note in result.notes)
 
 
-def test_statistics_recorded_in_onnx_runtime_match_numpy():
+@pytest.mark.parametrize("gram", [True, False])  # with a Gram matrix, the sums of squares are its diagonal
+def test_statistics_recorded_in_onnx_runtime_match_numpy(gram):
     model = two_convs(np.random.default_rng(5).normal(size=(8, 3, 3, 3)), np.zeros(8))
     batches = calibration(48)
-    stats = collect_stats(model, {"x": TensorSpec(1, 3, ("N", 3, 8, 8))}, batches, moments=True)["x"]
+    x = np.concatenate([b["x"] for b in batches])
+    x[:, 1, :2] = 0.0  # some exact zeros
+    batches = [{"x": x[i:i + 16]} for i in range(0, 48, 16)]
+    stats = collect_stats(model, {"x": TensorSpec(1, 3, ("N", 3, 8, 8))}, batches, gram=gram, sums=SUMS)["x"]
     reference = ChannelStats(3)
     for index, batch in enumerate(batches):
         reference.add_values(batch["x"], 1, fold=index % 2)
     assert stats.count == reference.count == 48 * 64
+    assert stats.zero_fraction[1] == pytest.approx(0.25)
     for name in ("mean", "mean_sq", "mean_abs", "variance", "zero_fraction"):
         np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
-    for fold in (0, 1, None):
+    assert stats.has_gram == gram
+    for fold in (0, 1, None) if gram else ():
         np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, axis, opset", [
+    (("N", 4, 6, 6), 1, 17), (("N", 6, 6, 4), 3, 17), (("N", 5, 4), 2, 18), (("N", 4), 1, 13), (("N", 4, 10), 1, 18)])
+def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset):
+    # Without Gram matrices the statistics are per-sample means (GlobalAveragePool for channels second).
+    rng = np.random.default_rng(11)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": list(shape)}, ["y"], [], opset=opset)
+    batches = [{"x": rng.normal(size=(n, *shape[1:])).astype(np.float32)} for n in (3, 5, 4)]
+    spec = TensorSpec(axis, shape[axis], shape)
+    stats = collect_stats(model, {"y": spec}, batches, sums=SUMS)["y"]
+    reference = ChannelStats(shape[axis])
+    for index, batch in enumerate(batches):
+        reference.add_values(np.maximum(batch["x"], 0), axis, fold=index % 2)
+    np.testing.assert_array_equal(stats.counts, reference.counts)
+    for name in ("mean", "mean_sq", "mean_abs", "variance", "zero_fraction"):
+        np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    assert 0.3 < stats.zero_fraction.mean() < 0.7
+
+
+def test_statistics_hold_only_the_sums_that_were_asked_for():
+    model = two_convs(np.random.default_rng(5).normal(size=(8, 3, 3, 3)), np.zeros(8))
+    stats = collect_stats(model, {"x": TensorSpec(1, 3, ("N", 3, 8, 8))}, calibration(32), sums=("total_abs",))["x"]
+    assert set(stats.sums) == {"total", "total_abs"} and not stats.has_gram
+    with pytest.raises(ValueError, match="total_sq was not recorded"):
+        _ = stats.variance
 
 
 def test_statistics_of_large_maps_use_an_even_sample_of_positions():
@@ -329,9 +361,9 @@ def test_statistics_of_models_too_large_to_serialize_go_through_external_data(mo
     # Models over protobuf's 2 GB limit are handed to ONNX Runtime as files with external data.
     model = two_convs(np.random.default_rng(8).normal(size=(8, 3, 3, 3)), np.zeros(8))
     spec = {"h": TensorSpec(1, 8, ("N", 8, 8, 8))}
-    in_memory = collect_stats(model, spec, calibration())["h"]
+    in_memory = collect_stats(model, spec, calibration(), gram=True)["h"]
     monkeypatch.setattr("onnxprune.calibrate.PROTOBUF_SAFE_BYTES", 100)
-    through_files = collect_stats(model, spec, calibration())["h"]
+    through_files = collect_stats(model, spec, calibration(), gram=True)["h"]
     np.testing.assert_allclose(through_files.second_moment(), in_memory.second_moment(), rtol=1e-6)
     assert len(model.graph.node) == 3 and all(i.HasField("raw_data") for i in model.graph.initializer)
 
@@ -344,7 +376,7 @@ def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
     batches = [{"x": rng.normal(size=(4, 256, 2, 2)).astype(np.float32)} for _ in range(6)]
     spec = TensorSpec(1, 256, ("N", 256, 2, 2))
     assert _gram_mode(spec, 4) == "rows"
-    stats = collect_stats(model, {"y": spec}, batches)["y"]
+    stats = collect_stats(model, {"y": spec}, batches, gram=True)["y"]
     reference = ChannelStats(256)
     for index, batch in enumerate(batches):
         reference.add_values(np.maximum(batch["x"], 0), 1, fold=index % 2)

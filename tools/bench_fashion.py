@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "tools"))
-from bench_compensation import statistics_cost  # noqa: E402
+from bench_statistics import statistics_costs  # noqa: E402
 
 import onnxprune  # noqa: E402
+from onnxprune.config import Importance  # noqa: E402
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530
@@ -87,9 +88,10 @@ def main() -> None:
                   f"{100 * (base - np.mean(accuracies)):>14.2f}  {losses}")
     calib = calibs[0]
     batches = [{"input": calib["input"][i:i + 16]} for i in range(0, len(calib["input"]), 16)]
-    recording, inference = statistics_cost(Path(args.model), batches, repeats=5)
-    print(f"activation statistics over {len(calib['input'])} samples: {recording:.3f} s; "
-          f"plain ONNX Runtime inference: {inference:.3f} s ({recording / inference:.2f}x)")
+    inference, recorded = statistics_costs(Path(args.model), batches, [Importance(i) for i in args.importance])
+    for importance, recording in recorded.items():
+        print(f"statistics for {importance.value} over {len(calib['input'])} samples: {recording:.3f} s; "
+              f"plain ONNX Runtime inference: {inference:.3f} s ({recording / inference:.2f}x)")
 
 
 if __name__ == "__main__":
