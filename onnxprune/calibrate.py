@@ -39,6 +39,8 @@ SAMPLE_POSITIONS = 64
 MIN_SAMPLE_POSITIONS = 16
 # Tensors with fewer channels always get their Gram matrix from ONNX Runtime (see ``_gram_mode``).
 ROWS_MIN_CHANNELS = 256
+# ONNX Runtime's blocked conv layout holds channels in blocks of this many (8 with AVX2, 16 with AVX-512).
+NCHWC_BLOCK = 16
 # Float32 Gram matrices of this many batches are summed in float32 before they join the float64 totals
 # (a float64 sum of a float32 matrix costs three times as much, which shows on small, wide models).
 FLOAT32_BATCHES = 8
@@ -284,8 +286,15 @@ class _StatsGraph:
             return tensor
         if axis == 1 and len(shape) == 4:
             # A 1x1 pooling with strides subsamples without leaving ONNX Runtime's blocked (NCHWc)
-            # conv layout, where a Slice would first copy the whole tensor back to NCHW.
-            return self._node("MaxPool", [tensor], f"{key}_strided", kernel_shape=[1, 1], strides=[step, step])
+            # conv layout, where a Slice would first copy the whole tensor back to NCHW. Pooling stays
+            # blocked only for channel counts that fill whole blocks; a depthwise 1x1 Conv of ones
+            # does the same for any count.
+            if spec.channels % NCHWC_BLOCK == 0 or not spec.float32:
+                return self._node("MaxPool", [tensor], f"{key}_strided", kernel_shape=[1, 1], strides=[step, step])
+            self.initializers.append(numpy_helper.from_array(np.ones((spec.channels, 1, 1, 1), np.float32),
+                                                             f"{key}_ones"))
+            return self._node("Conv", [tensor, f"{key}_ones"], f"{key}_strided", group=spec.channels,
+                              kernel_shape=[1, 1], strides=[step, step])
         spatial = [i for i in range(1, len(shape)) if i != axis]
         starts = self._const(f"{key}_starts", [min(step // 2, shape[i] - 1) for i in spatial])
         ends = self._const(f"{key}_ends", [shape[i] for i in spatial])
@@ -322,9 +331,10 @@ class _StatsGraph:
 
     def sample_means(self, tensor: str, spec: TensorSpec, sums: tuple[str, ...], key: str) -> list[str]:
         """Nodes reducing the sampled positions of ``tensor`` to per-sample means: of x for "total", of x^2
-        for "total_sq", of |x| for "total_abs", of x == 0 for "zeros" (keys of SUMS). Returns the output
-        names, one per key of SUMS, [batch, channels] (or [batch, channels, 1, 1]), or an empty string
-        where not asked for. (A Shape of the sample would cost a copy of it out of the blocked layout.)
+        for "total_sq", of |x| for "total_abs", of x == 0 for "zeros" (keys of SUMS). Returns their names,
+        one per key of SUMS, [batch, channels] (or [batch, channels, 1, 1] for a channels-second tensor of
+        rank 4, and so on), or an empty string where not asked for; they are not outputs yet (see
+        ``concat``). (A Shape of the sample would cost a copy of it out of the blocked layout.)
 
         Far cheaper than ``add`` where no Gram matrix is needed: a channels-second tensor is averaged by
         GlobalAveragePool, which stays in ONNX Runtime's blocked conv layout, and nothing is transposed.
@@ -356,8 +366,12 @@ class _StatsGraph:
             else:
                 base_of = base
             names.append(mean(base_of, f"{key}_mean_{name}"))
-        self.outputs.extend(dict.fromkeys(n for n in names if n))  # a flat tensor may be its own mean
         return names
+
+    def concat(self, tensors: list[str], name: str) -> str:
+        """One output of ``tensors`` ([batch, channels, ...], all of one rank) side by side: [batch, width]."""
+        self.outputs.append(self._node("Flatten", [self._node("Concat", tensors, f"{name}_c", axis=1)], name, axis=1))
+        return name
 
     def add(self, tensor: str, spec: TensorSpec, gram: str | None, sums: tuple[str, ...], key: str) -> list[str]:
         """Nodes reducing ``tensor`` to its count of positions and the per-channel ``sums`` (keys of SUMS);
@@ -419,16 +433,14 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
         else:
             outputs[name] = builder.add(name, spec, modes[name], keys, key)
         stats[name] = ChannelStats(spec.channels, modes[name] is not None, keys)
+    packed = _PackedMeans(builder, {name: (tensors[name], outputs[name]) for name in per_sample})
     sess = builder.session(model)
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
         values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
         fold = index % 2
+        packed.add(fold, values)
         for name, names in outputs.items():
-            if name in per_sample:  # means over each sample's positions, all as many
-                means = {key: values[n].reshape(-1, stats[name].channels) for key, n in zip(SUMS, names) if n}
-                positions = per_sample[name]
-                stats[name].add(fold, len(means["total"]) * positions,
-                                {key: m.sum(0, dtype=np.float64) * positions for key, m in means.items()}, None)
+            if name in per_sample:
                 continue
             count = int(np.prod(values[names[0]])) // stats[name].channels  # sampled positions
             _, *sum_names, gram_name = names
@@ -441,7 +453,49 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             elif matrix is not None:
                 batch_sums["total_sq"] = np.diagonal(matrix)
             stats[name].add(fold, count, batch_sums, matrix)
+    packed.finish(stats, per_sample)
     return stats
+
+
+class _PackedMeans:
+    """Per-sample means of many tensors (see ``_StatsGraph.sample_means``), concatenated in ONNX Runtime
+    into one [batch, width] output per output rank and batch dimension: a batch then costs a couple of
+    numpy calls rather than a few per tensor, which is most of the recording time of a small model."""
+
+    def __init__(self, builder: _StatsGraph, means: dict[str, tuple[TensorSpec, list[str]]]) -> None:
+        groups: dict[tuple, list[tuple[str, str, str, int]]] = {}
+        for name, (spec, names) in means.items():
+            rank = len(spec.shape) if spec.axis == 1 and len(spec.shape) >= 3 else 2  # see ``sample_means``
+            for key, output in zip(SUMS, names):
+                if output:
+                    groups.setdefault((rank, str(spec.shape[0])), []).append((name, key, output, spec.channels))
+        self.layout = list(groups.values())
+        self.outputs = [builder.concat([output for _, _, output, _ in entries], f"onnxprune_means_{index}")
+                        for index, entries in enumerate(self.layout)]
+        self.totals = [np.zeros((2, sum(e[3] for e in entries))) for entries in self.layout]
+        self.samples = np.zeros((len(self.layout), 2))
+
+    def add(self, fold: int, values: dict[str, np.ndarray]) -> None:
+        """Add one batch's outputs to ``fold``."""
+        for index, output in enumerate(self.outputs):
+            means = values[output]
+            self.totals[index][fold] += means.sum(0, dtype=np.float64)
+            self.samples[index, fold] += len(means)
+
+    def finish(self, stats: dict[str, ChannelStats], positions: dict[str, int]) -> None:
+        """Add the totals to ``stats``: each sample's mean stands for its ``positions[name]`` positions."""
+        sums: dict[str, dict[str, np.ndarray]] = {}
+        samples: dict[str, np.ndarray] = {}
+        for index, entries in enumerate(self.layout):
+            offset = 0
+            for name, key, _, channels in entries:
+                sums.setdefault(name, {})[key] = self.totals[index][:, offset:offset + channels] * positions[name]
+                samples[name] = self.samples[index]
+                offset += channels
+        for name, by_key in sums.items():
+            for fold in (0, 1):
+                stats[name].add(fold, int(samples[name][fold]) * positions[name],
+                                {key: value[fold] for key, value in by_key.items()}, None)
 
 
 def _gram_mode(spec: TensorSpec, batch: int) -> str:

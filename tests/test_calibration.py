@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from helpers import make_model, relative_error, run
 from onnx import helper, numpy_helper
 
 import onnxprune
-from onnxprune import candidates
+from onnxprune import candidates, pipeline
 from onnxprune.calibrate import SUMS, ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
 
@@ -110,6 +111,23 @@ def test_compensation_recovers_a_channel_that_is_linear_in_the_others(bias2):
     plain = onnxprune.prune(model, ratio=1 / 8, round_to=1, importance="redundancy", calib=calibration(),
                             compensate=False)
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-2
+
+
+def test_without_a_refit_the_first_pass_records_gram_matrices_of_its_own(monkeypatch):
+    # With a refit, the first pass reads the Gram matrices of the refit's recording and the statistics
+    # pass records none for l1; without one (as in a sensitivity scan) they are recorded when needed.
+    rng = np.random.default_rng(2)
+    w1, b1 = rng.normal(size=(8, 3, 3, 3)), rng.normal(size=8)
+    w1[[0, 3]] *= 0.01  # channels 0, 3 and 7 are the weakest, and each is a mix of the other two
+    b1[[0, 3]] = 0.0
+    w1[7], b1[7] = 0.5 * w1[0] - 2.0 * w1[3], 0.0025
+    model = two_convs(w1, b1, relu=False, pads=0)
+    feeds = {"x": calibration(16, seed=9)[0]["x"]}
+    monkeypatch.setattr(pipeline, "Activations", partial(candidates.Activations, refit=False))
+    result = onnxprune.prune(model, ratio=1 / 8, round_to=1, calib=calibration(), importance="activation")
+    conv2 = next(r for r in result.report["compensation"] if r["node"] == "conv2")
+    assert removed_by(result)[0] in (0, 3, 7) and conv2["method"] == "ls"
+    assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-4
 
 
 @pytest.mark.parametrize("size", [10, 36])  # 36: every 2nd output position is sampled, on both sides alike
@@ -280,14 +298,16 @@ def test_statistics_hold_only_the_sums_that_were_asked_for():
         _ = stats.variance
 
 
-def test_statistics_of_large_maps_use_an_even_sample_of_positions():
-    x = np.random.default_rng(6).normal(size=(4, 2, 32, 32)).astype(np.float32)
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 2, 32, 32]}, ["y"], [])
-    spec = TensorSpec(1, 2, ("N", 2, 32, 32), sample_fraction=1 / 16)  # every 4th row and column
-    stats = collect_stats(model, {"y": spec}, [{"x": x}])["y"]
+@pytest.mark.parametrize("channels", [2, 16])  # a depthwise Conv samples the first, a MaxPool the second
+def test_statistics_of_large_maps_use_an_even_sample_of_positions(channels):
+    x = np.random.default_rng(6).normal(size=(4, channels, 32, 32)).astype(np.float32)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", channels, 32, 32]}, ["y"], [])
+    spec = TensorSpec(1, channels, ("N", channels, 32, 32), sample_fraction=1 / 16)  # every 4th row and column
+    stats = collect_stats(model, {"y": spec}, [{"x": x}], sums=("total", "total_sq"))["y"]
     sample = np.maximum(x, 0)[:, :, ::4, ::4]
     assert stats.count == 4 * 8 * 8
     np.testing.assert_allclose(stats.mean, sample.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(stats.mean_sq, np.square(sample).mean(axis=(0, 2, 3)), rtol=1e-5)
 
 
 def test_calibration_gives_held_out_fidelity_accuracy_and_compensation_is_more_faithful(tmp_path):
