@@ -440,21 +440,26 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
         fold = index % 2
         packed.add(fold, values)
         for name, names in outputs.items():
-            if name in per_sample:
-                continue
-            count = int(np.prod(values[names[0]])) // stats[name].channels  # sampled positions
-            _, *sum_names, gram_name = names
-            batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
-            matrix = values[gram_name] if gram_name else None
-            if modes[name] == "rows":
-                batch_sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
-                stats[name].add_rows(fold, matrix)
-                matrix = None
-            elif matrix is not None:
-                batch_sums["total_sq"] = np.diagonal(matrix)
-            stats[name].add(fold, count, batch_sums, matrix)
+            if name not in per_sample:
+                _add_reduced(stats[name], names, modes[name], values, fold)
     packed.finish(stats, per_sample)
     return stats
+
+
+def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
+                 fold: int) -> None:
+    """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""
+    count = int(np.prod(values[names[0]])) // stats.channels  # sampled positions
+    _, *sum_names, gram_name = names
+    batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
+    matrix = values[gram_name] if gram_name else None
+    if mode == "rows":
+        batch_sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
+        stats.add_rows(fold, matrix)
+        matrix = None
+    elif matrix is not None:
+        batch_sums["total_sq"] = np.diagonal(matrix)
+    stats.add(fold, count, batch_sums, matrix)
 
 
 class _PackedMeans:
@@ -602,8 +607,10 @@ class PairedStats:
 
 
 def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dict[str, PairSpec],
-                  batches: list[dict[str, np.ndarray]], quiet: bool = True) -> dict[str, PairedStats]:
-    """Run both models over ``batches`` and pair the sampled rows of each of ``specs`` (by key)."""
+                  batches: list[dict[str, np.ndarray]], quiet: bool = True, grams: dict[str, TensorSpec] | None = None
+                  ) -> tuple[dict[str, PairedStats], dict[str, ChannelStats]]:
+    """Run both models over ``batches`` and pair the sampled rows of each of ``specs`` (by key); also
+    record the Gram matrices (and sums) of the original's tensors ``grams``, on the same run."""
     builders = (_StatsGraph(default_opset(original) or 13), _StatsGraph(default_opset(pruned) or 13))
     names: dict[str, tuple[str, str]] = {}
     for index, (key, spec) in enumerate(specs.items()):
@@ -616,13 +623,19 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dic
             offset_rows = builders[1].rows(spec.offset, offset_spec, f"{prefix}_offset")
         names[key] = (builders[0].rows(spec.original, spec.original_spec, prefix), pruned_rows, offset_rows)
     if not names:
-        return {}
+        return {}, {}
     builders[0].outputs = [rows for rows, _, _ in names.values()]
     builders[1].outputs = [n for _, rows, offset in names.values() for n in (rows, offset) if n]
+    batch = len(next(iter(batches[0].values()))) if batches and batches[0] else 1
+    gram_outputs = {name: builders[0].add(name, spec, _gram_mode(spec, batch), ("total",), f"onnxprune_gram_{i}")
+                    for i, (name, spec) in enumerate((grams or {}).items())}
+    gram_stats = {name: ChannelStats(grams[name].channels, keys=("total", "total_sq")) for name in gram_outputs}
     sessions = (builders[0].session(original), builders[1].session(pruned))
     pairs: dict[str, PairedStats] = {}
     for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
         runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
+        for name, outputs in gram_outputs.items():
+            _add_reduced(gram_stats[name], outputs, _gram_mode(grams[name], batch), runs[0], index % 2)
         for key, (original_rows, pruned_rows, offset_rows) in names.items():
             x, z = runs[0][original_rows], runs[1][pruned_rows]
             if offset_rows:
@@ -631,4 +644,4 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dic
             if key not in pairs:  # patch pairs are scored channel by channel: the diagonal of E[x x^T] will do
                 pairs[key] = PairedStats.empty(len(x), len(z), diagonal=specs[key].unfold is not None)
             pairs[key].add(index % 2, x, z)
-    return pairs
+    return pairs, gram_stats

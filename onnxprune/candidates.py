@@ -233,20 +233,31 @@ class CandidateBuilder:
         refits = Refits({}, {})
         probe = self.analysis(template)
         narrow = [c for c in find_consumers(probe) if c.source.size <= GRAM_MAX_CHANNELS]  # the rest get no Gram
-        levels = consumer_levels(probe, narrow, REFIT_LEVELS) if narrow else []
+        passes = consumer_levels(probe, narrow, REFIT_LEVELS) if narrow else []
         del probe
-        for level in levels:
+        # Each pass's recording also gives the first pass its Gram matrices. Where a pass holds several
+        # levels, the consumers of all but its last are upstream of others recorded with it, so their
+        # first pass must be in place before: their Gram matrices are recorded ahead, on the first run.
+        ahead = {name for levels in passes[1:] for level in levels[:-1] for name in level}
+        first_pass = dict(stats)
+        for index, levels in enumerate(passes):
             work = self.analysis(template)
-            compensate(work, plan, stats, refits)
-            level_refits = self._pairs(template, plan, work, set(level))
+            compensate(work, plan, first_pass, refits)
+            level_refits, grams = self._pairs(template, plan, work, {name for level in levels for name in level},
+                                              ahead if index == 0 else set())
+            first_pass.update(grams)
             refits.channels.update(level_refits.channels)
             refits.kernels.update(level_refits.kernels)
         return refits
 
-    def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str]) -> Refits:
+    def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str],
+               ahead: set[str]) -> tuple[Refits, dict[str, ChannelStats]]:
         """Apply ``plan`` to the compensated analysis ``first`` and pair the inputs ``names`` with the
-        template's, and the kernel patches of the Conv consumers that read them with their outputs."""
-        inputs = {name: spec for name, spec in consumer_inputs(first).items() if name in names}
+        template's, and the kernel patches of the Conv consumers that read them with their outputs; also
+        record the Gram matrices of the template's tensors ``ahead``."""
+        recorded = consumer_inputs(first)
+        inputs = {name: spec for name, spec in recorded.items() if name in names}
+        grams = {name: spec for name, spec in recorded.items() if name in ahead}
         removed = np.isin(first.unit_of_slot, plan.removed_units(first))
         kept = {name: int((~removed[first.context.channels[name].slots]).sum()) for name in inputs}
         specs = {f"tensor {name}": PairSpec(name, spec, name, replace(spec, channels=kept[name]))
@@ -272,9 +283,9 @@ class CandidateBuilder:
         infer_graph_shapes(first.graph, template)
         pruned = export_graph(first.graph, template)
         del first
-        pairs = collect_pairs(template, pruned, specs, self.activations.batches, self.quiet)
-        return Refits({k.removeprefix("tensor "): v for k, v in pairs.items() if k.startswith("tensor ")},
-                      {k.removeprefix("kernel "): v for k, v in pairs.items() if k.startswith("kernel ")})
+        pairs, gram_stats = collect_pairs(template, pruned, specs, self.activations.batches, self.quiet, grams)
+        return (Refits({k.removeprefix("tensor "): v for k, v in pairs.items() if k.startswith("tensor ")},
+                       {k.removeprefix("kernel "): v for k, v in pairs.items() if k.startswith("kernel ")}), gram_stats)
 
     def _validate(self, pruned: onnx.ModelProto, external: bool) -> tuple[int, Evaluation | None]:
         if external:

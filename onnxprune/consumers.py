@@ -75,9 +75,10 @@ def find_consumers(analysis: Analysis) -> list[Consumer]:
     return consumers
 
 
-def consumer_levels(analysis: Analysis, consumers: list[Consumer], most: int) -> list[list[str]]:
+def consumer_levels(analysis: Analysis, consumers: list[Consumer], most: int) -> list[list[list[str]]]:
     """The consumers' input tensors grouped by depth: level k holds the inputs of consumers that have
-    k weighted consumers upstream of them. Beyond ``most`` levels, neighbouring levels are merged."""
+    k weighted consumers upstream of them. Beyond ``most`` levels, neighbouring levels are merged: the
+    result is ``most`` (or fewer) groups of consecutive levels, each a list of levels."""
     depth: dict[str, int] = {}
     weighted = {id(c.node) for c in consumers}
     for node in analysis.graph.nodes:  # topologically sorted
@@ -89,6 +90,6 @@ def consumer_levels(analysis: Analysis, consumers: list[Consumer], most: int) ->
         by_level.setdefault(depth.get(name, 0), []).append(name)
     levels = [by_level[k] for k in sorted(by_level)]
     if len(levels) <= most:
-        return levels
+        return [[level] for level in levels]
     bounds = np.linspace(0, len(levels), most + 1).round().astype(int)
-    return [[name for level in levels[a:b] for name in level] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [levels[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
