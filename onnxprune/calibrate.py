@@ -474,7 +474,11 @@ class _PackedMeans:
             for key, output in zip(SUMS, names):
                 if output:
                     groups.setdefault((rank, str(spec.shape[0])), []).append((name, key, output, spec.channels))
-        self.layout = list(groups.values())
+        # ``means`` come in graph order. ONNX Runtime runs the reductions as soon as their tensors are
+        # ready (not after the whole model, which would keep every tensor alive and stop the in-place
+        # residual adds of its blocked convs: ResNet-50-like convs 40% slower) when the inputs of each
+        # Concat are in graph order, and the Concat of the group that reaches deepest comes first.
+        self.layout = sorted(groups.values(), key=lambda entries: -list(means).index(entries[-1][0]))
         self.outputs = [builder.concat([output for _, _, output, _ in entries], f"onnxprune_means_{index}")
                         for index, entries in enumerate(self.layout)]
         self.totals = [np.zeros((2, sum(e[3] for e in entries))) for entries in self.layout]
