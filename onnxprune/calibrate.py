@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -592,8 +593,10 @@ class PairedStats:
         self.zz[fold] += z @ z.T
         self.counts[fold] += x.shape[1]
 
+    @cached_property
     def original_stats(self) -> ChannelStats | None:
-        """The statistics of x alone, Gram matrices included (None when only the diagonal was kept)."""
+        """The statistics of x alone, Gram matrices included (None when only the diagonal was kept); read
+        once the recording is complete."""
         if self.xx.ndim == 2:
             return None
         stats = ChannelStats(len(self.xx[0]), keys=("total", "total_sq"))

@@ -208,9 +208,10 @@ class CandidateBuilder:
             refit = self.activations.refit and refit
             # Without a refit, the first pass needs Gram matrices of its own.
             recorded = self.activation_stats(analysis, model, gram=not refit)
+            decisions: dict = {}
             if refit:
-                refits = self._refit_pairs(template, plan, recorded)
-            records = compensate(analysis, plan, recorded, refits)
+                refits = self._refit_pairs(template, plan, recorded, decisions)
+            records = compensate(analysis, plan, recorded, refits, decisions)
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
@@ -227,7 +228,8 @@ class CandidateBuilder:
             self.history.append((candidate.serial, stats.macs, evaluation))
         return candidate
 
-    def _refit_pairs(self, template: onnx.ModelProto, plan: Plan, stats: dict[str, ChannelStats]) -> Refits:
+    def _refit_pairs(self, template: onnx.ModelProto, plan: Plan, stats: dict[str, ChannelStats],
+                     decisions: dict) -> Refits:
         """Paired statistics for the refit, level by level: each level's inputs are recorded on the model
         whose earlier levels are already refitted, so a layer never corrects an error its upstream fixes too."""
         refits = Refits({}, {})
@@ -242,7 +244,7 @@ class CandidateBuilder:
         first_pass = dict(stats)
         for index, levels in enumerate(passes):
             work = self.analysis(template)
-            compensate(work, plan, first_pass, refits)
+            compensate(work, plan, first_pass, refits, decisions)
             level_refits, grams = self._pairs(template, plan, work, {name for level in levels for name in level},
                                               ahead if index == 0 else set())
             first_pass.update(grams)

@@ -86,11 +86,12 @@ class CompensationRecord:
 
 
 def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
-               refits: Refits | None = None) -> list[CompensationRecord]:
+               refits: Refits | None = None, decisions: dict | None = None) -> list[CompensationRecord]:
     """Rewrite the consumers of ``plan``'s removed channels in ``analysis.graph`` (before the plan is applied).
 
     With ``refits`` (recorded on the model this same call made without them), every consumer is also
-    considered for a refit on the pruned model's inputs.
+    considered for a refit on the pruned model's inputs. ``decisions`` keeps the fits of earlier calls
+    with the same plan on analyses of the same model, for reuse.
     """
     refits = refits or Refits({}, {})
     slot_removed = np.isin(analysis.unit_of_slot, plan.removed_units(analysis))
@@ -99,23 +100,50 @@ def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
         removed = slot_removed[consumer.weight.slots]
         pair = refits.channels.get(consumer.source.name)
         # The refit's recording holds the original input's Gram matrices too, at the same positions.
-        recorded = pair.original_stats() if pair is not None else stats.get(consumer.source.name)
+        recorded = pair.original_stats if pair is not None else stats.get(consumer.source.name)
         recorded = recorded if recorded is not None and recorded.count else None
         kernel = refits.kernels.get(consumer.node.name)
         if removed.all() or pair is None and kernel is None and (recorded is None or not removed.any()):
             continue
         out_kept = ~slot_removed[consumer.out_weight.slots] if consumer.out_weight is not None else None
-        record = _compensate_consumer(analysis, consumer, removed, recorded, pair, kernel, out_kept)
+        record = _compensate_consumer(analysis, consumer, removed, recorded, pair, kernel, out_kept, decisions)
         if record is not None:
             records.append(record)
     return records
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """What compensation gives one consumer: ``patches`` (a kernel refit, see ``_kernel_form``) or
+    ``transform`` (see ``_write``; None for no change)."""
+
+    method: str
+    ratio: float
+    transform: np.ndarray | None = None
+    patches: np.ndarray | None = None
+
+
 def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray, recorded: ChannelStats | None,
-                         pair: PairedStats | None, kernel: PairedStats | None,
-                         out_kept: np.ndarray | None) -> CompensationRecord | None:
-    bias = _bias_input(consumer)
-    intercept = bias is not None
+                         pair: PairedStats | None, kernel: PairedStats | None, out_kept: np.ndarray | None,
+                         decisions: dict | None) -> CompensationRecord | None:
+    # The same consumer with the same recordings gets the same fit: the refit's passes ask again and again.
+    key = (consumer.node.name, id(recorded), id(pair), id(kernel))
+    decision = decisions.get(key) if decisions is not None else None
+    if decision is None:
+        decision = _decide(consumer, removed, recorded, pair, kernel, out_kept)
+        if decisions is not None:
+            decisions[key] = decision
+    kept_idx = np.nonzero(~removed)[0]
+    if decision.patches is not None:
+        _write_kernel(analysis, consumer, consumer.matrix(), kept_idx, decision.patches)
+    elif decision.transform is not None:
+        _write(analysis, consumer, consumer.matrix(), kept_idx, decision.transform, _bias_input(consumer))
+    return CompensationRecord(consumer.node.name, decision.method, int(removed.sum()), len(kept_idx), decision.ratio)
+
+
+def _decide(consumer: Consumer, removed: np.ndarray, recorded: ChannelStats | None, pair: PairedStats | None,
+            kernel: PairedStats | None, out_kept: np.ndarray | None) -> _Decision:
+    intercept = _bias_input(consumer) is not None
     kept_idx, removed_idx = np.nonzero(~removed)[0], np.nonzero(removed)[0]
     weights = consumer.matrix()
     # Errors count on the output channels that stay (rows are output channel major, kernel taps minor).
@@ -133,13 +161,10 @@ def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.nda
         first = _kernel_form(consumer, weights, transform)
         method, patches, ratio = _choose_kernel_refit(kernel, none, first, method, out_kept)
         if method == "refit":
-            _write_kernel(analysis, consumer, weights, kept_idx, patches)
-            return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
+            return _Decision(method, ratio, patches=patches)
     elif pair is not None and _enough_samples(pair):
         method, transform, ratio = _choose_refit(pair, kept_idx, scored, intercept, method, transform)
-    if method != "none":
-        _write(analysis, consumer, weights, kept_idx, transform, bias)
-    return CompensationRecord(consumer.node.name, method, len(removed_idx), len(kept_idx), ratio)
+    return _Decision(method, ratio, transform if method != "none" else None)
 
 
 def _enough_samples(pair: PairedStats) -> bool:
