@@ -596,14 +596,14 @@ class PairedStats:
     @cached_property
     def original_stats(self) -> ChannelStats | None:
         """The statistics of x alone, Gram matrices included (None when only the diagonal was kept); read
-        once the recording is complete."""
+        once the recording is complete (they share its arrays)."""
         if self.xx.ndim == 2:
             return None
         stats = ChannelStats(len(self.xx[0]), keys=("total", "total_sq"))
-        stats.counts = self.counts.copy()
-        stats.sums["total"] = self.xz[:, :, -1].copy()
-        stats.sums["total_sq"] = np.diagonal(self.xx, axis1=1, axis2=2).copy()
-        stats._gram_sums = self.xx.copy()
+        stats.counts = self.counts
+        stats.sums["total"] = self.xz[:, :, -1]
+        stats.sums["total_sq"] = np.diagonal(self.xx, axis1=1, axis2=2)
+        stats._gram_sums = self.xx
         return stats
 
     def moments(self, fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
