@@ -22,7 +22,7 @@ from onnxprune.calibrate import (
     record_consumer_inputs,
 )
 from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
-from onnxprune.config import Importance
+from onnxprune.config import DEFAULT_REFIT_PASSES, Importance
 from onnxprune.consumers import consumer_levels, find_consumers
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import importance_scores
@@ -115,10 +115,6 @@ def _detach_constants(graph: gs.Graph) -> None:
         tensor.values = _EMPTY
 
 
-# The refit records the pruned model's activations once per level of consumers, at most this many times.
-REFIT_LEVELS = 8
-
-
 @dataclass(frozen=True)
 class Activations:
     """Calibration batches, and what is recorded on them for ``importance`` and ``compensate``."""
@@ -126,7 +122,7 @@ class Activations:
     batches: list[dict[str, np.ndarray]]
     importance: Importance
     compensate: bool
-    refit: bool = True
+    refit_passes: int = DEFAULT_REFIT_PASSES  # 0: no refit
 
     @property
     def gram(self) -> bool:
@@ -205,7 +201,7 @@ class CandidateBuilder:
         groups = group_rows(analysis, plan)
         records, refits = [], None
         if compensated and self.activations is not None and self.activations.compensate:
-            refit = self.activations.refit and refit
+            refit = self.activations.refit_passes > 0 and refit
             # Without a refit, the first pass needs Gram matrices of its own.
             recorded = self.activation_stats(analysis, model, gram=not refit)
             decisions: dict = {}
@@ -235,7 +231,7 @@ class CandidateBuilder:
         refits = Refits({}, {})
         probe = self.analysis(template)
         narrow = [c for c in find_consumers(probe) if c.source.size <= GRAM_MAX_CHANNELS]  # the rest get no Gram
-        passes = consumer_levels(probe, narrow, REFIT_LEVELS) if narrow else []
+        passes = consumer_levels(probe, narrow, self.activations.refit_passes) if narrow else []
         del probe
         # Each pass's recording also gives the first pass its Gram matrices. Where a pass holds several
         # levels, the consumers of all but its last are upstream of others recorded with it, so their

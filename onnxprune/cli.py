@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from onnxprune.calibdata import add_calibration_arguments, image_options_from_args
-from onnxprune.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, Importance, PruneConfig
+from onnxprune.config import DEFAULT_RATIO, DEFAULT_REFIT_PASSES, DEFAULT_ROUND_TO, Importance, PruneConfig
 from onnxprune.errors import InputError, OnnxPruneError
 from onnxprune.model import save_model_atomic, write_text_atomic
 from onnxprune.pipeline import find_groups, prune
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "activations on --calib data: activation, apoz, fluctuation, wanda, redundancy")
     parser.add_argument("--no-compensate", action="store_true",
                         help="do not adjust the remaining weights on calibration data after removing channels")
+    parser.add_argument("--refit-passes", type=int, default=DEFAULT_REFIT_PASSES, metavar="N",
+                        help="compensation refits on the pruned model in at most N passes over the calibration "
+                             f"data (default {DEFAULT_REFIT_PASSES}; more can be more faithful on deep models; 0: none)")
     parser.add_argument("--round-to", type=int, default=None, metavar="N",
                         help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO})")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names or globs whose groups stay whole")
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         target_latency=args.target_latency, max_drop=args.max_drop, sensitivity=args.sensitivity,
         iterative=args.iterative, latency=not args.no_latency, providers=tuple(args.providers) if args.providers else None,
         threads=args.threads, batch=args.batch, quiet=args.quiet, compensate=not args.no_compensate,
+        refit_passes=args.refit_passes,
         calib=args.calib, calib_samples=args.calib_samples, calib_batch=args.calib_batch, held_out=args.held_out,
         images=image_options_from_args(args),
         **({"group_cap": args.group_cap} if args.group_cap is not None else {}),

@@ -32,6 +32,11 @@ class Importance(str, Enum):
         return self not in (Importance.L1, Importance.L2, Importance.BN)
 
 
+# Refit passes over the calibration data (see PruneConfig.refit_passes). More cost a pass each; the
+# yolo fixture, 21 consumer depths deep, is refitted more faithfully in 32 (relative error 0.043 -> 0.024).
+DEFAULT_REFIT_PASSES = 8
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Every option of :func:`onnxprune.prune`.
@@ -62,6 +67,9 @@ class PruneConfig:
         held_out: the fraction of the calibration samples kept for fidelity and accuracy.
         images: preprocessing of image folders (onnxprune.calibdata.ImageOptions).
         compensate: adjust the remaining weights on calibration data (needs ``calib``).
+        refit_passes: compensation refits the consumers on the pruned model's own inputs in at most this
+            many passes over the calibration data, one per depth of consumers (neighbouring depths
+            share a pass beyond it); 0 keeps the first pass alone.
     """
 
     ratio: float = DEFAULT_RATIO
@@ -88,6 +96,7 @@ class PruneConfig:
     held_out: float = 0.2
     images: object = None
     compensate: bool = True
+    refit_passes: int = DEFAULT_REFIT_PASSES
 
     @property
     def rounding(self) -> int:

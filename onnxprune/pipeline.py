@@ -93,6 +93,8 @@ def _check_ranges(config: PruneConfig) -> None:
         raise InputError(f"iterative must be a positive number of steps, got {config.iterative}")
     if config.calib_samples is not None and config.calib_samples < 1:
         raise InputError(f"calib-samples must be a positive number, got {config.calib_samples}")
+    if config.refit_passes < 0:
+        raise InputError(f"refit-passes must be 0 or more, got {config.refit_passes}")
     if config.calib_batch < 1:
         raise InputError(f"calib-batch must be a positive number, got {config.calib_batch}")
     if not 0.0 < config.held_out < 1.0:
@@ -201,7 +203,8 @@ def _activations(builder: CandidateBuilder, config: PruneConfig, calibration: _C
     if calibration is not None:
         if calibration.data is None:  # not loaded by a reference run (--no-validate)
             calibration(session(builder.original_source(), lean=True))
-        return Activations(calibration.data.calibration.batches, config.importance, config.compensate)
+        return Activations(calibration.data.calibration.batches, config.importance, config.compensate,
+                           config.refit_passes)
     if config.compensate:
         notes.append("compensation needs calibration data (--calib); the remaining weights were not adjusted")
     if not needs:
