@@ -106,9 +106,7 @@ def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
         if removed.all() or pair is None and kernel is None and (recorded is None or not removed.any()):
             continue
         out_kept = ~slot_removed[consumer.out_weight.slots] if consumer.out_weight is not None else None
-        record = _compensate_consumer(analysis, consumer, removed, recorded, pair, kernel, out_kept, decisions)
-        if record is not None:
-            records.append(record)
+        records.append(_compensate_consumer(analysis, consumer, removed, recorded, pair, kernel, out_kept, decisions))
     return records
 
 
@@ -125,27 +123,29 @@ class _Decision:
 
 def _compensate_consumer(analysis: Analysis, consumer: Consumer, removed: np.ndarray, recorded: ChannelStats | None,
                          pair: PairedStats | None, kernel: PairedStats | None, out_kept: np.ndarray | None,
-                         decisions: dict | None) -> CompensationRecord | None:
+                         decisions: dict | None) -> CompensationRecord:
     # The same consumer with the same recordings gets the same fit: the refit's passes ask again and again.
     key = (consumer.node.name, id(recorded), id(pair), id(kernel))
     decision = decisions.get(key) if decisions is not None else None
+    weights = consumer.matrix()
     if decision is None:
-        decision = _decide(consumer, removed, recorded, pair, kernel, out_kept)
+        decision = _decide(consumer, weights, removed, recorded, pair, kernel, out_kept)
         if decisions is not None:
             decisions[key] = decision
     kept_idx = np.nonzero(~removed)[0]
     if decision.patches is not None:
-        _write_kernel(analysis, consumer, consumer.matrix(), kept_idx, decision.patches)
+        _write_kernel(analysis, consumer, weights, kept_idx, decision.patches)
     elif decision.transform is not None:
-        _write(analysis, consumer, consumer.matrix(), kept_idx, decision.transform, _bias_input(consumer))
+        _write(analysis, consumer, weights, kept_idx, decision.transform, _bias_input(consumer))
     return CompensationRecord(consumer.node.name, decision.method, int(removed.sum()), len(kept_idx), decision.ratio)
 
 
-def _decide(consumer: Consumer, removed: np.ndarray, recorded: ChannelStats | None, pair: PairedStats | None,
-            kernel: PairedStats | None, out_kept: np.ndarray | None) -> _Decision:
+def _decide(consumer: Consumer, weights: np.ndarray, removed: np.ndarray, recorded: ChannelStats | None,
+            pair: PairedStats | None, kernel: PairedStats | None, out_kept: np.ndarray | None) -> _Decision:
+    """The first pass, then the refit where one was recorded, of a consumer with ``weights``
+    (``Consumer.matrix``), each kept only where it beats the simpler options on held-out data."""
     intercept = _bias_input(consumer) is not None
     kept_idx, removed_idx = np.nonzero(~removed)[0], np.nonzero(removed)[0]
-    weights = consumer.matrix()
     # Errors count on the output channels that stay (rows are output channel major, kernel taps minor).
     scored = weights if out_kept is None else weights[np.repeat(out_kept, len(weights) // len(out_kept))]
     method, transform, ratio = "none", _identity(len(removed), kept_idx), 1.0
