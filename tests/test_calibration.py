@@ -297,16 +297,20 @@ def test_statistics_hold_only_the_sums_that_were_asked_for():
         _ = stats.variance
 
 
-@pytest.mark.parametrize("channels", [2, 16])  # a depthwise Conv samples the first, a MaxPool the second
-def test_statistics_of_large_maps_use_an_even_sample_of_positions(channels):
-    x = np.random.default_rng(6).normal(size=(4, channels, 32, 32)).astype(np.float32)
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", channels, 32, 32]}, ["y"], [])
-    spec = TensorSpec(1, channels, ("N", channels, 32, 32), sample_fraction=1 / 16)  # every 4th row and column
+@pytest.mark.parametrize("channels, last", [(2, False), (16, False), (3, True)])
+def test_statistics_of_large_maps_use_an_even_sample_of_positions(channels, last):
+    # Every 4th row and column: a depthwise Conv samples 2 channels, a MaxPool 16 (both from the first
+    # position), a Slice a channels-last map (from the middle of the first step).
+    shape = [4, 32, 32, channels] if last else [4, channels, 32, 32]
+    x = np.random.default_rng(6).normal(size=shape).astype(np.float32)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", *shape[1:]]}, ["y"], [])
+    spec = TensorSpec(3 if last else 1, channels, ("N", *shape[1:]), sample_fraction=1 / 16)
     stats = collect_stats(model, {"y": spec}, [{"x": x}], sums=("total", "total_sq"))["y"]
-    sample = np.maximum(x, 0)[:, :, ::4, ::4]
+    sample = np.maximum(x, 0)[:, 2::4, 2::4] if last else np.maximum(x, 0)[:, :, ::4, ::4]
+    axes = (0, 1, 2) if last else (0, 2, 3)
     assert stats.count == 4 * 8 * 8
-    np.testing.assert_allclose(stats.mean, sample.mean(axis=(0, 2, 3)), rtol=1e-5)
-    np.testing.assert_allclose(stats.mean_sq, np.square(sample).mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(stats.mean, sample.mean(axis=axes), rtol=1e-5)
+    np.testing.assert_allclose(stats.mean_sq, np.square(sample).mean(axis=axes), rtol=1e-5)
 
 
 def test_calibration_gives_held_out_fidelity_accuracy_and_compensation_is_more_faithful(tmp_path):
