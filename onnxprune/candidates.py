@@ -123,11 +123,14 @@ class Activations:
     importance: Importance
     compensate: bool
     refit_passes: int = DEFAULT_REFIT_PASSES  # 0: no refit
+    scans: bool = False  # candidates will be built without refit (a sensitivity scan)
 
     @property
     def gram(self) -> bool:
-        """Whether the criterion reads Gram matrices (compensation reads those of its refit's recording)."""
-        return self.importance is Importance.REDUNDANCY
+        """Whether the first recording takes Gram matrices: for the redundancy criterion, or for a first
+        pass without refit (compensation otherwise reads those of its refit's recording)."""
+        first_pass_alone = self.compensate and (self.scans or self.refit_passes == 0)
+        return self.importance is Importance.REDUNDANCY or first_pass_alone
 
     @property
     def sums(self) -> tuple[str, ...]:

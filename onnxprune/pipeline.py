@@ -204,7 +204,7 @@ def _activations(builder: CandidateBuilder, config: PruneConfig, calibration: _C
         if calibration.data is None:  # not loaded by a reference run (--no-validate)
             calibration(session(builder.original_source(), lean=True))
         return Activations(calibration.data.calibration.batches, config.importance, config.compensate,
-                           config.refit_passes)
+                           config.refit_passes, scans=config.sensitivity)
     if config.compensate:
         notes.append("compensation needs calibration data (--calib); the remaining weights were not adjusted")
     if not needs:

@@ -17,6 +17,8 @@ import onnxprune
 from onnxprune import candidates
 from onnxprune.calibrate import SUMS, ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
+from onnxprune.config import Importance
+from onnxprune.plan import make_plan
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ACTIVATION_CRITERIA = ("activation", "apoz", "fluctuation", "wanda", "redundancy")
@@ -112,15 +114,50 @@ def test_compensation_recovers_a_channel_that_is_linear_in_the_others(bias2):
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-2
 
 
-def test_without_a_refit_the_first_pass_records_gram_matrices_of_its_own():
-    # With a refit, the first pass reads the Gram matrices of the refit's recording and the statistics
-    # pass records none for l1; without one (as in a sensitivity scan) they are recorded when needed.
+def _linear_channel_model() -> onnx.ModelProto:
+    """Two convs; channel 7 of the first is 0.5 ch0 - 2 ch3 + 0.0025, and channels 0, 3, 7 are the weakest."""
     rng = np.random.default_rng(2)
     w1, b1 = rng.normal(size=(8, 3, 3, 3)), rng.normal(size=8)
-    w1[[0, 3]] *= 0.01  # channels 0, 3 and 7 are the weakest, and each is a mix of the other two
+    w1[[0, 3]] *= 0.01
     b1[[0, 3]] = 0.0
     w1[7], b1[7] = 0.5 * w1[0] - 2.0 * w1[3], 0.0025
-    model = two_convs(w1, b1, relu=False, pads=0)
+    return two_convs(w1, b1, relu=False, pads=0)
+
+
+@pytest.mark.parametrize("importance, options, gram, sums", [
+    ("l1", {}, False, ("total",)),  # compensation's first pass reads the Gram matrices of its refit's recording
+    ("l1", {"scans": True}, True, ("total",)),  # a sensitivity scan builds candidates without refit
+    ("l1", {"refit_passes": 0}, True, ("total",)),
+    ("activation", {}, False, ("total", "total_abs")),
+    ("apoz", {}, False, ("total", "zeros")),
+    ("wanda", {}, False, ("total", "total_sq")),
+    ("redundancy", {"compensate": False}, True, ("total", "total_sq"))])
+def test_the_statistics_record_what_the_criterion_and_compensation_read(importance, options, gram, sums):
+    activations = candidates.Activations([], Importance(importance), **{"compensate": True, **options})
+    assert (activations.gram, activations.sums) == (gram, sums)
+
+
+def test_a_build_without_refit_records_the_gram_matrices_its_first_pass_needs():
+    # The ranking's recording holds means only (l1 with a refit to come); a candidate built without a
+    # refit then records Gram matrices for its first pass, which recovers channel 7 exactly.
+    model = _linear_channel_model()
+    activations = candidates.Activations(calibration(), Importance.L1, compensate=True)
+    builder = candidates.CandidateBuilder(candidates.Loaded(model, None, None, False), None, activations=activations)
+    analysis = builder.analysis()
+    assert not any(s.has_gram for s in builder.activation_stats(analysis).values())
+    scores = np.ones(analysis.unit_count)
+    scores[analysis.unit_of_slot[analysis.context.channels["a"].slots[7]]] = 0.0
+    candidate = builder.build(make_plan(analysis, scores, 1 / 8, 1), analysis, refit=False)
+    conv2 = next(r for r in candidate.compensation if r.node == "conv2")
+    assert conv2.method == "ls" and all(s.has_gram for s in builder.activation_stats(None).values())
+    feeds = {"x": calibration(16, seed=9)[0]["x"]}
+    assert relative_error(run(model, feeds)[0], run(candidate.model, feeds)[0]) < 1e-4
+
+
+def test_without_a_refit_the_first_pass_records_gram_matrices_of_its_own():
+    # With a refit, the first pass reads the Gram matrices of the refit's recording and the statistics
+    # pass records none for l1; without one, the statistics pass records them.
+    model = _linear_channel_model()
     feeds = {"x": calibration(16, seed=9)[0]["x"]}
     result = onnxprune.prune(model, ratio=1 / 8, round_to=1, calib=calibration(), importance="activation",
                              refit_passes=0)
