@@ -189,6 +189,7 @@ class TensorSpec:
     shape: tuple
     float32: bool = True
     sample_fraction: float = 1.0
+    nonnegative: bool = False  # provably >= 0 (after a ReLU, say): its mean |x| is its mean
 
 
 @dataclass(frozen=True)
@@ -425,9 +426,13 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     modes: dict[str, str | None] = {}
     stats: dict[str, ChannelStats] = {}
     per_sample: dict[str, int] = {}  # tensors reduced to per-sample means, and their positions per sample
+    abs_of_total: list[str] = []  # tensors >= 0, whose sum of |x| is their sum
     for index, (name, spec) in enumerate(tensors.items()):
         modes[name] = _gram_mode(spec, batch) if gram and spec.channels <= GRAM_MAX_CHANNELS else None
         keys = tuple(k for k in SUMS if k == "total" or k in sums or k == "total_sq" and modes[name])
+        if spec.nonnegative and "total_abs" in keys:
+            abs_of_total.append(name)
+            keys = tuple(k for k in keys if k != "total_abs")
         key = f"onnxprune_stats_{index}"
         if modes[name] is None and spec.axis != 0:
             outputs[name] = builder.sample_means(name, spec, keys, key)
@@ -445,6 +450,8 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             if name not in per_sample:
                 _add_reduced(stats[name], names, modes[name], values, fold)
     packed.finish(stats, per_sample)
+    for name in abs_of_total:
+        stats[name].sums["total_abs"] = stats[name].sums["total"]
     return stats
 
 
@@ -535,6 +542,7 @@ def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:
     """The tensors that weighted consumers of ``analysis`` read, by name, each with the share of its
     positions whose Gram matrix costs GRAM_BUDGET of its consumers' MACs."""
     tensors = {}
+    signs: dict[int, bool] = {}
     graph_tensors = analysis.graph.tensors()
     work: dict[str, float] = {}  # consumer MACs per input position, divided by the channels
     for consumer in find_consumers(analysis):
@@ -542,13 +550,46 @@ def consumer_inputs(analysis: Analysis) -> dict[str, TensorSpec]:
         tensor = graph_tensors.get(source.name)
         if tensor is None or tensor.shape is None:
             continue
-        tensors[source.name] = TensorSpec(source.axis, source.size, tuple(tensor.shape), tensor.dtype == np.float32)
+        tensors[source.name] = TensorSpec(source.axis, source.size, tuple(tensor.shape), tensor.dtype == np.float32,
+                                          nonnegative=_nonnegative(tensor, signs))
         shape = consumer.weight.node.inputs[consumer.weight.input_index].shape
         rows = int(np.prod(shape)) // int(shape[consumer.weight.axis])  # output channels x kernel taps
         work[source.name] = work.get(source.name, 0.0) + rows * _position_ratio(tensor, consumer.node.outputs[0])
     fractions = {name: min(max(GRAM_BUDGET * work[name] / spec.channels, MIN_SAMPLE_POSITIONS / _positions(spec)),
                            1.0, SAMPLE_POSITIONS / _positions(spec)) for name, spec in tensors.items()}
     return {name: replace(spec, sample_fraction=fractions[name]) for name, spec in tensors.items()}
+
+
+# Ops whose output is >= 0 whatever their input, and ops that keep their (first) input's sign.
+_NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "HardSigmoid", "Softplus", "Exp", "Abs", "Sqrt"}
+_SIGN_KEEPING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
+                     "Transpose", "Squeeze", "Unsqueeze", "Identity", "Split", "Slice", "DepthToSpace",
+                     "SpaceToDepth", "Gather"}
+
+
+def _nonnegative(tensor: gs.Tensor, known: dict[int, bool], depth: int = 0) -> bool:
+    """Whether ``tensor`` is >= 0 by construction: made by a ReLU-like op, a Clip at 0 or above, a
+    sign-keeping op of such a tensor, or a Concat, Add or Mul of such tensors (``known`` memoises)."""
+    if id(tensor) in known:
+        return known[id(tensor)]
+    node = tensor.inputs[0] if tensor.inputs else None
+    result = False
+    if node is None or depth > 64:
+        result = False
+    elif node.op in _NONNEGATIVE_OPS:
+        result = True
+    elif node.op == "Clip":
+        low = node.inputs[1] if len(node.inputs) > 1 else None
+        value = (float(np.min(low.values)) if isinstance(low, gs.Constant) and low.values.size
+                 else node.attrs.get("min") if low is None else None)
+        result = value is not None and value >= 0
+    elif node.op in _SIGN_KEEPING_OPS or node.op in ("Resize", "Upsample") and node.attrs.get("mode") != "cubic":
+        result = _nonnegative(node.inputs[0], known, depth + 1)  # cubic interpolation overshoots below 0
+    elif node.op in ("Concat", "Add", "Mul", "Max"):
+        result = all(_nonnegative(t, known, depth + 1) if not isinstance(t, gs.Constant)
+                     else bool(np.all(t.values >= 0)) for t in node.inputs)
+    known[id(tensor)] = result
+    return result
 
 
 def _positions(spec: TensorSpec) -> int:

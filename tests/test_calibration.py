@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from helpers import make_model, relative_error, run
 from onnx import helper, numpy_helper
 
 import onnxprune
-from onnxprune import candidates
+from onnxprune import calibrate, candidates
 from onnxprune.calibrate import SUMS, ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
 from onnxprune.config import Importance
@@ -324,6 +325,30 @@ def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset
     for name in ("mean", "mean_sq", "mean_abs", "variance", "zero_fraction"):
         np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
     assert 0.3 < stats.zero_fraction.mean() < 0.7
+
+
+def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute_value():
+    rng = np.random.default_rng(12)
+    inits = [_init("w", rng.normal(size=(4, 4, 1, 1))), _init("lo", np.float32(0.0)), _init("neg", np.float32(-1.0)),
+             _init("hi", np.float32(6.0)), _init("roi", np.zeros(0)), _init("scales", [1.0, 1.0, 2.0, 2.0])]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Concat", ["p", "r"], ["cat"], axis=1),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["clip0"]), helper.make_node("Clip", ["c", "neg", "hi"], ["clip1"]),
+             helper.make_node("Add", ["clip0", "p"], ["sum"]), helper.make_node("Add", ["clip1", "p"], ["mixed"]),
+             helper.make_node("Resize", ["r", "roi", "scales"], ["cubic"], mode="cubic")]
+    outputs = ["p", "c", "cat", "clip0", "clip1", "sum", "mixed", "cubic"]
+    model = make_model(nodes, {"x": ["N", 4, 6, 6]}, outputs, inits, opset=13)
+    graph = gs.import_onnx(model)
+    known: dict = {}
+    tensors = graph.tensors()
+    signs = {name: calibrate._nonnegative(tensors[name], known) for name in outputs}
+    assert signs == {"p": True, "c": False, "cat": True, "clip0": True, "clip1": False, "sum": True, "mixed": False,
+                     "cubic": False}
+    # Recorded with the shortcut, the mean |x| of a ReLU's output is its mean, as numpy says.
+    x = rng.normal(size=(8, 4, 6, 6)).astype(np.float32)
+    spec = TensorSpec(1, 4, ("N", 4, 6, 6), nonnegative=True)
+    stats = collect_stats(model, {"p": spec}, [{"x": x[:4]}, {"x": x[4:]}], sums=("total_abs",))["p"]
+    np.testing.assert_allclose(stats.mean_abs, np.abs(np.maximum(x, 0)).mean(axis=(0, 2, 3)), rtol=1e-5)
 
 
 def test_statistics_hold_only_the_sums_that_were_asked_for():
