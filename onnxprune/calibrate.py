@@ -253,6 +253,12 @@ class _StatsGraph:
         self.initializers.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
         return name
 
+    def _is_zero(self, x: str, key: str) -> str:
+        """1.0 where ``x`` is exactly 0, else 0.0 (float32)."""
+        self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
+        return self._node("Cast", [self._node("Equal", [x, f"{key}_zero"], f"{key}_is_zero")], f"{key}_zero_f",
+                          to=TensorProto.FLOAT)
+
     def _reduce(self, op: str, x: str, name: str, axes: list[int]) -> str:
         # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
         if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):
@@ -363,9 +369,7 @@ class _StatsGraph:
             elif name == "total_abs":
                 base_of = self._node("Abs", [base], f"{key}_abs")
             elif name == "zeros":
-                self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
-                base_of = self._node("Cast", [self._node("Equal", [base, f"{key}_zero"], f"{key}_is_zero")],
-                                     f"{key}_zero_f", to=TensorProto.FLOAT)
+                base_of = self._is_zero(base, key)
             else:
                 base_of = base
             names.append(mean(base_of, f"{key}_mean_{name}"))
@@ -395,10 +399,7 @@ class _StatsGraph:
             if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
                 names.append("")
             elif name == "zeros":
-                self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
-                is_zero = self._node("Cast", [self._node("Equal", [view, f"{key}_zero"], f"{key}_is_zero")],
-                                     f"{key}_zero_f", to=TensorProto.FLOAT)
-                names.append(self._reduce("ReduceSum", is_zero, f"{key}_zeros", [1]))
+                names.append(self._reduce("ReduceSum", self._is_zero(view, key), f"{key}_zeros", [1]))
             else:
                 op = {"total": "ReduceSum", "total_sq": "ReduceSumSquare", "total_abs": "ReduceL1"}[name]
                 names.append(self._reduce(op, view, f"{key}_{name}", [1]))
@@ -421,7 +422,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     tensors = {name: spec for name, spec in tensors.items() if name in known}
     builder = _StatsGraph(default_opset(model) or 13)
     batches = list(batches)
-    batch = len(next(iter(batches[0].values()))) if batches and batches[0] else 1
+    batch = _batch_size(batches)
     outputs: dict[str, list[str]] = {}
     modes: dict[str, str | None] = {}
     stats: dict[str, ChannelStats] = {}
@@ -487,7 +488,8 @@ class _PackedMeans:
         # ready (not after the whole model, which would keep every tensor alive and stop the in-place
         # residual adds of its blocked convs: ResNet-50-like convs 40% slower) when the inputs of each
         # Concat are in graph order, and the Concat of the group that reaches deepest comes first.
-        self.layout = sorted(groups.values(), key=lambda entries: -list(means).index(entries[-1][0]))
+        order = {name: index for index, name in enumerate(means)}
+        self.layout = sorted(groups.values(), key=lambda entries: -order[entries[-1][0]])
         self.outputs = [builder.concat([output for _, _, output, _ in entries], f"onnxprune_means_{index}")
                         for index, entries in enumerate(self.layout)]
         self.totals = [np.zeros((2, sum(e[3] for e in entries))) for entries in self.layout]
@@ -514,6 +516,11 @@ class _PackedMeans:
             for fold in (0, 1):
                 stats[name].add(fold, int(samples[name][fold]) * positions[name],
                                 {key: value[fold] for key, value in by_key.items()}, None)
+
+
+def _batch_size(batches: list[dict[str, np.ndarray]]) -> int:
+    """Samples in the first batch (1 without any)."""
+    return len(next(iter(batches[0].values()))) if batches and batches[0] else 1
 
 
 def _gram_mode(spec: TensorSpec, batch: int) -> str:
@@ -572,10 +579,10 @@ def _nonnegative(tensor: gs.Tensor, known: dict[int, bool], depth: int = 0) -> b
     sign-keeping op of such a tensor, or a Concat, Add or Mul of such tensors (``known`` memoises)."""
     if id(tensor) in known:
         return known[id(tensor)]
-    node = tensor.inputs[0] if tensor.inputs else None
+    node = tensor.inputs[0] if tensor.inputs and depth <= 64 else None
     result = False
-    if node is None or depth > 64:
-        result = False
+    if node is None:
+        pass  # a graph input, or too far back to follow
     elif node.op in _NONNEGATIVE_OPS:
         result = True
     elif node.op == "Clip":
@@ -675,16 +682,16 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dic
         return {}, {}
     builders[0].outputs = [rows for rows, _, _ in names.values()]
     builders[1].outputs = [n for _, rows, offset in names.values() for n in (rows, offset) if n]
-    batch = len(next(iter(batches[0].values()))) if batches and batches[0] else 1
-    gram_outputs = {name: builders[0].add(name, spec, _gram_mode(spec, batch), ("total",), f"onnxprune_gram_{i}")
-                    for i, (name, spec) in enumerate((grams or {}).items())}
+    gram_modes = {name: _gram_mode(spec, _batch_size(batches)) for name, spec in (grams or {}).items()}
+    gram_outputs = {name: builders[0].add(name, grams[name], mode, ("total",), f"onnxprune_gram_{i}")
+                    for i, (name, mode) in enumerate(gram_modes.items())}
     gram_stats = {name: ChannelStats(grams[name].channels, keys=("total", "total_sq")) for name in gram_outputs}
     sessions = (builders[0].session(original), builders[1].session(pruned))
     pairs: dict[str, PairedStats] = {}
     for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
         runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
         for name, outputs in gram_outputs.items():
-            _add_reduced(gram_stats[name], outputs, _gram_mode(grams[name], batch), runs[0], index % 2)
+            _add_reduced(gram_stats[name], outputs, gram_modes[name], runs[0], index % 2)
         for key, (original_rows, pruned_rows, offset_rows) in names.items():
             x, z = runs[0][original_rows], runs[1][pruned_rows]
             if offset_rows:
