@@ -229,6 +229,7 @@ class _StatsGraph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: list[str] = []
+        self.summed: set[str] = set()  # outputs of ``sample_means`` that hold per-sample sums, not means
 
     def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
         """An ONNX Runtime session of ``model`` with the nodes appended; ``model`` itself is restored."""
@@ -259,11 +260,11 @@ class _StatsGraph:
         return self._node("Cast", [self._node("Equal", [x, f"{key}_zero"], f"{key}_is_zero")], f"{key}_zero_f",
                           to=TensorProto.FLOAT)
 
-    def _reduce(self, op: str, x: str, name: str, axes: list[int]) -> str:
+    def _reduce(self, op: str, x: str, name: str, axes: list[int], keepdims: int = 0) -> str:
         # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
         if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):
-            return self._node(op, [x, self._const(f"{name}_axes", axes)], name, keepdims=0)
-        return self._node(op, [x], name, keepdims=0, axes=axes)
+            return self._node(op, [x, self._const(f"{name}_axes", axes)], name, keepdims=keepdims)
+        return self._node(op, [x], name, keepdims=keepdims, axes=axes)
 
     @staticmethod
     def _step(spec: TensorSpec) -> int:
@@ -276,16 +277,22 @@ class _StatsGraph:
         return max(1, min(step, min(shape[i] for i in spatial)))
 
     @classmethod
-    def sampled_positions(cls, spec: TensorSpec) -> int:
-        """Positions per sample that ``_strided`` keeps (1 when the spatial dims are symbolic)."""
+    def sample_dims(cls, spec: TensorSpec) -> tuple[int, ...] | None:
+        """The spatial dims (not batch, not channels) that ``_strided`` keeps; None when some are symbolic."""
         shape, step = spec.shape, cls._step(spec)
         dims = [shape[i] for i in range(1, len(shape)) if i != spec.axis]
         if not all(isinstance(d, int) for d in dims):
-            return 1
+            return None
         # MaxPool keeps positions 0, step, ...; Slice starts at min(step // 2, d - 1) (see ``_strided``).
         if spec.axis == 1 and len(shape) == 4:
-            return int(np.prod([(d - 1) // step + 1 for d in dims]))
-        return int(np.prod([-(-(d - min(step // 2, d - 1)) // step) for d in dims]))
+            return tuple((d - 1) // step + 1 for d in dims)
+        return tuple(-(-(d - min(step // 2, d - 1)) // step) for d in dims)
+
+    @classmethod
+    def sampled_positions(cls, spec: TensorSpec) -> int:
+        """Positions per sample that ``_strided`` keeps (1 when the spatial dims are symbolic)."""
+        dims = cls.sample_dims(spec)
+        return 1 if dims is None else int(np.prod(dims))
 
     def _strided(self, tensor: str, spec: TensorSpec, key: str) -> str:
         """``tensor`` with its spatial axes (not batch, not channels) strided to keep ``spec.sample_fraction``."""
@@ -359,20 +366,25 @@ class _StatsGraph:
                 return self._node("GlobalAveragePool", [x], name)
             return self._reduce("ReduceMean", x, name, axes) if axes else x
 
+        # One reduce op reads the sample once where an elementwise op and a mean would read it three times.
+        summed = rank >= 3 and _StatsGraph.sample_dims(spec) is not None
+        keepdims = int(spec.axis == 1)  # the shape GlobalAveragePool gives
         names = []
         for name in SUMS:
             if name not in sums:
                 names.append("")
-                continue
-            if name == "total_sq":
-                base_of = self._node("Mul", [base, base], f"{key}_sq")
+            elif name in ("total_sq", "total_abs") and summed:
+                op = "ReduceSumSquare" if name == "total_sq" else "ReduceL1"
+                names.append(self._reduce(op, base, f"{key}_sum_{name}", axes, keepdims))
+                self.summed.add(names[-1])
+            elif name == "total_sq":
+                names.append(mean(self._node("Mul", [base, base], f"{key}_sq"), f"{key}_mean_{name}"))
             elif name == "total_abs":
-                base_of = self._node("Abs", [base], f"{key}_abs")
+                names.append(mean(self._node("Abs", [base], f"{key}_abs"), f"{key}_mean_{name}"))
             elif name == "zeros":
-                base_of = self._is_zero(base, key)
+                names.append(mean(self._is_zero(base, key), f"{key}_mean_{name}"))
             else:
-                base_of = base
-            names.append(mean(base_of, f"{key}_mean_{name}"))
+                names.append(mean(base, f"{key}_mean_{name}"))
         return names
 
     def concat(self, tensors: list[str], name: str) -> str:
@@ -492,6 +504,7 @@ class _PackedMeans:
         self.layout = sorted(groups.values(), key=lambda entries: -order[entries[-1][0]])
         self.outputs = [builder.concat([output for _, _, output, _ in entries], f"onnxprune_means_{index}")
                         for index, entries in enumerate(self.layout)]
+        self.summed = builder.summed
         self.totals = [np.zeros((2, sum(e[3] for e in entries))) for entries in self.layout]
         self.samples = np.zeros((len(self.layout), 2))
 
@@ -503,13 +516,15 @@ class _PackedMeans:
             self.samples[index, fold] += len(means)
 
     def finish(self, stats: dict[str, ChannelStats], positions: dict[str, int]) -> None:
-        """Add the totals to ``stats``: each sample's mean stands for its ``positions[name]`` positions."""
+        """Add the totals to ``stats``: each sample's mean stands for its ``positions[name]`` positions (its
+        sums, from ``summed`` outputs, for themselves)."""
         sums: dict[str, dict[str, np.ndarray]] = {}
         samples: dict[str, np.ndarray] = {}
         for index, entries in enumerate(self.layout):
             offset = 0
-            for name, key, _, channels in entries:
-                sums.setdefault(name, {})[key] = self.totals[index][:, offset:offset + channels] * positions[name]
+            for name, key, output, channels in entries:
+                scale = 1 if output in self.summed else positions[name]
+                sums.setdefault(name, {})[key] = self.totals[index][:, offset:offset + channels] * scale
                 samples[name] = self.samples[index]
                 offset += channels
         for name, by_key in sums.items():

@@ -310,18 +310,24 @@ def test_statistics_recorded_in_onnx_runtime_match_numpy(gram):
 
 
 @pytest.mark.parametrize("shape, axis, opset", [
-    (("N", 4, 6, 6), 1, 17), (("N", 6, 6, 4), 3, 17), (("N", 5, 4), 2, 18), (("N", 4), 1, 13), (("N", 4, 10), 1, 18)])
+    (("N", 4, 6, 6), 1, 17), (("N", 6, 6, 4), 3, 17), (("N", 5, 4), 2, 18), (("N", 4), 1, 13), (("N", 4, 10), 1, 18),
+    (("N", 4, 12, 12), 1, 13), (("N", 4, "H", "W"), 1, 13)])
 def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset):
-    # Without Gram matrices the statistics are per-sample means (GlobalAveragePool for channels second).
+    # Without Gram matrices the statistics are per-sample means (GlobalAveragePool for channels second)
+    # and, where the positions per sample are known, sums (ReduceL1, ReduceSumSquare). A 12x12 map is
+    # sampled at every 3rd row and column; symbolic spatial dims take means only.
     rng = np.random.default_rng(11)
     model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": list(shape)}, ["y"], [], opset=opset)
-    batches = [{"x": rng.normal(size=(n, *shape[1:])).astype(np.float32)} for n in (3, 5, 4)]
-    spec = TensorSpec(axis, shape[axis], shape)
+    static = [d if isinstance(d, int) else 6 for d in shape[1:]]
+    batches = [{"x": rng.normal(size=(n, *static)).astype(np.float32)} for n in (3, 5, 4)]
+    spec = TensorSpec(axis, shape[axis], shape, sample_fraction=1 / 9 if 12 in shape else 1.0)
     stats = collect_stats(model, {"y": spec}, batches, sums=SUMS)["y"]
     reference = ChannelStats(shape[axis])
     for index, batch in enumerate(batches):
-        reference.add_values(np.maximum(batch["x"], 0), axis, fold=index % 2)
-    np.testing.assert_array_equal(stats.counts, reference.counts)
+        sample = batch["x"][:, :, ::3, ::3] if 12 in shape else batch["x"]
+        reference.add_values(np.maximum(sample, 0), axis, fold=index % 2)
+    # Symbolic spatial dims: each sample's means count once.
+    np.testing.assert_array_equal(stats.counts, reference.counts if "H" not in shape else [7, 5])
     for name in ("mean", "mean_sq", "mean_abs", "variance", "zero_fraction"):
         np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
     assert 0.3 < stats.zero_fraction.mean() < 0.7
