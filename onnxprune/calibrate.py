@@ -3,7 +3,7 @@
 The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to
 the graph take an evenly strided sample of its spatial positions and reduce it. Without Gram
 matrices, each sample's mean of x (and of x^2, |x| or x == 0, as asked) per channel, all packed into
-one output (``sample_means``); with them, the sample laid out as [channels, positions] is reduced to
+one output (``sample_means``; a mean alone is taken over every position); with them, the sample laid out as [channels, positions] is reduced to
 per-channel sums and the Gram matrix of the channels (``add``). The sample is sized so that a Gram
 matrix costs at most GRAM_BUDGET of the MACs of the nodes that consume the tensor. Only these small
 results leave the runtime, so memory stays bounded by one batch whatever the number of samples.
@@ -450,6 +450,10 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             keys = tuple(k for k in keys if k != "total_abs")
         key = f"onnxprune_stats_{index}"
         if modes[name] is None and spec.axis != 0:
+            if keys == ("total",):
+                # A mean alone is taken over every position: its reduction reads the map once, as a
+                # strided sample would (concat_net 1.30x -> 1.20x), and it is exact.
+                spec = tensors[name] = replace(spec, sample_fraction=1.0)
             outputs[name] = builder.sample_means(name, spec, keys, key)
             per_sample[name] = _StatsGraph.sampled_positions(spec)
         else:

@@ -333,6 +333,17 @@ def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset
     assert 0.3 < stats.zero_fraction.mean() < 0.7
 
 
+def test_a_mean_alone_is_taken_over_every_position():
+    # The spec asks for a 1-in-9 sample (a Gram matrix's budget); a mean needs no sample and is exact.
+    rng = np.random.default_rng(13)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 4, 12, 12]}, ["y"], [])
+    x = rng.normal(size=(6, 4, 12, 12)).astype(np.float32)
+    spec = TensorSpec(1, 4, ("N", 4, 12, 12), sample_fraction=1 / 9)
+    stats = collect_stats(model, {"y": spec}, [{"x": x[:3]}, {"x": x[3:]}])["y"]
+    assert stats.count == 6 * 144
+    np.testing.assert_allclose(stats.mean, np.maximum(x, 0).mean(axis=(0, 2, 3)), rtol=1e-5)
+
+
 def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute_value():
     rng = np.random.default_rng(12)
     inits = [_init("w", rng.normal(size=(4, 4, 1, 1))), _init("lo", np.float32(0.0)), _init("neg", np.float32(-1.0)),
