@@ -261,6 +261,19 @@ class _StatsGraph:
         return self._node("Cast", [self._node("Equal", [x, f"{key}_zero"], f"{key}_is_zero")], f"{key}_zero_f",
                           to=TensorProto.FLOAT)
 
+    def _is_zero_nonnegative(self, x: str, channels: int, key: str) -> str:
+        """1.0 where ``x`` (an NCHW float32 tensor >= 0) is 0, else 0.0 (0 < x < 2^-126, subnormal, gives a
+        fraction): clip(1 - 2^126 x, 0, 1), one depthwise 1x1 Conv with its Clip fused, which stays in
+        ONNX Runtime's blocked layout where Equal and Cast would copy the sample out of it."""
+        self.initializers += [numpy_helper.from_array(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big"),
+                              numpy_helper.from_array(np.ones(channels, np.float32), f"{key}_one")]
+        scaled = self._node("Conv", [x, f"{key}_big", f"{key}_one"], f"{key}_scaled", group=channels, kernel_shape=[1, 1])
+        if self.opset < 11:  # Clip's bounds were attributes
+            return self._node("Clip", [scaled], f"{key}_zero_f", min=0.0, max=1.0)
+        self.initializers += [numpy_helper.from_array(np.float32(0.0), f"{key}_clip_low"),
+                              numpy_helper.from_array(np.float32(1.0), f"{key}_clip_high")]
+        return self._node("Clip", [scaled, f"{key}_clip_low", f"{key}_clip_high"], f"{key}_zero_f")
+
     def _reduce(self, op: str, x: str, name: str, axes: list[int], keepdims: int = 0) -> str:
         # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
         if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):
@@ -383,6 +396,8 @@ class _StatsGraph:
                 names.append(mean(self._node("Mul", [base, base], f"{key}_sq"), f"{key}_mean_{name}"))
             elif name == "total_abs":
                 names.append(mean(self._node("Abs", [base], f"{key}_abs"), f"{key}_mean_{name}"))
+            elif name == "zeros" and spec.nonnegative and spec.float32 and spec.axis == 1 and rank == 4:
+                names.append(mean(self._is_zero_nonnegative(base, spec.channels, key), f"{key}_mean_{name}"))
             elif name == "zeros":
                 names.append(mean(self._is_zero(base, key), f"{key}_mean_{name}"))
             else:

@@ -364,8 +364,22 @@ def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute
     # Recorded with the shortcut, the mean |x| of a ReLU's output is its mean, as numpy says.
     x = rng.normal(size=(8, 4, 6, 6)).astype(np.float32)
     spec = TensorSpec(1, 4, ("N", 4, 6, 6), nonnegative=True)
-    stats = collect_stats(model, {"p": spec}, [{"x": x[:4]}, {"x": x[4:]}], sums=("total_abs",))["p"]
+    x[:, 2, :3] = 1e-30  # tiny but not zero: the zero indicator of a tensor >= 0 scales x by 2^126
+    stats = collect_stats(model, {"p": spec}, [{"x": x[:4]}, {"x": x[4:]}], sums=("total_abs", "zeros"))["p"]
     np.testing.assert_allclose(stats.mean_abs, np.abs(np.maximum(x, 0)).mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(stats.zero_fraction, (np.maximum(x, 0) == 0).mean(axis=(0, 2, 3)), rtol=1e-6)
+    assert stats.zero_fraction[2] < 0.3 < np.delete(stats.zero_fraction, 2).min()
+
+
+@pytest.mark.parametrize("opset", [10, 13])  # Clip's bounds are attributes before opset 11
+def test_the_zero_fraction_of_a_tensor_that_cannot_be_negative_matches_numpy(opset):
+    rng = np.random.default_rng(14)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 4, 6, 6]}, ["y"], [],
+                       opset=opset)
+    x = rng.normal(size=(4, 4, 6, 6)).astype(np.float32)
+    spec = TensorSpec(1, 4, ("N", 4, 6, 6), nonnegative=True)
+    stats = collect_stats(model, {"y": spec}, [{"x": x}], sums=("zeros",))["y"]
+    np.testing.assert_allclose(stats.zero_fraction, (np.maximum(x, 0) == 0).mean(axis=(0, 2, 3)), rtol=1e-6)
 
 
 def test_statistics_hold_only_the_sums_that_were_asked_for():
