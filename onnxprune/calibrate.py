@@ -376,6 +376,8 @@ class _StatsGraph:
         axes = [i for i in range(1, rank) if i != spec.axis]
 
         def mean(x: str, name: str) -> str:
+            if spec.axis == 1 and _StatsGraph.sample_dims(spec) == (1,) * len(axes):
+                return x  # one position (a squeeze-excite vector, say): already its mean, in the right shape
             if spec.axis == 1 and rank >= 3:
                 return self._node("GlobalAveragePool", [x], name)
             return self._reduce("ReduceMean", x, name, axes) if axes else x

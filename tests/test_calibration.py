@@ -311,7 +311,7 @@ def test_statistics_recorded_in_onnx_runtime_match_numpy(gram):
 
 @pytest.mark.parametrize("shape, axis, opset", [
     (("N", 4, 6, 6), 1, 17), (("N", 6, 6, 4), 3, 17), (("N", 5, 4), 2, 18), (("N", 4), 1, 13), (("N", 4, 10), 1, 18),
-    (("N", 4, 12, 12), 1, 13), (("N", 4, "H", "W"), 1, 13)])
+    (("N", 4, 12, 12), 1, 13), (("N", 4, "H", "W"), 1, 13), (("N", 4, 1, 1), 1, 13)])
 def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset):
     # Without Gram matrices the statistics are per-sample means (GlobalAveragePool for channels second)
     # and, where the positions per sample are known, sums (ReduceL1, ReduceSumSquare). A 12x12 map is
