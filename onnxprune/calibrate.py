@@ -3,11 +3,11 @@
 The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to
 the graph take an evenly strided sample of its spatial positions and reduce it. Without Gram
 matrices, each sample's mean of x (and of x^2, |x| or x == 0, as asked) per channel, all packed into
-one output (``sample_means``; a mean alone is taken over every position); with them, the sample laid out as [channels, positions] is reduced to
-per-channel sums and the Gram matrix of the channels (``add``). The sample is sized so that a Gram
-matrix costs at most GRAM_BUDGET of the MACs of the nodes that consume the tensor. Only these small
-results leave the runtime, so memory stays bounded by one batch whatever the number of samples.
-Batches alternate between two folds, so a fit made on one fold can be checked on the other.
+one output (``sample_means``; a mean alone is taken over every position); with them, the sample laid
+out as [channels, positions] is reduced to per-channel sums and the Gram matrix of the channels
+(``add``). The sample is sized so that a Gram matrix costs at most GRAM_BUDGET of the MACs of the
+nodes that consume the tensor. Only these small results leave the runtime, so memory stays bounded
+by one batch whatever the number of samples. Batches alternate between two folds, so a fit made on one fold can be checked on the other.
 """
 
 from __future__ import annotations
@@ -361,10 +361,11 @@ class _StatsGraph:
 
     def sample_means(self, tensor: str, spec: TensorSpec, sums: tuple[str, ...], key: str) -> list[str]:
         """Nodes reducing the sampled positions of ``tensor`` to per-sample means: of x for "total", of x^2
-        for "total_sq", of |x| for "total_abs", of x == 0 for "zeros" (keys of SUMS). Returns their names,
-        one per key of SUMS, [batch, channels] (or [batch, channels, 1, 1] for a channels-second tensor of
-        rank 4, and so on), or an empty string where not asked for; they are not outputs yet (see
-        ``concat``). (A Shape of the sample would cost a copy of it out of the blocked layout.)
+        for "total_sq", of |x| for "total_abs", of x == 0 for "zeros" (keys of SUMS); where the positions
+        per sample are known, |x| is summed rather than averaged (the name joins ``summed``). Returns their
+        names, one per key of SUMS, [batch, channels] (or [batch, channels, 1, 1] for a channels-second
+        tensor of rank 4, and so on), or an empty string where not asked for; they are not outputs yet
+        (see ``concat``). (A Shape of the sample would cost a copy of it out of the blocked layout.)
 
         Far cheaper than ``add`` where no Gram matrix is needed: a channels-second tensor is averaged by
         GlobalAveragePool, which stays in ONNX Runtime's blocked conv layout, and nothing is transposed.
