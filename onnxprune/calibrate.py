@@ -1,13 +1,14 @@
 """Activation statistics recorded with ONNX Runtime on calibration data.
 
-The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to
-the graph take an evenly strided sample of its spatial positions and reduce it. Without Gram
-matrices, each sample's mean of x (and of x^2, |x| or x == 0, as asked) per channel, all packed into
-one output (``sample_means``; a mean alone is taken over every position); with them, the sample laid
-out as [channels, positions] is reduced to per-channel sums and the Gram matrix of the channels
-(``add``). The sample is sized so that a Gram matrix costs at most GRAM_BUDGET of the MACs of the
-nodes that consume the tensor. Only these small results leave the runtime, so memory stays bounded
-by one batch whatever the number of samples. Batches alternate between two folds, so a fit made on one fold can be checked on the other.
+The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to the
+graph take an evenly strided sample of its spatial positions and reduce it. Without Gram matrices, each
+sample's mean of x (and of x^2, |x| or x == 0, as asked) per channel, all packed into one output
+(``sample_means``; a mean alone is taken over every position); with them, the sample laid out as
+[channels, positions] is reduced to per-channel sums and the Gram matrix of the channels (``add``). The
+sample is sized so that a Gram matrix costs at most GRAM_BUDGET of the MACs of the nodes that consume
+the tensor. Only these small results leave the runtime, so memory stays bounded by one batch whatever
+the number of samples. Batches alternate between two folds, so a fit made on one fold can be checked on
+the other.
 """
 
 from __future__ import annotations
