@@ -256,7 +256,7 @@ class CandidateBuilder:
         """Apply ``plan`` to the compensated analysis ``first`` and pair the inputs ``names`` with the
         template's, and the kernel patches of the Conv consumers that read them with their outputs; also
         record the Gram matrices of the template's tensors ``ahead``."""
-        recorded = consumer_inputs(first)
+        recorded = {name: replace(spec, fit=True) for name, spec in consumer_inputs(first).items()}
         inputs = {name: spec for name, spec in recorded.items() if name in names}
         grams = {name: spec for name, spec in recorded.items() if name in ahead}
         removed = np.isin(first.unit_of_slot, plan.removed_units(first))
@@ -272,7 +272,7 @@ class CandidateBuilder:
             residual = residual_sum(first.graph, output, together)
             if unfold is None or unfold.kernel == (1, 1) and residual is None:
                 continue  # a 1x1 kernel refit is the channel refit, unless it can correct a residual sum
-            target = TensorSpec(1, int(output.shape[1]), tuple(output.shape), True, unfold.step ** -2.0)
+            target = TensorSpec(1, int(output.shape[1]), tuple(output.shape), True, unfold.step ** -2.0, fit=True)
             spec = PairSpec(output.name, target, name, TensorSpec(1, kept[name], tuple(inputs[name].shape)), unfold)
             if residual is not None:
                 out_kept = (np.arange(target.channels) if consumer.out_weight is None

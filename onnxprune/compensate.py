@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.calibrate import ChannelStats, PairedStats, Unfold
+from onnxprune.calibrate import ChannelStats, PairedStats, Unfold, odd_step
 from onnxprune.consumers import Consumer, find_consumers
 from onnxprune.groups import Analysis
 from onnxprune.model import read_values, replace_constant
@@ -186,7 +186,7 @@ def kernel_refit_geometry(consumer: Consumer, kept: int) -> Unfold | None:
             or kept * kernel[0] * kernel[1] > KERNEL_REFIT_MAX_FEATURES):
         return None
     height, width = output.shape[2:]
-    step = max(1, min(int(round(np.sqrt(height * width / KERNEL_SAMPLE_POSITIONS))), height, width))
+    step = max(1, min(odd_step(int(round(np.sqrt(height * width / KERNEL_SAMPLE_POSITIONS))), down=True), height, width))
     pads = tuple(node.attrs.get("pads", [0, 0, 0, 0]))
     return Unfold(kernel, tuple(node.attrs.get("strides", [1, 1])), pads, tuple(node.attrs.get("dilations", [1, 1])),
                   step)

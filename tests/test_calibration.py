@@ -392,17 +392,22 @@ def test_statistics_hold_only_the_sums_that_were_asked_for():
 
 
 @pytest.mark.parametrize("channels, last", [(2, False), (16, False), (3, True)])
-def test_statistics_of_large_maps_use_an_even_sample_of_positions(channels, last):
-    # Every 4th row and column: a depthwise Conv samples 2 channels, a MaxPool 16 (both from the first
-    # position), a Slice a channels-last map (from the middle of the first step).
+@pytest.mark.parametrize("fit", [False, True])
+def test_statistics_of_large_maps_use_an_even_sample_of_positions(channels, last, fit):
+    # A 1-in-16 sample would take every 4th row and column, even ones only; the stride is odd instead:
+    # 5 for statistics, 3 (more positions) for fits. A depthwise Conv samples 2 channels, a MaxPool 16
+    # (both from the first position), a Slice a channels-last map (from the middle of the first step).
+    step = 3 if fit else 5
     shape = [4, 32, 32, channels] if last else [4, channels, 32, 32]
     x = np.random.default_rng(6).normal(size=shape).astype(np.float32)
     model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {"x": ["N", *shape[1:]]}, ["y"], [])
-    spec = TensorSpec(3 if last else 1, channels, ("N", *shape[1:]), sample_fraction=1 / 16)
+    spec = TensorSpec(3 if last else 1, channels, ("N", *shape[1:]), sample_fraction=1 / 16, fit=fit)
     stats = collect_stats(model, {"y": spec}, [{"x": x}], sums=("total", "total_sq"))["y"]
-    sample = np.maximum(x, 0)[:, 2::4, 2::4] if last else np.maximum(x, 0)[:, :, ::4, ::4]
+    start = step // 2 if last else 0
+    sample = (np.maximum(x, 0)[:, start::step, start::step] if last
+              else np.maximum(x, 0)[:, :, start::step, start::step])
     axes = (0, 1, 2) if last else (0, 2, 3)
-    assert stats.count == 4 * 8 * 8
+    assert stats.count == sample.size // channels
     np.testing.assert_allclose(stats.mean, sample.mean(axis=axes), rtol=1e-5)
     np.testing.assert_allclose(stats.mean_sq, np.square(sample).mean(axis=axes), rtol=1e-5)
 
