@@ -22,7 +22,7 @@ from onnxprune.calibrate import (
     record_consumer_inputs,
 )
 from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
-from onnxprune.config import DEFAULT_REFIT_PASSES, Importance
+from onnxprune.config import DEFAULT_REFIT_PASSES, REFIT_BUDGET_MACS, Importance
 from onnxprune.consumers import consumer_levels, find_consumers
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import importance_scores
@@ -40,7 +40,7 @@ from onnxprune.model import (
 )
 from onnxprune.plan import Plan
 from onnxprune.report import group_rows
-from onnxprune.stats import ModelStats, graph_stats
+from onnxprune.stats import ModelStats, graph_stats, mac_count
 from onnxprune.validate import EvalData, Evaluation, ReferenceRun, check_pruned, reference_run, release_freed_memory
 
 
@@ -122,7 +122,7 @@ class Activations:
     batches: list[dict[str, np.ndarray]]
     importance: Importance
     compensate: bool
-    refit_passes: int = DEFAULT_REFIT_PASSES  # 0: no refit
+    refit_passes: int | None = None  # 0: no refit; None: see PruneConfig.refit_passes
     scans: bool = False  # candidates will be built without refit (a sensitivity scan)
 
     @property
@@ -204,7 +204,7 @@ class CandidateBuilder:
         groups = group_rows(analysis, plan)
         records, refits = [], None
         if compensated and self.activations is not None and self.activations.compensate:
-            refit = self.activations.refit_passes > 0 and refit
+            refit = self.activations.refit_passes != 0 and refit
             # Without a refit, the first pass needs Gram matrices of its own.
             recorded = self.activation_stats(analysis, model, gram=not refit)
             decisions: dict = {}
@@ -234,7 +234,7 @@ class CandidateBuilder:
         refits = Refits({}, {})
         probe = self.analysis(template)
         narrow = [c for c in find_consumers(probe) if c.source.size <= GRAM_MAX_CHANNELS]  # the rest get no Gram
-        passes = consumer_levels(probe, narrow, self.activations.refit_passes) if narrow else []
+        passes = consumer_levels(probe, narrow, self._refit_passes(probe)) if narrow else []
         del probe
         # Each pass's recording also gives the first pass its Gram matrices. Where a pass holds several
         # levels, the consumers of all but its last are upstream of others recorded with it, so their
@@ -250,6 +250,15 @@ class CandidateBuilder:
             refits.channels.update(level_refits.channels)
             refits.kernels.update(level_refits.kernels)
         return refits
+
+    def _refit_passes(self, analysis: Analysis) -> int:
+        """The most refit passes: as asked, or one per consumer depth while REFIT_BUDGET_MACS covers running
+        both models over the calibration data that often (at least DEFAULT_REFIT_PASSES)."""
+        if self.activations.refit_passes is not None:
+            return self.activations.refit_passes
+        samples = sum(len(next(iter(batch.values()))) for batch in self.activations.batches if batch)
+        per_pass = 2 * max(mac_count(analysis.graph), 1) * max(samples, 1)
+        return max(DEFAULT_REFIT_PASSES, int(REFIT_BUDGET_MACS // per_pass))
 
     def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str],
                ahead: set[str]) -> tuple[Refits, dict[str, ChannelStats]]:

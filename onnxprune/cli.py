@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "activations on --calib data: activation, apoz, fluctuation, wanda, redundancy")
     parser.add_argument("--no-compensate", action="store_true",
                         help="do not adjust the remaining weights on calibration data after removing channels")
-    parser.add_argument("--refit-passes", type=int, default=DEFAULT_REFIT_PASSES, metavar="N",
+    parser.add_argument("--refit-passes", type=int, default=None, metavar="N",
                         help="compensation refits on the pruned model in at most N passes over the calibration "
-                             f"data (default {DEFAULT_REFIT_PASSES}; more can be more faithful on deep models; 0: none)")
+                             "data (default: one per consumer depth on small models, at least "
+                             f"{DEFAULT_REFIT_PASSES}; more can be more faithful on deep models; 0: none)")
     parser.add_argument("--round-to", type=int, default=None, metavar="N",
                         help=f"keep channel counts a multiple of N (default {DEFAULT_ROUND_TO})")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names or globs whose groups stay whole")

@@ -93,7 +93,7 @@ def _check_ranges(config: PruneConfig) -> None:
         raise InputError(f"iterative must be a positive number of steps, got {config.iterative}")
     if config.calib_samples is not None and config.calib_samples < 1:
         raise InputError(f"calib-samples must be a positive number, got {config.calib_samples}")
-    if config.refit_passes < 0:
+    if config.refit_passes is not None and config.refit_passes < 0:
         raise InputError(f"refit-passes must be 0 or more, got {config.refit_passes}")
     if config.calib_batch < 1:
         raise InputError(f"calib-batch must be a positive number, got {config.calib_batch}")

@@ -23,7 +23,7 @@ class ModelStats:
 
 def graph_stats(graph: gs.Graph, size_bytes: int) -> ModelStats:
     """Measure a graph whose shapes have been inferred; ``size_bytes`` is its serialized size."""
-    return ModelStats(_param_count(graph), _mac_count(graph), size_bytes)
+    return ModelStats(_param_count(graph), mac_count(graph), size_bytes)
 
 
 def _is_float(dtype: object) -> bool:
@@ -62,7 +62,8 @@ def node_macs(node: gs.Node) -> int:
     return int(np.prod(y)) * inner
 
 
-def _mac_count(graph: gs.Graph) -> int:
+def mac_count(graph: gs.Graph) -> int:
+    """Multiply-accumulates of one sample through ``graph`` (shapes inferred)."""
     return sum(node_macs(node) for node in graph.nodes)
 
 
