@@ -509,7 +509,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
 def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
                  fold: int) -> None:
     """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""
-    count = int(np.prod(values[names[0]])) // stats.channels  # sampled positions
+    count = int(values[names[0]][-1])  # sampled positions: the rows are [channels, positions]
     _, *sum_names, gram_name = names
     batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
     matrix = values[gram_name] if gram_name else None
