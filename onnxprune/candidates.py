@@ -256,6 +256,10 @@ class CandidateBuilder:
         both models over the calibration data that often (at least DEFAULT_REFIT_PASSES)."""
         if self.activations.refit_passes is not None:
             return self.activations.refit_passes
+        weighted = [n for n in analysis.graph.nodes if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+        if any(n.outputs[0].shape is None or not all(isinstance(d, int) for d in n.outputs[0].shape[1:])
+               for n in weighted):
+            return DEFAULT_REFIT_PASSES  # symbolic sizes (say, a dynamic image size): its MACs are unknown
         samples = sum(len(next(iter(batch.values()))) for batch in self.activations.batches if batch)
         per_pass = 2 * max(mac_count(analysis.graph), 1) * max(samples, 1)
         return max(DEFAULT_REFIT_PASSES, int(REFIT_BUDGET_MACS // per_pass))

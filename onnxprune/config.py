@@ -38,7 +38,8 @@ class Importance(str, Enum):
 # relative error 0.051 in 8 passes and 0.0006 in 21.
 DEFAULT_REFIT_PASSES = 8
 # The MACs that the automatic refit passes may spend running the original and the pruned model over the
-# calibration data (2e11: a few seconds on a laptop core; the full-size models stay at 8 passes).
+# calibration data (2e11: a few seconds on a laptop core; the full-size models stay at 8 passes, and so
+# do models with symbolic sizes, whose MACs are unknown).
 REFIT_BUDGET_MACS = 2e11
 
 

@@ -482,6 +482,16 @@ def test_refit_passes_by_default_fit_the_budget_of_model_cost(samples):
         activations, refit_passes=3))._refit_passes(builder.analysis()) == 3
 
 
+def test_refit_passes_by_default_stay_at_8_where_the_model_cost_is_unknown():
+    # A dynamic image size: symbolic dims would count as 1 and the MACs as next to nothing.
+    model = two_convs(np.random.default_rng(9).normal(size=(8, 3, 3, 3)), np.zeros(8))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "W"
+    activations = candidates.Activations(calibration(16), Importance.L1, compensate=True)
+    builder = candidates.CandidateBuilder(candidates.Loaded(model, "m", None, False), None, activations=activations)
+    assert builder._refit_passes(builder.analysis()) == 8
+
+
 def test_cli_rejects_calibration_data_of_the_wrong_shape(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     np.savez(bad, input=np.zeros((10, 3, 28, 28), np.float32))
