@@ -480,11 +480,9 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             keys = tuple(k for k in keys if k != "total_abs")
         key = f"onnxprune_stats_{index}"
         if modes[name] is None and spec.axis != 0:
-            if keys == ("total",) and (spec.channels % NCHWC_BLOCK == 0 or spec.axis != 1 or len(spec.shape) != 4):
+            if keys == ("total",) and _pools_in_place(spec):
                 # A mean alone is taken over every position: its reduction reads the map once, as a
-                # strided sample would (concat_net 1.30x -> 1.20x), and it is exact. (Not where the
-                # channels do not fill the blocks of ONNX Runtime's conv layout: pooling them copies the
-                # whole map out of it, where the sampling Conv does not; mobilenetv2 1.27x -> 1.45x.)
+                # strided sample would (concat_net 1.30x -> 1.20x), and it is exact.
                 spec = tensors[name] = replace(spec, sample_fraction=1.0)
             outputs[name] = builder.sample_means(name, spec, keys, key)
             per_sample[name] = _StatsGraph.sampled_positions(spec)
@@ -569,6 +567,13 @@ class _PackedMeans:
             for fold in (0, 1):
                 stats[name].add(fold, int(samples[name][fold]) * positions[name],
                                 {key: value[fold] for key, value in by_key.items()}, None)
+
+
+def _pools_in_place(spec: TensorSpec) -> bool:
+    """Whether a GlobalAveragePool of the whole tensor stays in ONNX Runtime's blocked conv layout (or none
+    is involved): not for an NCHW map whose channels do not fill the blocks, which pooling copies out of
+    the layout whole, where the sampling Conv does not (mobilenetv2 1.27x -> 1.45x)."""
+    return spec.channels % NCHWC_BLOCK == 0 or spec.axis != 1 or len(spec.shape) != 4
 
 
 def _batch_size(batches: list[dict[str, np.ndarray]]) -> int:
