@@ -331,7 +331,7 @@ class _StatsGraph:
             # conv layout, where a Slice would first copy the whole tensor back to NCHW. Pooling stays
             # blocked only for channel counts that fill whole blocks; a depthwise 1x1 Conv of ones
             # does the same for any count.
-            if spec.channels % NCHWC_BLOCK == 0 or not spec.float32:
+            if _pools_in_place(spec) or not spec.float32:
                 return self._node("MaxPool", [tensor], f"{key}_strided", kernel_shape=[1, 1], strides=[step, step])
             self.initializers.append(numpy_helper.from_array(np.ones((spec.channels, 1, 1, 1), np.float32),
                                                              f"{key}_ones"))
@@ -387,9 +387,10 @@ class _StatsGraph:
             base = self._node("Cast", [base], f"{key}_f32", to=TensorProto.FLOAT)
         rank = len(spec.shape)
         axes = [i for i in range(1, rank) if i != spec.axis]
+        dims = self.sample_dims(spec)
 
         def mean(x: str, name: str) -> str:
-            if spec.axis == 1 and _StatsGraph.sample_dims(spec) == (1,) * len(axes):
+            if spec.axis == 1 and dims == (1,) * len(axes):
                 return x  # one position (a squeeze-excite vector, say): already its mean, in the right shape
             if spec.axis == 1 and rank >= 3:
                 return self._node("GlobalAveragePool", [x], name)
@@ -398,7 +399,7 @@ class _StatsGraph:
         # |x|: one ReduceL1 reads the sample once where Abs and a mean would read it three times (and Abs,
         # unlike Mul, takes the sample out of the blocked layout anyway). A ReduceSumSquare for x^2 did
         # the same for small models but cost ResNet-50-like 11% more time: its convs lost in-place adds.
-        summed = rank >= 3 and _StatsGraph.sample_dims(spec) is not None
+        summed = rank >= 3 and dims is not None
         keepdims = int(spec.axis == 1)  # the shape GlobalAveragePool gives
         names = []
         for name in SUMS:
@@ -467,7 +468,8 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     builder = _StatsGraph(default_opset(model) or 13)
     batches = list(batches)
     batch = _batch_size(batches)
-    outputs: dict[str, list[str]] = {}
+    means: dict[str, tuple[TensorSpec, list[str]]] = {}  # outputs of ``sample_means``, packed below
+    reduced: dict[str, list[str]] = {}  # outputs of ``add``
     modes: dict[str, str | None] = {}
     stats: dict[str, ChannelStats] = {}
     per_sample: dict[str, int] = {}  # tensors reduced to per-sample means, and their positions per sample
@@ -483,21 +485,20 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             if keys == ("total",) and _pools_in_place(spec):
                 # A mean alone is taken over every position: its reduction reads the map once, as a
                 # strided sample would (concat_net 1.30x -> 1.20x), and it is exact.
-                spec = tensors[name] = replace(spec, sample_fraction=1.0)
-            outputs[name] = builder.sample_means(name, spec, keys, key)
+                spec = replace(spec, sample_fraction=1.0)
+            means[name] = (spec, builder.sample_means(name, spec, keys, key))
             per_sample[name] = _StatsGraph.sampled_positions(spec)
         else:
-            outputs[name] = builder.add(name, spec, modes[name], keys, key)
+            reduced[name] = builder.add(name, spec, modes[name], keys, key)
         stats[name] = ChannelStats(spec.channels, modes[name] is not None, keys)
-    packed = _PackedMeans(builder, {name: (tensors[name], outputs[name]) for name in per_sample})
+    packed = _PackedMeans(builder, means)
     sess = builder.session(model)
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=total)):
         values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
         fold = index % 2
         packed.add(fold, values)
-        for name, names in outputs.items():
-            if name not in per_sample:
-                _add_reduced(stats[name], names, modes[name], values, fold)
+        for name, names in reduced.items():
+            _add_reduced(stats[name], names, modes[name], values, fold)
     packed.finish(stats, per_sample)
     for name in abs_of_total:
         stats[name].sums["total_abs"] = stats[name].sums["total"]

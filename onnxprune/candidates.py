@@ -40,7 +40,7 @@ from onnxprune.model import (
 )
 from onnxprune.plan import Plan
 from onnxprune.report import group_rows
-from onnxprune.stats import ModelStats, graph_stats, mac_count
+from onnxprune.stats import ModelStats, graph_stats, static_mac_count
 from onnxprune.validate import EvalData, Evaluation, ReferenceRun, check_pruned, reference_run, release_freed_memory
 
 
@@ -256,12 +256,11 @@ class CandidateBuilder:
         both models over the calibration data that often (at least DEFAULT_REFIT_PASSES)."""
         if self.activations.refit_passes is not None:
             return self.activations.refit_passes
-        weighted = [n for n in analysis.graph.nodes if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
-        if any(n.outputs[0].shape is None or not all(isinstance(d, int) for d in n.outputs[0].shape[1:])
-               for n in weighted):
-            return DEFAULT_REFIT_PASSES  # symbolic sizes (say, a dynamic image size): its MACs are unknown
+        macs = static_mac_count(analysis.graph)
+        if macs is None:
+            return DEFAULT_REFIT_PASSES  # symbolic sizes: the MACs are unknown
         samples = sum(len(next(iter(batch.values()))) for batch in self.activations.batches if batch)
-        per_pass = 2 * max(mac_count(analysis.graph), 1) * max(samples, 1)
+        per_pass = 2 * max(macs, 1) * max(samples, 1)
         return max(DEFAULT_REFIT_PASSES, int(REFIT_BUDGET_MACS // per_pass))
 
     def _pairs(self, template: onnx.ModelProto, plan: Plan, first: Analysis, names: set[str],

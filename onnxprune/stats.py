@@ -47,9 +47,12 @@ def _dims(tensor: gs.Tensor) -> list[int] | None:
     return [d if isinstance(d, int) and d >= 0 else 1 for d in tensor.shape]  # symbolic dims count as 1
 
 
+_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
 def node_macs(node: gs.Node) -> int:
     """Multiply-accumulates of one Conv, ConvTranspose, Gemm or MatMul at batch 1 (0 for other ops)."""
-    if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+    if node.op not in _MAC_OPS or len(node.inputs) < 2:
         return 0
     x, w, y = _dims(node.inputs[0]), _dims(node.inputs[1]), _dims(node.outputs[0])
     if x is None or w is None or y is None or not x:
@@ -65,6 +68,16 @@ def node_macs(node: gs.Node) -> int:
 def mac_count(graph: gs.Graph) -> int:
     """Multiply-accumulates of one sample through ``graph`` (shapes inferred)."""
     return sum(node_macs(node) for node in graph.nodes)
+
+
+def static_mac_count(graph: gs.Graph) -> int | None:
+    """``mac_count``, or None where an output of a node that counts has a symbolic size beyond the batch
+    (a dynamic image size, say), which would count as 1."""
+    for node in graph.nodes:
+        shape = node.outputs[0].shape if node.op in _MAC_OPS else ()
+        if shape is None or not all(isinstance(d, int) for d in shape[1:]):
+            return None
+    return mac_count(graph)
 
 
 class MacModel:
