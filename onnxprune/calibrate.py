@@ -2,7 +2,7 @@
 
 The statistics are computed inside ONNX Runtime: for every recorded tensor, a few nodes appended to the
 graph take an evenly strided sample of its spatial positions and reduce it. Without Gram matrices, each
-sample's mean of x (and of x^2, |x| or x == 0, as asked) per channel, all packed into one output
+sample's mean of x (and of x^2, |x| or x <= 0, as asked) per channel, all packed into one output
 (``sample_means``; a mean alone is taken over every position); with them, the sample laid out as
 [channels, positions] is reduced to per-channel sums and the Gram matrix of the channels (``add``). The
 sample is sized so that a Gram matrix costs at most GRAM_BUDGET of the MACs of the nodes that consume
@@ -49,7 +49,8 @@ NCHWC_BLOCK = 16
 # (a float64 sum of a float32 matrix costs three times as much, which shows on small, wide models).
 FLOAT32_BATCHES = 8
 # Per-channel sums a recording can hold: the sum is always recorded, the sums of squares (also the Gram
-# matrix's diagonal), of |x| and of zeros only where a criterion reads them.
+# matrix's diagonal), of |x| and of zeros only where a criterion reads them. "zeros" counts x <= 0, the zeros
+# of a ReLU of x (for a ReLU's output, its zeros): SiLU or Hardswish outputs are rarely exactly 0.
 SUMS = ("total", "total_sq", "total_abs", "zeros")
 
 
@@ -125,7 +126,7 @@ class ChannelStats:
         """Add one batch of raw values (channels on ``axis``), reduced in numpy."""
         rows = np.moveaxis(values, axis, -1).reshape(-1, self.channels).astype(np.float64)
         sums = {"total": rows.sum(0), "total_sq": np.square(rows).sum(0), "total_abs": np.abs(rows).sum(0),
-                "zeros": (rows == 0).sum(0)}
+                "zeros": (rows <= 0).sum(0)}
         self.add(fold, len(rows), {key: sums[key] for key in self.keys}, rows.T @ rows if self.with_gram else None)
 
     @property
@@ -155,6 +156,7 @@ class ChannelStats:
 
     @property
     def zero_fraction(self) -> np.ndarray:
+        """Per channel, the fraction of positions where x <= 0 (where a ReLU of x is 0)."""
         return self._mean_of("zeros")
 
     @property
@@ -267,24 +269,27 @@ class _StatsGraph:
         self.initializers.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
         return name
 
-    def _is_zero(self, x: str, key: str) -> str:
-        """1.0 where ``x`` is exactly 0, else 0.0 (float32)."""
+    def _is_off(self, x: str, key: str) -> str:
+        """1.0 where ``x`` <= 0 (where a ReLU of it is 0), else 0.0 (float32)."""
         self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
-        return self._node("Cast", [self._node("Equal", [x, f"{key}_zero"], f"{key}_is_zero")], f"{key}_zero_f",
-                          to=TensorProto.FLOAT)
+        if self.opset >= 12:
+            off = self._node("LessOrEqual", [x, f"{key}_zero"], f"{key}_is_off")
+        else:  # LessOrEqual came in opset 12
+            off = self._node("Not", [self._node("Greater", [x, f"{key}_zero"], f"{key}_is_on")], f"{key}_is_off")
+        return self._node("Cast", [off], f"{key}_off_f", to=TensorProto.FLOAT)
 
-    def _is_zero_nonnegative(self, x: str, channels: int, key: str) -> str:
-        """1.0 where ``x`` (an NCHW float32 tensor >= 0) is 0, else 0.0 (0 < x < 2^-126, subnormal, gives a
-        fraction): clip(1 - 2^126 x, 0, 1), one depthwise 1x1 Conv with its Clip fused, which stays in
-        ONNX Runtime's blocked layout where Equal and Cast would copy the sample out of it."""
+    def _is_off_blocked(self, x: str, channels: int, key: str) -> str:
+        """``_is_off`` of an NCHW float32 tensor (0 < x < 2^-126, subnormal, gives a fraction): clip(1 - 2^126 x,
+        0, 1), one depthwise 1x1 Conv with its Clip fused, which stays in ONNX Runtime's blocked layout where
+        a comparison and a Cast would copy the sample out of it."""
         self.initializers += [numpy_helper.from_array(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big"),
                               numpy_helper.from_array(np.ones(channels, np.float32), f"{key}_one")]
         scaled = self._node("Conv", [x, f"{key}_big", f"{key}_one"], f"{key}_scaled", group=channels, kernel_shape=[1, 1])
         if self.opset < 11:  # Clip's bounds were attributes
-            return self._node("Clip", [scaled], f"{key}_zero_f", min=0.0, max=1.0)
+            return self._node("Clip", [scaled], f"{key}_off_f", min=0.0, max=1.0)
         self.initializers += [numpy_helper.from_array(np.float32(0.0), f"{key}_clip_low"),
                               numpy_helper.from_array(np.float32(1.0), f"{key}_clip_high")]
-        return self._node("Clip", [scaled, f"{key}_clip_low", f"{key}_clip_high"], f"{key}_zero_f")
+        return self._node("Clip", [scaled, f"{key}_clip_low", f"{key}_clip_high"], f"{key}_off_f")
 
     def _reduce(self, op: str, x: str, name: str, axes: list[int], keepdims: int = 0) -> str:
         # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
@@ -373,7 +378,7 @@ class _StatsGraph:
 
     def sample_means(self, tensor: str, spec: TensorSpec, sums: tuple[str, ...], key: str) -> list[str]:
         """Nodes reducing the sampled positions of ``tensor`` to per-sample means: of x for "total", of x^2
-        for "total_sq", of |x| for "total_abs", of x == 0 for "zeros" (keys of SUMS); where the positions
+        for "total_sq", of |x| for "total_abs", of x <= 0 for "zeros" (keys of SUMS); where the positions
         per sample are known, |x| is summed rather than averaged (the name joins ``summed``). Returns their
         names, one per key of SUMS, [batch, channels] (or [batch, channels, 1, 1] for a channels-second
         tensor of rank 4, and so on), or an empty string where not asked for; they are not outputs yet
@@ -412,10 +417,10 @@ class _StatsGraph:
                 names.append(mean(self._node("Mul", [base, base], f"{key}_sq"), f"{key}_mean_{name}"))
             elif name == "total_abs":
                 names.append(mean(self._node("Abs", [base], f"{key}_abs"), f"{key}_mean_{name}"))
-            elif name == "zeros" and spec.nonnegative and spec.float32 and spec.axis == 1 and rank == 4:
-                names.append(mean(self._is_zero_nonnegative(base, spec.channels, key), f"{key}_mean_{name}"))
+            elif name == "zeros" and spec.float32 and spec.axis == 1 and rank == 4:
+                names.append(mean(self._is_off_blocked(base, spec.channels, key), f"{key}_mean_{name}"))
             elif name == "zeros":
-                names.append(mean(self._is_zero(base, key), f"{key}_mean_{name}"))
+                names.append(mean(self._is_off(base, key), f"{key}_mean_{name}"))
             else:
                 names.append(mean(base, f"{key}_mean_{name}"))
         return names
@@ -444,7 +449,7 @@ class _StatsGraph:
             if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
                 names.append("")
             elif name == "zeros":
-                names.append(self._reduce("ReduceSum", self._is_zero(view, key), f"{key}_zeros", [1]))
+                names.append(self._reduce("ReduceSum", self._is_off(view, key), f"{key}_zeros", [1]))
             else:
                 op = {"total": "ReduceSum", "total_sq": "ReduceSumSquare", "total_abs": "ReduceL1"}[name]
                 names.append(self._reduce(op, view, f"{key}_{name}", [1]))
