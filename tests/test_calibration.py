@@ -375,7 +375,7 @@ def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute
     assert stats.zero_fraction[2] < 0.3 < np.delete(stats.zero_fraction, 2).min()
 
 
-@pytest.mark.parametrize("opset", [10, 13])  # Clip's bounds are attributes, LessOrEqual missing before 11, 12
+@pytest.mark.parametrize("opset", [10, 13])  # before 11 Clip takes its bounds as attributes; LessOrEqual came in 12
 @pytest.mark.parametrize("op", ["Relu", "Identity"])
 @pytest.mark.parametrize("shape, axis", [(("N", 4, 6, 6), 1), (("N", 6, 4), 2)])  # the fused Conv, a comparison
 def test_the_zero_fraction_counts_what_a_relu_would_zero(opset, op, shape, axis):
