@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -128,7 +129,21 @@ def _safe_data_path(model_path: Path, location: str) -> Path:
 
 def external_data_bytes(model: onnx.ModelProto) -> int:
     """Bytes of tensor data held in the proto, counted without serializing it."""
-    return sum(len(t.raw_data) + 4 * len(t.float_data) for t in _all_tensors(model.graph))
+    return sum(_raw_bytes(t) + 4 * len(t.float_data) for t in _all_tensors(model.graph))
+
+
+_UNSIZED_TYPES = {getattr(onnx.TensorProto, name) for name in ("UNDEFINED", "STRING", "INT4", "UINT4", "FLOAT4E2M1")
+                  if hasattr(onnx.TensorProto, name)}
+
+
+def _raw_bytes(tensor: onnx.TensorProto) -> int:
+    # Reading raw_data copies it (upb hands out a new bytes object): its size comes from the dims.
+    if not tensor.HasField("raw_data"):
+        return 0
+    if tensor.data_type in _UNSIZED_TYPES:  # strings, and 4-bit types packed two to a byte
+        return len(tensor.raw_data)
+    itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return math.prod(tensor.dims) * itemsize
 
 
 def _check_loadable(model: onnx.ModelProto) -> None:

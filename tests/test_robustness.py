@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.cli import main
-from onnxprune.model import save_model_atomic
+from onnxprune.model import external_data_bytes, save_model_atomic
 
 X = {"x": ["N", 3, 8, 8]}
 
@@ -174,6 +174,18 @@ def test_pruned_model_runs_at_other_batch_sizes():
 def _save_external(model: onnx.ModelProto, path, location: str) -> None:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=0)
+
+
+def test_tensor_data_held_in_the_proto_is_counted_from_its_dims():
+    # Whether a model must go through external data is decided on these bytes, counted without copying
+    # raw_data; they must match the data itself, whatever the element type.
+    model = onnx.load(MODELS / "yolo.ts.onnx")
+    arrays = [np.zeros((3, 5), np.float16), np.zeros(7, np.int8), np.zeros((2, 2), np.bool_), np.zeros(3, np.float64)]
+    model.graph.initializer.extend(numpy_helper.from_array(a, f"extra{i}") for i, a in enumerate(arrays))
+    model.graph.initializer.append(helper.make_tensor("listed", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0]))
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    expected = sum(len(t.raw_data) + 4 * len(t.float_data) for t in tensors)
+    assert external_data_bytes(model) == expected > 500_000
 
 
 def test_external_data_model_prunes_and_is_saved_with_external_data(tmp_path, capsys):
