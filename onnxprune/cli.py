@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from onnxprune.calibdata import add_calibration_arguments, image_options_from_args
@@ -102,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     for extra in (args.report, args.html):
         if extra:
             _check_writable(Path(extra))
-    result = prune(model, config)
+    with warnings.catch_warnings():
+        # The API warns with each "warning: " note; the command line prints those notes itself, once, below.
+        warnings.filterwarnings("ignore", category=UserWarning, module="onnxprune")
+        result = prune(model, config)
     for note in result.notes:
         if note.startswith("warning: "):
             print(f"onnxprune: {note}", file=sys.stderr)

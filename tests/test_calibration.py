@@ -520,6 +520,10 @@ def test_cli_warns_when_an_activation_criterion_has_no_calibration_data(tmp_path
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and out.exists()
     assert "warning" in proc.stderr and "--calib" in proc.stderr and "Traceback" not in proc.stderr
+    # The warning is one line, printed once (not again as a Python warning with its source line).
+    lines = proc.stderr.splitlines()
+    assert all(line.startswith("onnxprune: warning: ") for line in lines), lines
+    assert len(lines) == 1 and "random inputs" in lines[0]
     notes = json.loads(report.read_text())["notes"]
     assert any("random inputs" in n for n in notes) and any("compensation needs calibration data" in n for n in notes)
 
