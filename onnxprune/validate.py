@@ -22,7 +22,8 @@ _NUMPY_TYPES = {
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """How one output of the pruned model compares with the original on the same random input."""
+    """How one output of the pruned model compares with the original on the same inputs; ``shape`` is
+    that output's over all of them (its batches stacked)."""
 
     name: str
     shape: list[int]
@@ -203,7 +204,8 @@ def evaluate(reference: ReferenceRun, actual: list[list[np.ndarray]]) -> Evaluat
     for index, name in enumerate(reference.names):
         expected = np.concatenate([b[index].reshape(len(b[index]), -1) for b in reference.outputs])
         got = np.concatenate([b[index].reshape(len(b[index]), -1) for b in actual])
-        checks.append(OutputCheck(name, list(reference.outputs[0][index].shape), *fidelity(expected, got)))
+        shape = [sum(len(b[index]) for b in reference.outputs), *reference.outputs[0][index].shape[1:]]
+        checks.append(OutputCheck(name, shape, *fidelity(expected, got)))
     expected, got = _class_scores(reference.outputs), _class_scores(actual)
     samples = reference.data.samples
     if expected is None:

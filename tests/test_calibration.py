@@ -432,6 +432,7 @@ def test_calibration_gives_held_out_fidelity_accuracy_and_compensation_is_more_f
         report = result.report
         assert report["calibration"]["calibration_samples"] == 400
         assert report["calibration"]["held_out_samples"] == report["fidelity"]["samples"] == 100
+        assert report["fidelity"]["outputs"][0]["shape"] == [100, 10]  # all held-out samples, not one batch
         assert report["accuracy"]["samples"] == 100 and 0 <= report["accuracy"]["pruned"] <= 1
         assert bool(report["compensation"]) == compensate
         errors[compensate] = max(o["relative_l2"] for o in report["fidelity"]["outputs"])
