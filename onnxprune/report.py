@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from typing import TYPE_CHECKING
 
 from onnxprune.config import PruneConfig
@@ -49,7 +49,8 @@ def build_report(
     history: list[tuple[int, int, Evaluation]] | None = None,
 ) -> dict:
     """The report of one pruning run, ready for ``json.dump`` (schema in the README)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("calib", "images")}
+    # Not asdict(config): it deep-copies ``calib``, which may be every calibration array, or a generator.
+    settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("calib", "images")}
     settings["calib"] = _calib_setting(config.calib)
     images = asdict(config.images) if is_dataclass(config.images) else None
     settings["images"] = {k: list(v) if isinstance(v, tuple) else v for k, v in images.items()} if images else None

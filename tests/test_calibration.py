@@ -592,3 +592,20 @@ def test_iterative_pruning_records_and_compensates_every_round():
     plain = onnxprune.prune(model, compensate=False, **options)
     assert result.pruned.macs <= 0.5 * result.original.macs and result.report["compensation"]
     assert max(o.relative_l2 for o in result.evaluation.outputs) < max(o.relative_l2 for o in plain.evaluation.outputs)
+
+
+def test_prune_takes_a_generator_of_labelled_batches():
+    data = np.load(MODELS / "fashion_mnist_test.npz")
+    x = ((data["x"][:240].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
+
+    def batches():  # read once, as a stream from a user's data pipeline would be
+        for start in range(0, len(x), 24):
+            yield {"input": x[start:start + 24], "labels": data["labels"][start:start + 24].astype(np.int64)}
+
+    result = onnxprune.prune(str(MODELS / "fashion_mnist.ts.onnx"), ratio=0.3, calib=batches(), calib_samples=200,
+                             importance="wanda")
+    report = json.loads(json.dumps(result.report))
+    assert report["settings"]["calib"] == "Python iterable"
+    assert report["calibration"]["calibration_samples"] + report["calibration"]["held_out_samples"] == 200
+    assert report["accuracy"]["samples"] == report["calibration"]["held_out_samples"] == 40
+    assert report["accuracy"]["pruned"] >= report["accuracy"]["original"] - 0.1
