@@ -12,6 +12,7 @@ Sources:
         labels each image with the index of its subfolder in sorted name order (every non-hidden subfolder
         counts, empty ones too, so indices follow the names). Unreadable images are skipped and counted.
     iterable: batches as ``{input_name: array}`` dicts, labels optionally under ``labels``.
+    array: from Python, one array (samples first), for a one-input model, like an .npy file.
 
 Array data is used as given (no normalisation): it is cast to the input's dtype when that cannot lose
 the kind of value (integers or floats to floats, narrower integers to integers), and an array missing
@@ -125,13 +126,14 @@ class _Loaded:
     skipped: int = 0
 
 
-def load_calibration(source: str | os.PathLike | Iterable[dict[str, np.ndarray]], inputs: list[InputSpec], *,
+def load_calibration(source: str | os.PathLike | np.ndarray | Iterable[dict[str, np.ndarray]], inputs: list[InputSpec], *,
                      samples: int | None = None, batch: int = 16, held_out: float = 0.2,
                      images: ImageOptions | None = None, seed: int = 0) -> CalibrationData:
     """Load calibration data and split it into calibration and held-out batches.
 
     Args:
-        source: an .npz or .npy file, a folder of images, or an iterable of ``{input_name: array}`` batches.
+        source: an .npz or .npy file, a folder of images, an iterable of ``{input_name: array}`` batches,
+            or (for a one-input model) one array, samples first.
         inputs: the model's inputs (see ``input_specs``).
         samples: use at most this many samples, chosen with ``seed`` and kept in source order; an iterable
             is read only until it has given this many (its first ones).
@@ -156,6 +158,11 @@ def load_calibration(source: str | os.PathLike | Iterable[dict[str, np.ndarray]]
     rng = np.random.default_rng(seed)
     if isinstance(source, (str, os.PathLike)):
         loaded = _load_path(Path(source), inputs, samples, images or ImageOptions(), rng)
+    elif isinstance(source, np.ndarray):
+        if len(inputs) > 1:
+            raise InputError(f"one calibration array can feed only a one-input model; the model's inputs are "
+                             f"{_names([s.name for s in inputs])}: give a dict of input name -> array")
+        loaded = _check_arrays({inputs[0].name: source}, None, inputs, "the calibration array", samples, rng)
     elif isinstance(source, Mapping):
         loaded = _load_batches([source], inputs, samples)
     elif isinstance(source, Iterable):

@@ -66,8 +66,9 @@ class PruneConfig:
         latency: measure the latency of both models (the CLI turns this on).
         providers, threads, batch: ONNX Runtime settings for latency.
         quiet: no progress bars.
-        calib: calibration data: a .npz/.npy file, an image folder, or an iterable of {input: array}
-            batches (see onnxprune.calibdata); None uses random inputs where activations are needed.
+        calib: calibration data: a .npz/.npy file, an image folder, an iterable of {input: array}
+            batches, or one array for a one-input model (see onnxprune.calibdata); None uses random
+            inputs where activations are needed.
         calib_samples: use at most this many calibration samples.
         calib_batch: samples per ONNX Runtime run on calibration data.
         held_out: the fraction of the calibration samples kept for fidelity and accuracy.

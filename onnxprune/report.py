@@ -6,6 +6,8 @@ import os
 from dataclasses import asdict, fields, is_dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from onnxprune.config import PruneConfig
 
 if TYPE_CHECKING:
@@ -111,7 +113,9 @@ def tradeoff_points(before: ModelStats, history: list[tuple[int, int, Evaluation
 def _calib_setting(calib: object) -> str | None:
     if calib is None:
         return None
-    return str(calib) if isinstance(calib, (str, os.PathLike)) else "Python iterable"
+    if isinstance(calib, (str, os.PathLike)):
+        return str(calib)
+    return "Python array" if isinstance(calib, np.ndarray) else "Python iterable"
 
 
 def _calibration_dict(calibration: CalibrationData | None) -> dict | None:

@@ -327,6 +327,20 @@ def test_image_samples_cap_decodes_only_what_is_needed(tmp_path, resnet):
     np.testing.assert_array_equal(_all(again)[0], calib)
 
 
+def test_array_source_for_a_one_input_model(mnist):
+    x = np.random.default_rng(3).standard_normal((30, 28, 28)).astype(np.float32)  # the channel dim is added
+    data = load_calibration(x, input_specs(mnist), samples=20, batch=8)
+    calib, held = _all(data)
+    assert calib.shape[1:] == (1, 28, 28) and len(calib) + len(held) == 20 and data.calibration.labels is None
+    assert len(set(_rows(np.concatenate([calib, held])[:, 0], x))) == 20  # 20 distinct samples of x
+    assert mnist.run(None, data.calibration.batches[0])[0].shape == (8, 10)
+    two = [InputSpec("a", (None, 4), np.dtype(np.float32)), InputSpec("b", (None, 4), np.dtype(np.float32))]
+    with pytest.raises(InputError, match="only a one-input model.*'a', 'b'"):
+        load_calibration(np.zeros((4, 4), np.float32), two)
+    with pytest.raises(InputError, match=r"the calibration array: input 'input' must have shape \[N, 1, 28, 28\]"):
+        load_calibration(np.zeros((4, 3, 28, 28), np.float32), input_specs(mnist))
+
+
 def test_iterable_source(mnist):
     rng = np.random.default_rng(2)
     batches = [{"input": rng.standard_normal((3, 1, 28, 28)).astype(np.float32), "labels": np.array([i, i, i])}

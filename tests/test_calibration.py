@@ -594,7 +594,7 @@ def test_iterative_pruning_records_and_compensates_every_round():
     assert max(o.relative_l2 for o in result.evaluation.outputs) < max(o.relative_l2 for o in plain.evaluation.outputs)
 
 
-def test_prune_takes_a_generator_of_labelled_batches():
+def test_prune_takes_a_generator_of_labelled_batches_or_one_array():
     data = np.load(MODELS / "fashion_mnist_test.npz")
     x = ((data["x"][:240].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
 
@@ -609,3 +609,6 @@ def test_prune_takes_a_generator_of_labelled_batches():
     assert report["calibration"]["calibration_samples"] + report["calibration"]["held_out_samples"] == 200
     assert report["accuracy"]["samples"] == report["calibration"]["held_out_samples"] == 40
     assert report["accuracy"]["pruned"] >= report["accuracy"]["original"] - 0.1
+    from_array = onnxprune.prune(str(MODELS / "fashion_mnist.ts.onnx"), ratio=0.3, calib=x, importance="wanda")
+    assert from_array.report["settings"]["calib"] == "Python array"
+    assert from_array.report["calibration"]["held_out_samples"] == 48 and from_array.report["accuracy"] is None
