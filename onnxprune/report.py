@@ -135,7 +135,8 @@ def _megabytes(size: int) -> str:
 
 
 def format_summary(report: dict, output: str | None) -> str:
-    """A short before/after table for the terminal."""
+    """A short before/after table for the terminal, with the notes that are not warnings (the command line
+    prints those on stderr)."""
     before, after = report["original"], report["pruned"]
     lines = [f"{'':12}{'original':>14}{'pruned':>14}{'change':>10}"]
     for key, label, fmt in (("params", "params", "{:,}"), ("macs", "MACs", "{:,}"), ("size_bytes", "file size", None)):
@@ -148,7 +149,9 @@ def format_summary(report: dict, output: str | None) -> str:
     fidelity = report["fidelity"]
     if fidelity:
         worst = min(o["cosine"] for o in fidelity["outputs"])
-        line = f"validated in ONNX Runtime: outputs keep names and shapes; on {fidelity['samples']} held-out inputs cosine >= {worst:.4f}"
+        inputs = "held-out" if report.get("calibration") else "seeded random"
+        line = (f"validated in ONNX Runtime: outputs keep names and shapes; on {fidelity['samples']} {inputs} inputs "
+                f"cosine >= {worst:.4f}")
         if fidelity["top1_agreement"] is not None:
             line += f", top-1 agreement {fidelity['top1_agreement']:.1%}"
         lines.append(line)
@@ -169,7 +172,8 @@ def format_summary(report: dict, output: str | None) -> str:
         changed = sum(1 for r in compensation if r["method"] != "none")
         lines.append(f"compensation: {changed} of {len(compensation)} consumers adjusted ({', '.join(methods) or 'none'})")
     for note in report.get("notes") or []:
-        lines.append(f"note: {note}")
+        if not note.startswith("warning: "):  # the command line prints warnings on stderr
+            lines.append(f"note: {note}")
     if output:
         lines.append(f"written: {output}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ _NUMPY_TYPES = {
 @dataclass(frozen=True)
 class OutputCheck:
     """How one output of the pruned model compares with the original on the same inputs; ``shape`` is
-    that output's over all of them (its batches stacked)."""
+    that output's over all of them (its batches stacked; [] for a scalar)."""
 
     name: str
     shape: list[int]
@@ -202,9 +202,10 @@ def evaluate(reference: ReferenceRun, actual: list[list[np.ndarray]]) -> Evaluat
     agreement, top-5 overlap and (with labels) accuracy of both models."""
     checks = []
     for index, name in enumerate(reference.names):
-        expected = np.concatenate([b[index].reshape(len(b[index]), -1) for b in reference.outputs])
-        got = np.concatenate([b[index].reshape(len(b[index]), -1) for b in actual])
-        shape = [sum(len(b[index]) for b in reference.outputs), *reference.outputs[0][index].shape[1:]]
+        expected = np.concatenate([np.atleast_1d(b[index]).ravel() for b in reference.outputs])
+        got = np.concatenate([np.atleast_1d(b[index]).ravel() for b in actual])
+        first = reference.outputs[0][index]
+        shape = [sum(len(b[index]) for b in reference.outputs), *first.shape[1:]] if first.ndim else []
         checks.append(OutputCheck(name, shape, *fidelity(expected, got)))
     expected, got = _class_scores(reference.outputs), _class_scores(actual)
     samples = reference.data.samples

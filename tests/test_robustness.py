@@ -116,6 +116,18 @@ def test_several_inputs_and_outputs_keep_their_shapes():
     assert_matches_masked(model, result.model, result.report)
 
 
+def test_a_scalar_output_is_compared_too():
+    first, i1 = conv("first", "x", "h", 3, 8, seed=1)
+    head, i2 = conv("head", "r", "y", 8, 4, seed=2)
+    nodes = [first, helper.make_node("Relu", ["h"], ["r"]), head, helper.make_node("ReduceSum", ["y"], ["total"], keepdims=0)]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y", "total"], i1 + i2, opset=11)  # ReduceSum of every axis: []
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    outputs = {o["name"]: o for o in result.report["fidelity"]["outputs"]}
+    assert outputs["total"]["shape"] == [] and outputs["y"]["shape"] == [16, 4, 8, 8]
+    assert 0.0 < outputs["total"]["relative_l2"] and -1.0 <= outputs["total"]["cosine"] <= 1.0
+    assert_matches_masked(model, result.model, result.report)
+
+
 def test_nothing_prunable_is_not_an_error(tmp_path, capsys):
     first, inits = conv("only", "x", "y", 3, 8, seed=1)
     path = tmp_path / "single.onnx"
