@@ -106,7 +106,8 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     edges_a = np.concatenate([a for a, _ in ctx.edges]) if ctx.edges else np.zeros(0, np.int64)
     edges_b = np.concatenate([b for _, b in ctx.edges]) if ctx.edges else np.zeros(0, np.int64)
     _, unit_of_slot = np.unique(connected_labels(ctx.slot_count, edges_a, edges_b), return_inverse=True)
-    spaces = list(ctx.channels.values()) + ctx.extra_spaces
+    # A tensor with no channels (a Slice to 0 of them, say) has no slots to tie.
+    spaces = [s for s in list(ctx.channels.values()) + ctx.extra_spaces if s.size]
     unit_count = int(unit_of_slot.max()) + 1 if ctx.slot_count else 0
     tie_a = np.concatenate([np.full(s.size, unit_of_slot[s.start]) for s in spaces]) if spaces else edges_a
     tie_b = np.concatenate([unit_of_slot[s.slots] for s in spaces]) if spaces else edges_b
@@ -116,7 +117,7 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     order = np.argsort(group_of_unit, kind="stable")
     bounds = np.searchsorted(group_of_unit[order], np.arange(int(group_of_unit.max(initial=-1)) + 2))
     members: dict[int, list[ChannelTensor]] = {}
-    for space in ctx.channels.values():
+    for space in (s for s in ctx.channels.values() if s.size):
         members.setdefault(int(group_of_unit[unit_of_slot[space.start]]), []).append(space)
     tensors = graph.tensors()
     groups = []

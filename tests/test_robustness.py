@@ -128,6 +128,21 @@ def test_a_scalar_output_is_compared_too():
     assert_matches_masked(model, result.model, result.report)
 
 
+def test_tensors_sliced_to_no_channels_are_kept_as_they_are():
+    first, i1 = conv("first", "x", "h", 3, 8, seed=1)
+    head, i2 = conv("head", "r", "y", 8, 4, seed=2)
+    zero, one = numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([1], np.int64), "one")
+    nodes = [first, helper.make_node("Relu", ["h"], ["r"]), head,
+             helper.make_node("Slice", ["r", "zero", "zero", "one"], ["none_of_r"]),  # [N, 0, 8, 8]
+             helper.make_node("Slice", ["y", "zero", "zero", "one"], ["none_of_y"])]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y", "none_of_r", "none_of_y"], i1 + i2 + [zero, one], opset=13)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert result.pruned.macs < result.original.macs
+    shapes = {o["name"]: o["shape"] for o in result.report["fidelity"]["outputs"]}
+    assert shapes["none_of_r"] == shapes["none_of_y"] == [16, 0, 8, 8]
+    assert_matches_masked(model, result.model, result.report)
+
+
 def test_nothing_prunable_is_not_an_error(tmp_path, capsys):
     first, inits = conv("only", "x", "y", 3, 8, seed=1)
     path = tmp_path / "single.onnx"
