@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxprune.errors import InputError
-from onnxprune.validate import _NUMPY_TYPES, EvalData
+from onnxprune.validate import _NUMPY_TYPES, EvalData, shape_text
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 LABELS = "labels"
@@ -310,7 +310,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], labels: np.ndarray | None, inpu
 
 
 def _check_shape(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    expected = _shape_text(spec.shape)
+    expected = shape_text(spec.shape)
     got = list(array.shape)
     if array.ndim == len(spec.shape) - 1 and array.ndim >= 1:
         for axis in (1, len(spec.shape) - 1):  # a missing size-1 channel dim: after the samples, or last
@@ -352,10 +352,6 @@ def _check_labels(labels: np.ndarray | None, count: int, where: str) -> np.ndarr
         raise InputError(f"{where}: '{LABELS}' has {len(labels)} entries but the inputs have {count} samples; "
                          "give one label per sample")
     return labels.astype(np.int64)
-
-
-def _shape_text(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("N" if i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def _names(names: Iterable[str]) -> str:
@@ -435,7 +431,7 @@ def _image_geometry(inputs: list[InputSpec], options: ImageOptions,
                     folder: Path) -> tuple[InputSpec, int, tuple[int, int], int]:
     """The image input, its channel count, the crop (height, width) and the resize of the shorter side."""
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        shapes = ", ".join(f"'{s.name}' {_shape_text(s.shape)}" for s in inputs)
+        shapes = ", ".join(f"'{s.name}' {shape_text(s.shape)}" for s in inputs)
         raise InputError(f"an image folder ({folder}) needs a model with exactly one 4-D image input, "
                          f"this one has {shapes}; give an .npz file with one array per input instead")
     spec = inputs[0]
@@ -445,16 +441,16 @@ def _image_geometry(inputs: list[InputSpec], options: ImageOptions,
         other = spec.shape[3] if nchw else spec.shape[1]
         hint = f"; it looks {'NHWC' if nchw else 'NCHW'}, so pass --image-layout {'NHWC' if nchw else 'NCHW'}" \
             if other in (1, 3) else ""
-        raise InputError(f"input '{spec.name}' of shape {_shape_text(spec.shape)} has {c} channels in {options.layout} "
+        raise InputError(f"input '{spec.name}' of shape {shape_text(spec.shape)} has {c} channels in {options.layout} "
                          f"layout; images give 1 (grayscale) or 3 (RGB){hint}")
     channels = c or 3
     if options.crop is not None:
         crop = (options.crop, options.crop)
         if (h is not None and h != options.crop) or (w is not None and w != options.crop):
             raise InputError(f"--image-crop {options.crop} does not match input '{spec.name}' of shape "
-                             f"{_shape_text(spec.shape)} ({options.layout}); use --image-crop {h if h is not None else w}")
+                             f"{shape_text(spec.shape)} ({options.layout}); use --image-crop {h if h is not None else w}")
     elif h is None or w is None:
-        raise InputError(f"input '{spec.name}' of shape {_shape_text(spec.shape)} has no fixed height and width; "
+        raise InputError(f"input '{spec.name}' of shape {shape_text(spec.shape)} has no fixed height and width; "
                          "pass --image-crop to choose the image size")
     else:
         crop = (h, w)

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from onnxprune.errors import InputError
 from onnxprune.progress import progress
-from onnxprune.validate import random_feeds, session
+from onnxprune.validate import EvalData, random_feeds, session
 
 
 @dataclass(frozen=True)
@@ -70,17 +70,19 @@ def _stats(samples: list[float]) -> LatencyStats:
 
 
 def compare_latency(original: onnx.ModelProto | str | bytes, pruned: onnx.ModelProto | str | bytes,
-                    settings: LatencySettings, quiet: bool = True) -> LatencyComparison:
+                    settings: LatencySettings, quiet: bool = True, data: EvalData | None = None) -> LatencyComparison:
     """Warm both models up, then alternate one run of each so that machine drift affects both alike.
 
     Args:
         original, pruned: models as protos, paths or serialized bytes.
         settings: providers, threads, batch size, number of runs and a time cap.
         quiet: no progress bar.
+        data: inputs to time on (the first ``settings.batch`` samples, repeated if fewer); None uses seeded
+            random inputs, whose symbolic sizes other than the batch are 1.
     """
     providers = list(settings.providers) if settings.providers else None
     sessions = [session(m, threads=settings.threads, providers=providers) for m in (original, pruned)]
-    feeds = random_feeds(sessions[0], batch=settings.batch, seed=0)
+    feeds = _feeds(sessions[0], settings.batch, data)
     for sess in sessions:
         for _ in range(settings.warmup):
             sess.run(None, feeds)
@@ -95,3 +97,21 @@ def compare_latency(original: onnx.ModelProto | str | bytes, pruned: onnx.ModelP
             break
     return LatencyComparison(_stats(samples[0]), _stats(samples[1]), len(samples[0]), settings.threads,
                              settings.batch, sessions[0].get_providers())
+
+
+def _feeds(sess: ort.InferenceSession, batch: int, data: EvalData | None) -> dict[str, np.ndarray]:
+    """``batch`` samples of ``data`` (or as many as a static batch dim holds), else seeded random inputs."""
+    if data is None or not data.batches:
+        return random_feeds(sess, batch=batch, seed=0)
+    feeds = {}
+    for arg in sess.get_inputs():
+        size = arg.shape[0] if arg.shape and isinstance(arg.shape[0], int) else batch
+        parts, count = [], 0
+        for part in data.batches:
+            if count >= size:
+                break
+            parts.append(part[arg.name])
+            count += len(part[arg.name])
+        values = np.concatenate(parts)
+        feeds[arg.name] = np.resize(values, (size, *values.shape[1:]))  # repeats samples where there are fewer
+    return feeds

@@ -330,7 +330,7 @@ def _latency_search(builder: CandidateBuilder, plan_at, config: PruneConfig, set
     quick = replace(settings, runs=20, max_seconds=5.0)
 
     def latency_fraction(candidate: Candidate) -> float:
-        comparison = compare_latency(builder.original_source(), candidate.serialized(), quick)
+        comparison = compare_latency(builder.original_source(), candidate.serialized(), quick, data=_timing_data(builder))
         return comparison.pruned.median_ms / comparison.original.median_ms
 
     low, high, best = 0.05, 1.0, None
@@ -348,15 +348,21 @@ def _latency_search(builder: CandidateBuilder, plan_at, config: PruneConfig, set
     return best
 
 
+def _timing_data(builder: CandidateBuilder) -> EvalData | None:
+    """The held-out inputs (real ones with calibration data: models with symbolic image sizes need them)."""
+    return builder.reference.data if builder.reference is not None else None
+
+
 def _never_slower(builder, chosen, analysis, scores, config, settings) -> tuple[Candidate, LatencyComparison]:
     """Measure latency; a plan slower than the original is replaced by one rounded to larger multiples."""
-    latency = compare_latency(builder.original_source(), chosen.serialized(), settings, config.quiet)
+    latency = compare_latency(builder.original_source(), chosen.serialized(), settings, config.quiet, _timing_data(builder))
     rounding = config.rounding
     while latency.speedup * SLOWER_TOLERANCE < 1.0 and rounding < 32:
         rounding *= 2
         retry = replace(config, round_to=rounding)
         candidate = builder.build(_single_plan(builder.analysis(), scores, retry))
-        comparison = compare_latency(builder.original_source(), candidate.serialized(), settings, config.quiet)
+        comparison = compare_latency(builder.original_source(), candidate.serialized(), settings, config.quiet,
+                                     _timing_data(builder))
         if comparison.speedup > latency.speedup:
             chosen, latency = candidate, comparison
     if latency.speedup * SLOWER_TOLERANCE < 1.0:

@@ -46,7 +46,7 @@ def session(model: onnx.ModelProto | str | bytes, optimize: bool = True, threads
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures become our own one-line errors; ONNX Runtime's log would repeat them
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if lean:
@@ -109,6 +109,11 @@ class ReferenceRun:
     outputs: list[list[np.ndarray]]
 
 
+def shape_text(shape: tuple | list) -> str:
+    """An input shape for messages: samples first as N, unknown (symbolic) sizes as ?."""
+    return "[" + ", ".join("N" if i == 0 else str(d) if isinstance(d, int) else "?" for i, d in enumerate(shape)) + "]"
+
+
 def _not_runnable(exc: Exception) -> InputError:
     return InputError(f"ONNX Runtime cannot run the input model ({str(exc).splitlines()[0][:200]}); "
                       "check it runs in ONNX Runtime before pruning")
@@ -130,10 +135,17 @@ def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0,
         raise _not_runnable(exc) from None
     if callable(data):
         data = data(sess)  # calibration data, checked against the session's inputs
+    random = data is None
     data = data or random_eval_data(sess, seed)
     try:
         outputs = [sess.run(None, feeds) for feeds in data.batches]
     except Exception as exc:  # noqa: BLE001
+        symbolic = [f"'{arg.name}' {shape_text(arg.shape)}" for arg in sess.get_inputs()
+                    if any(not isinstance(d, int) for d in arg.shape[1:])] if random else []
+        if symbolic:
+            raise InputError(f"the model does not run on random inputs whose symbolic sizes are 1 (inputs "
+                             f"{', '.join(symbolic)}: {str(exc).splitlines()[0][:160]}); give inputs of a real "
+                             "size with --calib") from None
         raise _not_runnable(exc) from None
     names = [o.name for o in sess.get_outputs()]
     del sess

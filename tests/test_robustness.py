@@ -143,6 +143,22 @@ def test_tensors_sliced_to_no_channels_are_kept_as_they_are():
     assert_matches_masked(model, result.model, result.report)
 
 
+def test_a_model_that_needs_real_sizes_asks_for_calibration_data(tmp_path, capfd):
+    first, i1 = conv("first", "x", "h", 3, 8, seed=1)
+    head, i2 = conv("head", "r", "y", 8, 4, seed=2)
+    # A 4x4 window without padding: random inputs with the symbolic height and width at 1 cannot run.
+    pool = helper.make_node("AveragePool", ["y"], ["out"], kernel_shape=[4, 4])
+    path = tmp_path / "sized.onnx"
+    onnx.save(make_model([first, helper.make_node("Relu", ["h"], ["r"]), head, pool], {"x": ["N", 3, "H", "W"]},
+                         ["out"], i1 + i2), path)
+    assert main([str(path), "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'x' [N, 3, ?, ?]" in err and "--calib" in err  # no log of ONNX Runtime's
+    calib = tmp_path / "x.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((20, 3, 8, 8)).astype(np.float32))
+    assert main([str(path), "-o", str(tmp_path / "out.onnx"), "--calib", str(calib), "-q"]) == 0
+
+
 def test_nothing_prunable_is_not_an_error(tmp_path, capsys):
     first, inits = conv("only", "x", "y", 3, 8, seed=1)
     path = tmp_path / "single.onnx"
