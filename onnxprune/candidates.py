@@ -36,11 +36,12 @@ from onnxprune.model import (
     import_graph,
     infer_graph_shapes,
     read_model,
+    shapes_at,
     write_external,
 )
 from onnxprune.plan import Plan
 from onnxprune.report import group_rows
-from onnxprune.stats import ModelStats, graph_stats, static_mac_count
+from onnxprune.stats import ModelStats, graph_stats, mac_scales, static_mac_count
 from onnxprune.validate import EvalData, Evaluation, ReferenceRun, check_pruned, reference_run, release_freed_memory
 
 
@@ -152,6 +153,7 @@ class CandidateBuilder:
         self.activations = activations
         self.opset = default_opset(loaded.model) or 1
         self._stats: tuple[onnx.ModelProto | None, bool, dict[str, ChannelStats]] | None = None
+        self._mac_scales: dict[str, float] | None = None
         # (serial, MACs, evaluation) of every validated candidate, for the trade-off in the report.
         self.history: list[tuple[int, int, Evaluation]] = []
 
@@ -184,7 +186,25 @@ class CandidateBuilder:
     def analysis(self, model: onnx.ModelProto | None = None) -> Analysis:
         """A fresh analysis of the original (or of ``model``); applying a plan consumes it."""
         model = model or self.original()
-        return analyse_graph(import_graph(model), default_opset(model) or 1)
+        analysis = analyse_graph(import_graph(model), default_opset(model) or 1)
+        if self._mac_scales is None:
+            self._mac_scales = self._scales_at_data_sizes(analysis.graph, model)
+        analysis.mac_scales = self._mac_scales
+        return analysis
+
+    def _scales_at_data_sizes(self, graph: gs.Graph, template: onnx.ModelProto) -> dict[str, float]:
+        """``stats.mac_scales`` at the sizes of the evaluation inputs, where the inputs have symbolic sizes
+        beyond the batch: the MACs of a model with a dynamic image size are then counted at the size of
+        its calibration images (with random inputs, those sizes are 1 anyway)."""
+        feeds = self.reference.data.batches[0] if self.reference is not None and self.reference.data.batches else {}
+        sizes = {t.name: [1, *feeds[t.name].shape[1:]] for t in graph.inputs
+                 if t.name in feeds and t.shape is not None and not all(isinstance(d, int) for d in t.shape[1:])}
+        if not sizes:
+            return {}
+        try:
+            return mac_scales(graph, shapes_at(graph, template, sizes))
+        except onnx.shape_inference.InferenceError:
+            return {}  # the MACs keep symbolic sizes at 1
 
     def original_source(self) -> str | bytes:
         """The original for ONNX Runtime: its path when there is one."""
@@ -221,7 +241,7 @@ class CandidateBuilder:
         release_freed_memory()
         external = self.loaded.external or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
         size, evaluation = self._validate(pruned, external)
-        stats = graph_stats(gs.import_onnx(pruned), size)
+        stats = graph_stats(gs.import_onnx(pruned), size, self._mac_scales)
         candidate = Candidate(plan, pruned, groups, changes, evaluation, stats, external, records, len(self.history))
         if evaluation is not None:
             self.history.append((candidate.serial, stats.macs, evaluation))
@@ -256,7 +276,7 @@ class CandidateBuilder:
         both models over the calibration data that often (at least DEFAULT_REFIT_PASSES)."""
         if self.activations.refit_passes is not None:
             return self.activations.refit_passes
-        macs = static_mac_count(analysis.graph)
+        macs = static_mac_count(analysis.graph, analysis.mac_scales)
         if macs is None:
             return DEFAULT_REFIT_PASSES  # symbolic sizes: the MACs are unknown
         samples = sum(len(next(iter(batch.values()))) for batch in self.activations.batches if batch)

@@ -9,7 +9,7 @@ so every tensor does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -42,6 +42,8 @@ class Analysis:
     context: ChannelContext
     unit_of_slot: np.ndarray
     groups: list[ChannelGroup]
+    # Factors from MACs with symbolic sizes as 1 to MACs at real sizes, by node output (stats.mac_scales).
+    mac_scales: dict[str, float] = field(default_factory=dict)
 
     @property
     def unit_count(self) -> int:

@@ -209,25 +209,8 @@ def _keeps_storage_type(node: gs.Node) -> bool:
 
 
 def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
-    """Set every activation's shape and dtype from ONNX shape inference, in place.
-
-    Inference runs on a copy of the graph whose large weights are replaced by typed inputs, so no
-    weight data is copied however big the model is.
-    """
-    skeleton = graph.copy()
-    for tensor in list(skeleton.tensors().values()):
-        if isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape)) > SKELETON_MAX_ELEMENTS:
-            stand_in = gs.Variable(tensor.name, dtype=tensor.dtype, shape=list(tensor.shape))
-            for node in list(tensor.outputs):
-                for index, used in enumerate(node.inputs):
-                    if used is tensor:
-                        node.inputs[index] = stand_in
-            skeleton.inputs.append(stand_in)
-    for tensor in skeleton.tensors().values():
-        if isinstance(tensor, gs.Variable) and tensor not in skeleton.inputs and tensor not in skeleton.outputs:
-            tensor.shape = None
-    inferred = infer_shapes(export_graph(skeleton, template))
-    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    """Set every activation's shape and dtype from ONNX shape inference, in place."""
+    known = _inferred_types(graph, template)
     outputs = {t.name for t in graph.outputs}
     for name, tensor in graph.tensors().items():
         if not isinstance(tensor, gs.Variable) or tensor in graph.inputs:
@@ -238,6 +221,40 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
             tensor.shape = _dims(info.type.tensor_type) if info.type.tensor_type.HasField("shape") else None
         elif name not in outputs:
             tensor.shape = None
+
+
+def shapes_at(graph: gs.Graph, template: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, list]:
+    """Every activation's shape (by name) were the graph's inputs of ``input_shapes``; ``graph`` is unchanged."""
+    shapes = {name: _dims(info.type.tensor_type) for name, info in _inferred_types(graph, template, input_shapes).items()
+              if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")}
+    return shapes | {name: list(shape) for name, shape in input_shapes.items()}
+
+
+def _inferred_types(graph: gs.Graph, template: onnx.ModelProto,
+                    input_shapes: dict[str, list[int]] | None = None) -> dict[str, onnx.ValueInfoProto]:
+    """ONNX shape inference of ``graph`` (its inputs given ``input_shapes`` where named), by tensor name.
+
+    Inference runs on a copy of the graph whose large weights are replaced by typed inputs, so no
+    weight data is copied however big the model is.
+    """
+    skeleton = graph.copy()
+    for tensor in skeleton.inputs:
+        if input_shapes and tensor.name in input_shapes:
+            tensor.shape = list(input_shapes[tensor.name])
+    for tensor in list(skeleton.tensors().values()):
+        if isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape)) > SKELETON_MAX_ELEMENTS:
+            stand_in = gs.Variable(tensor.name, dtype=tensor.dtype, shape=list(tensor.shape))
+            for node in list(tensor.outputs):
+                for index, used in enumerate(node.inputs):
+                    if used is tensor:
+                        node.inputs[index] = stand_in
+            skeleton.inputs.append(stand_in)
+    for tensor in skeleton.tensors().values():
+        # The outputs keep their declared shapes, unless other input shapes make those stale.
+        if isinstance(tensor, gs.Variable) and tensor not in skeleton.inputs and (input_shapes or tensor not in skeleton.outputs):
+            tensor.shape = None
+    inferred = infer_shapes(export_graph(skeleton, template))
+    return {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
 
 
 def _dims(tensor_type: onnx.TypeProto.Tensor) -> list[int | str | None]:

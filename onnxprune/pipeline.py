@@ -159,7 +159,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
     del loaded  # the builder holds it, and may release it
-    before = graph_stats(analysis.graph, builder.loaded.size)
+    before = graph_stats(analysis.graph, builder.loaded.size, analysis.mac_scales)
     scores = builder.scores(analysis, config.importance)
     release_freed_memory()
     chosen, sensitivity = _choose(builder, analysis, scores, config, settings)

@@ -11,7 +11,8 @@ from onnx import TensorProto
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Size figures of one model. MACs count Conv, ConvTranspose, Gemm and MatMul at batch 1."""
+    """Size figures of one model. MACs count Conv, ConvTranspose, Gemm and MatMul at batch 1 (symbolic
+    sizes at the calibration data's, or as 1 without it)."""
 
     params: int
     macs: int
@@ -21,9 +22,10 @@ class ModelStats:
         return asdict(self)
 
 
-def graph_stats(graph: gs.Graph, size_bytes: int) -> ModelStats:
-    """Measure a graph whose shapes have been inferred; ``size_bytes`` is its serialized size."""
-    return ModelStats(_param_count(graph), mac_count(graph), size_bytes)
+def graph_stats(graph: gs.Graph, size_bytes: int, scales: dict[str, float] | None = None) -> ModelStats:
+    """Measure a graph whose shapes have been inferred; ``size_bytes`` is its serialized size (``scales``:
+    see ``mac_scales``)."""
+    return ModelStats(_param_count(graph), mac_count(graph, scales), size_bytes)
 
 
 def _is_float(dtype: object) -> bool:
@@ -41,20 +43,20 @@ def _param_count(graph: gs.Graph) -> int:
     ))
 
 
-def _dims(tensor: gs.Tensor) -> list[int] | None:
-    if tensor.shape is None:
+def _dims(shape: list | None) -> list[int] | None:
+    if shape is None:
         return None
-    return [d if isinstance(d, int) and d >= 0 else 1 for d in tensor.shape]  # symbolic dims count as 1
+    return [d if isinstance(d, int) and d >= 0 else 1 for d in shape]  # symbolic dims count as 1
 
 
 _MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def node_macs(node: gs.Node) -> int:
-    """Multiply-accumulates of one Conv, ConvTranspose, Gemm or MatMul at batch 1 (0 for other ops)."""
+def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
+    """``node_macs`` with the activation shapes of ``shapes`` where it has them."""
     if node.op not in _MAC_OPS or len(node.inputs) < 2:
         return 0
-    x, w, y = _dims(node.inputs[0]), _dims(node.inputs[1]), _dims(node.outputs[0])
+    x, w, y = (_dims(shapes.get(t.name, t.shape) if shapes else t.shape) for t in (*node.inputs[:2], node.outputs[0]))
     if x is None or w is None or y is None or not x:
         return 0
     if node.op == "Conv":
@@ -65,19 +67,49 @@ def node_macs(node: gs.Node) -> int:
     return int(np.prod(y)) * inner
 
 
-def mac_count(graph: gs.Graph) -> int:
-    """Multiply-accumulates of one sample through ``graph`` (shapes inferred)."""
-    return sum(node_macs(node) for node in graph.nodes)
+def node_macs(node: gs.Node, scales: dict[str, float] | None = None) -> float:
+    """Multiply-accumulates of one Conv, ConvTranspose, Gemm or MatMul at batch 1 (0 for other ops);
+    symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
+    macs = _macs(node)
+    return macs * scales.get(node.outputs[0].name, 1.0) if scales and not _is_static(node) else macs
 
 
-def static_mac_count(graph: gs.Graph) -> int | None:
-    """``mac_count``, or None where an output of a node that counts has a symbolic size beyond the batch
-    (a dynamic image size, say), which would count as 1."""
+def mac_scales(graph: gs.Graph, shapes: dict[str, list]) -> dict[str, float]:
+    """For each node that counts whose shapes are symbolic beyond the batch, the factor from its MACs with
+    those sizes as 1 to its MACs at ``shapes`` (real sizes, say of the calibration data), by output name.
+    Removing channels leaves the factor alone: it is the product of the symbolic sizes."""
+    scales = {}
     for node in graph.nodes:
-        shape = node.outputs[0].shape if node.op in _MAC_OPS else ()
-        if shape is None or not all(isinstance(d, int) for d in shape[1:]):
+        if node.op not in _MAC_OPS or _is_static(node):
+            continue
+        activations = [t for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable)]
+        symbolic, real = _macs(node), _macs(node, shapes)
+        if symbolic and all(_static_beyond_batch(shapes.get(t.name)) for t in activations):
+            scales[node.outputs[0].name] = real / symbolic
+    return scales
+
+
+def _static_beyond_batch(shape: list | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape[1:])
+
+
+def _is_static(node: gs.Node) -> bool:
+    """Whether the activations a node's MACs are counted from have no symbolic size beyond the batch."""
+    return all(_static_beyond_batch(t.shape) for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable))
+
+
+def mac_count(graph: gs.Graph, scales: dict[str, float] | None = None) -> int:
+    """Multiply-accumulates of one sample through ``graph`` (shapes inferred; ``scales``: see ``mac_scales``)."""
+    return int(round(sum(node_macs(node, scales) for node in graph.nodes)))
+
+
+def static_mac_count(graph: gs.Graph, scales: dict[str, float] | None = None) -> int | None:
+    """``mac_count``, or None where an output of a node that counts has a symbolic size beyond the batch
+    (a dynamic image size, say) that ``scales`` does not stand for, which would count as 1."""
+    for node in graph.nodes:
+        if node.op in _MAC_OPS and not _is_static(node) and node.outputs[0].name not in (scales or {}):
             return None
-    return mac_count(graph)
+    return mac_count(graph, scales)
 
 
 class MacModel:
@@ -95,7 +127,7 @@ class MacModel:
         self.terms: list[tuple[float, list[np.ndarray], list[int]]] = []
         self.fixed = 0
         for node in analysis.graph.nodes:
-            macs = node_macs(node)
+            macs = node_macs(node, analysis.mac_scales)
             params = by_owner.get(id(node), [])
             if not params:
                 self.fixed += macs

@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from helpers import FIXTURES, MODELS, assert_matches_masked, conv, make_model
 from onnx import helper
 
 import onnxprune
 from onnxprune.cli import main
+from onnxprune.stats import mac_count
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
@@ -28,6 +30,32 @@ def test_target_macs_with_default_rounding(path):
     assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
     if path.stem.split(".")[0] in ("resnet", "mobilenetv2"):  # wide enough for the default multiples of 16
         assert all(g["kept"] % 16 == 0 for g in result.report["groups"] if g["kept"] < g["channels"])
+
+
+def _mac_count_at(model: onnx.ModelProto, shape: list[int]) -> int:
+    """MACs of ``model`` with its (one) input fixed to ``shape``, from ONNX shape inference alone."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]
+    for dim, size in zip(fixed.graph.input[0].type.tensor_type.shape.dim, shape):
+        dim.Clear()
+        dim.dim_value = size
+    return mac_count(gs.import_onnx(onnx.shape_inference.infer_shapes(fixed)))
+
+
+def test_macs_of_a_model_with_a_symbolic_image_size_are_counted_at_the_calibration_size(tmp_path):
+    model = onnx.load(MODELS / "resnet.ts.onnx")
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.Clear()
+        dim.dim_param = "size"
+    del model.graph.value_info[:]
+    calib = tmp_path / "images.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((40, 3, 32, 32)).astype(np.float32))
+    result = onnxprune.prune(model, target_macs=0.5, round_to=1, calib=str(calib), compensate=False)
+    assert result.original.macs == _mac_count_at(model, [1, 3, 32, 32]) > 80_000_000  # 1x1 images: about 400k
+    pruned = _mac_count_at(result.model, [1, 3, 32, 32])
+    assert result.pruned.macs == pruned and 0.48 <= pruned / result.original.macs <= 0.5
+    assert [d.dim_param for d in result.model.graph.input[0].type.tensor_type.shape.dim[2:]] == ["size", "size"]
 
 
 @pytest.mark.parametrize("name", ["bn_keep.ts.onnx", "bn_keep.dynamo.onnx"])
