@@ -195,8 +195,9 @@ class CandidateBuilder:
     def _scales_at_data_sizes(self, graph: gs.Graph, template: onnx.ModelProto) -> dict[str, float]:
         """``stats.mac_scales`` at the sizes of the evaluation inputs, where the inputs have symbolic sizes
         beyond the batch: the MACs of a model with a dynamic image size are then counted at the size of
-        its calibration images (with random inputs, those sizes are 1 anyway)."""
-        feeds = self.reference.data.batches[0] if self.reference is not None and self.reference.data.batches else {}
+        its calibration images (random inputs tell nothing: their symbolic sizes are 1)."""
+        data = self.reference.data if self.reference is not None else None
+        feeds = data.batches[0] if data is not None and data.batches and not data.random else {}
         sizes = {t.name: [1, *feeds[t.name].shape[1:]] for t in graph.inputs
                  if t.name in feeds and t.shape is not None and not all(isinstance(d, int) for d in t.shape[1:])}
         if not sizes:

@@ -29,7 +29,7 @@ from onnxprune.search import (
     quality_drop,
     sensitivity_scan,
 )
-from onnxprune.stats import MacModel, ModelStats, graph_stats
+from onnxprune.stats import MacModel, ModelStats, graph_stats, static_mac_count
 from onnxprune.validate import EvalData, Evaluation, random_feeds, release_freed_memory, session
 
 # --target-macs lands at most this far (a fraction of the original MACs) below the target.
@@ -160,6 +160,9 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     analysis = builder.analysis()
     del loaded  # the builder holds it, and may release it
     before = graph_stats(analysis.graph, builder.loaded.size, analysis.mac_scales)
+    if static_mac_count(analysis.graph, analysis.mac_scales) is None:
+        notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "
+                     "length) as 1" + ("" if calibration else "; give --calib data to count them at the data's sizes"))
     scores = builder.scores(analysis, config.importance)
     release_freed_memory()
     chosen, sensitivity = _choose(builder, analysis, scores, config, settings)

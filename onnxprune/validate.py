@@ -79,6 +79,7 @@ class EvalData:
     batches: list[dict[str, np.ndarray]]
     labels: np.ndarray | None
     description: str
+    random: bool = False  # seeded random inputs, whose symbolic sizes beyond the batch are 1
 
     @property
     def samples(self) -> int:
@@ -97,7 +98,7 @@ def random_eval_data(sess: ort.InferenceSession, seed: int = 0) -> EvalData:
     if any(isinstance(arg.shape[0], int) for arg in sess.get_inputs() if arg.shape):
         batch = 1  # a static batch dimension keeps its size
     batches = [random_feeds(sess, batch=batch, seed=seed + i) for i in range(count)]
-    return EvalData(batches, None, f"{count * batch} random inputs (seed {seed})")
+    return EvalData(batches, None, f"{count * batch} random inputs (seed {seed})", random=True)
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,12 @@ def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0,
         raise _not_runnable(exc) from None
     if callable(data):
         data = data(sess)  # calibration data, checked against the session's inputs
-    random = data is None
     data = data or random_eval_data(sess, seed)
     try:
         outputs = [sess.run(None, feeds) for feeds in data.batches]
     except Exception as exc:  # noqa: BLE001
         symbolic = [f"'{arg.name}' {shape_text(arg.shape)}" for arg in sess.get_inputs()
-                    if any(not isinstance(d, int) for d in arg.shape[1:])] if random else []
+                    if any(not isinstance(d, int) for d in arg.shape[1:])] if data.random else []
         if symbolic:
             raise InputError(f"the model does not run on random inputs whose symbolic sizes are 1 (inputs "
                              f"{', '.join(symbolic)}: {str(exc).splitlines()[0][:160]}); give inputs of a real "

@@ -56,6 +56,14 @@ def test_macs_of_a_model_with_a_symbolic_image_size_are_counted_at_the_calibrati
     pruned = _mac_count_at(result.model, [1, 3, 32, 32])
     assert result.pruned.macs == pruned and 0.48 <= pruned / result.original.macs <= 0.5
     assert [d.dim_param for d in result.model.graph.input[0].type.tensor_type.shape.dim[2:]] == ["size", "size"]
+    assert not any("MACs count" in note for note in result.notes)
+
+    # Without calibration data the sizes are unknown: they count as 1, and the report says so.
+    first, i1 = conv("first", "x", "h", 3, 8, seed=1)
+    head, i2 = conv("head", "r", "y", 8, 4, seed=2)
+    convolutional = make_model([first, helper.make_node("Relu", ["h"], ["r"]), head], {"x": ["N", 3, "H", "W"]}, ["y"], i1 + i2)
+    blind = onnxprune.prune(convolutional, ratio=0.5, round_to=1)
+    assert blind.original.macs == 8 * 27 + 4 * 72 and any("symbolic sizes" in n and "--calib" in n for n in blind.notes)
 
 
 @pytest.mark.parametrize("name", ["bn_keep.ts.onnx", "bn_keep.dynamo.onnx"])
