@@ -24,6 +24,7 @@ from onnxprune.calibrate import (
 from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
 from onnxprune.config import DEFAULT_REFIT_PASSES, REFIT_BUDGET_MACS, Importance
 from onnxprune.consumers import consumer_levels, find_consumers
+from onnxprune.errors import InputError
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import importance_scores
 from onnxprune.model import (
@@ -193,19 +194,30 @@ class CandidateBuilder:
         return analysis
 
     def _scales_at_data_sizes(self, graph: gs.Graph, template: onnx.ModelProto) -> dict[str, float]:
-        """``stats.mac_scales`` at the sizes of the evaluation inputs, where the inputs have symbolic sizes
-        beyond the batch: the MACs of a model with a dynamic image size are then counted at the size of
-        its calibration images (random inputs tell nothing: their symbolic sizes are 1)."""
-        data = self.reference.data if self.reference is not None else None
-        feeds = data.batches[0] if data is not None and data.batches and not data.random else {}
-        sizes = {t.name: [1, *feeds[t.name].shape[1:]] for t in graph.inputs
-                 if t.name in feeds and t.shape is not None and not all(isinstance(d, int) for d in t.shape[1:])}
-        if not sizes:
+        """``stats.mac_scales`` at the sizes of the evaluation inputs, where nodes that count have symbolic
+        sizes beyond the batch: the MACs of a model with a dynamic image size are then counted at the size of
+        its calibration images (random inputs tell nothing there: their symbolic sizes are 1), and those of
+        a sequence-first attention ([tokens, batch, features]) at its inputs' sizes."""
+        if static_mac_count(graph) is not None:
             return {}
+        data = self.reference.data if self.reference is not None else None
+        batch = data.batches[0] if data is not None and data.batches and not data.random else {}
+        sizes = {}
+        for tensor in graph.inputs:
+            if tensor.shape is None:
+                return {}
+            # A model's fixed batch is what its MACs count; a symbolic one counts as 1.
+            lead = [tensor.shape[0] if isinstance(tensor.shape[0], int) else 1] if tensor.shape else []
+            if tensor.name in batch:
+                sizes[tensor.name] = [*lead, *batch[tensor.name].shape[1:]]
+            elif all(isinstance(d, int) for d in tensor.shape[1:]):
+                sizes[tensor.name] = [*lead, *tensor.shape[1:]]
+            else:
+                return {}  # a symbolic input size that no data tells
         try:
             return mac_scales(graph, shapes_at(graph, template, sizes))
-        except onnx.shape_inference.InferenceError:
-            return {}  # the MACs keep symbolic sizes at 1
+        except InputError:  # inference fails at these sizes: the MACs keep symbolic sizes at 1
+            return {}
 
     def original_source(self) -> str | bytes:
         """The original for ONNX Runtime: its path when there is one."""

@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import onnxruntime as ort
+
 from onnxprune.calibdata import add_calibration_arguments, image_options_from_args
 from onnxprune.config import DEFAULT_RATIO, DEFAULT_REFIT_PASSES, DEFAULT_ROUND_TO, Importance, PruneConfig
 from onnxprune.errors import InputError, OnnxPruneError
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
+    # ONNX Runtime's graph optimisers log their own warnings (an Unsqueeze they cannot remove, say) through
+    # the process-wide logger, which session options do not reach; they mean nothing to a user here.
+    ort.set_default_logger_severity(3)
     try:
         return run(args)
     except OnnxPruneError as exc:

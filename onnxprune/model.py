@@ -16,6 +16,7 @@ from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.errors import InputError
+from onnxprune.shape_targets import constant_reshape_targets
 
 G_LOGGER.severity = G_LOGGER.ERROR
 
@@ -27,6 +28,8 @@ MIN_OPSET = 11
 SKELETON_MAX_ELEMENTS = 1024
 # Constant folding only evaluates small results (shape arithmetic), never whole weights.
 FOLD_MAX_BYTES = 1 << 16
+# Reshape targets computed at run time are made constant in at most this many passes (see shape_targets.py).
+MAX_RESHAPE_PASSES = 64
 # Protobuf cannot serialize 2 GiB; models with more weight data than this are kept in external data.
 PROTOBUF_SAFE_BYTES = 1_800_000_000
 
@@ -181,7 +184,8 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
 
     Weights stay lazily loaded from ``model``. Shape computations that only depend on static
     dimensions (TorchScript exports ``chunk`` as Shape -> Gather -> Div -> Slice) are folded into
-    constants, then shapes are inferred again.
+    constants, then shapes are inferred again; so are reshape targets that copy symbolic sizes (see
+    ``shape_targets.py``).
     """
     try:
         graph = gs.import_onnx(model)
@@ -199,6 +203,12 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
     graph.cleanup(remove_unused_graph_inputs=False)
     if len(graph.nodes) != node_count:
+        infer_graph_shapes(graph, model)
+    # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
+    for _ in range(MAX_RESHAPE_PASSES):
+        if not constant_reshape_targets(graph):
+            break
+        graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)
     return graph.toposort()
 

@@ -170,6 +170,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     latency = None
     if config.latency:
         chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings)
+    _note_unreached_target(config, before, chosen, notes)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
     report = build_report(path, config, before, chosen, latency, sensitivity,
                           calibration.data if calibration else None, notes, builder.history)
@@ -230,6 +231,18 @@ def _keep_better_compensation(builder: CandidateBuilder, chosen: Candidate, note
         return plain
     return chosen
 
+
+
+def _note_unreached_target(config: PruneConfig, before: ModelStats, chosen: Candidate, notes: list[str]) -> None:
+    """A warning when --target-macs asks for more than the prunable groups hold (--max-drop may stop short on
+    purpose, and says so itself)."""
+    if config.target_macs is None or config.max_drop is not None or not before.macs:
+        return
+    fraction = chosen.stats.macs / before.macs
+    if fraction > config.target_macs + TARGET_SLACK:
+        notes.append(f"warning: --target-macs {config.target_macs:g} is out of reach: the pruned model keeps "
+                     f"{fraction:.3f} of the MACs; the rest are in pinned groups (see --dry-run) or beyond "
+                     f"--group-cap {config.group_cap:g}")
 
 
 def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:

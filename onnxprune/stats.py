@@ -70,32 +70,40 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
 def node_macs(node: gs.Node, scales: dict[str, float] | None = None) -> float:
     """Multiply-accumulates of one Conv, ConvTranspose, Gemm or MatMul at batch 1 (0 for other ops);
     symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
-    macs = _macs(node)
-    return macs * scales.get(node.outputs[0].name, 1.0) if scales and not _is_static(node) else macs
+    return _macs(node) * (scales or {}).get(node.outputs[0].name, 1.0)
 
 
 def mac_scales(graph: gs.Graph, shapes: dict[str, list]) -> dict[str, float]:
-    """For each node that counts whose shapes are symbolic beyond the batch, the factor from its MACs with
-    those sizes as 1 to its MACs at ``shapes`` (real sizes, say of the calibration data), by output name.
-    Removing channels leaves the factor alone: it is the product of the symbolic sizes."""
+    """For each node that counts whose shapes have symbolic sizes (beyond an input's batch), the factor from
+    its MACs with those sizes as 1 to its MACs at ``shapes`` (real sizes at batch 1, say of the calibration
+    data), by output name. Removing channels leaves the factor alone: it is the product of the symbolic sizes."""
     scales = {}
+    batch = _batch_names(graph)
     for node in graph.nodes:
-        if node.op not in _MAC_OPS or _is_static(node):
+        if node.op not in _MAC_OPS or _is_static(node, batch):
             continue
         activations = [t for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable)]
         symbolic, real = _macs(node), _macs(node, shapes)
-        if symbolic and all(_static_beyond_batch(shapes.get(t.name)) for t in activations):
+        if symbolic and all(_known(shapes.get(t.name)) for t in activations):
             scales[node.outputs[0].name] = real / symbolic
     return scales
 
 
-def _static_beyond_batch(shape: list | None) -> bool:
-    return shape is not None and all(isinstance(d, int) for d in shape[1:])
+def _known(shape: list | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
 
 
-def _is_static(node: gs.Node) -> bool:
-    """Whether the activations a node's MACs are counted from have no symbolic size beyond the batch."""
-    return all(_static_beyond_batch(t.shape) for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable))
+def _batch_names(graph: gs.Graph) -> set[str]:
+    """The symbolic batch sizes of the graph's inputs."""
+    return {t.shape[0] for t in graph.inputs if t.shape and isinstance(t.shape[0], str)}
+
+
+def _is_static(node: gs.Node, batch: set[str]) -> bool:
+    """Whether the activations a node's MACs are counted from have no symbolic size but an input's batch
+    in front. (A Gemm after a reshape of [batch, tokens, features] reads [batch x tokens, features]: its
+    first size is symbolic and not the batch.)"""
+    return all(t.shape is not None and all(isinstance(d, int) or i == 0 and d in batch for i, d in enumerate(t.shape))
+               for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable))
 
 
 def mac_count(graph: gs.Graph, scales: dict[str, float] | None = None) -> int:
@@ -106,8 +114,9 @@ def mac_count(graph: gs.Graph, scales: dict[str, float] | None = None) -> int:
 def static_mac_count(graph: gs.Graph, scales: dict[str, float] | None = None) -> int | None:
     """``mac_count``, or None where an output of a node that counts has a symbolic size beyond the batch
     (a dynamic image size, say) that ``scales`` does not stand for, which would count as 1."""
+    batch = _batch_names(graph)
     for node in graph.nodes:
-        if node.op in _MAC_OPS and not _is_static(node) and node.outputs[0].name not in (scales or {}):
+        if node.op in _MAC_OPS and not _is_static(node, batch) and node.outputs[0].name not in (scales or {}):
             return None
     return mac_count(graph, scales)
 

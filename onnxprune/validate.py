@@ -94,9 +94,11 @@ LARGE_SAMPLE = 1 << 16
 def random_eval_data(sess: ort.InferenceSession, seed: int = 0) -> EvalData:
     """Seeded random inputs, used when no calibration data is given."""
     per_sample = sum(int(np.prod([d for d in arg.shape[1:] if isinstance(d, int)])) for arg in sess.get_inputs())
-    batch, count = (1, 4) if per_sample > LARGE_SAMPLE else (8, 2)
-    if any(isinstance(arg.shape[0], int) for arg in sess.get_inputs() if arg.shape):
-        batch = 1  # a static batch dimension keeps its size
+    samples, batch = (4, 1) if per_sample > LARGE_SAMPLE else (16, 8)
+    fixed = [arg.shape[0] for arg in sess.get_inputs() if arg.shape and isinstance(arg.shape[0], int)]
+    if fixed:
+        batch = max(fixed[0], 1)  # a static batch dimension keeps its size: as many batches as make the samples
+    count = max(1, -(-samples // batch))
     batches = [random_feeds(sess, batch=batch, seed=seed + i) for i in range(count)]
     return EvalData(batches, None, f"{count * batch} random inputs (seed {seed})", random=True)
 

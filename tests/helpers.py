@@ -48,6 +48,8 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
+    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+        return  # per-channel constants (a bias Add, say) are sliced with their channels: nothing reads them
     holder, index = node, 1
     if not isinstance(node.inputs[1], gs.Constant):  # a weight stored in bfloat16 and Cast up
         holder, index = node.inputs[1].inputs[0], 0
@@ -60,10 +62,8 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
             weight[g * per_group_out:(g + 1) * per_group_out, c % per_group_in] = 0
     elif node.op in ("ConvTranspose", "MatMul") or node.op == "Gemm" and not node.attrs.get("transB", 0):
         weight[removed] = 0
-    elif node.op == "Gemm":
-        weight[:, removed] = 0
     else:
-        return
+        weight[:, removed] = 0
     old = holder.inputs[index]
     holder.inputs[index] = gs.Constant(f"{old.name}__masked_{node.name}", weight, export_dtype=old.export_dtype)
 

@@ -530,6 +530,18 @@ def test_cli_warns_when_an_activation_criterion_has_no_calibration_data(tmp_path
     assert any("random inputs" in n for n in notes) and any("compensation needs calibration data" in n for n in notes)
 
 
+@pytest.mark.parametrize("batch, batches", [(1, 16), (4, 4)])
+def test_a_fixed_batch_model_is_validated_on_as_many_random_inputs(batch, batches):
+    model = onnx.load(MODELS / "resnet.ts.onnx")
+    model.graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    del model.graph.value_info[:]
+    result = onnxprune.prune(model, ratio=0.3)
+    fidelity = result.report["fidelity"]
+    assert fidelity["samples"] == 16 and fidelity["outputs"][0]["shape"] == [16, 10]  # 2 inputs at batch 1 before
+    assert result.evaluation.outputs[0].cosine > 0.5
+
+
 def test_cli_image_folder_calibration_with_compensation(tmp_path):
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     code = main([str(MODELS / "resnet.ts.onnx"), "-o", str(out), "--calib", str(MODELS / "calib_images"),

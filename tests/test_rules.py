@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_matches_masked, conv, make_model, weight
+from helpers import assert_matches_masked, conv, make_model, run, weight
 from onnx import helper, numpy_helper
 
 import onnxprune
@@ -306,6 +306,57 @@ def test_flattening_reshape_target_is_rewritten(target):
     result = prune_checked(make_model([first, pool, *nodes], {"x": [2, 3, 8, 8]}, ["y"], inits1 + inits))
     new_target = list(node_of(result, "reshape").inputs[1].values)
     assert new_target == [64 if t == 128 else t for t in target]
+
+
+def _computed_target(parts: list[tuple[str, int]]) -> tuple[list[onnx.NodeProto], list]:
+    """Nodes building a Reshape target 'target' from Shape(a) at run time, as the TorchScript exporter writes
+    ``x.flatten(2)`` with a symbolic batch: ("slice", n) takes sizes 0..n-1, ("gather", i) size i, ("const", v) v."""
+    nodes = [helper.make_node("Shape", ["a"], ["a_shape"])]
+    inits, pieces = [], []
+    for index, (kind, value) in enumerate(parts):
+        piece = f"piece{index}"
+        if kind == "slice":
+            inits += [numpy_helper.from_array(np.array([0], np.int64), f"start{index}"),
+                      numpy_helper.from_array(np.array([value], np.int64), f"end{index}")]
+            nodes.append(helper.make_node("Slice", ["a_shape", f"start{index}", f"end{index}"], [piece]))
+        elif kind == "gather":
+            inits += [numpy_helper.from_array(np.array(value, np.int64), f"index{index}"),
+                      numpy_helper.from_array(np.array([0], np.int64), f"axes{index}")]
+            nodes += [helper.make_node("Gather", ["a_shape", f"index{index}"], [f"size{index}"], axis=0),
+                      helper.make_node("Unsqueeze", [f"size{index}", f"axes{index}"], [piece])]
+        else:
+            inits.append(numpy_helper.from_array(np.array([value], np.int64), piece))
+        pieces.append(piece)
+    return nodes + [helper.make_node("Concat", pieces, ["target"], axis=0)], inits
+
+
+def _tokens_model(parts: list[tuple[str, int]]) -> onnx.ModelProto:
+    """conv -> 'a' [N, 8, 8, 8] -> Reshape to a computed target -> [N, 8, 64] -> tokens [N, 64, 8] -> MLP."""
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    computed, inits2 = _computed_target(parts)
+    nodes = [first, *computed, helper.make_node("Reshape", ["a", "target"], ["r"], name="reshape"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"], name="fc2")]
+    return make_model(nodes, X, ["y"], inits1 + inits2 + [weight("w1", (8, 6), 3), weight("w2", (6, 5), 4)])
+
+
+def test_a_reshape_target_computed_from_its_input_sizes_becomes_constant():
+    # [N, 8, -1] from Shape(a)[0:2]: shape inference cannot follow it, so nothing after it had a shape.
+    model = _tokens_model([("slice", 2), ("const", -1)])
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "h")["kept"] == 3
+    assert list(node_of(result, "reshape").inputs[1].values) == [0, 4, -1]  # the batch copied from the input
+    assert result.pruned.macs == 64 * 27 * 4 + 64 * 4 * 3 + 64 * 3 * 5  # conv1, fc1, fc2 at 8x8 and 64 tokens
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch, 64, 5)
+
+
+def test_a_computed_target_that_moves_the_batch_stays_computed_and_pinned():
+    # [8, N, -1]: the batch lands on an axis where the input has 8, so 0 ("copy") would not be the same.
+    result = onnxprune.prune(_tokens_model([("gather", 1), ("gather", 0), ("const", -1)]), ratio=0.5, round_to=1)
+    assert "computed at run time" in group_of(result, "a")["pinned_reason"]
 
 
 def test_channel_shuffle_reshape_is_pinned_with_a_reason():

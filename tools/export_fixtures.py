@@ -418,6 +418,51 @@ class FashionNet(nn.Module):
 
 
 @torch.no_grad()
+class Attention(nn.Module):
+    """Multi-head self-attention written out (qkv Linear, per-head softmax(q k^T) v, output Linear), as
+    timm and Hugging Face models export it, rather than through scaled_dot_product_attention."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attention = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: LayerNorm -> attention, LayerNorm -> Linear -> GELU -> Linear, residuals."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1, self.attention = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """Tiny vision transformer: 4x4 patch conv, position embedding, two blocks, mean of tokens, Linear."""
+
+    def __init__(self, dim: int = 48, heads: int = 3, hidden: int = 96, depth: int = 2) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.position = nn.Parameter(torch.randn(1, 64, dim) * 0.1)
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, hidden) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.position
+        return self.head(self.norm(self.blocks(x)).mean(1))
+
+
 def randomize_norm_params(model: nn.Module, gen: torch.Generator) -> None:
     """Give BN/InstanceNorm/PReLU non-trivial values so folding is exercised."""
     for m in model.modules():
@@ -572,6 +617,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
         "yolo": lambda: random_fixture("yolo", Yolo(), ["p3", "p4"]),
         "unet": lambda: random_fixture("unet", UNet()),
         "bn_keep": lambda: random_fixture("bn_keep", BNKeep()),
+        "vit": lambda: random_fixture("vit", ViT()),
         "zero_channels": make_zero_channels,
         "fashion_mnist": lambda: make_fashion_mnist(out_dir),
     }
@@ -579,7 +625,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
 
 
 ARCHS = ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet",
-         "bn_keep", "zero_channels", "fashion_mnist")
+         "bn_keep", "vit", "zero_channels", "fashion_mnist")
 
 
 def seed_everything(seed: int = SEED) -> None:

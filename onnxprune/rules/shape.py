@@ -46,30 +46,34 @@ class FlattenRule(Rule):
 
 
 def _blocks(in_shape: list[Dim], out_shape: list[Dim]) -> list[tuple[list[int], list[int]]]:
-    """Pair runs of input and output dims with equal products; size-1 dims are left out."""
+    """Pair runs of input and output dims with equal products; size-1 dims are left out.
+
+    Runs are closed from the last dim backwards while the sizes are known; whatever is left in front (the
+    symbolic batch, or batch x tokens where a Reshape merges them) is one run on each side.
+    """
     ins = [i for i, d in enumerate(in_shape) if d != 1]
     outs = [j for j, d in enumerate(out_shape) if d != 1]
-    if ins and outs and not isinstance(in_shape[ins[0]], int) and not isinstance(out_shape[outs[0]], int):
-        pairs = [([ins.pop(0)], [outs.pop(0)])]  # the symbolic batch dim maps onto itself
-    else:
-        pairs = []
-    in_dims = _static([in_shape[i] for i in ins], "input")
-    out_dims = _static([out_shape[j] for j in outs], "output")
-    a = b = 0
-    while a < len(ins) and b < len(outs):
-        block_in, block_out = [ins[a]], [outs[b]]
-        p, q = in_dims[a], out_dims[b]
-        a, b = a + 1, b + 1
+    pairs: list[tuple[list[int], list[int]]] = []
+    a, b = len(ins), len(outs)  # ins[a:] and outs[b:] are paired
+    while a and b and isinstance(in_shape[ins[a - 1]], int) and isinstance(out_shape[outs[b - 1]], int):
+        start_a, start_b, p, q = a - 1, b - 1, in_shape[ins[a - 1]], out_shape[outs[b - 1]]
         while p != q:
-            if p < q:
-                p *= in_dims[a]
-                block_in.append(ins[a])
-                a += 1
+            if p < q and start_a and isinstance(in_shape[ins[start_a - 1]], int):
+                start_a -= 1
+                p *= in_shape[ins[start_a]]
+            elif q < p and start_b and isinstance(out_shape[outs[start_b - 1]], int):
+                start_b -= 1
+                q *= out_shape[outs[start_b]]
             else:
-                q *= out_dims[b]
-                block_out.append(outs[b])
-                b += 1
-        pairs.append((block_in, block_out))
+                break
+        if p != q:
+            break  # this run reaches a symbolic size: it belongs to the front
+        pairs.insert(0, (ins[start_a:a], outs[start_b:b]))
+        a, b = start_a, start_b
+    if a and b:
+        pairs.insert(0, (ins[:a], outs[:b]))
+    elif a or b:
+        raise Unprunable("its input and output dimensions could not be matched")
     return pairs
 
 
@@ -90,7 +94,7 @@ class ReshapeRule(Rule):
                 continue
             if block_in[0] != x.axis or len(block_out) != 1:
                 raise Unprunable("it splits or mixes the channel axis (as a channel shuffle does)")
-            inner = int(np.prod([in_shape[i] for i in block_in[1:]]))
+            inner = int(np.prod(_static([in_shape[i] for i in block_in[1:]], "trailing")))
             _couple_flattened(ctx, x, node.outputs[0], block_out[0], inner)
             ctx.add_rewrite(self, node)
             return

@@ -1,0 +1,115 @@
+"""Reshape targets computed at run time from sizes the graph already has, made constant.
+
+The TorchScript exporter writes ``x.flatten(2)`` or ``x.reshape(b, n, 3, heads, d)`` with a symbolic batch
+as a target built at run time: Shape -> Slice / Gather -> Unsqueeze -> Concat with constants. ONNX shape
+inference cannot follow that (it does not propagate through Slice of a shape), so every tensor after it has
+no shape and no channel can be traced. Where each computed size is either a constant or the same symbolic
+size that the reshaped tensor has on the same axis, the target becomes a constant with 0 there ("copy this
+size from the input"), which is the same reshape for every input size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+Dim = int | str | None  # a size: known, symbolic (ONNX dim_param), or unknown
+# Shape computations are short; longer chains or larger constants are not followed.
+MAX_DEPTH = 24
+MAX_ELEMENTS = 16
+
+
+def constant_reshape_targets(graph: gs.Graph) -> int:
+    """Replace the computed targets of Reshape nodes with constants where that is exact (see the module
+    docstring); returns how many were replaced. Shapes must be inferred; call again after re-inferring,
+    as each replacement lets inference reach further."""
+    replaced = 0
+    for node in graph.nodes:
+        if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
+            continue
+        if node.attrs.get("allowzero", 0):  # 0 would mean a size of zero, not "copy"
+            continue
+        target = _values(node.inputs[1], 0)
+        data_shape = node.inputs[0].shape
+        if target is None or data_shape is None:
+            continue
+        constant = []
+        for axis, size in enumerate(target):
+            if isinstance(size, int):
+                constant.append(size)
+            elif size is not None and axis < len(data_shape) and data_shape[axis] == size:
+                constant.append(0)
+            else:
+                break
+        else:
+            node.inputs[1] = gs.Constant(f"{node.name}_target", np.array(constant, dtype=np.int64))
+            replaced += 1
+    return replaced
+
+
+def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
+    """The elements of a small integer shape computation (a scalar as one element), or None where it
+    cannot be followed."""
+    if isinstance(tensor, gs.Constant):
+        values = np.asarray(tensor.values)
+        if values.dtype.kind not in "iu" or values.size > MAX_ELEMENTS:
+            return None
+        return [int(v) for v in values.reshape(-1)]
+    if depth > MAX_DEPTH or len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    if node.op == "Shape":
+        shape = node.inputs[0].shape
+        if shape is None:
+            return None
+        dims: list[Dim] = [d if isinstance(d, (int, np.integer)) and d >= 0 else (d if isinstance(d, str) else None)
+                           for d in shape]
+        return dims[slice(node.attrs.get("start", 0), node.attrs.get("end"))]
+    if node.op in ("Identity", "Unsqueeze", "Squeeze", "Cast", "Reshape"):
+        return _values(node.inputs[0], depth + 1)  # on 0-D and 1-D shape tensors these keep the elements
+    inputs = [_values(t, depth + 1) if t.name else None for t in node.inputs]
+    if node.op == "Concat" and all(v is not None for v in inputs):
+        return [d for values in inputs for d in values]
+    if node.op == "Gather" and node.attrs.get("axis", 0) == 0 and None not in inputs[:2]:
+        data, indices = inputs[0], inputs[1]
+        if all(isinstance(i, int) and -len(data) <= i < len(data) for i in indices):
+            return [data[i] for i in indices]
+    if node.op == "Slice" and inputs and inputs[0] is not None:
+        return _slice(node, inputs)
+    if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
+        return _arithmetic(node.op, inputs[0], inputs[1])
+    return None
+
+
+def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
+    data = inputs[0]
+    if len(inputs) >= 3:  # opset 10+: starts, ends, axes, steps as inputs
+        starts, ends = inputs[1], inputs[2]
+        axes = inputs[3] if len(inputs) > 3 else [0]
+        steps = inputs[4] if len(inputs) > 4 else [1]
+    else:
+        starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
+        axes, steps = node.attrs.get("axes", [0]), [1]
+    if None in (starts, ends, axes, steps) or list(axes) not in ([0], [-1]) or len(starts) != 1 or len(ends) != 1:
+        return None
+    start, end, step = starts[0], ends[0], steps[0]
+    if not all(isinstance(v, int) for v in (start, end, step)) or step == 0:
+        return None
+    return data[slice(start, end, step)]  # Python slicing clamps as ONNX does
+
+
+def _arithmetic(op: str, a: list[Dim], b: list[Dim]) -> list[Dim] | None:
+    """Element-wise ``op`` of two shape computations (broadcast from one element); unknown where a size is not an int."""
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        return None
+    length = max(len(a), len(b))
+    a, b = a * length if len(a) == 1 else a, b * length if len(b) == 1 else b
+    result: list[Dim] = []
+    for x, y in zip(a, b):
+        if not isinstance(x, int) or not isinstance(y, int) or op == "Div" and y == 0:
+            result.append(None)
+        elif op == "Div":
+            result.append(int(np.trunc(x / y)) if abs(x) < 2**52 else None)  # integer Div truncates
+        else:
+            result.append({"Add": x + y, "Sub": x - y, "Mul": x * y}[op])
+    return result
