@@ -510,6 +510,25 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     return stats
 
 
+def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """The shapes of the tensors ``names`` of ``model`` in one ONNX Runtime run on ``feeds``: sizes that shape
+    inference cannot follow (a position embedding sliced to the sequence length, say). Tensors the run
+    cannot expose, or all where it fails, are left out."""
+    graph = model.graph
+    produced = {name for node in graph.node for name in node.output}
+    existing = {o.name for o in graph.output}
+    wanted = [name for name in dict.fromkeys(names) if name in produced]
+    builder = _StatsGraph(default_opset(model) or 13)
+    builder.outputs = [name for name in wanted if name not in existing]
+    if not wanted:
+        return {}
+    try:
+        values = builder.session(model).run(wanted, feeds)
+    except Exception:  # noqa: BLE001 - ONNX Runtime raises several unrelated types; the sizes stay unknown
+        return {}
+    return {name: list(value.shape) for name, value in zip(wanted, values)}
+
+
 def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
                  fold: int) -> None:
     """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""

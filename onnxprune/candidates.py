@@ -20,6 +20,7 @@ from onnxprune.calibrate import (
     collect_pairs,
     consumer_inputs,
     record_consumer_inputs,
+    runtime_shapes,
 )
 from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
 from onnxprune.config import DEFAULT_REFIT_PASSES, REFIT_BUDGET_MACS, Importance
@@ -42,7 +43,7 @@ from onnxprune.model import (
 )
 from onnxprune.plan import Plan
 from onnxprune.report import group_rows
-from onnxprune.stats import ModelStats, graph_stats, mac_scales, static_mac_count
+from onnxprune.stats import ModelStats, graph_stats, mac_scales, static_mac_count, unresolved_mac_tensors
 from onnxprune.validate import EvalData, Evaluation, ReferenceRun, check_pruned, reference_run, release_freed_memory
 
 
@@ -195,29 +196,37 @@ class CandidateBuilder:
 
     def _scales_at_data_sizes(self, graph: gs.Graph, template: onnx.ModelProto) -> dict[str, float]:
         """``stats.mac_scales`` at the sizes of the evaluation inputs, where nodes that count have symbolic
-        sizes beyond the batch: the MACs of a model with a dynamic image size are then counted at the size of
-        its calibration images (random inputs tell nothing there: their symbolic sizes are 1), and those of
-        a sequence-first attention ([tokens, batch, features]) at its inputs' sizes."""
+        sizes beyond the batch: the MACs of a model with a dynamic image size or sequence length are then
+        counted at the size of its calibration data (random inputs tell nothing there: their symbolic sizes
+        are 1), and a Gemm over batch x tokens at the tokens of a sample. Shape inference is asked first;
+        sizes it cannot follow are read from one ONNX Runtime run of one sample."""
         if static_mac_count(graph) is not None:
             return {}
         data = self.reference.data if self.reference is not None else None
-        batch = data.batches[0] if data is not None and data.batches and not data.random else {}
-        sizes = {}
+        batch = data.batches[0] if data is not None and data.batches else {}
+        feeds, sizes = {}, {}
         for tensor in graph.inputs:
             if tensor.shape is None:
                 return {}
-            # A model's fixed batch is what its MACs count; a symbolic one counts as 1.
-            lead = [tensor.shape[0] if isinstance(tensor.shape[0], int) else 1] if tensor.shape else []
-            if tensor.name in batch:
-                sizes[tensor.name] = [*lead, *batch[tensor.name].shape[1:]]
-            elif all(isinstance(d, int) for d in tensor.shape[1:]):
-                sizes[tensor.name] = [*lead, *tensor.shape[1:]]
+            fixed = bool(tensor.shape) and isinstance(tensor.shape[0], int)
+            static = all(isinstance(d, int) for d in tensor.shape[1:])
+            value = batch.get(tensor.name)
+            if value is not None and (static or not data.random):
+                # One sample, unless the model fixes its batch (its MACs then count that batch).
+                feeds[tensor.name] = value if fixed or not tensor.shape else value[:1]
+                sizes[tensor.name] = list(feeds[tensor.name].shape)
+            elif static:
+                sizes[tensor.name] = [tensor.shape[0] if fixed else 1, *tensor.shape[1:]] if tensor.shape else []
             else:
                 return {}  # a symbolic input size that no data tells
         try:
-            return mac_scales(graph, shapes_at(graph, template, sizes))
+            shapes = shapes_at(graph, template, sizes)
         except InputError:  # inference fails at these sizes: the MACs keep symbolic sizes at 1
             return {}
+        unresolved = unresolved_mac_tensors(graph, shapes)
+        if unresolved and len(feeds) == len(graph.inputs):
+            shapes |= runtime_shapes(template, unresolved, feeds)
+        return mac_scales(graph, shapes)
 
     def original_source(self) -> str | bytes:
         """The original for ONNX Runtime: its path when there is one."""

@@ -89,6 +89,14 @@ def mac_scales(graph: gs.Graph, shapes: dict[str, list]) -> dict[str, float]:
     return scales
 
 
+def unresolved_mac_tensors(graph: gs.Graph, shapes: dict[str, list]) -> list[str]:
+    """Activations of the nodes that count whose symbolic sizes ``shapes`` does not know."""
+    batch = _batch_names(graph)
+    names = [t.name for node in graph.nodes if node.op in _MAC_OPS and not _is_static(node, batch)
+             for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable) and not _known(shapes.get(t.name))]
+    return list(dict.fromkeys(names))
+
+
 def _known(shape: list | None) -> bool:
     return shape is not None and all(isinstance(d, int) for d in shape)
 

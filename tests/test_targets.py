@@ -108,6 +108,27 @@ def test_a_gemm_over_batch_times_tokens_counts_every_row():
     assert_matches_masked(make_model(nodes, {"x": ["N", 16, 32]}, ["y"], inits), result.model, result.report)
 
 
+def test_macs_of_a_token_model_count_the_calibration_sequence_length():
+    # ids [N, S] -> embedding + a position table sliced to S at run time -> MLP. Shape inference loses
+    # every size after that slice; one ONNX Runtime run of a calibration sample tells them.
+    inits = [weight("embedding", (50, 16), 1), weight("positions", (1, 64, 16), 2), weight("w1", (16, 32), 3),
+             weight("w2", (32, 8), 4)] + [numpy_helper.from_array(np.array([v], np.int64), n)
+                                          for n, v in (("one", 1), ("two", 2), ("zero", 0))]
+    nodes = [helper.make_node("Gather", ["embedding", "ids"], ["e"]), helper.make_node("Shape", ["ids"], ["ids_shape"]),
+             helper.make_node("Slice", ["ids_shape", "one", "two"], ["length"]),
+             helper.make_node("Slice", ["positions", "zero", "length", "one"], ["p"]),
+             helper.make_node("Add", ["e", "p"], ["x"]), helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    ids = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", "S"])
+    model = make_model(nodes, {}, ["y"], inits, extra_inputs=(ids,))
+    batches = [{"ids": np.random.default_rng(i).integers(0, 50, (8, 12)).astype(np.int64)} for i in range(4)]
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, calib=batches)
+    assert result.original.macs == 12 * (16 * 32 + 32 * 8) and result.pruned.macs == 12 * (16 * 16 + 16 * 8)
+    assert not any("MACs count" in note for note in result.notes)
+    blind = onnxprune.prune(model, ratio=0.5, round_to=1)  # random inputs: the sequence length is unknown
+    assert blind.original.macs == 16 * 32 + 32 * 8 and any("MACs count" in note for note in blind.notes)
+
+
 @pytest.mark.parametrize("name", ["bn_keep.ts.onnx", "bn_keep.dynamo.onnx"])
 def test_target_macs_rounds_finer_when_small_groups_cannot_reach_it(name):
     # bn_keep's groups have 16-48 channels: in multiples of 16 the nearest plans keep 0.73 or a third.
