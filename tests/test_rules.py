@@ -368,18 +368,28 @@ def test_channel_shuffle_reshape_is_pinned_with_a_reason():
     assert "splits or mixes the channel axis" in reason and "Reshape" in reason
 
 
+def test_layer_norm_over_the_spatial_axes_passes_channels_through():
+    # Normalising each channel's 8x8 map on its own (axis 2): the channels are independent, as after a BN.
+    nodes = [helper.make_node("LayerNormalization", ["a", "ln_scale", "ln_bias"], ["m"], axis=2)]
+    result = prune_checked(chain(nodes, [weight("ln_scale", (8, 8), 5), weight("ln_bias", (8, 8), 6)], opset=18))
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "m")["kept"] == 4
+
+
 # ---- pins ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("node, why", [
     (helper.make_node("ReduceMean", ["a"], ["m"], axes=[1], keepdims=1), "reduces over the channel axis"),
     (helper.make_node("Softmax", ["a"], ["m"], axis=1), "normalises over the channel axis"),
     (helper.make_node("LRN", ["a"], ["m"], size=3), "no channel rule for op type 'LRN'"),
+    (helper.make_node("LayerNormalization", ["a", "ln_scale"], ["m"], axis=1), "normalises over the channel axis"),
     (helper.make_node("DepthToSpace", ["a"], ["m"], blocksize=2), "no channel rule"),
 ])
 def test_unsafe_ops_pin_their_groups(node, why):
     c_out = {"DepthToSpace": 2, "ReduceMean": 1}.get(node.op_type, 8)
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     last, inits2 = conv("conv2", "m", "y", c_out, 4, seed=2)
-    result = onnxprune.prune(make_model([first, node, last], X, ["y"], inits1 + inits2), ratio=0.5, round_to=1)
+    inits = inits1 + inits2 + ([weight("ln_scale", (8, 8, 8), 5)] if "ln_scale" in node.input else [])
+    opset = 18 if node.op_type == "LayerNormalization" else 17
+    result = onnxprune.prune(make_model([first, node, last], X, ["y"], inits, opset=opset), ratio=0.5, round_to=1)
     assert why in group_of(result, "a")["pinned_reason"]
     assert group_of(result, "a")["kept"] == 8
 

@@ -16,7 +16,6 @@ import onnxprune
 from onnxprune.cli import main
 from onnxprune.stats import mac_count
 
-
 # The vit fixture's prunable channels (its MLPs' hidden layers) hold 36% of its MACs: half is out of reach.
 REACHABLE = [p for p in FIXTURES if not p.name.startswith("vit.")]
 
