@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         result = find_groups(model, config)
         print(format_groups(result.groups))
+        if result.why_nothing:
+            print(f"nothing can be pruned: {result.why_nothing}")
         return 0
     output = _output_path(model, args.output, args.force)
     for extra in (args.report, args.html):
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if note.startswith("warning: "):
             print(f"onnxprune: {note}", file=sys.stderr)
     if result.report["pruned"]["params"] == result.report["original"]["params"]:
-        print("nothing was pruned: " + _why_nothing(result.report["groups"]))
+        print("nothing was pruned: " + _why_nothing(result.report["groups"], result.notes))
         return 0
     save_model_atomic(result.model, output, external_data=result.external_data)
     if args.report:
@@ -127,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _why_nothing(groups: list[dict]) -> str:
+def _why_nothing(groups: list[dict], notes: list[str]) -> str:
+    said = [note.removeprefix("nothing can be pruned: ") for note in notes if note.startswith("nothing can be pruned: ")]
+    if said:
+        return f"{said[0]}; no file was written"
     if all(g["pinned_reason"] for g in groups):
         return "every channel group is pinned (run with --dry-run to see why); no file was written"
     return "the ratio and rounding leave every group whole (try a larger --ratio or a smaller --round-to); no file was written"

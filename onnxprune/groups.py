@@ -34,6 +34,11 @@ class ChannelGroup:
         return len(self.units)
 
 
+# Ops of quantized models, whose integer weights onnxprune does not slice.
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger"}
+
+
 @dataclass
 class Analysis:
     """The traced channels of one graph and the groups they form."""
@@ -48,6 +53,18 @@ class Analysis:
     @property
     def unit_count(self) -> int:
         return int(self.unit_of_slot.max()) + 1 if self.unit_of_slot.size else 0
+
+    def why_nothing_is_prunable(self) -> str | None:
+        """Why no group can be pruned, where the groups themselves do not say it (None otherwise)."""
+        if any(group.pinned_reason is None for group in self.groups):
+            return None
+        quantized = sorted({node.op for node in self.graph.nodes} & QUANTIZED_OPS)
+        if quantized:
+            return (f"the model is quantized ({', '.join(quantized)}): onnxprune prunes float weights; prune the "
+                    "float model, then quantize it")
+        if not self.groups:
+            return "it has no Conv, ConvTranspose, Gemm or MatMul with a constant weight"
+        return None
 
 
 def connected_labels(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

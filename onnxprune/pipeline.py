@@ -44,6 +44,7 @@ class GroupsResult:
 
     groups: list[dict]
     plan: Plan
+    why_nothing: str | None = None  # why no group can be pruned, where the groups do not say it
 
     @property
     def prunable(self) -> int:
@@ -132,7 +133,7 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
     # A dry run records no activations: activation criteria are previewed with L1.
     scores = importance_scores(analysis, Importance.L1 if config.importance.needs_activations else config.importance)
     plan = _single_plan(analysis, scores, config)
-    return GroupsResult(group_rows(analysis, plan), plan)
+    return GroupsResult(group_rows(analysis, plan), plan, analysis.why_nothing_is_prunable())
 
 
 def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
@@ -159,6 +160,8 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
     del loaded  # the builder holds it, and may release it
+    if analysis.why_nothing_is_prunable():
+        notes.append(f"nothing can be pruned: {analysis.why_nothing_is_prunable()}")
     before = graph_stats(analysis.graph, builder.loaded.size, analysis.mac_scales)
     if static_mac_count(analysis.graph, analysis.mac_scales) is None:
         notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "

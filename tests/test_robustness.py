@@ -168,6 +168,31 @@ def test_nothing_prunable_is_not_an_error(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["single.onnx"]
 
 
+def _quantized_conv_chain() -> onnx.ModelProto:
+    """x -> QDQ -> Conv(3->8, int8 weights behind DequantizeLinear) -> Relu -> Conv(8->4, same)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.float32(0.05), "scale"), numpy_helper.from_array(np.int8(0), "zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "scale", "zero"], ["xd"])]
+    for name, c_in, c_out, x, y in (("conv1", 3, 8, "xd", "h"), ("conv2", 8, 4, "r", "y")):
+        inits.append(numpy_helper.from_array(rng.integers(-100, 100, (c_out, c_in, 3, 3)).astype(np.int8), f"{name}.wq"))
+        nodes += [helper.make_node("DequantizeLinear", [f"{name}.wq", "scale", "zero"], [f"{name}.w"]),
+                  helper.make_node("Conv", [x, f"{name}.w"], [y], name=name, pads=[1, 1, 1, 1])]
+    nodes.insert(4, helper.make_node("Relu", ["h"], ["r"]))
+    return make_model(nodes, X, ["y"], inits)
+
+
+def test_a_quantized_model_is_left_alone_with_the_reason(tmp_path, capsys):
+    path = tmp_path / "quantized.onnx"
+    onnx.save(_quantized_conv_chain(), path)
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "the model is quantized (DequantizeLinear, QuantizeLinear)" in out and "prune the float model" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quantized.onnx"]
+    assert main([str(path), "--dry-run"]) == 0
+    assert "nothing can be pruned: the model is quantized" in capsys.readouterr().out
+
+
 def test_model_onnx_runtime_cannot_load_gets_status_2(tmp_path, capsys):
     model = _chain()
     model.graph.node[1].domain = "com.example.custom"
