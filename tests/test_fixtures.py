@@ -15,7 +15,7 @@ from onnxprune.model import export_graph, import_graph
 
 def test_fixtures_are_present():
     names = {p.name for p in FIXTURES}
-    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "fashion_mnist"):
+    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "vit", "fashion_mnist"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
 
 
