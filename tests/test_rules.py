@@ -359,6 +359,22 @@ def test_a_computed_target_that_moves_the_batch_stays_computed_and_pinned():
     assert "computed at run time" in group_of(result, "a")["pinned_reason"]
 
 
+def test_flattening_the_spatial_axes_of_any_image_size_keeps_the_channels():
+    # [N, 8, H, W] -> [N, 8, H x W] -> tokens [N, H x W, 8] -> MLP, with H and W symbolic.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    nodes = [first, helper.make_node("Reshape", ["a", "target"], ["r"], name="reshape"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"], name="fc2")]
+    inits = inits1 + [numpy_helper.from_array(np.array([0, 8, -1], np.int64), "target"), weight("w1", (8, 6), 3),
+                      weight("w2", (6, 5), 4)]
+    result = prune_checked(make_model(nodes, {"x": ["N", 3, "H", "W"]}, ["y"], inits))
+    assert group_of(result, "a")["kept"] == 4 and list(node_of(result, "reshape").inputs[1].values) == [0, 4, -1]
+    for size in (5, 9):
+        x = np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (2, size * size, 5)
+
+
 def test_channel_shuffle_reshape_is_pinned_with_a_reason():
     inits = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0, 2, 4, 8, 8], "s1"), ([0, 8, 8, 8], "s2"))]
     nodes = [helper.make_node("Reshape", ["a", "s1"], ["r1"]), helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1, 3, 4]),

@@ -48,33 +48,52 @@ class FlattenRule(Rule):
 def _blocks(in_shape: list[Dim], out_shape: list[Dim]) -> list[tuple[list[int], list[int]]]:
     """Pair runs of input and output dims with equal products; size-1 dims are left out.
 
-    Runs are closed from the last dim backwards while the sizes are known; whatever is left in front (the
-    symbolic batch, or batch x tokens where a Reshape merges them) is one run on each side.
+    Runs are closed from the front and from the back while their sizes are known (or are the same symbolic
+    size, such as the batch); whatever is left in between (symbolic sizes a Reshape merges, say batch x
+    tokens, or an image's height x width) is one run on each side.
     """
     ins = [i for i, d in enumerate(in_shape) if d != 1]
     outs = [j for j, d in enumerate(out_shape) if d != 1]
-    pairs: list[tuple[list[int], list[int]]] = []
-    a, b = len(ins), len(outs)  # ins[a:] and outs[b:] are paired
-    while a and b and isinstance(in_shape[ins[a - 1]], int) and isinstance(out_shape[outs[b - 1]], int):
-        start_a, start_b, p, q = a - 1, b - 1, in_shape[ins[a - 1]], out_shape[outs[b - 1]]
-        while p != q:
-            if p < q and start_a and isinstance(in_shape[ins[start_a - 1]], int):
-                start_a -= 1
-                p *= in_shape[ins[start_a]]
-            elif q < p and start_b and isinstance(out_shape[outs[start_b - 1]], int):
-                start_b -= 1
-                q *= out_shape[outs[start_b]]
-            else:
-                break
-        if p != q:
-            break  # this run reaches a symbolic size: it belongs to the front
-        pairs.insert(0, (ins[start_a:a], outs[start_b:b]))
-        a, b = start_a, start_b
-    if a and b:
-        pairs.insert(0, (ins[:a], outs[:b]))
-    elif a or b:
+    front: list[tuple[list[int], list[int]]] = []
+    back: list[tuple[list[int], list[int]]] = []
+    a, b, end_a, end_b = 0, 0, len(ins), len(outs)  # ins[a:end_a] and outs[b:end_b] are not paired yet
+    while a < end_a and b < end_b:
+        run = _run(in_shape, ins[a:end_a], out_shape, outs[b:end_b])
+        if run is None:
+            break
+        front.append((ins[a:a + run[0]], outs[b:b + run[1]]))
+        a, b = a + run[0], b + run[1]
+    while a < end_a and b < end_b:
+        run = _run(in_shape, ins[a:end_a][::-1], out_shape, outs[b:end_b][::-1])
+        if run is None:
+            break
+        back.insert(0, (ins[end_a - run[0]:end_a], outs[end_b - run[1]:end_b]))
+        end_a, end_b = end_a - run[0], end_b - run[1]
+    if (a < end_a) != (b < end_b):
         raise Unprunable("its input and output dimensions could not be matched")
-    return pairs
+    middle = [(ins[a:end_a], outs[b:end_b])] if a < end_a else []
+    return front + middle + back
+
+
+def _run(in_shape: list[Dim], ins: list[int], out_shape: list[Dim], outs: list[int]) -> tuple[int, int] | None:
+    """How many of ``ins`` and ``outs`` (in the order given) form the first run with equal products, or None
+    where that depends on a symbolic size (one symbolic size on both sides, the same, is a run)."""
+    p, q = in_shape[ins[0]], out_shape[outs[0]]
+    if isinstance(p, str) and p == q:
+        return 1, 1
+    if not isinstance(p, int) or not isinstance(q, int):
+        return None
+    count_in = count_out = 1
+    while p != q:
+        if p < q and count_in < len(ins) and isinstance(in_shape[ins[count_in]], int):
+            p *= in_shape[ins[count_in]]
+            count_in += 1
+        elif q < p and count_out < len(outs) and isinstance(out_shape[outs[count_out]], int):
+            q *= out_shape[outs[count_out]]
+            count_out += 1
+        else:
+            return None
+    return count_in, count_out
 
 
 class ReshapeRule(Rule):
