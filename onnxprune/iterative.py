@@ -83,13 +83,18 @@ def prune_iteratively(builder: CandidateBuilder, config: PruneConfig, target: fl
     """
     original = builder.analysis()
     total = MacModel(original).total
+    original_channels = {member.name: group.channels for group in original.groups for member in group.members}
     tracker, model, last = IndexTracker(), None, None
     steps = config.iterative
     for step in progress(range(1, steps + 1), "iterative pruning", config.quiet):
         analysis = builder.analysis(model)
         macs = MacModel(analysis)
+        # --group-cap holds for the original groups: a group already cut keeps what the cap leaves of it.
+        caps = {group.index: max(0.0, 1 - (1 - config.group_cap) * original_channels.get(group.members[0].name,
+                                                                                          group.channels) / group.channels)
+                for group in analysis.groups if group.channels}
         ranking = GlobalRanking(analysis, builder.scores(analysis, config.importance, model), config.rounding,
-                                config.group_cap, config.exclude)
+                                config.group_cap, config.exclude, caps)
         goal = (1 - (1 - target) * step / steps) * total
         plan = plan_for_macs(ranking, macs, min(1.0, goal / macs.total))
         removed = slot_mask(analysis, plan)

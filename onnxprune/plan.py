@@ -119,10 +119,12 @@ class GlobalRanking:
     multiple of ``round_to`` (rounded up, so raising the threshold never removes less).
     """
 
-    def __init__(self, analysis: Analysis, scores: np.ndarray, round_to: int, cap: float, exclude: tuple[str, ...] = ()):
+    def __init__(self, analysis: Analysis, scores: np.ndarray, round_to: int, cap: float, exclude: tuple[str, ...] = (),
+                 caps: dict[int, float] | None = None):
         self.analysis = analysis
         self.round_to = round_to
         self.cap = cap
+        self.caps = caps or {}  # per group index, in place of ``cap``
         normalised = normalised_scores(analysis, scores)
         self.reasons = {g.index: g.pinned_reason or excluded_by(g, exclude) for g in analysis.groups}
         self.segments: list[tuple[int, np.ndarray, np.ndarray]] = []  # (group, local units by score, their scores)
@@ -134,9 +136,9 @@ class GlobalRanking:
                     self.segments.append((group.index, order, local[order]))
         self.thresholds = np.unique(np.concatenate([s for _, _, s in self.segments])) if self.segments else np.zeros(0)
 
-    def _removed_count(self, count: int, below: int) -> int:
+    def _removed_count(self, count: int, below: int, cap: float) -> int:
         """How many of a segment's ``count`` channels go when ``below`` score under the threshold."""
-        removable = max(min(below, math.floor(self.cap * count + 1e-9), count - 1), 0)
+        removable = max(min(below, math.floor(cap * count + 1e-9), count - 1), 0)
         keep = count - removable
         if self.round_to > 1 and keep < count:
             keep = count if count < self.round_to else min(count, self.round_to * math.ceil(keep / self.round_to))
@@ -144,8 +146,9 @@ class GlobalRanking:
 
     def counts(self, threshold: float) -> list[int]:
         """Channels removed per segment at ``threshold``."""
-        return [self._removed_count(len(order), int(np.searchsorted(values, threshold, side="left")))
-                for _, order, values in self.segments]
+        return [self._removed_count(len(order), int(np.searchsorted(values, threshold, side="left")),
+                                    self.caps.get(group, self.cap))
+                for group, order, values in self.segments]
 
     def plan_from_counts(self, counts: list[int]) -> Plan:
         """The plan removing the ``counts[i]`` lowest-scoring channels of segment ``i``."""
@@ -165,9 +168,10 @@ class GlobalRanking:
 
     def _next_count(self, segment: int, count: int) -> int | None:
         """The next larger removal count that keeps rounding and the cap, or None."""
-        size = len(self.segments[segment][1])
+        group, order, _ = self.segments[segment]
+        size, cap = len(order), self.caps.get(group, self.cap)
         for below in range(count + 1, size):
-            candidate = self._removed_count(size, below)
+            candidate = self._removed_count(size, below, cap)
             if candidate > count:
                 return candidate
         return None

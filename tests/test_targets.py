@@ -208,6 +208,13 @@ def test_iterative_reaches_the_target_and_reports_original_numbering(name):
         assert 1 <= group["kept"] <= group["channels"]
 
 
+def test_iterative_rounds_keep_the_group_cap_of_the_original_groups():
+    result = onnxprune.prune(MODELS / "resnet.ts.onnx", target_macs=0.3, iterative=3, round_to=1, group_cap=0.6)
+    assert result.pruned.macs / result.original.macs <= 0.31
+    for group in result.report["groups"]:
+        assert group["kept"] >= math.ceil(0.4 * group["channels"] - 1e-9), group
+
+
 def _error(result) -> float:
     return max(o["relative_l2"] for o in result.report["fidelity"]["outputs"])
 
