@@ -14,7 +14,7 @@ import onnxprune
 
 SIZE = 8
 ACTIVATIONS = ("none", "Relu", "SiLU", "Clip", "LeakyRelu", "HardSwish")
-BLOCKS = ("conv", "bn", "depthwise", "residual", "concat", "split", "se", "pool_resize", "add_const", "prelu")
+BLOCKS = ("conv", "bn", "depthwise", "residual", "concat", "split", "se", "pool_resize", "add_const", "prelu", "tokens")
 
 
 class GraphBuilder:
@@ -110,6 +110,34 @@ class GraphBuilder:
             const, self.x = self.name("const"), self.name("addc")
             self.inits.append(weight(const, (c, 1, 1), self.count))
             self.nodes.append(helper.make_node("Add", [x, const], [self.x]))
+        elif kind == "tokens":
+            # TorchScript's x.flatten(2).transpose(1, 2) -> MLP -> back to a map, both reshape targets
+            # computed at run time from Shape(x), as with a symbolic batch.
+            hidden, out = self.width(), self.width()
+            shape, w1, w2 = self.name("shape"), self.name("mlp_w"), self.name("mlp_w")
+            self.inits += [weight(w1, (c, hidden), self.count), weight(w2, (hidden, out), self.count + 1)]
+            bounds = {name: self.name(name) for name in ("zero", "one", "two", "four", "minus_one", "width")}
+            for name, value in zip(bounds.values(), (0, 1, 2, 4, -1, out)):
+                self.inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
+            lead, batch, sizes = self.name("lead"), self.name("batch"), self.name("sizes")
+            flat_target, map_target = self.name("flat_target"), self.name("map_target")
+            flat, tokens, mixed, mapped = self.name("flat"), self.name("tokens"), self.name("mixed"), self.name("mapped")
+            self.nodes += [
+                helper.make_node("Shape", [x], [shape]),
+                helper.make_node("Slice", [shape, bounds["zero"], bounds["two"]], [lead]),
+                helper.make_node("Concat", [lead, bounds["minus_one"]], [flat_target], axis=0),
+                helper.make_node("Reshape", [x, flat_target], [flat]),
+                helper.make_node("Transpose", [flat], [tokens], perm=[0, 2, 1]),
+                helper.make_node("MatMul", [tokens, w1], [self.name("h")])]
+            hidden_out = self.activation(self.nodes[-1].output[0])
+            self.nodes += [
+                helper.make_node("MatMul", [hidden_out, w2], [mixed]),
+                helper.make_node("Transpose", [mixed], [mapped], perm=[0, 2, 1]),
+                helper.make_node("Slice", [shape, bounds["zero"], bounds["one"]], [batch]),
+                helper.make_node("Slice", [shape, bounds["two"], bounds["four"]], [sizes]),
+                helper.make_node("Concat", [batch, bounds["width"], sizes], [map_target], axis=0),
+                helper.make_node("Reshape", [mapped, map_target], [self.name("map")])]
+            self.x, self.channels = self.nodes[-1].output[0], out
         elif kind == "prelu":
             slope, self.x = self.name("slope"), self.name("prelu")
             self.inits.append(numpy_helper.from_array(np.linspace(0.05, 0.5, c, dtype=np.float32).reshape(c, 1, 1), slope))
