@@ -112,7 +112,7 @@ class ReshapeRule(Rule):
             if x.axis not in block_in:
                 continue
             if block_in[0] != x.axis or len(block_out) != 1:
-                raise Unprunable("it splits or mixes the channel axis (as a channel shuffle does)")
+                raise Unprunable("it splits or mixes the channel axis (into attention heads, or as a channel shuffle does)")
             inner = int(np.prod(_static([in_shape[i] for i in block_in[1:]], "trailing")))
             _couple_flattened(ctx, x, node.outputs[0], block_out[0], inner)
             ctx.add_rewrite(self, node)
