@@ -15,10 +15,10 @@ from onnxprune.candidates import Candidate, CandidateBuilder
 from onnxprune.config import PruneConfig
 from onnxprune.errors import GuardError
 from onnxprune.groups import Analysis
-from onnxprune.plan import GlobalRanking, GroupPlan, Plan
+from onnxprune.plan import GroupPlan, Plan
 from onnxprune.progress import progress
 from onnxprune.report import group_rows
-from onnxprune.search import plan_for_macs, quality_drop, slot_mask
+from onnxprune.search import quality_drop, rounded_plan_for_macs, slot_mask
 from onnxprune.stats import MacModel
 
 
@@ -93,10 +93,9 @@ def prune_iteratively(builder: CandidateBuilder, config: PruneConfig, target: fl
         caps = {group.index: max(0.0, 1 - (1 - config.group_cap) * original_channels.get(group.members[0].name,
                                                                                           group.channels) / group.channels)
                 for group in analysis.groups if group.channels}
-        ranking = GlobalRanking(analysis, builder.scores(analysis, config.importance, model), config.rounding,
-                                config.group_cap, config.exclude, caps)
         goal = (1 - (1 - target) * step / steps) * total
-        plan = plan_for_macs(ranking, macs, min(1.0, goal / macs.total))
+        plan = rounded_plan_for_macs(analysis, builder.scores(analysis, config.importance, model), macs,
+                                     min(1.0, goal / macs.total), config.rounding, config.group_cap, config.exclude, caps)
         removed = slot_mask(analysis, plan)
         if not removed.any():
             continue

@@ -19,6 +19,7 @@ from onnxprune.model import ModelSource, load_model
 from onnxprune.plan import GlobalRanking, Plan, make_plan
 from onnxprune.report import build_report, group_rows
 from onnxprune.search import (
+    TARGET_SLACK,
     SensitivityRow,
     allocate_ratios,
     bisect_fraction,
@@ -27,13 +28,12 @@ from onnxprune.search import (
     plan_from_ratios,
     plan_macs,
     quality_drop,
+    rounded_plan_for_macs,
     sensitivity_scan,
 )
 from onnxprune.stats import MacModel, ModelStats, graph_stats, static_mac_count
 from onnxprune.validate import EvalData, Evaluation, random_feeds, release_freed_memory, session
 
-# --target-macs lands at most this far (a fraction of the original MACs) below the target.
-TARGET_SLACK = 0.02
 # A pruned model counts as slower only beyond this much measurement noise.
 SLOWER_TOLERANCE = 1.05
 
@@ -252,22 +252,11 @@ def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:
     """The plan for --ratio (per group, or ranked globally) or --target-macs."""
     if config.target_macs is None and not config.global_ranking:
         return make_plan(analysis, scores, config.ratio, config.rounding, config.exclude)
-    ranking = GlobalRanking(analysis, scores, config.rounding, config.group_cap, config.exclude)
     if config.target_macs is None:
-        return plan_for_ratio(ranking, config.ratio)
-    macs, rounding = MacModel(analysis), config.rounding
-    plan = plan_for_macs(ranking, macs, config.target_macs)
-    # Groups of few channels rounded to large multiples can jump past the target or not reach it:
-    # round finer until the plan lands within TARGET_SLACK below it (the report shows the counts kept).
-    def missed(candidate: Plan) -> bool:
-        fraction = plan_macs(analysis, macs, candidate) / macs.total
-        return not config.target_macs - TARGET_SLACK <= fraction <= config.target_macs + 1e-9
-
-    while rounding > 1 and missed(plan):
-        rounding //= 2
-        ranking = GlobalRanking(analysis, scores, rounding, config.group_cap, config.exclude)
-        plan = plan_for_macs(ranking, macs, config.target_macs)
-    return plan
+        return plan_for_ratio(GlobalRanking(analysis, scores, config.rounding, config.group_cap, config.exclude),
+                              config.ratio)
+    return rounded_plan_for_macs(analysis, scores, MacModel(analysis), config.target_macs, config.rounding,
+                                 config.group_cap, config.exclude)
 
 
 def _choose(builder: CandidateBuilder, analysis: Analysis, scores, config: PruneConfig,

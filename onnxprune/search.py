@@ -19,8 +19,10 @@ from onnxprune.stats import MacModel
 from onnxprune.validate import Evaluation
 
 SENSITIVITY_RATIOS = (0.25, 0.5, 0.75)
-# --target-macs aims to land within this fraction of the original MACs below the target.
+# --target-macs aims to land within this fraction of the original MACs below the target...
 MACS_TOLERANCE = 0.01
+# ...and always lands within this one, rounding finer where it must.
+TARGET_SLACK = 0.02
 
 
 def slot_mask(analysis: Analysis, plan: Plan) -> np.ndarray:
@@ -37,6 +39,19 @@ def plan_for_macs(ranking: GlobalRanking, macs: MacModel, fraction: float) -> Pl
     """The globally ranked plan that keeps at most ``fraction`` of the MACs, removing as little as it can."""
     return ranking.smallest_plan_within(lambda p: plan_macs(ranking.analysis, macs, p), fraction * macs.total,
                                         MACS_TOLERANCE * macs.total)
+
+
+def rounded_plan_for_macs(analysis: Analysis, scores: np.ndarray, macs: MacModel, fraction: float, rounding: int,
+                          cap: float, exclude: tuple[str, ...] = (), caps: dict[int, float] | None = None) -> Plan:
+    """``plan_for_macs`` with channel counts in multiples of ``rounding``, halved until the plan lands within
+    TARGET_SLACK below ``fraction``: groups of few channels rounded to large multiples can jump past the
+    target or not reach it (the report shows the counts kept)."""
+    while True:
+        plan = plan_for_macs(GlobalRanking(analysis, scores, rounding, cap, exclude, caps), macs, fraction)
+        landed = plan_macs(analysis, macs, plan) / macs.total
+        if rounding <= 1 or fraction - TARGET_SLACK <= landed <= fraction + 1e-9:
+            return plan
+        rounding //= 2
 
 
 def plan_for_ratio(ranking: GlobalRanking, ratio: float) -> Plan:
