@@ -23,7 +23,6 @@ from onnxprune.search import (
     SensitivityRow,
     allocate_ratios,
     bisect_fraction,
-    plan_for_macs,
     plan_for_ratio,
     plan_from_ratios,
     plan_macs,
@@ -281,9 +280,14 @@ def _choose(builder: CandidateBuilder, analysis: Analysis, scores, config: Prune
 def _plan_maker(builder, analysis, scores, macs, config):
     """A function from a MACs fraction (None: the options' own target) to a plan, and the sensitivity table."""
     if not config.sensitivity:
-        ranking = _ranking(analysis, scores, config)
         default = _single_plan(analysis, scores, config)
-        return (lambda fraction: default if fraction is None else plan_for_macs(ranking, macs, fraction)), []
+
+        def plan_at(fraction: float | None) -> Plan:
+            if fraction is None:
+                return default
+            return rounded_plan_for_macs(analysis, scores, macs, fraction, config.rounding, config.group_cap,
+                                         config.exclude)
+        return plan_at, []
     reasons = {g.index: g.pinned_reason for g in analysis.groups}
     prunable = [g.index for g in analysis.groups if g.pinned_reason is None]
     rows = sensitivity_scan(analysis, scores, macs, prunable, config.rounding,
@@ -299,10 +303,6 @@ def _plan_maker(builder, analysis, scores, macs, config):
         return plan_of(allocate_ratios(rows, macs.total, target, lambda r: plan_macs(analysis, macs, plan_of(r))))
 
     return plan_at, rows
-
-
-def _ranking(analysis, scores, config) -> GlobalRanking:
-    return GlobalRanking(analysis, scores, config.rounding, config.group_cap, config.exclude)
 
 
 def quality_error(candidate: Candidate) -> float:

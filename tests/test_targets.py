@@ -215,6 +215,13 @@ def test_iterative_rounds_with_the_default_rounding_land_on_the_target(name):
     assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
 
 
+@pytest.mark.parametrize("name", ["bn_keep.ts.onnx", "se_hardswish.ts.onnx"])
+def test_a_guarded_target_with_the_default_rounding_lands_on_the_target(name):
+    # A budget every plan meets: the search keeps the target's plan, which jumped (se_hardswish 0.416).
+    result = onnxprune.prune(MODELS / name, target_macs=0.5, max_drop=100)
+    assert 0.48 <= result.pruned.macs / result.original.macs <= 0.5
+
+
 def test_iterative_rounds_keep_the_group_cap_of_the_original_groups():
     result = onnxprune.prune(MODELS / "resnet.ts.onnx", target_macs=0.3, iterative=3, round_to=1, group_cap=0.6)
     assert result.pruned.macs / result.original.macs <= 0.31
