@@ -27,6 +27,9 @@ class ChannelGroup:
     segments: tuple[np.ndarray, ...]
     nodes: tuple[str, ...]
     pinned_reason: str | None
+    # Channels per unit in the weight that has fewest of them: 1 for a conv channel, the head size for an
+    # attention head (whose weights hold head-size columns per head).
+    unit_width: int = 1
 
     @property
     def channels(self) -> int:
@@ -139,6 +142,7 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     for space in (s for s in ctx.channels.values() if s.size):
         members.setdefault(int(group_of_unit[unit_of_slot[space.start]]), []).append(space)
     tensors = graph.tensors()
+    widths = _unit_widths(ctx, unit_of_slot, unit_count)
     groups = []
     for g in range(len(bounds) - 1):
         units = order[bounds[g]:bounds[g + 1]]
@@ -150,8 +154,20 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
             segments=_segments(signature[units]),
             nodes=_touching_nodes(group_members, tensors),
             pinned_reason=reasons.get(g),
+            unit_width=int(widths[units].min()) if units.size else 1,
         ))
     return Analysis(graph, ctx, unit_of_slot, groups)
+
+
+def _unit_widths(ctx: ChannelContext, unit_of_slot: np.ndarray, unit_count: int) -> np.ndarray:
+    """Per unit, the fewest positions it owns on a weight axis (1 where no weight holds it)."""
+    widths = np.full(unit_count, np.iinfo(np.int64).max, dtype=np.int64)
+    for param in ctx.params:
+        if param.scored and param.slots.size:
+            units, counts = np.unique(unit_of_slot[param.slots], return_counts=True)
+            np.minimum.at(widths, units, counts)
+    widths[widths == np.iinfo(np.int64).max] = 1
+    return widths
 
 
 def _unit_signatures(spaces: list[ChannelTensor], unit_of_slot: np.ndarray, unit_count: int) -> np.ndarray:

@@ -61,6 +61,12 @@ def kept_count(channels: int, ratio: float, round_to: int) -> int:
     return max(1, keep)
 
 
+def unit_rounding(group: ChannelGroup, round_to: int) -> int:
+    """``round_to`` in units of ``group``: an attention head of 64 channels is a multiple of 16 channels by
+    itself, so its heads are rounded to 1, where a conv channel is rounded to ``round_to``."""
+    return max(1, round_to // math.gcd(round_to, group.unit_width))
+
+
 def excluded_by(group: ChannelGroup, patterns: tuple[str, ...]) -> str | None:
     """The first node of the group that an --exclude pattern names, as a reason, or None."""
     for name in group.nodes:
@@ -98,7 +104,7 @@ def make_plan(analysis: Analysis, scores: np.ndarray, ratio: float, round_to: in
         if reason is not None:
             decisions.append(GroupPlan(group.index, group.channels, everything, reason))
             continue
-        kept = select_kept(scores[group.units], group.segments, ratio, round_to)
+        kept = select_kept(scores[group.units], group.segments, ratio, unit_rounding(group, round_to))
         decisions.append(GroupPlan(group.index, group.channels, kept))
     return Plan(tuple(decisions))
 
@@ -125,6 +131,7 @@ class GlobalRanking:
         self.round_to = round_to
         self.cap = cap
         self.caps = caps or {}  # per group index, in place of ``cap``
+        self.roundings = {g.index: unit_rounding(g, round_to) for g in analysis.groups}
         normalised = normalised_scores(analysis, scores)
         self.reasons = {g.index: g.pinned_reason or excluded_by(g, exclude) for g in analysis.groups}
         self.segments: list[tuple[int, np.ndarray, np.ndarray]] = []  # (group, local units by score, their scores)
@@ -136,18 +143,18 @@ class GlobalRanking:
                     self.segments.append((group.index, order, local[order]))
         self.thresholds = np.unique(np.concatenate([s for _, _, s in self.segments])) if self.segments else np.zeros(0)
 
-    def _removed_count(self, count: int, below: int, cap: float) -> int:
+    def _removed_count(self, count: int, below: int, cap: float, round_to: int) -> int:
         """How many of a segment's ``count`` channels go when ``below`` score under the threshold."""
         removable = max(min(below, math.floor(cap * count + 1e-9), count - 1), 0)
         keep = count - removable
-        if self.round_to > 1 and keep < count:
-            keep = count if count < self.round_to else min(count, self.round_to * math.ceil(keep / self.round_to))
+        if round_to > 1 and keep < count:
+            keep = count if count < round_to else min(count, round_to * math.ceil(keep / round_to))
         return count - keep
 
     def counts(self, threshold: float) -> list[int]:
         """Channels removed per segment at ``threshold``."""
         return [self._removed_count(len(order), int(np.searchsorted(values, threshold, side="left")),
-                                    self.caps.get(group, self.cap))
+                                    self.caps.get(group, self.cap), self.roundings[group])
                 for group, order, values in self.segments]
 
     def plan_from_counts(self, counts: list[int]) -> Plan:
@@ -171,7 +178,7 @@ class GlobalRanking:
         group, order, _ = self.segments[segment]
         size, cap = len(order), self.caps.get(group, self.cap)
         for below in range(count + 1, size):
-            candidate = self._removed_count(size, below, cap)
+            candidate = self._removed_count(size, below, cap, self.roundings[group])
             if candidate > count:
                 return candidate
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxprune.groups import Analysis
-from onnxprune.plan import GlobalRanking, GroupPlan, Plan, select_kept
+from onnxprune.plan import GlobalRanking, GroupPlan, Plan, select_kept, unit_rounding
 from onnxprune.progress import progress
 from onnxprune.stats import MacModel
 from onnxprune.validate import Evaluation
@@ -112,7 +112,7 @@ def single_group_plan(analysis: Analysis, scores: np.ndarray, group_index: int, 
     for group in analysis.groups:
         kept = tuple(range(group.channels))
         if group.index == group_index:
-            kept = select_kept(scores[group.units], group.segments, ratio, round_to)
+            kept = select_kept(scores[group.units], group.segments, ratio, unit_rounding(group, round_to))
         decisions.append(GroupPlan(group.index, group.channels, kept))
     return Plan(tuple(decisions))
 
@@ -182,6 +182,6 @@ def plan_from_ratios(analysis: Analysis, scores: np.ndarray, ratios: dict[int, f
     for group in analysis.groups:
         kept = tuple(range(group.channels))
         if group.index in ratios:
-            kept = select_kept(scores[group.units], group.segments, ratios[group.index], round_to)
+            kept = select_kept(scores[group.units], group.segments, ratios[group.index], unit_rounding(group, round_to))
         decisions.append(GroupPlan(group.index, group.channels, kept, reasons.get(group.index)))
     return Plan(tuple(decisions))

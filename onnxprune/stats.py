@@ -143,14 +143,18 @@ class MacModel:
                 by_owner.setdefault(id(param.owner or param.node), []).append(param)
         self.terms: list[tuple[float, list[np.ndarray], list[int]]] = []
         self.fixed = 0
+        channels = analysis.context.channels
         for node in analysis.graph.nodes:
             macs = node_macs(node, analysis.mac_scales)
-            params = by_owner.get(id(node), [])
-            if not params:
+            slots = [p.slots for p in by_owner.get(id(node), [])]
+            if not slots and macs and node.outputs[0].name in channels:
+                # A product of two activations per channel on a batch axis (attention heads): MACs per channel.
+                slots = [channels[node.outputs[0].name].slots]
+            if not slots:
                 self.fixed += macs
                 continue
-            sizes = [len(p.slots) for p in params]
-            self.terms.append((macs / float(np.prod(sizes)), [p.slots for p in params], sizes))
+            sizes = [len(s) for s in slots]
+            self.terms.append((macs / float(np.prod(sizes)), slots, sizes))
         self.total = self.macs(np.zeros(analysis.context.slot_count, dtype=bool))
 
     def macs(self, slot_removed: np.ndarray) -> int:

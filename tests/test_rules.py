@@ -375,6 +375,51 @@ def test_flattening_the_spatial_axes_of_any_image_size_keeps_the_channels():
         assert run(result.model, {"x": x})[0].shape == (2, size * size, 5)
 
 
+def _attention(heads: int, head_size: int) -> onnx.ModelProto:
+    """tokens [N, 6, 8] -> q, k, v projections to heads x head_size, each reshaped to [N, 6, heads, head_size]
+    and moved to [N, heads, 6, head_size]; softmax(q k^T) v; back to [N, 6, heads x head_size]; output Linear."""
+    width = heads * head_size
+    nodes, inits = [], [numpy_helper.from_array(np.array([0, 0, heads, head_size], np.int64), "split_heads"),
+                        numpy_helper.from_array(np.array([0, 0, width], np.int64), "merge_heads"),
+                        weight("out.w", (width, 8), 9)]
+    for seed, name in enumerate("qkv"):
+        inits.append(weight(f"{name}.w", (8, width), seed + 1))
+        nodes += [helper.make_node("MatMul", ["x", f"{name}.w"], [f"{name}_flat"], name=f"{name}_proj"),
+                  helper.make_node("Reshape", [f"{name}_flat", "split_heads"], [f"{name}_split"], name=f"{name}_reshape"),
+                  helper.make_node("Transpose", [f"{name}_split"], [name], perm=[0, 2, 1, 3] if name != "k" else [0, 2, 3, 1])]
+    nodes += [helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
+              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"], name="merge"),
+              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits)
+
+
+def test_attention_heads_are_removed_whole():
+    model = _attention(heads=4, head_size=3)
+    result = prune_checked(model)  # the masking oracle: the removed heads' output rows of out.w zeroed
+    heads = group_of(result, "scores")
+    assert heads["channels"] == 4 and heads["kept"] == 2
+    assert {"q_flat", "k_split", "v", "weights", "merged"} <= {m["tensor"] for m in heads["members"]}
+    assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 0, 2, 3]
+    assert list(node_of(result, "merge").inputs[1].values) == [0, 0, 6]
+    removed = {entry["name"]: entry for entry in result.report["nodes"]}
+    assert len(removed["out"]["in_removed"]) == 6 and len(removed["q_proj"]["out_removed"]) == 6
+    # Two heads of three channels each go: q, k, v and the output Linear lose 6 of 12, the products 2 of 4.
+    assert result.pruned.macs == 3 * 6 * 8 * 6 + 2 * 2 * 6 * 6 * 3 + 6 * 6 * 8
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
+
+
+def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():
+    # Heads of 8 channels: --round-to 16 keeps an even number of heads, not a multiple of 16 heads.
+    result = onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.5, round_to=16)
+    assert group_of(result, "scores")["kept"] == 2
+    assert group_of(onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.3, round_to=16), "scores")["kept"] == 4
+
+
 def test_channel_shuffle_reshape_is_pinned_with_a_reason():
     inits = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0, 2, 4, 8, 8], "s1"), ([0, 8, 8, 8], "s2"))]
     nodes = [helper.make_node("Reshape", ["a", "s1"], ["r1"]), helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1, 3, 4]),

@@ -2,7 +2,8 @@
 
 Gemm: Y = A' B' + C with A [M, K] (features on axis 1), B [K, N] or [N, K] when transB; C broadcasts
 to [M, N] and is sliced on its last axis when it has N entries there.
-MatMul: Y = A @ W with W [K, N]; features are A's last axis and Y's last axis (batched A is fine).
+MatMul: Y = A @ W with W [K, N]; features are A's last axis and Y's last axis (batched A is fine). A MatMul
+of two activations is traced only where both carry the same channels on a batch axis (attention heads).
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ class MatMulRule(Rule):
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         weight = ctx.weight_shape(node.inputs[1])
+        if weight is None and ctx.weight_shape(node.inputs[0]) is None and self._batched(node, ctx):
+            return
         if weight is None or ctx.weight_shape(node.inputs[0]) is not None:
-            raise Unprunable("only MatMul of an activation by a constant weight is pruned")
+            raise Unprunable("only MatMul of an activation by a constant weight, or of two activations over "
+                             "shared channels on a batch axis (attention heads), is pruned")
         if len(weight) != 2:
             raise Unprunable(f"its weight has rank {len(weight)}, not 2")
         a = ctx.expect(node.inputs[0], -1)
@@ -53,3 +57,18 @@ class MatMulRule(Rule):
         ctx.slice_param(node, 1, 0, a.slots, scored=True)
         ctx.slice_param(node, 1, 1, y.slots, scored=True)
         ctx.record_io(node, a, y)
+
+    @staticmethod
+    def _batched(node: gs.Node, ctx: ChannelContext) -> bool:
+        """Two activations [.., heads, M, K] @ [.., heads, K, N] with their channels on the same batch axis
+        (an attention's scores and output per head): each channel is one independent product."""
+        a, b = ctx.channel(node.inputs[0]), ctx.channel(node.inputs[1])
+        if a is None or b is None or a.axis != b.axis or a.size != b.size:
+            return False
+        ranks = {ctx.rank(t) for t in (node.inputs[0], node.inputs[1], node.outputs[0])}
+        if len(ranks) != 1 or a.axis >= ranks.pop() - 2:
+            return False
+        y = ctx.declare(node.outputs[0], a.axis, a.size)
+        ctx.couple(a.slots, b.slots)
+        ctx.couple(a.slots, y.slots)
+        return True

@@ -111,6 +111,9 @@ class ReshapeRule(Rule):
         for block_in, block_out in _blocks(list(in_shape), list(out_shape)):
             if x.axis not in block_in:
                 continue
+            if block_in == [x.axis] and len(block_out) > 1:
+                self._split_into_heads(node, ctx, x, [out_shape[j] for j in block_out], block_out[-2])
+                return
             if block_in[0] != x.axis or len(block_out) != 1:
                 raise Unprunable("it splits or mixes the channel axis (into attention heads, or as a channel shuffle does)")
             inner = int(np.prod(_static([in_shape[i] for i in block_in[1:]], "trailing")))
@@ -118,6 +121,19 @@ class ReshapeRule(Rule):
             ctx.add_rewrite(self, node)
             return
         raise Unprunable("its channel axis could not be matched to an output axis")
+
+    def _split_into_heads(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, sizes: list[Dim],
+                          axis: int) -> None:
+        """[.., C] -> [.., (3,) heads, head size] (an attention's query, key and value): the channels become the
+        heads, each tied to its head size of channels in every leading part. Other splits ([.., C] -> [.., C,
+        4, 4], say) then put the channels on an axis their consumers do not read channels from, which pins them."""
+        sizes = _static(sizes, "split")
+        heads, inner = sizes[-2], sizes[-1]
+        if int(np.prod(sizes)) != x.size:
+            raise Unprunable("its split sizes do not multiply to the channel count")
+        y = ctx.declare(node.outputs[0], axis, heads)
+        ctx.couple(x.slots, y.slots[(np.arange(x.size) // inner) % heads])
+        ctx.add_rewrite(self, node)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         target = np.array(node.inputs[1].values, dtype=np.int64)
