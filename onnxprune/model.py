@@ -343,7 +343,7 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, external_data: bool = 
     if external_data:
         _save_with_external_data(model, path)
         return
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _temporary_beside(path)
     os.close(fd)
     try:
         onnx.save(model, tmp_name)
@@ -355,7 +355,7 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, external_data: bool = 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary file renamed into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _temporary_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -363,6 +363,16 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in ``path``'s folder, with the permissions a file written there plainly would get:
+    mkstemp makes it private (0600), which would leave a pruned model unreadable to other users."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(name, 0o666 & ~mask)
+    return fd, name
 
 
 def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -32,6 +34,17 @@ def test_prune_writes_beside_input_and_leaves_input_alone(model_copy, capsys):
     pruned = onnx.load(written)
     onnx.checker.check_model(pruned, full_check=True)
     assert sorted(p.name for p in model_copy.parent.iterdir()) == sorted([model_copy.name, written.name])
+
+
+def test_outputs_get_the_permissions_of_a_plainly_written_file(model_copy, tmp_path):
+    # They are written to temporary files renamed into place; mkstemp made those private (0600).
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    old_mask = os.umask(0o022)
+    try:
+        assert main([str(model_copy), "-o", str(out), "--report", str(report), "--no-latency", "-q"]) == 0
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644 and stat.S_IMODE(report.stat().st_mode) == 0o644
 
 
 def test_report_has_the_documented_fields(model_copy, tmp_path):
