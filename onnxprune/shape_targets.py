@@ -24,6 +24,7 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     docstring); returns how many were replaced. Shapes must be inferred; call again after re-inferring,
     as each replacement lets inference reach further."""
     replaced = 0
+    names = set(graph.tensors())
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
             continue
@@ -42,7 +43,11 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
             else:
                 break
         else:
-            node.inputs[1] = gs.Constant(f"{node.name}_target", np.array(constant, dtype=np.int64))
+            name = f"{node.name}_target"
+            while name in names:  # a tensor of that name exists already
+                name += "_"
+            names.add(name)
+            node.inputs[1] = gs.Constant(name, np.array(constant, dtype=np.int64))
             replaced += 1
     return replaced
 

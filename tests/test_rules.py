@@ -330,14 +330,14 @@ def _computed_target(parts: list[tuple[str, int]]) -> tuple[list[onnx.NodeProto]
     return nodes + [helper.make_node("Concat", pieces, ["target"], axis=0)], inits
 
 
-def _tokens_model(parts: list[tuple[str, int]]) -> onnx.ModelProto:
+def _tokens_model(parts: list[tuple[str, int]], hidden: str = "hr") -> onnx.ModelProto:
     """conv -> 'a' [N, 8, 8, 8] -> Reshape to a computed target -> [N, 8, 64] -> tokens [N, 64, 8] -> MLP."""
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     computed, inits2 = _computed_target(parts)
     nodes = [first, *computed, helper.make_node("Reshape", ["a", "target"], ["r"], name="reshape"),
              helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
-             helper.make_node("MatMul", ["t", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["hr"]),
-             helper.make_node("MatMul", ["hr", "w2"], ["y"], name="fc2")]
+             helper.make_node("MatMul", ["t", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], [hidden]),
+             helper.make_node("MatMul", [hidden, "w2"], ["y"], name="fc2")]
     return make_model(nodes, X, ["y"], inits1 + inits2 + [weight("w1", (8, 6), 3), weight("w2", (6, 5), 4)])
 
 
@@ -351,6 +351,13 @@ def test_a_reshape_target_computed_from_its_input_sizes_becomes_constant():
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
         assert run(result.model, {"x": x})[0].shape == (batch, 64, 5)
+
+
+def test_the_constant_target_never_takes_the_name_of_a_tensor_in_use():
+    # The new constant is named after its node ("reshape_target"); here an activation has that name.
+    model = _tokens_model([("slice", 2), ("const", -1)], hidden="reshape_target")
+    result = prune_checked(model)
+    assert group_of(result, "reshape_target")["kept"] == 3
 
 
 def test_a_computed_target_that_moves_the_batch_stays_computed_and_pinned():
