@@ -159,8 +159,9 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
     del loaded  # the builder holds it, and may release it
-    if analysis.why_nothing_is_prunable():
-        notes.append(f"nothing can be pruned: {analysis.why_nothing_is_prunable()}")
+    why_nothing = analysis.why_nothing_is_prunable()
+    if why_nothing:
+        notes.append(f"nothing can be pruned: {why_nothing}")
     before = graph_stats(analysis.graph, builder.loaded.size, analysis.mac_scales)
     if static_mac_count(analysis.graph, analysis.mac_scales) is None:
         notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "

@@ -82,9 +82,8 @@ def mac_scales(graph: gs.Graph, shapes: dict[str, list]) -> dict[str, float]:
     for node in graph.nodes:
         if node.op not in _MAC_OPS or _is_static(node, batch):
             continue
-        activations = [t for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable)]
         symbolic, real = _macs(node), _macs(node, shapes)
-        if symbolic and all(_known(shapes.get(t.name)) for t in activations):
+        if symbolic and all(_known(shapes.get(t.name)) for t in _activations(node)):
             scales[node.outputs[0].name] = real / symbolic
     return scales
 
@@ -93,8 +92,13 @@ def unresolved_mac_tensors(graph: gs.Graph, shapes: dict[str, list]) -> list[str
     """Activations of the nodes that count whose symbolic sizes ``shapes`` does not know."""
     batch = _batch_names(graph)
     names = [t.name for node in graph.nodes if node.op in _MAC_OPS and not _is_static(node, batch)
-             for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable) and not _known(shapes.get(t.name))]
+             for t in _activations(node) if not _known(shapes.get(t.name))]
     return list(dict.fromkeys(names))
+
+
+def _activations(node: gs.Node) -> list[gs.Variable]:
+    """The activations a node's MACs are counted from: its first two inputs and its output, not weights."""
+    return [t for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable)]
 
 
 def _known(shape: list | None) -> bool:
@@ -111,7 +115,7 @@ def _is_static(node: gs.Node, batch: set[str]) -> bool:
     in front. (A Gemm after a reshape of [batch, tokens, features] reads [batch x tokens, features]: its
     first size is symbolic and not the batch.)"""
     return all(t.shape is not None and all(isinstance(d, int) or i == 0 and d in batch for i, d in enumerate(t.shape))
-               for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable))
+               for t in _activations(node))
 
 
 def mac_count(graph: gs.Graph, scales: dict[str, float] | None = None) -> int:
