@@ -336,6 +336,43 @@ def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset
     assert 0.3 < stats.zero_fraction.mean() < 0.7
 
 
+def test_small_batches_are_joined_for_the_recording_and_give_the_same_statistics():
+    # 32 batches of 2 samples run as 8 of 8 (at least 8 runs are left, so both folds keep several).
+    model = two_convs(np.random.default_rng(5).normal(size=(8, 3, 3, 3)), np.zeros(8))
+    x = np.random.default_rng(3).normal(size=(64, 3, 8, 8)).astype(np.float32)
+    batches = [{"x": x[i:i + 2]} for i in range(0, 64, 2)]
+    spec = TensorSpec(1, 3, ("N", 3, 8, 8))
+    joined = calibrate.recording_batches(model, batches, [spec])
+    assert [len(b["x"]) for b in joined] == [8] * 8
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in joined]), x)
+    stats = collect_stats(model, {"x": spec}, batches, gram=True, sums=SUMS)["x"]
+    reference = ChannelStats(3)
+    for index, batch in enumerate(joined):
+        reference.add_values(batch["x"], 1, fold=index % 2)
+    np.testing.assert_array_equal(stats.counts, reference.counts)
+    for name in ("mean", "mean_sq", "mean_abs", "zero_fraction"):
+        np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    for fold in (0, 1):
+        np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
+
+
+def test_batches_stay_as_given_where_they_cannot_be_joined():
+    x = np.random.default_rng(3).normal(size=(64, 3, 8, 8)).astype(np.float32)
+    batches = [{"x": x[i:i + 2]} for i in range(0, 64, 2)]
+    spec = TensorSpec(1, 3, ("N", 3, 8, 8))
+    relu = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    fixed = make_model(relu, {"x": [2, 3, 8, 8]}, ["y"], [])
+    assert calibrate.recording_batches(fixed, batches, [spec]) is batches  # the model takes 2 samples only
+    free = make_model(relu, {"x": ["N", 3, "H", "W"]}, ["y"], [])
+    assert calibrate.recording_batches(free, batches, [TensorSpec(1, 3, ("N", 3, "H", "W"))]) is batches
+    sizes = [{"x": x[i:i + 2, :, :4 + i % 4]} for i in range(0, 64, 2)]  # images of several sizes
+    assert calibrate.recording_batches(free, sizes, [spec]) is sizes
+    few = batches[:15]  # joined in pairs, fewer than 8 would be left
+    assert calibrate.recording_batches(free, few, [spec]) is few
+    huge = TensorSpec(1, 3, ("N", 3, 4096, 4096))  # 192 MiB a sample: one batch is already too large
+    assert calibrate.recording_batches(free, batches, [huge]) is batches
+
+
 def test_a_mean_alone_is_taken_over_every_position():
     # The spec asks for a 1-in-9 sample (a Gram matrix's budget); a mean needs no sample and is exact
     # (for channels that fill the blocks of ONNX Runtime's conv layout).
