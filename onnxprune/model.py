@@ -24,6 +24,8 @@ ModelSource = str | os.PathLike | onnx.ModelProto
 Dim = int | str | None
 
 MIN_OPSET = 11
+# Tensors of at least this many bytes go to the external data file when a model is saved with one.
+EXTERNAL_MIN_BYTES = 1024
 # Constants up to this size stay in the shape-inference skeleton (shape tensors need their values).
 SKELETON_MAX_ELEMENTS = 1024
 # Constant folding only evaluates small results (shape arithmetic), never whole weights.
@@ -378,16 +380,24 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
 def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
     """Save ``model`` as ``folder/name`` with its weights in ``folder/name.data``; ``model`` is left unchanged."""
     target = Path(folder) / name
-    onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=f"{name}.data", size_threshold=1024)
+    # onnx's own conversion refuses a location that exists relative to the *working* directory (a
+    # previous output beside the user's shell), so the tensors are marked here (as it marks them).
+    for tensor in _all_tensors(model.graph):
+        if tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
+            onnx.external_data_helper.set_external_data(tensor, f"{name}.data")
+    onnx.save_model(model, str(target))
     # Saving moved the weights out of the proto: bring them back so the caller's model is whole again.
     onnx.external_data_helper.load_external_data_for_model(model, str(folder))
     return target
 
 
 def _save_with_external_data(model: onnx.ModelProto, path: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         written = write_external(model, Path(tmp), path.name)
+        for file in (written, Path(tmp) / f"{path.name}.data"):
+            os.chmod(file, 0o666 & ~mask)  # as written plainly there (see ``_temporary_beside``)
         os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
         os.replace(written, path)
 

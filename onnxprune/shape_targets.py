@@ -5,7 +5,9 @@ as a target built at run time: Shape -> Slice / Gather -> Unsqueeze -> Concat wi
 inference cannot follow that (it does not propagate through Slice of a shape), so every tensor after it has
 no shape and no channel can be traced. Where each computed size is either a constant or the same symbolic
 size that the reshaped tensor has on the same axis, the target becomes a constant with 0 there ("copy this
-size from the input"), which is the same reshape for every input size.
+size from the input"), which is the same reshape for every input size. The dynamo exporter computes such
+sizes from the model's inputs (``input_ids.shape``) rather than from the tensor reshaped; their symbolic
+sizes are the same names.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
             continue
-        if node.attrs.get("allowzero", 0):  # 0 would mean a size of zero, not "copy"
-            continue
         target = _values(node.inputs[1], 0)
         data_shape = node.inputs[0].shape
         if target is None or data_shape is None:
@@ -43,6 +43,12 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
             else:
                 break
         else:
+            if node.attrs.get("allowzero", 0):
+                # The dynamo exporter sets allowzero, where 0 means a size of zero, not "copy". Copying
+                # gives the same sizes (the computed ones are the input's own), unless a constant is 0.
+                if 0 in target:
+                    continue
+                node.attrs["allowzero"] = 0
             name = f"{node.name}_target"
             while name in names:  # a tensor of that name exists already
                 name += "_"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import onnx
 import pytest
@@ -272,6 +275,26 @@ def test_external_data_model_prunes_and_is_saved_with_external_data(tmp_path, ca
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     assert run(pruned, {"input": x})[0].shape == run(original, {"input": x})[0].shape
     assert {p.name: p.read_bytes() for p in source.parent.iterdir()} == before
+
+
+def test_an_external_data_output_is_replaced_from_its_own_folder(tmp_path, capsys, monkeypatch):
+    # onnx refuses to save external data whose file exists relative to the working directory: a
+    # pipeline rerunning in the output's folder with --force got an internal error (exit 3).
+    source = tmp_path / "in" / "model.onnx"
+    source.parent.mkdir()
+    _save_external(onnx.load(MODELS / "resnet.ts.onnx"), source, "model.weights")
+    monkeypatch.chdir(tmp_path)
+    old_mask = os.umask(0o022)
+    try:
+        for ratio in ("0.3", "0.5"):
+            assert main([str(source), "-o", "pruned.onnx", "--ratio", ratio, "--force", "--no-latency", "-q"]) == 0
+    finally:
+        os.umask(old_mask)
+    written = [tmp_path / "pruned.onnx", tmp_path / "pruned.onnx.data"]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [0o644, 0o644]  # not private like mkstemp's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "pruned.onnx", "pruned.onnx.data"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert run(onnx.load(str(written[0])), {"input": x})[0].shape == (2, 10)
 
 
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin"])

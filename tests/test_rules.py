@@ -308,10 +308,11 @@ def test_flattening_reshape_target_is_rewritten(target):
     assert new_target == [64 if t == 128 else t for t in target]
 
 
-def _computed_target(parts: list[tuple[str, int]]) -> tuple[list[onnx.NodeProto], list]:
-    """Nodes building a Reshape target 'target' from Shape(a) at run time, as the TorchScript exporter writes
-    ``x.flatten(2)`` with a symbolic batch: ("slice", n) takes sizes 0..n-1, ("gather", i) size i, ("const", v) v."""
-    nodes = [helper.make_node("Shape", ["a"], ["a_shape"])]
+def _computed_target(parts: list[tuple[str, int]], source: str = "a") -> tuple[list[onnx.NodeProto], list]:
+    """Nodes building a Reshape target 'target' from Shape(source) at run time, as the TorchScript exporter
+    writes ``x.flatten(2)`` with a symbolic batch: ("slice", n) takes sizes 0..n-1, ("gather", i) size i,
+    ("const", v) v."""
+    nodes = [helper.make_node("Shape", [source], ["a_shape"])]
     inits, pieces = [], []
     for index, (kind, value) in enumerate(parts):
         piece = f"piece{index}"
@@ -330,11 +331,13 @@ def _computed_target(parts: list[tuple[str, int]]) -> tuple[list[onnx.NodeProto]
     return nodes + [helper.make_node("Concat", pieces, ["target"], axis=0)], inits
 
 
-def _tokens_model(parts: list[tuple[str, int]], hidden: str = "hr") -> onnx.ModelProto:
+def _tokens_model(parts: list[tuple[str, int]], hidden: str = "hr", source: str = "a",
+                  allowzero: int = 0) -> onnx.ModelProto:
     """conv -> 'a' [N, 8, 8, 8] -> Reshape to a computed target -> [N, 8, 64] -> tokens [N, 64, 8] -> MLP."""
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
-    computed, inits2 = _computed_target(parts)
-    nodes = [first, *computed, helper.make_node("Reshape", ["a", "target"], ["r"], name="reshape"),
+    computed, inits2 = _computed_target(parts, source)
+    reshape = helper.make_node("Reshape", ["a", "target"], ["r"], name="reshape", allowzero=allowzero)
+    nodes = [first, *computed, reshape,
              helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
              helper.make_node("MatMul", ["t", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], [hidden]),
              helper.make_node("MatMul", [hidden, "w2"], ["y"], name="fc2")]
@@ -348,6 +351,18 @@ def test_a_reshape_target_computed_from_its_input_sizes_becomes_constant():
     assert group_of(result, "a")["kept"] == 4 and group_of(result, "h")["kept"] == 3
     assert list(node_of(result, "reshape").inputs[1].values) == [0, 4, -1]  # the batch copied from the input
     assert result.pruned.macs == 64 * 27 * 4 + 64 * 4 * 3 + 64 * 3 * 5  # conv1, fc1, fc2 at 8x8 and 64 tokens
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch, 64, 5)
+
+
+def test_a_target_computed_from_the_model_input_with_allowzero_becomes_constant():
+    # The dynamo exporter reads the batch from the model's input and sets allowzero (0 = a size of zero):
+    # the batch is the same symbol as the reshaped tensor's, so the target copies it with allowzero off.
+    model = _tokens_model([("gather", 0), ("const", 8), ("const", -1)], source="x", allowzero=1)
+    result = prune_checked(model)
+    reshape = node_of(result, "reshape")
+    assert list(reshape.inputs[1].values) == [0, 4, -1] and reshape.attrs.get("allowzero", 0) == 0
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
         assert run(result.model, {"x": x})[0].shape == (batch, 64, 5)
