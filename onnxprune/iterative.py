@@ -84,7 +84,7 @@ def prune_iteratively(builder: CandidateBuilder, config: PruneConfig, target: fl
     original = builder.analysis()
     total = MacModel(original).total
     original_channels = {member.name: group.channels for group in original.groups for member in group.members}
-    tracker, model, last = IndexTracker(), None, None
+    tracker, model, last, broke = IndexTracker(), None, None, False
     steps = config.iterative
     for step in progress(range(1, steps + 1), "iterative pruning", config.quiet):
         analysis = builder.analysis(model)
@@ -101,10 +101,13 @@ def prune_iteratively(builder: CandidateBuilder, config: PruneConfig, target: fl
             continue
         candidate = builder.build(plan, analysis, model)
         if config.max_drop is not None and quality_drop(candidate.evaluation)[0] > config.max_drop:
+            broke = True
             break  # keep the previous round's model
         tracker.record(analysis, removed)  # its channel bookkeeping outlives the apply
         model, last = candidate.model, candidate
-    if last is None:
+    if broke and last is None:
         raise GuardError("the first pruning round already breaks --max-drop; nothing was written")
+    if last is None:  # no round could remove a channel (every group pinned, say): the model as it is
+        return builder.build(tracker.plan_of(original), original)
     plan = tracker.plan_of(original)
     return replace(last, plan=plan, changes=tracker.changes(), groups=group_rows(original, plan))

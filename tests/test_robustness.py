@@ -185,10 +185,12 @@ def _quantized_conv_chain() -> onnx.ModelProto:
     return make_model(nodes, X, ["y"], inits)
 
 
-def test_a_quantized_model_is_left_alone_with_the_reason(tmp_path, capsys):
+@pytest.mark.parametrize("options", [[], ["--iterative", "2", "--target-macs", "0.6"]])
+def test_a_quantized_model_is_left_alone_with_the_reason(tmp_path, capsys, options):
+    # --iterative said "the first pruning round already breaks --max-drop" (exit 1) without --max-drop.
     path = tmp_path / "quantized.onnx"
     onnx.save(_quantized_conv_chain(), path)
-    assert main([str(path)]) == 0
+    assert main([str(path), *options]) == 0
     out = capsys.readouterr().out
     assert "the model is quantized (DequantizeLinear, QuantizeLinear)" in out and "prune the float model" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quantized.onnx"]
