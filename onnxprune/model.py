@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.errors import InputError
-from onnxprune.shape_targets import constant_reshape_targets
+from onnxprune.shape_targets import constant_reshape_targets, sliced_sizes
 
 G_LOGGER.severity = G_LOGGER.ERROR
 
@@ -171,11 +172,14 @@ def default_opset(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """ONNX shape inference with data propagation, dropping stale annotations first."""
+def infer_shapes(model: onnx.ModelProto, keep: Iterable[str] = ()) -> onnx.ModelProto:
+    """ONNX shape inference with data propagation, dropping stale annotations first (all but those of
+    the tensors ``keep``, which inference starts from)."""
     fresh = onnx.ModelProto()
     fresh.CopyFrom(model)
+    kept = [v for v in fresh.graph.value_info if v.name in set(keep)]
     del fresh.graph.value_info[:]
+    fresh.graph.value_info.extend(kept)
     try:
         return onnx.shape_inference.infer_shapes(fresh, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
@@ -222,8 +226,16 @@ def _keeps_storage_type(node: gs.Node) -> bool:
 
 
 def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
-    """Set every activation's shape and dtype from ONNX shape inference, in place."""
+    """Set every activation's shape and dtype from ONNX shape inference, in place (and again from the
+    sizes of sliced position tables that a valid run proves, where inference lost them: ``sliced_sizes``)."""
     known = _inferred_types(graph, template)
+    _set_inferred(graph, known)
+    fixed = sliced_sizes(graph)
+    if fixed:
+        _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
+
+
+def _set_inferred(graph: gs.Graph, known: dict[str, onnx.ValueInfoProto]) -> None:
     outputs = {t.name for t in graph.outputs}
     for name, tensor in graph.tensors().items():
         if not isinstance(tensor, gs.Variable) or tensor in graph.inputs:
@@ -243,9 +255,10 @@ def shapes_at(graph: gs.Graph, template: onnx.ModelProto, input_shapes: dict[str
     return shapes | {name: list(shape) for name, shape in input_shapes.items()}
 
 
-def _inferred_types(graph: gs.Graph, template: onnx.ModelProto,
-                    input_shapes: dict[str, list[int]] | None = None) -> dict[str, onnx.ValueInfoProto]:
-    """ONNX shape inference of ``graph`` (its inputs given ``input_shapes`` where named), by tensor name.
+def _inferred_types(graph: gs.Graph, template: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
+                    fixed: dict[str, list] | None = None) -> dict[str, onnx.ValueInfoProto]:
+    """ONNX shape inference of ``graph`` (its inputs given ``input_shapes`` where named; the activations
+    ``fixed`` given those shapes, which inference then starts from), by tensor name.
 
     Inference runs on a copy of the graph whose large weights are replaced by typed inputs, so no
     weight data is copied however big the model is.
@@ -265,8 +278,8 @@ def _inferred_types(graph: gs.Graph, template: onnx.ModelProto,
     for tensor in skeleton.tensors().values():
         # The outputs keep their declared shapes, unless other input shapes make those stale.
         if isinstance(tensor, gs.Variable) and tensor not in skeleton.inputs and (input_shapes or tensor not in skeleton.outputs):
-            tensor.shape = None
-    inferred = infer_shapes(export_graph(skeleton, template))
+            tensor.shape = (fixed or {}).get(tensor.name)
+    inferred = infer_shapes(export_graph(skeleton, template), keep=fixed or ())
     return {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
 
 

@@ -58,6 +58,62 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     return replaced
 
 
+# Ops through which a sliced size reaches a broadcasting op unchanged on the same axis.
+_SIZE_KEEPING_OPS = ("Cast", "Identity", "Relu", "Neg", "Sigmoid", "Tanh")
+_BROADCASTING_OPS = ("Add", "Sub", "Mul", "Div")
+
+
+def sliced_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
+    """Shapes of Slice outputs that a valid run proves to be a symbolic size, by tensor name.
+
+    ``table[:, :n]`` with n the symbolic size S of another tensor (the dynamo exporter slices position
+    tables so) has min(S, D) on that axis, for the table's static size D, and ONNX shape inference keeps it
+    unknown, losing S for everything after it. Where that slice (or an embedding lookup of it) is added
+    to (or multiplied with) a tensor with S on the same axis, the run is valid only when min(S, D) equals
+    S or one of them is 1, which (D > 1) makes it S whenever the model runs.
+    """
+    fixed: dict[str, list[Dim]] = {}
+    for node in graph.nodes:
+        if node.op != "Slice" or len(node.inputs) < 3 or node.outputs[0].shape is None:
+            continue
+        data_shape = node.inputs[0].shape
+        inputs = [_values(t, 0) if t.name else None for t in node.inputs[1:]]
+        starts, ends = inputs[0], inputs[1]
+        axes = inputs[2] if len(inputs) > 2 else [0]
+        steps = inputs[3] if len(inputs) > 3 else [1]
+        if data_shape is None or starts != [0] or steps != [1] or axes is None or len(axes) != 1 or ends is None:
+            continue
+        axis, size = axes[0] % len(data_shape), ends[0]
+        if (not isinstance(size, str) or not isinstance(data_shape[axis], int) or data_shape[axis] <= 1
+                or len(node.outputs[0].shape) != len(data_shape) or node.outputs[0].shape[axis] == size):
+            continue
+        shape = list(data_shape)  # the other axes are the table's
+        if _broadcast_with(node.outputs[0], axis, size, 0):
+            shape[axis] = size
+            fixed[node.outputs[0].name] = shape
+    return fixed
+
+
+def _broadcast_with(tensor: gs.Tensor, axis: int, size: str, depth: int) -> bool:
+    """Whether ``tensor`` (or a size-keeping op or embedding lookup of it) meets, in a broadcasting op, a
+    tensor whose size is ``size`` on the same axis (counted from the end)."""
+    rank = len(tensor.shape) if tensor.shape is not None else None
+    if rank is None or depth > MAX_DEPTH:
+        return False
+    for node in tensor.outputs:
+        if node.op in _BROADCASTING_OPS and len(node.inputs) == 2:
+            other = node.inputs[1] if node.inputs[0] is tensor else node.inputs[0]
+            offset = rank - axis  # the axis counted from the end, as broadcasting aligns shapes
+            if other.shape is not None and len(other.shape) >= offset and other.shape[-offset] == size:
+                return True
+        elif node.op in _SIZE_KEEPING_OPS and _broadcast_with(node.outputs[0], axis, size, depth + 1):
+            return True
+        elif (node.op == "Gather" and len(node.inputs) == 2 and node.inputs[1] is tensor
+              and node.attrs.get("axis", 0) == 0 and _broadcast_with(node.outputs[0], axis, size, depth + 1)):
+            return True  # an embedding lookup: the indices' axes come first in its output
+    return False
+
+
 def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
     """The elements of a small integer shape computation (a scalar as one element), or None where it
     cannot be followed."""

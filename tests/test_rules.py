@@ -435,6 +435,54 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
+def _attention_sized_from_ids(heads: int, head_size: int) -> onnx.ModelProto:
+    """As the dynamo exporter writes a token model: ids [N, S] -> embedding + a position table sliced to S
+    -> x, then ``_attention``'s heads, whose reshape targets are computed from Shape(ids), with allowzero."""
+    attention = _attention(heads, head_size)
+    width = heads * head_size
+    inits = [i for i in attention.graph.initializer if i.name not in ("split_heads", "merge_heads")]
+    inits += [weight("embedding", (50, 8), 11), weight("positions", (1, 16, 8), 12)]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n)
+              for n, v in (("zero", [0]), ("one", [1]), ("two", [2]), ("heads", [heads, head_size]), ("width", [width]))]
+    nodes = [helper.make_node("Shape", ["ids"], ["batch"], end=1), helper.make_node("Shape", ["ids"], ["length"], start=1, end=2),
+             helper.make_node("Gather", ["embedding", "ids"], ["e"]),
+             helper.make_node("Slice", ["positions", "zero", "length", "one"], ["p"]),
+             helper.make_node("Add", ["e", "p"], ["x"]),
+             helper.make_node("Concat", ["batch", "length", "heads"], ["split_heads"], axis=0),
+             helper.make_node("Concat", ["batch", "length", "width"], ["merge_heads"], axis=0)]
+    for node in attention.graph.node:
+        if node.op_type == "Reshape":
+            node.attribute.append(helper.make_attribute("allowzero", 1))
+        nodes.append(node)
+    ids = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", "S"])
+    return make_model(nodes, {}, ["y"], inits, extra_inputs=(ids,))
+
+
+def test_heads_are_removed_whole_where_the_sizes_come_from_the_input_ids():
+    # Shape inference cannot size positions[:, :S] (it is min(S, 16)), so every size after the position
+    # add was unknown and the heads stayed whole; the add with the embedding [N, S, 8] proves it S.
+    model = _attention_sized_from_ids(heads=4, head_size=3)
+    result = prune_checked(model)
+    assert group_of(result, "scores")["kept"] == 2
+    assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 0, 2, 3]
+    assert list(node_of(result, "merge").inputs[1].values) == [0, 0, 6]
+    for batch, length in ((1, 1), (3, 16), (2, 5)):
+        ids = np.random.default_rng(length).integers(0, 50, (batch, length))
+        assert run(result.model, {"ids": ids})[0].shape == (batch, length, 8)
+
+
+def test_a_sliced_table_keeps_an_unknown_size_where_nothing_proves_it():
+    # positions[:, :S] added to a tensor of another length T: min(S, 16) may be 1, T or anything.
+    inits = [weight("positions", (1, 16, 8), 12)] + [numpy_helper.from_array(np.array(v, np.int64), n)
+                                                      for n, v in (("zero", [0]), ("one", [1]), ("two", [2]))]
+    nodes = [helper.make_node("Shape", ["ids"], ["length"], start=1, end=2),
+             helper.make_node("Slice", ["positions", "zero", "length", "one"], ["p"]),
+             helper.make_node("Add", ["x", "p"], ["y"])]
+    ids = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", "S"])
+    graph = import_graph(make_model(nodes, {"x": ["N", "T", 8]}, ["y"], inits, extra_inputs=(ids,)))
+    assert graph.tensors()["p"].shape[1] != "S" and graph.tensors()["y"].shape[1] != "S"
+
+
 def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():
     # Heads of 8 channels: --round-to 16 keeps an even number of heads, not a multiple of 16 heads.
     result = onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.5, round_to=16)
