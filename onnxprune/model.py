@@ -17,7 +17,7 @@ from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.errors import InputError
-from onnxprune.shape_targets import constant_reshape_targets, sliced_sizes
+from onnxprune.shape_targets import constant_reshape_targets, reshape_round_trips, sliced_sizes
 
 G_LOGGER.severity = G_LOGGER.ERROR
 
@@ -213,7 +213,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         infer_graph_shapes(graph, model)
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
-        if not constant_reshape_targets(graph):
+        if not constant_reshape_targets(graph) + reshape_round_trips(graph):
             break
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)

@@ -58,6 +58,40 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     return replaced
 
 
+def reshape_round_trips(graph: gs.Graph) -> int:
+    """Replace Reshape [.., T, D] -> [-1, T, D], Transpose (0, 2, 1), Reshape back to [.., D, T] with one
+    Transpose of the last two axes, which is the same; returns how many were replaced.
+
+    The dynamo exporter writes the key transpose of ``scaled_dot_product_attention`` so, merging the
+    batch with the heads for a moment; the heads then stay visible to the channel rules.
+    """
+    replaced = 0
+    for first in list(graph.nodes):
+        if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
+            continue
+        source, shape = first.inputs[0], first.inputs[0].shape
+        swap = first.outputs[0].outputs[0]
+        if shape is None or len(shape) < 3 or swap.op != "Transpose" or list(swap.attrs.get("perm", [])) != [0, 2, 1]:
+            continue
+        if len(swap.outputs[0].outputs) != 1 or swap.outputs[0].outputs[0].op != "Reshape":
+            continue
+        back = swap.outputs[0].outputs[0]
+        known = [d if isinstance(d, (int, str)) and (not isinstance(d, int) or d >= 0) else None for d in shape]
+        if None in known or _values(first.inputs[1], 0) != [-1, *known[-2:]] or len(back.inputs) < 2:
+            continue
+        if _values(back.inputs[1], 0) != [*known[:-2], known[-1], known[-2]]:
+            continue
+        perm = [*range(len(shape) - 2), len(shape) - 1, len(shape) - 2]
+        result = back.outputs[0]
+        back.outputs.clear()
+        graph.nodes.append(gs.Node("Transpose", name=f"{first.name}_transpose", attrs={"perm": perm},
+                                   inputs=[source], outputs=[result]))
+        replaced += 1
+    if replaced:
+        graph.toposort()  # the new nodes were appended after their consumers
+    return replaced
+
+
 # Ops through which a sliced size reaches a broadcasting op unchanged on the same axis.
 _SIZE_KEEPING_OPS = ("Cast", "Identity", "Relu", "Neg", "Sigmoid", "Tanh")
 _BROADCASTING_OPS = ("Add", "Sub", "Mul", "Div")

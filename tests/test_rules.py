@@ -483,6 +483,34 @@ def test_a_sliced_table_keeps_an_unknown_size_where_nothing_proves_it():
     assert graph.tensors()["p"].shape[1] != "S" and graph.tensors()["y"].shape[1] != "S"
 
 
+def test_heads_are_removed_whole_where_the_key_transpose_merges_batch_and_heads():
+    # The dynamo exporter's scaled_dot_product_attention transposes the keys as [N, H, T, D] -> [-1, T, D]
+    # -> (0, 2, 1) -> [N, H, D, T], its sizes read from Shape at run time: one Transpose in effect.
+    model = _attention(heads=4, head_size=3)
+    nodes = list(model.graph.node)
+    key = next(n for n in nodes if n.op_type == "Transpose" and n.output[0] == "k")
+    key.output[0], key.attribute[0].ints[:] = "k4", [0, 2, 1, 3]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in (("minus_one", [-1]), ("last", [-1]), ("end", [2**62]), ("second_last", [-2]), ("start", [0]))]
+    nodes[nodes.index(key) + 1:nodes.index(key) + 1] = [
+              helper.make_node("Shape", ["k4"], ["k_shape"]),
+              helper.make_node("Slice", ["k_shape", "last", "end"], ["k_d"]),
+              helper.make_node("Slice", ["k_shape", "second_last", "last"], ["k_t"]),
+              helper.make_node("Slice", ["k_shape", "start", "second_last"], ["k_nh"]),
+              helper.make_node("Concat", ["minus_one", "k_t", "k_d"], ["merged_shape"], axis=0),
+              helper.make_node("Reshape", ["k4", "merged_shape"], ["k3"], name="k_merge"),
+              helper.make_node("Transpose", ["k3"], ["k3t"], perm=[0, 2, 1]),
+              helper.make_node("Concat", ["k_nh", "k_d", "k_t"], ["restored_shape"], axis=0),
+              helper.make_node("Reshape", ["k3t", "restored_shape"], ["k"], name="k_restore")]
+    model = make_model(nodes, {"x": ["N", 6, 8]}, ["y"], list(model.graph.initializer) + inits)
+    result = prune_checked(model)
+    assert group_of(result, "scores")["kept"] == 2
+    assert not {"k_merge", "k_restore"} & {n.name for n in import_graph(result.model).nodes}
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
+
+
 def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():
     # Heads of 8 channels: --round-to 16 keeps an even number of heads, not a multiple of 16 heads.
     result = onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.5, round_to=16)
