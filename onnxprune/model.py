@@ -98,17 +98,19 @@ def _read_model_file(path: Path, load_data: bool = True) -> LoadedModel:
     return LoadedModel(model, bool(locations), size)
 
 
-def _all_tensors(graph: onnx.GraphProto):
+def _all_tensors(graph: onnx.GraphProto, attributes: bool = True):
+    """The initializers of ``graph`` and its subgraphs, and (``attributes``) the tensors of node attributes."""
     yield from graph.initializer
     for node in graph.node:
         for attribute in node.attribute:
-            if attribute.HasField("t"):
+            if attributes and attribute.HasField("t"):
                 yield attribute.t
-            yield from attribute.tensors
+            if attributes:
+                yield from attribute.tensors
             if attribute.HasField("g"):
-                yield from _all_tensors(attribute.g)
+                yield from _all_tensors(attribute.g, attributes)
             for sub in attribute.graphs:
-                yield from _all_tensors(sub)
+                yield from _all_tensors(sub, attributes)
 
 
 def _external_locations(model: onnx.ModelProto) -> set[str]:
@@ -395,7 +397,7 @@ def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
     target = Path(folder) / name
     # onnx's own conversion refuses a location that exists relative to the *working* directory (a
     # previous output beside the user's shell), so the tensors are marked here (as it marks them).
-    for tensor in _all_tensors(model.graph):
+    for tensor in _all_tensors(model.graph, attributes=False):
         if tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
             onnx.external_data_helper.set_external_data(tensor, f"{name}.data")
     onnx.save_model(model, str(target))

@@ -66,6 +66,7 @@ def reshape_round_trips(graph: gs.Graph) -> int:
     batch with the heads for a moment; the heads then stay visible to the channel rules.
     """
     replaced = 0
+    names = {node.name for node in graph.nodes}
     for first in list(graph.nodes):
         if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
             continue
@@ -84,8 +85,11 @@ def reshape_round_trips(graph: gs.Graph) -> int:
         perm = [*range(len(shape) - 2), len(shape) - 1, len(shape) - 2]
         result = back.outputs[0]
         back.outputs.clear()
-        graph.nodes.append(gs.Node("Transpose", name=f"{first.name}_transpose", attrs={"perm": perm},
-                                   inputs=[source], outputs=[result]))
+        name = f"{first.name}_transpose"
+        while name in names:
+            name += "_"
+        names.add(name)
+        graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": perm}, inputs=[source], outputs=[result]))
         replaced += 1
     if replaced:
         graph.toposort()  # the new nodes were appended after their consumers
