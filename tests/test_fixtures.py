@@ -15,7 +15,8 @@ from onnxprune.model import export_graph, import_graph
 
 def test_fixtures_are_present():
     names = {p.name for p in FIXTURES}
-    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "vit", "fashion_mnist"):
+    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "vit", "gpt",
+                 "fashion_mnist"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
 
 
@@ -78,3 +79,18 @@ def test_input_model_object_is_not_modified():
     before = original.SerializeToString()
     onnxprune.prune(original, ratio=0.5, round_to=1)
     assert original.SerializeToString() == before
+
+
+def test_both_exports_of_a_token_model_prune_the_same_heads():
+    # The dynamo export reads the length from the ids, slices the position table to it, and transposes
+    # the keys of scaled_dot_product_attention through [-1, T, D]; TorchScript's does neither.
+    calib = [{"input": np.random.default_rng(i).integers(0, 64, (16, 16))} for i in range(6)]
+    results = [onnxprune.prune(MODELS / f"gpt.{exporter}.onnx", ratio=0.5, calib=calib) for exporter in ("ts", "dynamo")]
+    for result in results:
+        pruned = {(g["channels"], g["kept"]) for g in result.report["groups"] if g["kept"] < g["channels"]}
+        assert pruned == {(3, 2), (96, 48)}  # a head of three in each block, half of each MLP
+        for batch, length in ((1, 1), (3, 32), (2, 7)):
+            ids = np.random.default_rng(length).integers(0, 64, (batch, length))
+            assert run(result.model, {"input": ids})[0].shape == (batch, length, 64)
+    assert results[0].pruned.macs == results[1].pruned.macs < 0.65 * results[1].original.macs
+    assert abs(results[0].evaluation.outputs[0].relative_l2 - results[1].evaluation.outputs[0].relative_l2) < 1e-3

@@ -1,9 +1,9 @@
 """Compensation on every fixture: output fidelity with and without it.
 
 Each fixture is calibrated on ``models/calib_images`` (natural-image crops; Fashion-MNIST test images for
-the Fashion-MNIST fixture) and pruned at ratios 0.3 and 0.5 with compensation on and off. Fidelity is
-measured on held-out samples: the largest relative L2 error over the outputs, and top-1 agreement for
-classifiers. (The cost of the statistics is measured by ``bench_statistics.py``.)
+the Fashion-MNIST fixture, random token ids for the gpt fixture) and pruned at ratios 0.3 and 0.5 with
+compensation on and off. Fidelity is measured on held-out samples: the largest relative L2 error over the
+outputs, and top-1 agreement for classifiers. (The cost of the statistics is measured by ``bench_statistics.py``.)
 
 Usage::
 

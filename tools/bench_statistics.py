@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,7 +44,10 @@ CRITERIA = (Importance.L1, Importance.ACTIVATION, Importance.APOZ, Importance.FL
 
 
 def calibration_source(path: Path) -> tuple[object, ImageOptions | None]:
-    """The calibration data of a fixture: Fashion-MNIST test images or the natural-image crops."""
+    """The calibration data of a fixture: Fashion-MNIST test images, seeded random token ids (the gpt
+    fixture, whose weights are random too) or the natural-image crops."""
+    if path.name.startswith("gpt"):
+        return [{"input": np.random.default_rng(0).integers(0, 64, (600, 16))}], None
     if path.name.startswith("fashion_mnist"):
         data = np.load(FASHION)
         x = ((data["x"][:600].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
@@ -109,6 +113,7 @@ def statistics_costs(path: Path, batches: list[dict[str, np.ndarray]], criteria=
 
 
 def main() -> None:
+    ort.set_default_logger_severity(3)  # ONNX Runtime's optimiser notes, as the CLI hides them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None,
                         help="fixture names (models/NAME.onnx) or paths to other models (random inputs)")

@@ -52,6 +52,7 @@ TS_OPSET = 13
 EXPORT_BATCH = 2  # example batch used for tracing (avoids 0/1 specialisation)
 CHECK_BATCHES = (1, 3)
 REL_TOL = 1e-4
+GPT_LENGTH = 32  # the gpt fixture's position table: its inputs have up to this many tokens
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -463,6 +464,45 @@ class ViT(nn.Module):
         return self.head(self.norm(self.blocks(x)).mean(1))
 
 
+class CausalAttention(nn.Module):
+    """Causal multi-head self-attention through ``scaled_dot_product_attention``, as Hugging Face models
+    run it by default (separate q, k, v Linears)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = (layer(x).view(b, n, self.heads, c // self.heads).transpose(1, 2) for layer in (self.q, self.k, self.v))
+        return self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, n, c))
+
+
+class GptBlock(TransformerBlock):
+    """TransformerBlock with causal attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__(dim, heads, hidden)
+        self.attention = CausalAttention(dim, heads)
+
+
+class Gpt(nn.Module):
+    """Tiny GPT-like token model: token embedding plus a position table sliced to the input length, two
+    causal blocks, next-token logits. Input: int64 token ids [batch, length], length up to 32."""
+
+    def __init__(self, vocab: int = 64, dim: int = 48, heads: int = 3, hidden: int = 96, depth: int = 2) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, dim)
+        self.position = nn.Parameter(torch.randn(1, GPT_LENGTH, dim) * 0.1)
+        self.blocks = nn.Sequential(*[GptBlock(dim, heads, hidden) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(ids) + self.position[:, :ids.shape[1]]
+        return self.head(self.norm(self.blocks(x)))
+
+
 def randomize_norm_params(model: nn.Module, gen: torch.Generator) -> None:
     """Give BN/InstanceNorm/PReLU non-trivial values so folding is exercised."""
     for m in model.modules():
@@ -563,7 +603,17 @@ class Fixture:
     input_shape: tuple[int, ...]  # without batch
     output_names: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
-    check_input: Callable[[int], torch.Tensor] | None = None
+    check_input: Callable[[int], torch.Tensor] | None = None  # inputs of a batch (default: normal floats)
+    sequence: bool = False  # axis 1 of the input and outputs is a symbolic length too
+    ts_opset: int = TS_OPSET
+
+    def example(self, batch: int) -> torch.Tensor:
+        """Inputs of ``batch`` samples, for export."""
+        return self.check_input(batch) if self.check_input else torch.randn(batch, *self.input_shape)
+
+    def axes(self) -> dict[int, str]:
+        """The input's and outputs' symbolic axes."""
+        return {0: "batch", 1: "length"} if self.sequence else {0: "batch"}
 
 
 def random_fixture(name: str, model: nn.Module, outputs: list[str] | None = None, size: int = 32) -> Fixture:
@@ -604,6 +654,14 @@ def make_fashion_mnist(out_dir: Path) -> Fixture:
     return fixture
 
 
+def make_gpt() -> Fixture:
+    """Gpt with random weights; its inputs are token ids of 16 tokens (the export's length is symbolic)."""
+    gen = torch.Generator().manual_seed(SEED + 2)
+    fixture = Fixture("gpt", Gpt().eval(), (16,), ["output"], sequence=True, ts_opset=14)  # SDPA: opset 14
+    fixture.check_input = lambda b: torch.randint(0, 64, (b, 16), generator=gen)
+    return fixture
+
+
 def build_fixture(name: str, out_dir: Path) -> Fixture:
     """Construct (and seed) the fixture called ``name``."""
     seed_everything()
@@ -618,6 +676,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
         "unet": lambda: random_fixture("unet", UNet()),
         "bn_keep": lambda: random_fixture("bn_keep", BNKeep()),
         "vit": lambda: random_fixture("vit", ViT()),
+        "gpt": make_gpt,
         "zero_channels": make_zero_channels,
         "fashion_mnist": lambda: make_fashion_mnist(out_dir),
     }
@@ -625,7 +684,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
 
 
 ARCHS = ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet",
-         "bn_keep", "vit", "zero_channels", "fashion_mnist")
+         "bn_keep", "vit", "gpt", "zero_channels", "fashion_mnist")
 
 
 def seed_everything(seed: int = SEED) -> None:
@@ -641,13 +700,13 @@ def seed_everything(seed: int = SEED) -> None:
 
 
 def export_torchscript(fx: Fixture, path: Path) -> None:
-    """Export with the legacy TorchScript exporter (opset 13, dynamic_axes)."""
-    example = torch.randn(EXPORT_BATCH, *fx.input_shape)
-    axes = {name: {0: "batch"} for name in ["input", *fx.output_names]}
+    """Export with the legacy TorchScript exporter (opset 13 unless the fixture needs more, dynamic_axes)."""
+    example = fx.example(EXPORT_BATCH)
+    axes = {name: fx.axes() for name in ["input", *fx.output_names]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            fx.model, (example,), str(path), dynamo=False, opset_version=TS_OPSET,
+            fx.model, (example,), str(path), dynamo=False, opset_version=fx.ts_opset,
             input_names=["input"], output_names=fx.output_names, dynamic_axes=axes,
             do_constant_folding=True,
         )
@@ -655,8 +714,9 @@ def export_torchscript(fx: Fixture, path: Path) -> None:
 
 def export_dynamo(fx: Fixture, path: Path) -> None:
     """Export with the dynamo exporter (default opset, self-contained file)."""
-    example = torch.randn(EXPORT_BATCH, *fx.input_shape)
+    example = fx.example(EXPORT_BATCH)
     batch = torch.export.Dim("batch", min=1, max=1024)
+    shapes = {0: batch, 1: torch.export.Dim("length", min=1, max=GPT_LENGTH)} if fx.sequence else {0: batch}
     # The exporter logs "torchvision is not installed" warnings and progress lines.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     quiet = io.StringIO()
@@ -665,7 +725,7 @@ def export_dynamo(fx: Fixture, path: Path) -> None:
         torch.onnx.export(
             fx.model, (example,), str(path), dynamo=True, external_data=False,
             input_names=["input"], output_names=fx.output_names,
-            dynamic_shapes=({0: batch},), optimize=True, verbose=False,
+            dynamic_shapes=(shapes,), optimize=True, verbose=False,
         )
     strip_stack_traces(path)
 
