@@ -178,8 +178,11 @@ class GraphBuilder:
         back, merged, out_w, out = self.name("back"), self.name("merged"), self.name("out_w"), self.name("out")
         self.inits.append(weight(out_w, (width, c), self.count + 7))
         mapped = self.name("mapped")
-        self.nodes += [helper.make_node("Transpose", [k], [keys], perm=[0, 1, 3, 2]),
-                       helper.make_node("MatMul", [q, keys], [scores])]
+        if self.draw(st.booleans()):
+            self.nodes.append(helper.make_node("Transpose", [k], [keys], perm=[0, 1, 3, 2]))
+        else:
+            self._key_round_trip(k, keys)
+        self.nodes.append(helper.make_node("MatMul", [q, keys], [scores]))
         self.nodes += [helper.make_node("Softmax", [self._damped(scores)], [probs], axis=-1),
                        helper.make_node("MatMul", [probs, v], [mixed]),
                        helper.make_node("Transpose", [mixed], [back], perm=[0, 2, 1, 3]),
@@ -188,6 +191,26 @@ class GraphBuilder:
                        helper.make_node("Transpose", [out], [mapped], perm=[0, 2, 1])]
         self.x = self.name("attended")
         self.nodes.append(helper.make_node("Reshape", [mapped, const["map_shape"]], [self.x]))
+
+    def _key_round_trip(self, k: str, keys: str) -> None:
+        """keys = k with its last two axes swapped, as the dynamo exporter writes it for
+        scaled_dot_product_attention: [N, H, T, D] -> [-1, T, D] -> (0, 2, 1) -> [N, H, D, T], sizes read
+        from Shape(k) at run time."""
+        bounds = {name: self.name(name) for name in ("minus_one", "minus_two", "zero", "end")}
+        for name, value in zip(bounds.values(), (-1, -2, 0, 2**62)):
+            self.inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
+        shape, d, t, nh = self.name("k_shape"), self.name("k_d"), self.name("k_t"), self.name("k_nh")
+        merged, swapped = self.name("k3"), self.name("k3t")
+        merged_shape, restored_shape = self.name("merged_shape"), self.name("restored_shape")
+        self.nodes += [helper.make_node("Shape", [k], [shape]),
+                       helper.make_node("Slice", [shape, bounds["minus_one"], bounds["end"]], [d]),
+                       helper.make_node("Slice", [shape, bounds["minus_two"], bounds["minus_one"]], [t]),
+                       helper.make_node("Slice", [shape, bounds["zero"], bounds["minus_two"]], [nh]),
+                       helper.make_node("Concat", [bounds["minus_one"], t, d], [merged_shape], axis=0),
+                       helper.make_node("Reshape", [k, merged_shape], [merged]),
+                       helper.make_node("Transpose", [merged], [swapped], perm=[0, 2, 1]),
+                       helper.make_node("Concat", [nh, d, t], [restored_shape], axis=0),
+                       helper.make_node("Reshape", [swapped, restored_shape], [keys])]
 
     def _heads(self, tokens: str, c: int, width: int, split_heads: str) -> str:
         """One projection of ``tokens`` to [N, heads, positions, head size]."""
