@@ -215,7 +215,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         infer_graph_shapes(graph, model)
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
-        if not constant_reshape_targets(graph) + reshape_round_trips(graph):
+        if not reshape_round_trips(graph) + constant_reshape_targets(graph):
             break
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)

@@ -5,7 +5,8 @@ as a target built at run time: Shape -> Slice / Gather -> Unsqueeze -> Concat wi
 inference cannot follow that (it does not propagate through Slice of a shape), so every tensor after it has
 no shape and no channel can be traced. Where each computed size is either a constant or the same symbolic
 size that the reshaped tensor has on the same axis, the target becomes a constant with 0 there ("copy this
-size from the input"), which is the same reshape for every input size. The dynamo exporter computes such
+size from the input"), which is the same reshape for every input size; one size that is neither (a
+product, ``x.view(b * n, c)``) becomes -1. The dynamo exporter computes such
 sizes from the model's inputs (``input_ids.shape``) rather than from the tensor reshaped; their symbolic
 sizes are the same names.
 """
@@ -34,15 +35,19 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
         data_shape = node.inputs[0].shape
         if target is None or data_shape is None:
             continue
-        constant = []
+        constant: list[int | None] = []
         for axis, size in enumerate(target):
             if isinstance(size, int):
                 constant.append(size)
             elif size is not None and axis < len(data_shape) and data_shape[axis] == size:
                 constant.append(0)
             else:
-                break
-        else:
+                constant.append(None)
+        if constant.count(None) == 1 and -1 not in constant:
+            # One size left unknown (a product such as batch x length): every valid run gives it the
+            # element count over the others, which is what -1 infers.
+            constant[constant.index(None)] = -1
+        if None not in constant:
             if node.attrs.get("allowzero", 0):
                 # The dynamo exporter sets allowzero, where 0 means a size of zero, not "copy". Copying
                 # gives the same sizes (the computed ones are the input's own), unless a constant is 0.
@@ -80,7 +85,10 @@ def reshape_round_trips(graph: gs.Graph) -> int:
         known = [d if isinstance(d, (int, str)) and (not isinstance(d, int) or d >= 0) else None for d in shape]
         if None in known or _values(first.inputs[1], 0) != [-1, *known[-2:]] or len(back.inputs) < 2:
             continue
-        if _values(back.inputs[1], 0) != [*known[:-2], known[-1], known[-2]]:
+        restored = _values(back.inputs[1], 0)  # [.., D, T], or with -1 for one leading size (see above)
+        if restored is None or len(restored) != len(known) or restored[-2:] != [known[-1], known[-2]]:
+            continue
+        if restored[:-2].count(-1) > 1 or any(r not in (k, -1) for r, k in zip(restored[:-2], known[:-2])):
             continue
         perm = [*range(len(shape) - 2), len(shape) - 1, len(shape) - 2]
         result = back.outputs[0]

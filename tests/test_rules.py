@@ -368,6 +368,28 @@ def test_a_target_computed_from_the_model_input_with_allowzero_becomes_constant(
         assert run(result.model, {"x": x})[0].shape == (batch, 64, 5)
 
 
+def test_a_computed_product_of_sizes_in_a_target_becomes_minus_one():
+    # x.view(b * h * w, c) of a channels-last map (as nn.MultiheadAttention exports its output merge):
+    # the product is neither a constant nor one of the input's sizes, but the count fixes it.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    inits = inits1 + [weight("w1", (8, 6), 3), weight("w2", (6, 5), 4)] + [
+        numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("zero", [0]), ("one", [1]), ("positions", [64]))]
+    nodes = [first, helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Shape", ["t"], ["t_shape"]), helper.make_node("Slice", ["t_shape", "zero", "one"], ["n"]),
+             helper.make_node("Mul", ["n", "positions"], ["rows"]),
+             helper.make_node("Shape", ["t"], ["channels"], start=3),
+             helper.make_node("Concat", ["rows", "channels"], ["target"], axis=0),
+             helper.make_node("Reshape", ["t", "target"], ["r"], name="reshape"),
+             helper.make_node("MatMul", ["r", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"], name="fc2")]
+    result = prune_checked(make_model(nodes, X, ["y"], inits))
+    assert list(node_of(result, "reshape").inputs[1].values) == [-1, 4]
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "h")["kept"] == 3
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch * 64, 5)
+
+
 def test_the_constant_target_never_takes_the_name_of_a_tensor_in_use():
     # The new constant is named after its node ("reshape_target"); here an activation has that name.
     model = _tokens_model([("slice", 2), ("const", -1)], hidden="reshape_target")
