@@ -17,7 +17,13 @@ from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.errors import InputError
-from onnxprune.shape_targets import constant_reshape_targets, reshape_round_trips, sliced_sizes
+from onnxprune.shape_targets import (
+    batch_head_round_trips,
+    constant_reshape_targets,
+    packed_projection_selects,
+    reshape_round_trips,
+    sliced_sizes,
+)
 
 G_LOGGER.severity = G_LOGGER.ERROR
 
@@ -215,7 +221,8 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         infer_graph_shapes(graph, model)
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
-        if not reshape_round_trips(graph) + constant_reshape_targets(graph):
+        if not (reshape_round_trips(graph) + batch_head_round_trips(graph) + packed_projection_selects(graph)
+                + constant_reshape_targets(graph)):
             break
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)

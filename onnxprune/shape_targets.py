@@ -104,6 +104,123 @@ def reshape_round_trips(graph: gs.Graph) -> int:
     return replaced
 
 
+def batch_head_round_trips(graph: gs.Graph) -> int:
+    """Replace Reshape [A, B, E] -> [A, B x H, D], Transpose (1, 0, 2), Reshape to [B, H, A, D] with Reshape
+    to [A, B, H, D] and Transpose (1, 2, 0, 3), which is the same; returns how many were replaced.
+
+    ``nn.MultiheadAttention`` exports its query, key and value so (sequence first, the batch merged with
+    the heads for a moment); with the heads an axis of their own, the channel rules see them.
+    """
+    replaced = 0
+    for first in list(graph.nodes):
+        if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
+            continue
+        source, shape = first.inputs[0], first.inputs[0].shape
+        swap = first.outputs[0].outputs[0]
+        if shape is None or len(shape) != 3 or swap.op != "Transpose" or list(swap.attrs.get("perm", [])) != [1, 0, 2]:
+            continue
+        backs = [n for n in swap.outputs[0].outputs if n.op == "Reshape" and len(n.inputs) > 1]
+        merged, split = _values(first.inputs[1], 0), _values(backs[0].inputs[1], 0) if len(backs) == 1 else None
+        if merged is None or split is None or len(merged) != 3 or len(split) != 4:
+            continue
+        batch, heads, length, size = split
+        if (merged[0] not in (shape[0], 0) or merged[2] != size or length != shape[0] or batch not in (shape[1], -1)
+                or not isinstance(heads, int) or not isinstance(size, int) or heads * size != shape[2]):
+            continue
+        result = backs[0].outputs[0]
+        backs[0].outputs.clear()
+        target = gs.Constant(_unique(graph, f"{first.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
+        split_heads = gs.Variable(_unique(graph, f"{first.name}_split_heads"), dtype=source.dtype)
+        graph.nodes += [gs.Node("Reshape", name=_unique(graph, f"{first.name}_heads"), inputs=[source, target],
+                                outputs=[split_heads]),
+                        gs.Node("Transpose", name=_unique(graph, f"{first.name}_heads_first"), attrs={"perm": [1, 2, 0, 3]},
+                                inputs=[split_heads], outputs=[result])]
+        replaced += 1
+    if replaced:
+        graph.toposort()
+    return replaced
+
+
+def packed_projection_selects(graph: gs.Graph) -> int:
+    """Replace Reshape [.., K x E] -> [.., K, E], then Unsqueeze / Transpose / Squeeze bringing the K axis
+    first, then Gather of part i along it, with part i of a Split of the last axis, which is the same;
+    returns how many packed projections were replaced.
+
+    ``nn.MultiheadAttention`` exports its packed query-key-value projection so; Split is a channel op.
+    """
+    replaced = 0
+    for reshape in list(graph.nodes):
+        if reshape.op != "Reshape" or len(reshape.inputs) < 2 or not reshape.outputs:
+            continue
+        source, shape, target = reshape.inputs[0], reshape.inputs[0].shape, _values(reshape.inputs[1], 0)
+        if shape is None or target is None or len(target) != len(shape) + 1 or not isinstance(shape[-1], int):
+            continue
+        parts, size = target[-2], target[-1]
+        if not isinstance(parts, int) or not isinstance(size, int) or parts < 2 or parts * size != shape[-1]:
+            continue
+        if target[:-2].count(-1) > 1 or any(t not in (d, 0, -1) for t, d in zip(target[:-2], shape[:-1])):
+            continue
+        kept = [f"d{i}" for i in range(len(shape) - 1)] + ["size"]
+        labels, tensor = kept[:-1] + ["part", "size"], reshape.outputs[0]
+        while labels is not None and len(tensor.outputs) == 1 and tensor.outputs[0].op in ("Unsqueeze", "Transpose", "Squeeze"):
+            labels, tensor = _moved_labels(tensor.outputs[0], labels), tensor.outputs[0].outputs[0]
+        selects = tensor.outputs
+        if labels is None or not selects or any(not _selects_part(n, labels) for n in selects):
+            continue
+        if [label for label in labels if label != "part"] != kept:
+            continue
+        outputs = [gs.Variable(_unique(graph, f"{reshape.name}_part{i}"), dtype=source.dtype) for i in range(parts)]
+        for select in list(selects):
+            part = int(np.asarray(select.inputs[1].values)) % parts
+            result = select.outputs[0]
+            select.outputs.clear()
+            graph.nodes.append(gs.Node("Identity", name=_unique(graph, f"{select.name}_part"), inputs=[outputs[part]],
+                                       outputs=[result]))
+        split = gs.Constant(_unique(graph, f"{reshape.name}_sizes"), np.full(parts, size, dtype=np.int64))
+        graph.nodes.append(gs.Node("Split", name=_unique(graph, f"{reshape.name}_split"), attrs={"axis": len(shape) - 1},
+                                   inputs=[source, split], outputs=outputs))
+        replaced += 1
+    if replaced:
+        graph.toposort()
+    return replaced
+
+
+def _moved_labels(node: gs.Node, labels: list[str]) -> list[str] | None:
+    """``labels`` of a tensor's axes after the Unsqueeze, Transpose or Squeeze ``node`` ("1" for inserted
+    axes); None where the axes are computed or a squeezed axis is not an inserted one."""
+    if node.op == "Transpose":
+        perm = node.attrs.get("perm")
+        return [labels[p] for p in perm] if perm is not None and sorted(perm) == list(range(len(labels))) else None
+    axes = node.inputs[1] if len(node.inputs) > 1 else None
+    axes = np.asarray(axes.values).reshape(-1) if isinstance(axes, gs.Constant) else node.attrs.get("axes")
+    if axes is None:
+        return None
+    if node.op == "Unsqueeze":
+        rank, moved = len(labels) + len(axes), list(labels)
+        for axis in sorted(int(a) % rank for a in axes):
+            moved.insert(axis, "1")
+        return moved
+    dropped = {int(a) % len(labels) for a in axes}
+    if any(labels[axis] != "1" for axis in dropped):
+        return None
+    return [label for axis, label in enumerate(labels) if axis not in dropped]
+
+
+def _selects_part(node: gs.Node, labels: list[str]) -> bool:
+    """Whether ``node`` is a Gather of one constant index along the axis labelled "part"."""
+    if node.op != "Gather" or len(node.inputs) != 2 or not isinstance(node.inputs[1], gs.Constant):
+        return False
+    return np.asarray(node.inputs[1].values).ndim == 0 and labels[int(node.attrs.get("axis", 0)) % len(labels)] == "part"
+
+
+def _unique(graph: gs.Graph, name: str) -> str:
+    """``name``, or it with underscores appended, unused by the graph's tensors and nodes."""
+    taken = set(graph.tensors()) | {node.name for node in graph.nodes}
+    while name in taken:
+        name += "_"
+    return name
+
+
 # Ops through which a sliced size reaches a broadcasting op unchanged on the same axis.
 _SIZE_KEEPING_OPS = ("Cast", "Identity", "Relu", "Neg", "Sigmoid", "Tanh")
 _BROADCASTING_OPS = ("Add", "Sub", "Mul", "Div")

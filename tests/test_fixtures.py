@@ -15,8 +15,8 @@ from onnxprune.model import export_graph, import_graph
 
 def test_fixtures_are_present():
     names = {p.name for p in FIXTURES}
-    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "vit", "gpt",
-                 "fashion_mnist"):
+    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "vit", "vit_mha",
+                 "gpt", "fashion_mnist"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
 
 
@@ -94,3 +94,17 @@ def test_both_exports_of_a_token_model_prune_the_same_heads():
             assert run(result.model, {"input": ids})[0].shape == (batch, length, 64)
     assert results[0].pruned.macs == results[1].pruned.macs < 0.65 * results[1].original.macs
     assert abs(results[0].evaluation.outputs[0].relative_l2 - results[1].evaluation.outputs[0].relative_l2) < 1e-3
+
+
+@pytest.mark.parametrize("exporter", ["ts", "dynamo"])
+def test_multihead_attention_heads_prune_as_written_out_attention(exporter):
+    # nn.MultiheadAttention exports its packed q, k, v as Reshape [.., 3, E] -> moves -> Gather, and each
+    # as [T, N x heads, D] for a moment: rewritten as a Split and [T, N, heads, D], its heads are pruned
+    # exactly as those of the vit fixture, whose attention is written out (same sizes).
+    mha = onnxprune.prune(MODELS / f"vit_mha.{exporter}.onnx", ratio=0.5)
+    written_out = onnxprune.prune(MODELS / "vit.ts.onnx", ratio=0.5)
+    assert {(g["channels"], g["kept"]) for g in mha.report["groups"] if g["kept"] < g["channels"]} == {(3, 2), (96, 48)}
+    assert mha.original.macs == written_out.original.macs and mha.pruned.macs == written_out.pruned.macs
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        assert run(mha.model, {"input": x})[0].shape == (batch, 10)

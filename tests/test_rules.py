@@ -9,7 +9,7 @@ from helpers import assert_matches_masked, conv, make_model, run, weight
 from onnx import helper, numpy_helper
 
 import onnxprune
-from onnxprune.model import import_graph
+from onnxprune.model import export_graph, import_graph
 
 X = {"x": ["N", 3, 8, 8]}
 
@@ -531,6 +531,23 @@ def test_heads_are_removed_whole_where_the_key_transpose_merges_batch_and_heads(
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
+
+
+@pytest.mark.parametrize("perm, axis, rewritten", [([2, 0, 1, 3], 0, True), ([2, 0, 1, 3], 1, False),
+                                                    ([0, 2, 1, 3], 1, True), ([1, 0, 2, 3], 0, False)])
+def test_a_packed_projection_select_becomes_a_split_only_where_it_is_one(perm, axis, rewritten):
+    # [N, 5, 12] -> [N, 5, 3, 4] -> parts axis moved -> Gather part 1: the same as Split(12 = 3 x 4)[1]
+    # where the Gather reads the parts axis and the other axes keep their order.
+    inits = [numpy_helper.from_array(np.array([0, 0, 3, 4], np.int64), "parts"),
+             numpy_helper.from_array(np.array(1, np.int64), "which")]
+    nodes = [helper.make_node("Reshape", ["x", "parts"], ["r"], name="reshape"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=perm),
+             helper.make_node("Gather", ["t", "which"], ["y"], axis=axis, name="select")]
+    model = make_model(nodes, {"x": ["N", 5, 12]}, ["y"], inits)
+    graph = import_graph(model)
+    assert ("Gather" not in {n.op for n in graph.nodes}) == rewritten
+    x = np.random.default_rng(0).standard_normal((2, 5, 12)).astype(np.float32)
+    np.testing.assert_array_equal(run(export_graph(graph, model), {"x": x})[0], run(model, {"x": x})[0])
 
 
 def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():

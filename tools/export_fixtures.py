@@ -34,7 +34,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -464,6 +464,29 @@ class ViT(nn.Module):
         return self.head(self.norm(self.blocks(x)).mean(1))
 
 
+class MhaBlock(nn.Module):
+    """Pre-norm transformer block whose attention is ``nn.MultiheadAttention`` (as torchvision's ViT)."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1, self.attention = nn.LayerNorm(dim), nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attention(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTMha(ViT):
+    """The ViT fixture with ``nn.MultiheadAttention`` blocks (3 heads of 16)."""
+
+    def __init__(self, dim: int = 48, heads: int = 3, hidden: int = 96, depth: int = 2) -> None:
+        super().__init__(dim, heads, hidden, depth)
+        self.blocks = nn.Sequential(*[MhaBlock(dim, heads, hidden) for _ in range(depth)])
+
+
 class CausalAttention(nn.Module):
     """Causal multi-head self-attention through ``scaled_dot_product_attention``, as Hugging Face models
     run it by default (separate q, k, v Linears)."""
@@ -677,6 +700,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
         "bn_keep": lambda: random_fixture("bn_keep", BNKeep()),
         "vit": lambda: random_fixture("vit", ViT()),
         "gpt": make_gpt,
+        "vit_mha": lambda: replace(random_fixture("vit_mha", ViTMha()), ts_opset=14),  # its attention: SDPA
         "zero_channels": make_zero_channels,
         "fashion_mnist": lambda: make_fashion_mnist(out_dir),
     }
@@ -684,7 +708,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
 
 
 ARCHS = ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet",
-         "bn_keep", "vit", "gpt", "zero_channels", "fashion_mnist")
+         "bn_keep", "vit", "vit_mha", "gpt", "zero_channels", "fashion_mnist")
 
 
 def seed_everything(seed: int = SEED) -> None:
