@@ -1,4 +1,6 @@
-"""Reshape targets computed at run time from sizes the graph already has, made constant.
+"""Reshape targets computed at run time from sizes the graph already has, made constant; and reshape
+patterns of attention exports rewritten as the simpler ops they amount to (``reshape_round_trips``,
+``batch_head_round_trips``, ``packed_projection_selects``), so that the channel rules see the heads.
 
 The TorchScript exporter writes ``x.flatten(2)`` or ``x.reshape(b, n, 3, heads, d)`` with a symbolic batch
 as a target built at run time: Shape -> Slice / Gather -> Unsqueeze -> Concat with constants. ONNX shape
