@@ -149,7 +149,8 @@ class GraphBuilder:
         """Self-attention over the map's positions as tokens: q, k, v projections (one fused MatMul split
         after the head reshape, as TorchScript exports timm's, or three), heads, softmax, output projection."""
         heads, size = self.draw(st.integers(1, 4)), self.draw(st.integers(1, 4))
-        width, fused = heads * size, self.draw(st.booleans())
+        width, style = heads * size, self.draw(st.sampled_from(["fused", "separate", "multihead"]))
+        fused = style == "fused"
         const = {}
         for name, value in (("tokens_shape", [0, c, -1]), ("split_heads", [0, 0, 3, heads, size] if fused else
                             [0, 0, heads, size]), ("merge_heads", [0, 0, width]), ("map_shape", [0, c, SIZE, SIZE])):
@@ -172,6 +173,8 @@ class GraphBuilder:
                            helper.make_node("Split", [moved, thirds], parts, axis=0)]
             self.nodes += [helper.make_node("Squeeze", [part, axes], [head]) for part, head in zip(parts, heads_of)]
             q, k, v = heads_of
+        elif style == "multihead":
+            q, k, v = self._multihead_parts(tokens, c, heads, size)
         else:
             q, k, v = (self._heads(tokens, c, width, const["split_heads"]) for _ in range(3))
         keys, scores, probs, mixed = self.name("keys"), self.name("scores"), self.name("probs"), self.name("mixed")
@@ -191,6 +194,35 @@ class GraphBuilder:
                        helper.make_node("Transpose", [out], [mapped], perm=[0, 2, 1])]
         self.x = self.name("attended")
         self.nodes.append(helper.make_node("Reshape", [mapped, const["map_shape"]], [self.x]))
+
+    def _multihead_parts(self, tokens: str, c: int, heads: int, size: int) -> list[str]:
+        """q, k, v [N, heads, positions, head size] as nn.MultiheadAttention exports them: sequence first, one
+        packed projection whose parts are picked by Reshape [.., 3, E], moves and Gather, each part then
+        reshaped to [positions, N x heads, head size], transposed, and reshaped to [N, heads, positions, size]."""
+        width, positions = heads * size, SIZE * SIZE
+        w, first, packed = self.name("packed_w"), self.name("seq_first"), self.name("packed")
+        names = {key: self.name(key) for key in ("parts_shape", "zero", "three", "merged", "split", "split_axis")}
+        for key, value in (("parts_shape", [0, 0, 3, width]), ("zero", [0]), ("three", [3]),
+                           ("merged", [positions, -1, size]), ("split", [-1, heads, positions, size])):
+            self.inits.append(numpy_helper.from_array(np.array(value, np.int64), names[key]))
+        self.inits.append(weight(w, (c, 3 * width), self.count))
+        parts, lifted, moved, stacked = self.name("parts"), self.name("lifted"), self.name("moved"), self.name("stacked")
+        self.nodes += [helper.make_node("Transpose", [tokens], [first], perm=[1, 0, 2]),
+                       helper.make_node("MatMul", [first, w], [packed]),
+                       helper.make_node("Reshape", [packed, names["parts_shape"]], [parts]),
+                       helper.make_node("Unsqueeze", [parts, names["zero"]], [lifted]),
+                       helper.make_node("Transpose", [lifted], [moved], perm=[3, 1, 2, 0, 4]),
+                       helper.make_node("Squeeze", [moved, names["three"]], [stacked])]
+        result = []
+        for index in range(3):
+            which, part, merged, swapped, split = (self.name(n) for n in ("which", "part", "merged_heads", "swapped", "heads"))
+            self.inits.append(numpy_helper.from_array(np.array(index, np.int64), which))
+            self.nodes += [helper.make_node("Gather", [stacked, which], [part], axis=0),
+                           helper.make_node("Reshape", [part, names["merged"]], [merged]),
+                           helper.make_node("Transpose", [merged], [swapped], perm=[1, 0, 2]),
+                           helper.make_node("Reshape", [swapped, names["split"]], [split])]
+            result.append(split)
+        return result
 
     def _key_round_trip(self, k: str, keys: str) -> None:
         """keys = k with its last two axes swapped, as the dynamo exporter writes it for
