@@ -126,6 +126,8 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
         if merged is None or split is None or len(merged) != 3 or len(split) != 4:
             continue
         batch, heads, length, size = split
+        if first.attrs.get("allowzero", 0) and 0 in merged:  # 0 would be a size of zero, not "copy"
+            continue
         if (merged[0] not in (shape[0], 0) or merged[2] != size or length != shape[0] or batch not in (shape[1], -1)
                 or not isinstance(heads, int) or not isinstance(size, int) or heads * size != shape[2]):
             continue
@@ -162,12 +164,15 @@ def packed_projection_selects(graph: gs.Graph) -> int:
             continue
         if target[:-2].count(-1) > 1 or any(t not in (d, 0, -1) for t, d in zip(target[:-2], shape[:-1])):
             continue
+        if reshape.attrs.get("allowzero", 0) and 0 in target:  # 0 would be a size of zero, not "copy"
+            continue
         kept = [f"d{i}" for i in range(len(shape) - 1)] + ["size"]
         labels, tensor = kept[:-1] + ["part", "size"], reshape.outputs[0]
-        while labels is not None and len(tensor.outputs) == 1 and tensor.outputs[0].op in ("Unsqueeze", "Transpose", "Squeeze"):
+        while (labels is not None and len(tensor.outputs) == 1 and tensor.outputs[0].op in ("Unsqueeze", "Transpose", "Squeeze")
+               and tensor.outputs[0].inputs[0] is tensor):
             labels, tensor = _moved_labels(tensor.outputs[0], labels), tensor.outputs[0].outputs[0]
         selects = tensor.outputs
-        if labels is None or not selects or any(not _selects_part(n, labels) for n in selects):
+        if labels is None or not selects or any(not _selects_part(n, labels) or n.inputs[0] is not tensor for n in selects):
             continue
         if [label for label in labels if label != "part"] != kept:
             continue
