@@ -145,6 +145,103 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
     return replaced
 
 
+_SCALAR_OPS = ("Mul", "Div", "Add", "Sub")
+
+
+def merged_head_attentions(graph: gs.Graph) -> int:
+    """Lift attention computed on [.., N x heads, ..] to [.., N, heads, ..]; returns how many Reshapes
+    starting such a computation were lifted.
+
+    ``nn.MultiheadAttention`` with ``need_weights=True`` (its default) exports its attention so: each of
+    q, k, v reshaped [T, N, E] -> [T, N x heads, D], then Transposes, scalings, MatMuls and a Softmax, and a
+    Reshape to constant sizes at the end. Split into two axes, the merged one becomes [N, heads]: the
+    Reshapes at the start get [0, 0, heads, D], the Transposes and the Softmax axis move with it, and the
+    rest is unchanged (MatMul broadcasts the extra axis; the end Reshape reads the same elements in the
+    same order). Only regions whose every tensor flows into one of those ops are lifted.
+    """
+    starts = {}
+    for node in graph.nodes:
+        if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs:
+            continue
+        shape, target = node.inputs[0].shape, _values(node.inputs[1], 0)
+        if shape is None or target is None or len(shape) != 3 or len(target) != 3 or not isinstance(shape[2], int):
+            continue
+        size = target[2]
+        if (isinstance(size, int) and 0 < size < shape[2] and shape[2] % size == 0 and target[0] in (shape[0], 0)
+                and not (node.attrs.get("allowzero", 0) and 0 in target)):
+            starts[id(node)] = (node, shape[2] // size, size)
+    while starts:
+        region = _merged_region(graph, starts)
+        if isinstance(region, set):  # the starts these reach a node that would see the new axis
+            starts = {key: value for key, value in starts.items() if key not in region}
+            continue
+        for node, heads, size in starts.values():
+            node.inputs[1] = gs.Constant(_unique(graph, f"{node.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
+            node.attrs["allowzero"] = 0
+        for node, position in region:
+            if node.op == "Transpose":
+                expand = {a: [a] if a < position else [a, a + 1] if a == position else [a + 1] for a in range(3)}
+                node.attrs["perm"] = [axis for old in node.attrs["perm"] for axis in expand[old]]
+            elif node.op == "Softmax":
+                axis = int(node.attrs.get("axis", -1)) % 3
+                node.attrs["axis"] = axis + (axis > position)
+        return len(starts) if region else 0
+    return 0
+
+
+def _merged_region(graph: gs.Graph, starts: dict[int, tuple[gs.Node, int, int]]) -> list[tuple[gs.Node, int]] | set[int]:
+    """The nodes fed from ``starts`` (see ``merged_head_attentions``) with the merged axis of their input,
+    or the keys of the starts that reach a node that cannot take the lifted axis."""
+    positions: dict[str, int] = {}  # the merged axis of each tensor reached
+    origins: dict[str, set[int]] = {}  # the starts each tensor comes from
+    for key, (node, _, _) in starts.items():
+        positions[node.outputs[0].name], origins[node.outputs[0].name] = 1, {key}
+    region: list[tuple[gs.Node, int]] = []
+    done: set[int] = set()
+    pending = [node.outputs[0] for node, _, _ in starts.values()]
+    while pending:
+        tensor = pending.pop()
+        position, origin = positions[tensor.name], origins[tensor.name]
+        if tensor in graph.outputs:
+            return origin
+        for node in tensor.outputs:
+            if id(node) in done:
+                continue
+            if node.op == "Transpose" and node.inputs[0] is tensor and len(node.attrs.get("perm", [])) == 3:
+                after = list(node.attrs["perm"]).index(position)
+            elif node.op in _SCALAR_OPS and len(node.inputs) == 2 and _scalar(node.inputs[1 if node.inputs[0] is tensor else 0]):
+                after = position
+            elif node.op == "Softmax" and int(node.attrs.get("axis", -1)) % 3 != position:
+                after = position
+            elif node.op == "MatMul" and position == 0:
+                other = node.inputs[1] if node.inputs[0] is tensor else node.inputs[0]
+                if other.name not in positions:
+                    continue  # met again from the other side, or a failure below
+                if positions[other.name] != 0:
+                    return origin | origins[other.name]
+                after, origin = 0, origin | origins[other.name]
+            elif (node.op == "Reshape" and node.inputs[0] is tensor and isinstance(node.inputs[1], gs.Constant)
+                  and 0 not in np.asarray(node.inputs[1].values)):
+                done.add(id(node))  # an end: the same elements in the same order
+                continue
+            else:
+                return origin  # anything else would see the new axis
+            done.add(id(node))
+            region.append((node, position))
+            positions[node.outputs[0].name], origins[node.outputs[0].name] = after, origin
+            pending.append(node.outputs[0])
+    # A MatMul met from one side only reads another input that the lift would leave as it is.
+    tensors = graph.tensors()
+    for name, origin in origins.items():
+        if any(id(node) not in done for node in tensors[name].outputs):
+            return origin
+    return region
+
+
+def _scalar(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape)) == 1 and len(tensor.shape) <= 1
+
+
 def packed_projection_selects(graph: gs.Graph) -> int:
     """Replace Reshape [.., K x E] -> [.., K, E], then Unsqueeze / Transpose / Squeeze bringing the K axis
     first, then Gather of part i along it, with part i of a Split of the last axis, which is the same;

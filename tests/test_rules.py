@@ -550,6 +550,46 @@ def test_a_packed_projection_select_becomes_a_split_only_where_it_is_one(perm, a
     np.testing.assert_array_equal(run(export_graph(graph, model), {"x": x})[0], run(model, {"x": x})[0])
 
 
+def _merged_head_attention(heads: int, head_size: int, scores_out: bool) -> onnx.ModelProto:
+    """tokens [N, 6, 8] -> sequence first -> q, k, v each [6, N, width] -> [6, N x heads, head size] ->
+    (1, 0, 2) or, for k, (1, 2, 0) -> scaled q k^T -> softmax -> times v -> (1, 0, 2) -> [-1, width] ->
+    output Linear: nn.MultiheadAttention's export with need_weights=True."""
+    width = heads * head_size
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("merged", [6, -1, head_size]), ("rows", [-1, width]))]
+    inits += [numpy_helper.from_array(np.array(head_size ** -0.5, np.float32), "scale"), weight("out.w", (width, 8), 9)]
+    nodes = [helper.make_node("Transpose", ["x"], ["seq"], perm=[1, 0, 2])]
+    for seed, name in enumerate("qkv"):
+        inits.append(weight(f"{name}.w", (8, width), seed + 1))
+        nodes += [helper.make_node("MatMul", ["seq", f"{name}.w"], [f"{name}_flat"], name=f"{name}_proj"),
+                  helper.make_node("Reshape", [f"{name}_flat", "merged"], [f"{name}_merged"], name=f"{name}_reshape"),
+                  helper.make_node("Transpose", [f"{name}_merged"], [name], perm=[1, 2, 0] if name == "k" else [1, 0, 2])]
+    nodes += [helper.make_node("Mul", ["q", "scale"], ["q_scaled"]),
+              helper.make_node("MatMul", ["q_scaled", "k"], ["scores"], name="scores"),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
+              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[1, 0, 2]),
+              helper.make_node("Reshape", ["tokens", "rows"], ["merged_rows"], name="merge"),
+              helper.make_node("MatMul", ["merged_rows", "out.w"], ["y"], name="out")]
+    return make_model(nodes, {"x": ["N", 6, 8]}, ["y", "scores"] if scores_out else ["y"], inits)
+
+
+@pytest.mark.parametrize("scores_out", [False, True])
+def test_attention_on_merged_batch_and_heads_is_lifted_to_prune_heads(scores_out):
+    # Lifted to [N, heads, ..] its heads are pruned whole; where the scores are also a model output (whose
+    # shape must not change) nothing is lifted and the heads stay whole.
+    model = _merged_head_attention(heads=4, head_size=3, scores_out=scores_out)
+    result = prune_checked(model)
+    projection = group_of(result, "q_flat")  # its channels: the heads, or the 12 columns left whole
+    if scores_out:
+        assert (projection["channels"], projection["kept"]) == (12, 12)
+    else:
+        assert (projection["channels"], projection["kept"]) == (4, 2)
+        assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 0, 2, 3]
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (6 * batch, 8)
+
+
 def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():
     # Heads of 8 channels: --round-to 16 keeps an even number of heads, not a multiple of 16 heads.
     result = onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.5, round_to=16)
