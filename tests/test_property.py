@@ -149,7 +149,7 @@ class GraphBuilder:
         """Self-attention over the map's positions as tokens: q, k, v projections (one fused MatMul split
         after the head reshape, as TorchScript exports timm's, or three), heads, softmax, output projection."""
         heads, size = self.draw(st.integers(1, 4)), self.draw(st.integers(1, 4))
-        width, style = heads * size, self.draw(st.sampled_from(["fused", "separate", "multihead"]))
+        width, style = heads * size, self.draw(st.sampled_from(["fused", "separate", "multihead", "merged"]))
         fused = style == "fused"
         const = {}
         for name, value in (("tokens_shape", [0, c, -1]), ("split_heads", [0, 0, 3, heads, size] if fused else
@@ -159,6 +159,14 @@ class GraphBuilder:
         flat, tokens = self.name("flat"), self.name("tokens")
         self.nodes += [helper.make_node("Reshape", [x, const["tokens_shape"]], [flat]),
                        helper.make_node("Transpose", [flat], [tokens], perm=[0, 2, 1])]
+        out_w, out, mapped = self.name("out_w"), self.name("out"), self.name("mapped")
+        if style == "merged":
+            self.inits.append(weight(out_w, (width, c), self.count + 7))
+            self.nodes += [helper.make_node("MatMul", [self._merged_attention(tokens, c, heads, size), out_w], [out]),
+                           helper.make_node("Transpose", [out], [mapped], perm=[0, 2, 1])]
+            self.x = self.name("attended")
+            self.nodes.append(helper.make_node("Reshape", [mapped, const["map_shape"]], [self.x]))
+            return
         if fused:
             w, qkv, split, moved = self.name("qkv_w"), self.name("qkv"), self.name("qkv_split"), self.name("qkv_moved")
             self.inits.append(weight(w, (c, 3 * width), self.count))
@@ -178,9 +186,8 @@ class GraphBuilder:
         else:
             q, k, v = (self._heads(tokens, c, width, const["split_heads"]) for _ in range(3))
         keys, scores, probs, mixed = self.name("keys"), self.name("scores"), self.name("probs"), self.name("mixed")
-        back, merged, out_w, out = self.name("back"), self.name("merged"), self.name("out_w"), self.name("out")
+        back, merged = self.name("back"), self.name("merged")
         self.inits.append(weight(out_w, (width, c), self.count + 7))
-        mapped = self.name("mapped")
         if self.draw(st.booleans()):
             self.nodes.append(helper.make_node("Transpose", [k], [keys], perm=[0, 1, 3, 2]))
         else:
@@ -194,6 +201,33 @@ class GraphBuilder:
                        helper.make_node("Transpose", [out], [mapped], perm=[0, 2, 1])]
         self.x = self.name("attended")
         self.nodes.append(helper.make_node("Reshape", [mapped, const["map_shape"]], [self.x]))
+
+    def _merged_attention(self, tokens: str, c: int, heads: int, size: int) -> str:
+        """Attention of ``tokens`` [N, positions, c] computed on [N x heads, positions, head size], as
+        nn.MultiheadAttention exports it with need_weights=True; returns the heads merged back, [N, positions,
+        heads x head size]."""
+        width, positions = heads * size, SIZE * SIZE
+        first, scores, probs, mixed = self.name("seq_first"), self.name("scores"), self.name("probs"), self.name("mixed")
+        back, rows, merged = self.name("back"), self.name("rows"), self.name("merged")
+        names = {key: self.name(key) for key in ("merged_shape", "rows_shape")}
+        for key, value in (("merged_shape", [positions, -1, size]), ("rows_shape", [positions, -1, width])):
+            self.inits.append(numpy_helper.from_array(np.array(value, np.int64), names[key]))
+        self.nodes.append(helper.make_node("Transpose", [tokens], [first], perm=[1, 0, 2]))
+        parts = []
+        for index, perm in enumerate(([1, 0, 2], [1, 2, 0], [1, 0, 2])):  # q, k (transposed for q k^T), v
+            w, projected, split, part = self.name("proj_w"), self.name("projected"), self.name("split"), self.name("part")
+            self.inits.append(weight(w, (c, width), self.count + index))
+            self.nodes += [helper.make_node("MatMul", [first, w], [projected]),
+                           helper.make_node("Reshape", [projected, names["merged_shape"]], [split]),
+                           helper.make_node("Transpose", [split], [part], perm=perm)]
+            parts.append(part)
+        self.nodes.append(helper.make_node("MatMul", parts[:2], [scores]))
+        self.nodes += [helper.make_node("Softmax", [self._damped(scores)], [probs], axis=-1),
+                       helper.make_node("MatMul", [probs, parts[2]], [mixed]),
+                       helper.make_node("Transpose", [mixed], [back], perm=[1, 0, 2]),
+                       helper.make_node("Reshape", [back, names["rows_shape"]], [rows]),
+                       helper.make_node("Transpose", [rows], [merged], perm=[1, 0, 2])]
+        return merged
 
     def _multihead_parts(self, tokens: str, c: int, heads: int, size: int) -> list[str]:
         """q, k, v [N, heads, positions, head size] as nn.MultiheadAttention exports them: sequence first, one
