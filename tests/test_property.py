@@ -154,6 +154,8 @@ class GraphBuilder:
         const = {}
         for name, value in (("tokens_shape", [0, c, -1]), ("split_heads", [0, 0, 3, heads, size] if fused else
                             [0, 0, heads, size]), ("merge_heads", [0, 0, width]), ("map_shape", [0, c, SIZE, SIZE])):
+            if style == "merged" and name in ("split_heads", "merge_heads"):
+                continue  # that style splits and merges its heads itself
             const[name] = self.name(name)
             self.inits.append(numpy_helper.from_array(np.array(value, np.int64), const[name]))
         flat, tokens = self.name("flat"), self.name("tokens")
