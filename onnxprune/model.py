@@ -186,7 +186,8 @@ def infer_shapes(model: onnx.ModelProto, keep: Iterable[str] = ()) -> onnx.Model
     the tensors ``keep``, which inference starts from)."""
     fresh = onnx.ModelProto()
     fresh.CopyFrom(model)
-    kept = [v for v in fresh.graph.value_info if v.name in set(keep)]
+    keep = set(keep)
+    kept = [v for v in fresh.graph.value_info if v.name in keep]
     del fresh.graph.value_info[:]
     fresh.graph.value_info.extend(kept)
     try:
@@ -394,10 +395,15 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
     """A temporary file in ``path``'s folder, with the permissions a file written there plainly would get:
     mkstemp makes it private (0600), which would leave a pruned model unreadable to other users."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(name, _plain_permissions())
+    return fd, name
+
+
+def _plain_permissions() -> int:
+    """The mode a file written plainly gets: 0666 less the umask (which can only be read by setting it)."""
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(name, 0o666 & ~mask)
-    return fd, name
+    return 0o666 & ~mask
 
 
 def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
@@ -415,12 +421,10 @@ def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
 
 
 def _save_with_external_data(model: onnx.ModelProto, path: Path) -> None:
-    mask = os.umask(0)
-    os.umask(mask)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         written = write_external(model, Path(tmp), path.name)
         for file in (written, Path(tmp) / f"{path.name}.data"):
-            os.chmod(file, 0o666 & ~mask)  # as written plainly there (see ``_temporary_beside``)
+            os.chmod(file, _plain_permissions())
         os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
         os.replace(written, path)
 

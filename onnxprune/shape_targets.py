@@ -29,7 +29,7 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     docstring); returns how many were replaced. Shapes must be inferred; call again after re-inferring,
     as each replacement lets inference reach further."""
     replaced = 0
-    names = set(graph.tensors())
+    taken = _names(graph)
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
             continue
@@ -56,11 +56,7 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
                 if 0 in target:
                     continue
                 node.attrs["allowzero"] = 0
-            name = f"{node.name}_target"
-            while name in names:  # a tensor of that name exists already
-                name += "_"
-            names.add(name)
-            node.inputs[1] = gs.Constant(name, np.array(constant, dtype=np.int64))
+            node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_target"), np.array(constant, dtype=np.int64))
             replaced += 1
     return replaced
 
@@ -73,7 +69,7 @@ def reshape_round_trips(graph: gs.Graph) -> int:
     batch with the heads for a moment; the heads then stay visible to the channel rules.
     """
     replaced = 0
-    names = {node.name for node in graph.nodes}
+    taken = _names(graph)
     for first in list(graph.nodes):
         if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
             continue
@@ -95,11 +91,8 @@ def reshape_round_trips(graph: gs.Graph) -> int:
         perm = [*range(len(shape) - 2), len(shape) - 1, len(shape) - 2]
         result = back.outputs[0]
         back.outputs.clear()
-        name = f"{first.name}_transpose"
-        while name in names:
-            name += "_"
-        names.add(name)
-        graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": perm}, inputs=[source], outputs=[result]))
+        graph.nodes.append(gs.Node("Transpose", name=_unique(taken, f"{first.name}_transpose"), attrs={"perm": perm},
+                                   inputs=[source], outputs=[result]))
         replaced += 1
     if replaced:
         graph.toposort()  # the new nodes were appended after their consumers
@@ -114,6 +107,7 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
     the heads for a moment); with the heads an axis of their own, the channel rules see them.
     """
     replaced = 0
+    taken = _names(graph)
     for first in list(graph.nodes):
         if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
             continue
@@ -133,11 +127,11 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
             continue
         result = backs[0].outputs[0]
         backs[0].outputs.clear()
-        target = gs.Constant(_unique(graph, f"{first.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
-        split_heads = gs.Variable(_unique(graph, f"{first.name}_split_heads"), dtype=source.dtype)
-        graph.nodes += [gs.Node("Reshape", name=_unique(graph, f"{first.name}_heads"), inputs=[source, target],
+        target = gs.Constant(_unique(taken, f"{first.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
+        split_heads = gs.Variable(_unique(taken, f"{first.name}_split_heads"), dtype=source.dtype)
+        graph.nodes += [gs.Node("Reshape", name=_unique(taken, f"{first.name}_heads"), inputs=[source, target],
                                 outputs=[split_heads]),
-                        gs.Node("Transpose", name=_unique(graph, f"{first.name}_heads_first"), attrs={"perm": [1, 2, 0, 3]},
+                        gs.Node("Transpose", name=_unique(taken, f"{first.name}_heads_first"), attrs={"perm": [1, 2, 0, 3]},
                                 inputs=[split_heads], outputs=[result])]
         replaced += 1
     if replaced:
@@ -175,8 +169,9 @@ def merged_head_attentions(graph: gs.Graph) -> int:
         if isinstance(region, set):  # the starts these reach a node that would see the new axis
             starts = {key: value for key, value in starts.items() if key not in region}
             continue
+        taken = _names(graph)
         for node, heads, size in starts.values():
-            node.inputs[1] = gs.Constant(_unique(graph, f"{node.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
+            node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
             node.attrs["allowzero"] = 0
         for node, position in region:
             if node.op == "Transpose":
@@ -250,6 +245,7 @@ def packed_projection_selects(graph: gs.Graph) -> int:
     ``nn.MultiheadAttention`` exports its packed query-key-value projection so; Split is a channel op.
     """
     replaced = 0
+    taken = _names(graph)
     for reshape in list(graph.nodes):
         if reshape.op != "Reshape" or len(reshape.inputs) < 2 or not reshape.outputs:
             continue
@@ -273,15 +269,15 @@ def packed_projection_selects(graph: gs.Graph) -> int:
             continue
         if [label for label in labels if label != "part"] != kept:
             continue
-        outputs = [gs.Variable(_unique(graph, f"{reshape.name}_part{i}"), dtype=source.dtype) for i in range(parts)]
+        outputs = [gs.Variable(_unique(taken, f"{reshape.name}_part{i}"), dtype=source.dtype) for i in range(parts)]
         for select in list(selects):
             part = int(np.asarray(select.inputs[1].values)) % parts
             result = select.outputs[0]
             select.outputs.clear()
-            graph.nodes.append(gs.Node("Identity", name=_unique(graph, f"{select.name}_part"), inputs=[outputs[part]],
+            graph.nodes.append(gs.Node("Identity", name=_unique(taken, f"{select.name}_part"), inputs=[outputs[part]],
                                        outputs=[result]))
-        split = gs.Constant(_unique(graph, f"{reshape.name}_sizes"), np.full(parts, size, dtype=np.int64))
-        graph.nodes.append(gs.Node("Split", name=_unique(graph, f"{reshape.name}_split"), attrs={"axis": len(shape) - 1},
+        split = gs.Constant(_unique(taken, f"{reshape.name}_sizes"), np.full(parts, size, dtype=np.int64))
+        graph.nodes.append(gs.Node("Split", name=_unique(taken, f"{reshape.name}_split"), attrs={"axis": len(shape) - 1},
                                    inputs=[source, split], outputs=outputs))
         replaced += 1
     if replaced:
@@ -317,11 +313,16 @@ def _selects_part(node: gs.Node, labels: list[str]) -> bool:
     return np.asarray(node.inputs[1].values).ndim == 0 and labels[int(node.attrs.get("axis", 0)) % len(labels)] == "part"
 
 
-def _unique(graph: gs.Graph, name: str) -> str:
-    """``name``, or it with underscores appended, unused by the graph's tensors and nodes."""
-    taken = set(graph.tensors()) | {node.name for node in graph.nodes}
+def _names(graph: gs.Graph) -> set[str]:
+    """The names of the graph's tensors and nodes."""
+    return set(graph.tensors()) | {node.name for node in graph.nodes}
+
+
+def _unique(taken: set[str], name: str) -> str:
+    """``name``, or it with underscores appended, not in ``taken``; it joins ``taken``."""
     while name in taken:
         name += "_"
+    taken.add(name)
     return name
 
 
