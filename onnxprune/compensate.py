@@ -181,15 +181,39 @@ def kernel_refit_geometry(consumer: Consumer, kept: int) -> Unfold | None:
     kernel = tuple(consumer.weight.node.inputs[consumer.weight.input_index].shape[2:])
     shapes = (source.shape, output.shape)
     if (node.op != "Conv" or len(kernel) != 2 or not _can_take_bias(consumer)
-            or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or source.dtype != np.float32
+            or conv_pads(node) is None or source.dtype != np.float32
             or any(s is None or len(s) != 4 or not all(isinstance(d, int) for d in s[1:]) for s in shapes)
             or kept * kernel[0] * kernel[1] > KERNEL_REFIT_MAX_FEATURES):
         return None
     height, width = output.shape[2:]
     step = max(1, min(odd_step(int(round(np.sqrt(height * width / KERNEL_SAMPLE_POSITIONS))), down=True), height, width))
-    pads = tuple(node.attrs.get("pads", [0, 0, 0, 0]))
+    pads = tuple(conv_pads(node))
     return Unfold(kernel, tuple(node.attrs.get("strides", [1, 1])), pads, tuple(node.attrs.get("dilations", [1, 1])),
                   step)
+
+
+def conv_pads(node: gs.Node) -> list[int] | None:
+    """A Conv's padding as explicit [begins..., ends...]: its ``pads``, or what ``auto_pad`` SAME_UPPER or
+    SAME_LOWER (tf2onnx's "same" padding) amounts to at its input's static size; None where that size is
+    unknown."""
+    shape, weight = node.inputs[0].shape, node.inputs[1].shape
+    if shape is None or weight is None:
+        return None
+    spatial = len(shape) - 2
+    mode = node.attrs.get("auto_pad", "NOTSET")
+    if mode in ("NOTSET", "VALID"):
+        return list(node.attrs.get("pads", [0] * 2 * spatial)) if mode == "NOTSET" else [0] * 2 * spatial
+    if not all(isinstance(d, int) for d in shape[2:]) or not all(isinstance(d, int) for d in weight[2:]):
+        return None
+    strides = node.attrs.get("strides", [1] * spatial)
+    dilations = node.attrs.get("dilations", [1] * spatial)
+    begins, ends = [], []
+    for size, kernel, stride, dilation in zip(shape[2:], weight[2:], strides, dilations):
+        total = max(0, (-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size)
+        small, large = total // 2, total - total // 2  # SAME_UPPER puts the odd one at the end
+        begins.append(small if mode == "SAME_UPPER" else large)
+        ends.append(large if mode == "SAME_UPPER" else small)
+    return begins + ends
 
 
 def residual_sum(graph: gs.Graph, output: gs.Tensor, refitted_together: set[int]) -> tuple[gs.Tensor, gs.Tensor] | None:
@@ -486,9 +510,11 @@ def _interior_share(node: gs.Node) -> float:
     if shape is None or kernel is None or not all(isinstance(d, int) for d in shape[2:]):
         return 0.0
     spatial = len(shape) - 2
-    pads = list(node.attrs.get("pads", [0] * 2 * spatial))
-    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or not any(pads):
-        return 1.0 if node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID") else 0.0
+    pads = conv_pads(node)
+    if pads is None:
+        return 0.0
+    if not any(pads):
+        return 1.0
     strides = node.attrs.get("strides", [1] * spatial)
     dilations = node.attrs.get("dilations", [1] * spatial)
     share = 1.0

@@ -19,6 +19,7 @@ import onnxprune
 from onnxprune import calibrate, candidates
 from onnxprune.calibrate import SUMS, ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
+from onnxprune.compensate import conv_pads
 from onnxprune.config import Importance
 from onnxprune.plan import make_plan
 
@@ -168,8 +169,12 @@ def test_without_a_refit_the_first_pass_records_gram_matrices_of_its_own():
     assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-4
 
 
-@pytest.mark.parametrize("size", [10, 36])  # 36: every 2nd output position is sampled, on both sides alike
-def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another(size):
+@pytest.mark.parametrize("size, padding", [
+    (10, "pads"),
+    (36, "pads"),  # 36: every 2nd output position is sampled, on both sides alike
+    (10, "SAME_UPPER"),  # tf2onnx's "same" padding
+])
+def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another(size, padding):
     # Channel 3 is channel 0 moved one pixel sideways: no mix of channels at the same position gives it,
     # but the consumer can read channel 0 one tap further left, which only a refit of its whole kernel finds.
     rng = np.random.default_rng(4)
@@ -180,8 +185,9 @@ def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another(size)
     w2 = rng.normal(size=(4, 4, 3, 3))
     w2[:, 3] = 0.0
     w2[:, 3, 1, 1] = rng.normal(size=4)  # the consumer reads channel 3 at its centre tap only (smallest L1)
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1] * 4),
-             helper.make_node("Conv", ["a", "w2"], ["y"], name="conv2", pads=[1] * 4)]
+    pads = {"pads": [1] * 4} if padding == "pads" else {"auto_pad": padding, "kernel_shape": [3, 3]}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", **pads),
+             helper.make_node("Conv", ["a", "w2"], ["y"], name="conv2", **pads)]
     model = make_model(nodes, {"x": ["N", 3, size, size]}, ["y"], [_init("w1", w1), _init("w2", w2)])
 
     def framed(samples: int, seed: int) -> np.ndarray:  # a zero frame: the shift holds at the border too
@@ -198,6 +204,20 @@ def test_kernel_refit_recovers_a_channel_that_is_a_shifted_copy_of_another(size)
     assert relative_error(expected, run(result.model, feeds)[0]) < 1e-4
     plain = onnxprune.prune(model, ratio=0.25, round_to=1, importance="l1", calib=calib, compensate=False)
     assert relative_error(expected, run(plain.model, feeds)[0]) > 1e-1
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize("size, kernel, stride", [(10, 3, 2), (9, 4, 1), (11, 3, 3), (7, 1, 2)])
+def test_same_padding_is_made_explicit_as_onnx_runtime_pads(mode, size, kernel, stride):
+    w = _init("w", np.random.default_rng(2).normal(size=(2, 3, kernel, kernel)))
+    attrs = {"strides": [stride] * 2, "kernel_shape": [kernel] * 2}
+    same = make_model([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=mode, **attrs)], {"x": [1, 3, size, size]}, ["y"], [w])
+    pads = conv_pads(next(n for n in gs.import_onnx(onnx.shape_inference.infer_shapes(same)).nodes))
+    explicit = make_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=pads, **attrs)], {"x": [1, 3, size, size]}, ["y"], [w])
+    x = {"x": np.random.default_rng(3).normal(size=(1, 3, size, size)).astype(np.float32)}
+    np.testing.assert_allclose(run(same, x)[0], run(explicit, x)[0], rtol=1e-5, atol=1e-5)
+    if (size, kernel, stride) == (10, 3, 2):  # one row of padding in all: at the end (UPPER) or the start
+        assert pads == ([0, 0, 1, 1] if mode == "SAME_UPPER" else [1, 1, 0, 0])
 
 
 def test_recorded_patches_are_the_conv_input_windows_with_strides_dilations_padding_and_sampling():

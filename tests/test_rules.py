@@ -308,6 +308,27 @@ def test_flattening_reshape_target_is_rewritten(target):
     assert new_target == [64 if t == 128 else t for t in target]
 
 
+@pytest.mark.parametrize("perm, target", [
+    ([0, 2, 3, 1], [-1, 4 * 4 * 8]),  # Keras' Flatten as tf2onnx exports it: NHWC, channels innermost
+    ([0, 2, 1, 3], [-1, 4 * 8 * 4]),  # channels between the merged sizes
+])
+def test_reshape_merging_sizes_around_the_channel_axis_removes_strided_features(perm, target):
+    inits = [numpy_helper.from_array(np.array(target, np.int64), "shape"), weight("fc.w", (128, 5), 3)]
+    nodes = [helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Transpose", ["p"], ["t"], perm=perm),
+             helper.make_node("Reshape", ["t", "shape"], ["f"], name="reshape"),
+             helper.make_node("MatMul", ["f", "fc.w"], ["y"], name="fc")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    result = prune_checked(make_model([first, *nodes], X, ["y"], inits1 + inits))
+    assert list(node_of(result, "reshape").inputs[1].values) == [-1, 64]
+    channels = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
+    fc = next(n for n in result.report["nodes"] if n["name"] == "fc")
+    # Feature index of channel c at the merged positions (outer, inner) around the channel axis.
+    inner = 1 if perm[-1] == 1 else 4
+    assert fc["in_removed"] == sorted(o * 8 * inner + c * inner + i for o in range(16 // inner)
+                                      for c in channels for i in range(inner))
+
+
 def _computed_target(parts: list[tuple[str, int]], source: str = "a") -> tuple[list[onnx.NodeProto], list]:
     """Nodes building a Reshape target 'target' from Shape(source) at run time, as the TorchScript exporter
     writes ``x.flatten(2)`` with a symbolic batch: ("slice", n) takes sizes 0..n-1, ("gather", i) size i,
@@ -597,13 +618,28 @@ def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():
     assert group_of(onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.3, round_to=16), "scores")["kept"] == 4
 
 
-def test_channel_shuffle_reshape_is_pinned_with_a_reason():
+def test_channel_shuffle_removes_whole_shuffle_groups():
+    # ShuffleNet's shuffle: [N, 8, ..] -> [N, 2, 4, ..] -> swap -> [N, 8, ..]; output channel 2 o + g is input
+    # channel 4 g + o, so a unit is one group of 4 input channels, spread over every other output channel.
     inits = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([0, 2, 4, 8, 8], "s1"), ([0, 8, 8, 8], "s2"))]
     nodes = [helper.make_node("Reshape", ["a", "s1"], ["r1"]), helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1, 3, 4]),
              helper.make_node("Reshape", ["t", "s2"], ["m"])]
+    result = prune_checked(chain(nodes, inits))
+    removed = {n["name"]: n for n in result.report["nodes"]}
+    group = removed["conv1"]["out_removed"]
+    assert group in ([0, 1, 2, 3], [4, 5, 6, 7])
+    assert removed["conv2"]["in_removed"] == [2 * o + group[0] // 4 for o in range(4)]
+
+
+def test_reshape_splitting_channels_across_two_axes_is_pinned_with_a_reason():
+    # [N, 8, 8, 8] -> [N, 2, 32, 8]: channel c lands on both new axes (4 rows of a channel per 32).
+    inits = [numpy_helper.from_array(np.array([0, 2, 32, 8], np.int64), "s1")]
+    nodes = [helper.make_node("Reshape", ["a", "s1"], ["r1"]), helper.make_node("Relu", ["r1"], ["r2"]),
+             helper.make_node("Reshape", ["r2", "shape_back"], ["m"])]
+    inits.append(numpy_helper.from_array(np.array([0, 8, 8, 8], np.int64), "shape_back"))
     result = onnxprune.prune(chain(nodes, inits), ratio=0.5, round_to=1)
     reason = group_of(result, "a")["pinned_reason"]
-    assert "splits or mixes the channel axis" in reason and "Reshape" in reason
+    assert "spreads the channel axis over several axes" in reason and "Reshape" in reason
 
 
 def test_layer_norm_over_the_spatial_axes_passes_channels_through():

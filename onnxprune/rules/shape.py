@@ -2,9 +2,12 @@
 
 Flatten / a flattening Reshape turns channel c of X [N, C, *S] into the block of features
 [c * prod(S), (c + 1) * prod(S)) of the output, so a feature is removed with its channel. A Reshape
-that keeps the channel axis whole moves it; one that splits or mixes it (a channel shuffle) is not
-traced. Reshape targets with hard-coded counts are rewritten. Transpose, Squeeze and Unsqueeze only
-move the channel axis. Shape reads no channel values: its output is a plain integer tensor.
+may merge dimensions on either side of the channel axis too: Keras' Flatten, as tf2onnx exports it,
+merges [N, H, W, C] into [N, H * W * C], where channel c holds every C-th feature (and a channel
+shuffle's merge back, whose channels are the shuffle groups). A Reshape that keeps the channel axis
+whole moves it; one that splits it into [.., heads, head size] makes the heads its channels; one that
+spreads it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
+rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. Shape reads no channel values: its output is a plain integer tensor.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from onnxprune.model import Dim
 from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
 
 
-def _couple_flattened(ctx: ChannelContext, x: ChannelTensor, out: gs.Tensor, out_axis: int, inner: int) -> None:
-    """Declare ``out`` whose axis ``out_axis`` holds x's channels each repeated ``inner`` times."""
-    y = ctx.declare(out, out_axis, x.size * inner)
-    ctx.couple(np.repeat(x.slots, inner), y.slots)
+def _couple_flattened(ctx: ChannelContext, x: ChannelTensor, out: gs.Tensor, out_axis: int, inner: int,
+                      outer: int = 1) -> None:
+    """Declare ``out`` whose axis ``out_axis`` holds x's channels each repeated ``inner`` times, the whole
+    run repeated ``outer`` times (the sizes merged after and before the channel axis)."""
+    y = ctx.declare(out, out_axis, outer * x.size * inner)
+    ctx.couple(np.tile(np.repeat(x.slots, inner), outer), y.slots)
 
 
 def _static(dims: tuple[Dim, ...], what: str) -> list[int]:
@@ -114,10 +119,12 @@ class ReshapeRule(Rule):
             if block_in == [x.axis] and len(block_out) > 1:
                 self._split_into_heads(node, ctx, x, [out_shape[j] for j in block_out], block_out[-2])
                 return
-            if block_in[0] != x.axis or len(block_out) != 1:
-                raise Unprunable("it splits or mixes the channel axis (into attention heads, or as a channel shuffle does)")
-            inner = int(np.prod(_static([in_shape[i] for i in block_in[1:]], "trailing")))
-            _couple_flattened(ctx, x, node.outputs[0], block_out[0], inner)
+            if len(block_out) != 1:
+                raise Unprunable("it spreads the channel axis over several axes (other than into attention heads)")
+            position = block_in.index(x.axis)
+            outer = int(np.prod(_static([in_shape[i] for i in block_in[:position]], "leading")))
+            inner = int(np.prod(_static([in_shape[i] for i in block_in[position + 1:]], "trailing")))
+            _couple_flattened(ctx, x, node.outputs[0], block_out[0], inner, outer)
             ctx.add_rewrite(self, node)
             return
         raise Unprunable("its channel axis could not be matched to an output axis")
