@@ -20,6 +20,7 @@ from onnxprune.errors import InputError
 from onnxprune.shape_targets import (
     batch_head_round_trips,
     constant_reshape_targets,
+    constant_slice_bounds,
     merged_head_attentions,
     packed_projection_selects,
     reshape_round_trips,
@@ -224,7 +225,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
         if not (reshape_round_trips(graph) + batch_head_round_trips(graph) + packed_projection_selects(graph)
-                + merged_head_attentions(graph) + constant_reshape_targets(graph)):
+                + merged_head_attentions(graph) + constant_reshape_targets(graph) + constant_slice_bounds(graph)):
             break
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)

@@ -61,6 +61,26 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     return replaced
 
 
+def constant_slice_bounds(graph: gs.Graph) -> int:
+    """Replace the computed starts, ends, axes and steps of Slice nodes with constants where every element
+    is a known size; returns how many Slices changed. TorchScript writes ``x.chunk(2, 1)`` as Slices
+    whose bounds come from Shape(x): folded once at import, but a chunk of a tensor whose channel count
+    only a reshape rewrite made known (after a channel shuffle) is met here."""
+    replaced = 0
+    taken = _names(graph)
+    for node in graph.nodes:
+        if node.op != "Slice" or len(node.inputs) < 3 or all(isinstance(t, gs.Constant) for t in node.inputs[1:]):
+            continue
+        bounds = [t if isinstance(t, gs.Constant) or not t.name else _values(t, 0) for t in node.inputs[1:]]
+        if any(b is None or isinstance(b, list) and not all(isinstance(v, int) for v in b) for b in bounds):
+            continue
+        for index, bound in enumerate(bounds, start=1):
+            if isinstance(bound, list):
+                node.inputs[index] = gs.Constant(_unique(taken, f"{node.name}_bound{index}"), np.array(bound, dtype=np.int64))
+        replaced += 1
+    return replaced
+
+
 def reshape_round_trips(graph: gs.Graph) -> int:
     """Replace Reshape [.., T, D] -> [-1, T, D], Transpose (0, 2, 1), Reshape back to [.., D, T] with one
     Transpose of the last two axes, which is the same; returns how many were replaced.

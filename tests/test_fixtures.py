@@ -15,8 +15,8 @@ from onnxprune.model import export_graph, import_graph
 
 def test_fixtures_are_present():
     names = {p.name for p in FIXTURES}
-    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "vit", "vit_mha",
-                 "gpt", "fashion_mnist"):
+    for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "shufflenet", "vit",
+                 "vit_mha", "gpt", "fashion_mnist"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
 
 
@@ -94,6 +94,22 @@ def test_both_exports_of_a_token_model_prune_the_same_heads():
             assert run(result.model, {"input": ids})[0].shape == (batch, length, 64)
     assert results[0].pruned.macs == results[1].pruned.macs < 0.65 * results[1].original.macs
     assert abs(results[0].evaluation.outputs[0].relative_l2 - results[1].evaluation.outputs[0].relative_l2) < 1e-3
+
+
+def test_both_exports_of_a_shufflenet_prune_its_branches_through_the_channel_shuffles():
+    # Each unit's Concat is shuffled (Reshape [N, 2, C/2, ..], Transpose, Reshape back); TorchScript also
+    # chunks the next unit's input with Slices whose bounds it computes from the shuffled tensor's shape.
+    # The trunk's channels become its two shuffle groups (kept whole); the branches' hidden channels prune.
+    results = [onnxprune.prune(MODELS / f"shufflenet.{exporter}.onnx", ratio=0.5, round_to=8) for exporter in ("ts", "dynamo")]
+    for result in results:
+        groups = [(g["channels"], g["kept"], g["pinned_reason"]) for g in result.report["groups"]]
+        assert sorted(groups, key=str) == sorted([(3, 3, groups[0][2]), (24, 16, None), (24, 16, None), (2, 2, None),
+                                                 (24, 16, None), (48, 24, None), (2, 2, None), (48, 24, None),
+                                                 (128, 64, None), (10, 10, groups[-1][2])], key=str)
+        for batch in (1, 3):
+            x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+            assert run(result.model, {"input": x})[0].shape == (batch, 10)
+    assert results[0].pruned.macs == results[1].pruned.macs < 0.7 * results[1].original.macs
 
 
 @pytest.mark.parametrize("exporter", ["ts", "dynamo"])

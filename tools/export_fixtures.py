@@ -166,6 +166,50 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
+    """ShuffleNet's shuffle: view the channels as [groups, C / groups], swap the two, flatten back."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2 unit: stride 1 splits the channels in halves and transforms one; stride 2 transforms
+    the whole input twice (a depthwise branch and a 1x1-depthwise-1x1 branch); both concatenate and shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        branch_in = cin if stride == 2 else half
+        if stride == 2:
+            self.left = nn.Sequential(conv_bn(cin, cin, 3, 2, groups=cin, act=None), conv_bn(cin, half, 1))
+        self.right = nn.Sequential(conv_bn(branch_in, half, 1), conv_bn(half, half, 3, stride, groups=half, act=None),
+                                   conv_bn(half, half, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2:
+            out = torch.cat([self.left(x), self.right(x)], 1)
+        else:
+            kept, transformed = x.chunk(2, 1)
+            out = torch.cat([kept, self.right(transformed)], 1)
+        return channel_shuffle(out)
+
+
+class ShuffleNet(nn.Module):
+    """Tiny ShuffleNetV2: stem, two stages of shuffle units, 1x1 conv, GAP, Linear."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 24, 3, 2)
+        self.stages = nn.Sequential(ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1),
+                                    ShuffleUnit(48, 96, 2), ShuffleUnit(96, 96, 1))
+        self.head = conv_bn(96, 128, 1)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head(self.stages(self.stem(x))).mean((2, 3)))
+
+
 class SqueezeExcite(nn.Module):
     """SE block: GAP -> 1x1 conv -> ReLU -> 1x1 conv -> Hardsigmoid -> scale."""
 
@@ -526,6 +570,7 @@ class Gpt(nn.Module):
         return self.head(self.norm(self.blocks(x)))
 
 
+@torch.no_grad()
 def randomize_norm_params(model: nn.Module, gen: torch.Generator) -> None:
     """Give BN/InstanceNorm/PReLU non-trivial values so folding is exercised."""
     for m in model.modules():
@@ -698,6 +743,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
         "yolo": lambda: random_fixture("yolo", Yolo(), ["p3", "p4"]),
         "unet": lambda: random_fixture("unet", UNet()),
         "bn_keep": lambda: random_fixture("bn_keep", BNKeep()),
+        "shufflenet": lambda: random_fixture("shufflenet", ShuffleNet()),
         "vit": lambda: random_fixture("vit", ViT()),
         "gpt": make_gpt,
         "vit_mha": lambda: replace(random_fixture("vit_mha", ViTMha()), ts_opset=14),  # its attention: SDPA
@@ -708,7 +754,7 @@ def build_fixture(name: str, out_dir: Path) -> Fixture:
 
 
 ARCHS = ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet",
-         "bn_keep", "vit", "vit_mha", "gpt", "zero_channels", "fashion_mnist")
+         "bn_keep", "shufflenet", "vit", "vit_mha", "gpt", "zero_channels", "fashion_mnist")
 
 
 def seed_everything(seed: int = SEED) -> None:
