@@ -7,7 +7,8 @@ merges [N, H, W, C] into [N, H * W * C], where channel c holds every C-th featur
 shuffle's merge back, whose channels are the shuffle groups). A Reshape that keeps the channel axis
 whole moves it; one that splits it into [.., heads, head size] makes the heads its channels; one that
 spreads it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
-rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. Shape reads no channel values: its output is a plain integer tensor.
+rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. Shape reads no channel values:
+its output is a plain integer tensor.
 """
 
 from __future__ import annotations
