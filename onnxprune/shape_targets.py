@@ -91,11 +91,11 @@ def reshape_round_trips(graph: gs.Graph) -> int:
     replaced = 0
     taken = _names(graph)
     for first in list(graph.nodes):
-        if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
+        swap = _swap_after_reshape(first, [0, 2, 1])
+        if swap is None:
             continue
         source, shape = first.inputs[0], first.inputs[0].shape
-        swap = first.outputs[0].outputs[0]
-        if shape is None or len(shape) < 3 or swap.op != "Transpose" or list(swap.attrs.get("perm", [])) != [0, 2, 1]:
+        if shape is None or len(shape) < 3:
             continue
         if len(swap.outputs[0].outputs) != 1 or swap.outputs[0].outputs[0].op != "Reshape":
             continue
@@ -119,6 +119,14 @@ def reshape_round_trips(graph: gs.Graph) -> int:
     return replaced
 
 
+def _swap_after_reshape(node: gs.Node, perm: list[int]) -> gs.Node | None:
+    """The Transpose with ``perm`` that is the only consumer of ``node``, a Reshape (or None)."""
+    if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs or len(node.outputs[0].outputs) != 1:
+        return None
+    swap = node.outputs[0].outputs[0]
+    return swap if swap.op == "Transpose" and list(swap.attrs.get("perm", [])) == perm else None
+
+
 def batch_head_round_trips(graph: gs.Graph) -> int:
     """Replace Reshape [A, B, E] -> [A, B x H, D], Transpose (1, 0, 2), Reshape to [B, H, A, D] with Reshape
     to [A, B, H, D] and Transpose (1, 2, 0, 3), which is the same; returns how many were replaced.
@@ -129,11 +137,11 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
     replaced = 0
     taken = _names(graph)
     for first in list(graph.nodes):
-        if first.op != "Reshape" or len(first.inputs) < 2 or not first.outputs or len(first.outputs[0].outputs) != 1:
+        swap = _swap_after_reshape(first, [1, 0, 2])
+        if swap is None:
             continue
         source, shape = first.inputs[0], first.inputs[0].shape
-        swap = first.outputs[0].outputs[0]
-        if shape is None or len(shape) != 3 or swap.op != "Transpose" or list(swap.attrs.get("perm", [])) != [1, 0, 2]:
+        if shape is None or len(shape) != 3:
             continue
         backs = [n for n in swap.outputs[0].outputs if n.op == "Reshape" and len(n.inputs) > 1]
         merged, split = _values(first.inputs[1], 0), _values(backs[0].inputs[1], 0) if len(backs) == 1 else None
