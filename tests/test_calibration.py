@@ -356,6 +356,40 @@ def test_per_sample_means_give_the_statistics_of_every_layout(shape, axis, opset
     assert 0.3 < stats.zero_fraction.mean() < 0.7
 
 
+def test_channel_runs_of_a_wider_recorded_tensor_are_sliced_from_its_statistics():
+    # a = Conv(x), 8 channels; Split(a) -> a0 (3), a1 (5); s = a[:, 2:6]; cat = Concat(a1, x);
+    # wide = Concat(x, a0, a1): x, a (through its Split), a1 and s are runs of wide's channels.
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv", pads=[1] * 4),
+             helper.make_node("Split", ["a", "sizes"], ["a0", "a1"], name="split", axis=1),
+             helper.make_node("Slice", ["a", "starts", "ends", "axes"], ["s"], name="slice"),
+             helper.make_node("Concat", ["a1", "x"], ["cat"], name="cat", axis=1),
+             helper.make_node("Concat", ["x", "a0", "a1"], ["wide"], name="wide", axis=1)]
+    inits = [_init("w", rng.normal(size=(8, 3, 3, 3))), numpy_helper.from_array(np.array([3, 5]), "sizes"),
+             numpy_helper.from_array(np.array([2]), "starts"), numpy_helper.from_array(np.array([6]), "ends"),
+             numpy_helper.from_array(np.array([1]), "axes")]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["s", "cat", "wide"], inits)
+    specs = {name: TensorSpec(1, size, ("N", size, 8, 8)) for name, size in
+             (("x", 3), ("a", 8), ("a1", 5), ("s", 4), ("cat", 8), ("wide", 11))}
+    views = calibrate.channel_views(gs.import_onnx(model), specs)
+    assert views == {"x": ("wide", 0), "a": ("wide", 3), "a1": ("wide", 6), "s": ("wide", 5)}
+    batches = calibration(48)
+    for gram in (False, True):
+        alone = collect_stats(model, specs, batches, gram=gram, sums=SUMS)
+        sliced = collect_stats(model, specs, batches, gram=gram, sums=SUMS, views=views)
+        assert set(sliced) == set(specs)
+        for name in specs:
+            np.testing.assert_array_equal(sliced[name].counts, alone[name].counts)
+            for stat in ("mean", "mean_sq", "mean_abs", "zero_fraction"):
+                np.testing.assert_allclose(getattr(sliced[name], stat), getattr(alone[name], stat), rtol=1e-5, atol=1e-6)
+            assert sliced[name].has_gram == gram
+            if gram:
+                np.testing.assert_allclose(sliced[name].grams, alone[name].grams, rtol=1e-5, atol=1e-4)
+    # the recorded tensor takes the denser of the samples: a's 1 in 9 positions is sliced from wide's all
+    sparse = {**specs, "a": replace(specs["a"], sample_fraction=1 / 9)}
+    assert collect_stats(model, sparse, batches, views=views)["a"].count == 48 * 64
+
+
 def test_small_batches_are_joined_for_the_recording_and_give_the_same_statistics():
     # 32 batches of 2 samples run as 8 of 8 (at least 8 runs are left, so both folds keep several).
     model = two_convs(np.random.default_rng(5).normal(size=(8, 3, 3, 3)), np.zeros(8))

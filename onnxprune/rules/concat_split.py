@@ -79,7 +79,7 @@ class SplitRule(Rule):
             node.inputs.append(gs.Constant(f"{node.name}_split_sizes", sizes))
 
 
-def _slice_arguments(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+def slice_arguments(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
     """Slice's starts, ends, normalised axes and steps, all constants, or Unprunable."""
     values = [None] * 5
     for index, tensor in enumerate(node.inputs[:5]):
@@ -100,7 +100,7 @@ class SliceRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
-        starts, ends, axes, steps = _slice_arguments(node, ctx.rank(node.inputs[0]))
+        starts, ends, axes, steps = slice_arguments(node, ctx.rank(node.inputs[0]))
         if x.axis not in axes:
             ctx.same_channels(node.outputs[0], x)
             return
@@ -114,7 +114,7 @@ class SliceRule(Rule):
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         x = view.channel(node.inputs[0].name)
-        starts, ends, axes, _ = _slice_arguments(node, len(node.inputs[0].shape))
+        starts, ends, axes, _ = slice_arguments(node, len(node.inputs[0].shape))
         k = axes.index(x.axis)
         start = slice(int(starts[k]), int(ends[k])).indices(x.size)[0]
         new_start = int(np.searchsorted(view.kept(x.name), start))
