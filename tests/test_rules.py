@@ -631,6 +631,33 @@ def test_channel_shuffle_removes_whole_shuffle_groups():
     assert removed["conv2"]["in_removed"] == [2 * o + group[0] // 4 for o in range(4)]
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("upsample", ["Conv", "ConvTranspose"])
+def test_a_dense_output_reshaped_into_a_feature_map_loses_whole_channels(layout, upsample):
+    # A decoder: z [N, 6] -> Gemm -> [N, 128] -> Reshape to 8 channels of 4x4, channels first (PyTorch's
+    # view) or last and then transposed (Keras, as tf2onnx exports it) -> Relu -> conv. A channel is 16
+    # of the dense features: every 8th (NHWC) or a run of 16 (NCHW).
+    target, perm = ([0, 8, 4, 4], None) if layout == "NCHW" else ([-1, 4, 4, 8], [0, 3, 1, 2])
+    nodes = [helper.make_node("Gemm", ["z", "dense.w", "dense.b"], ["d"], name="dense", transB=1),
+             helper.make_node("Reshape", ["d", "target"], ["r"], name="to_map")]
+    if perm:
+        nodes.append(helper.make_node("Transpose", ["r"], ["t"], name="to_nchw", perm=perm))
+    nodes += [helper.make_node("Relu", ["t" if perm else "r"], ["a"], name="relu"),
+              helper.make_node(upsample, ["a", "up.w", "up.b"], ["y"], name="up", kernel_shape=[3, 3], pads=[1] * 4)]
+    up_shape = (4, 8, 3, 3) if upsample == "Conv" else (8, 4, 3, 3)
+    inits = [weight("dense.w", (128, 6), 1), weight("dense.b", (128,), 2), weight("up.w", up_shape, 3),
+             weight("up.b", (4,), 4), numpy_helper.from_array(np.array(target, np.int64), "target")]
+    model = make_model(nodes, {"z": ["N", 6]}, ["y"], inits)
+    result = prune_checked(model)  # the masking oracle: removed channels' dense rows and conv inputs zeroed
+    group = group_of(result, "a")
+    assert (group["channels"], group["kept"]) == (8, 4) and group["pinned_reason"] is None
+    assert node_of(result, "dense").inputs[1].shape == [64, 6]
+    assert list(node_of(result, "to_map").inputs[1].values) == [v if v != 8 else 4 for v in target]
+    removed = next(n for n in result.report["nodes"] if n["name"] == "dense")["out_removed"]
+    channels = sorted({f // 16 if layout == "NCHW" else f % 8 for f in removed})
+    assert len(removed) == 64 and len(channels) == 4
+
+
 def test_reshape_splitting_channels_across_two_axes_is_pinned_with_a_reason():
     # [N, 8, 8, 8] -> [N, 2, 32, 8]: channel c lands on both new axes (4 rows of a channel per 32).
     inits = [numpy_helper.from_array(np.array([0, 2, 32, 8], np.int64), "s1")]

@@ -5,8 +5,9 @@ Flatten / a flattening Reshape turns channel c of X [N, C, *S] into the block of
 may merge dimensions on either side of the channel axis too: Keras' Flatten, as tf2onnx exports it,
 merges [N, H, W, C] into [N, H * W * C], where channel c holds every C-th feature (and a channel
 shuffle's merge back, whose channels are the shuffle groups). A Reshape that keeps the channel axis
-whole moves it; one that splits it into [.., heads, head size] makes the heads its channels; one that
-spreads it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
+whole moves it; one that splits it makes the axis its consumers read channels from (a decoder's dense
+output reshaped into a feature map) the channel axis, or else the heads of [.., heads, head size]; one
+that spreads it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
 rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. Shape reads no channel values:
 its output is a plain integer tensor.
 """
@@ -118,7 +119,9 @@ class ReshapeRule(Rule):
             if x.axis not in block_in:
                 continue
             if block_in == [x.axis] and len(block_out) > 1:
-                self._split_into_heads(node, ctx, x, [out_shape[j] for j in block_out], block_out[-2])
+                read = _channel_axes_read(node.outputs[0])
+                axis = read.pop() if len(read) == 1 and read <= set(block_out) else block_out[-2]
+                self._split_channels(node, ctx, x, [out_shape[j] for j in block_out], block_out, axis)
                 return
             if len(block_out) != 1:
                 raise Unprunable("it spreads the channel axis over several axes (other than into attention heads)")
@@ -130,17 +133,22 @@ class ReshapeRule(Rule):
             return
         raise Unprunable("its channel axis could not be matched to an output axis")
 
-    def _split_into_heads(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, sizes: list[Dim],
-                          axis: int) -> None:
-        """[.., C] -> [.., (3,) heads, head size] (an attention's query, key and value): the channels become the
-        heads, each tied to its head size of channels in every leading part. Other splits ([.., C] -> [.., C,
-        4, 4], say) then put the channels on an axis their consumers do not read channels from, which pins them."""
+    def _split_channels(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, sizes: list[Dim],
+                        block: list[int], axis: int) -> None:
+        """[.., C] -> [.., a, b, ..] (the output axes ``block``, of ``sizes``): the output axis ``axis`` carries
+        the channels, each tied to the input channels whose index has it as that axis' digit. Where the
+        consumers read channels on one of these axes (through Transposes), that one: a dense layer's output
+        reshaped into a feature map (a decoder), [N, C x H x W] -> [N, C, H, W], or Keras' [N, H, W, C] moved to
+        NCHW. Otherwise [.., (3,) heads, head size] (an attention's query, key and value): the heads. Other
+        splits ([.., C] -> [.., C, 4, 4] read as a sequence, say) then put the channels on an axis their
+        consumers do not read channels from, which pins them."""
         sizes = _static(sizes, "split")
-        heads, inner = sizes[-2], sizes[-1]
         if int(np.prod(sizes)) != x.size:
             raise Unprunable("its split sizes do not multiply to the channel count")
-        y = ctx.declare(node.outputs[0], axis, heads)
-        ctx.couple(x.slots, y.slots[(np.arange(x.size) // inner) % heads])
+        position = block.index(axis)
+        inner = int(np.prod(sizes[position + 1:]))
+        y = ctx.declare(node.outputs[0], axis, sizes[position])
+        ctx.couple(x.slots, y.slots[(np.arange(x.size) // inner) % sizes[position]])
         ctx.add_rewrite(self, node)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
@@ -149,6 +157,28 @@ class ReshapeRule(Rule):
         if target[y.axis] > 0:
             target[y.axis] = len(view.kept(y.name))
             view.replace_input(node, 1, target)
+
+
+# Ops that read channels on axis 1 of their first input, and elementwise ops that pass a tensor's axes on.
+_READS_AXIS_1 = ("Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization")
+_KEEPS_AXES = ("Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Clip",
+               "Identity", "Softplus", "Mish", "Gelu")
+
+
+def _channel_axes_read(tensor: gs.Tensor, depth: int = 0) -> set[int]:
+    """The axes of ``tensor`` that the ops reading it read channels from: axis 1 for a Conv or a
+    normalisation, through Transposes and unary elementwise ops (a few levels deep)."""
+    axes: set[int] = set()
+    for node in tensor.outputs if depth < 8 else []:
+        if node.op in _READS_AXIS_1 and node.inputs[0] is tensor:
+            axes.add(1)
+        elif node.op == "Transpose":
+            rank = len(tensor.shape) if tensor.shape is not None else 0
+            perm = list(node.attrs.get("perm", range(rank)[::-1]))
+            axes |= {perm[a] for a in _channel_axes_read(node.outputs[0], depth + 1) if a < len(perm)}
+        elif node.op in _KEEPS_AXES and node.inputs[0] is tensor:
+            axes |= _channel_axes_read(node.outputs[0], depth + 1)
+    return axes
 
 
 class TransposeRule(Rule):
