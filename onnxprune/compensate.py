@@ -36,7 +36,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.calibrate import ChannelStats, PairedStats, Unfold, odd_step
 from onnxprune.consumers import Consumer, find_consumers
 from onnxprune.groups import Analysis
-from onnxprune.model import read_values, replace_constant
+from onnxprune.model import param_values, store_param
 from onnxprune.plan import Plan
 from onnxprune.rules.base import ParamSlice, stored_constant
 
@@ -465,10 +465,8 @@ def _write_kernel(analysis: Analysis, consumer: Consumer, weights: np.ndarray, k
 def _store_weights(consumer: Consumer, matrix: np.ndarray) -> None:
     """Store a weight given in ``Consumer.matrix`` layout, in the weight's own layout and dtype."""
     holder, index, axis = consumer.weight.node, consumer.weight.input_index, consumer.weight.axis
-    stored = holder.inputs[index]
-    moved_shape = np.moveaxis(np.empty(stored.shape, dtype=np.uint8), axis, -1).shape
-    values = np.moveaxis(matrix.reshape(moved_shape), -1, axis).astype(stored.values.dtype)
-    replace_constant(holder, index, values)
+    moved_shape = np.moveaxis(np.empty(holder.inputs[index].shape, dtype=np.uint8), axis, -1).shape
+    store_param(holder, index, np.moveaxis(matrix.reshape(moved_shape), -1, axis))
 
 
 def _current_bias(consumer: Consumer) -> np.ndarray:
@@ -476,7 +474,7 @@ def _current_bias(consumer: Consumer) -> np.ndarray:
     node = consumer.node
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         holder, index = _holder(node, 2)
-        return read_values(holder.inputs[index]).astype(np.float64)
+        return param_values(holder, index).astype(np.float64)
     return np.zeros(consumer.out_channels())
 
 
@@ -485,8 +483,7 @@ def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> N
     node = consumer.node
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         bias_holder, bias_index = _holder(node, 2)
-        current = read_values(bias_holder.inputs[bias_index])
-        replace_constant(bias_holder, bias_index, (current + delta).astype(current.dtype))
+        store_param(bias_holder, bias_index, param_values(bias_holder, bias_index) + delta)
         return
     tensor = gs.Constant(f"{node.name}__compensation_bias", delta.astype(consumer.store_dtype()))
     if len(node.inputs) > 2:
@@ -498,7 +495,8 @@ def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> N
 
 
 def _holder(node: gs.Node, index: int) -> tuple[gs.Node, int]:
-    """Where the constant behind ``node.inputs[index]`` lives (the node, or the Cast in front of it)."""
+    """Where the constant behind ``node.inputs[index]`` lives (the node, or the Cast or DequantizeLinear in
+    front of it)."""
     tensor = node.inputs[index]
     return (node, index) if isinstance(tensor, gs.Constant) else (tensor.inputs[0], 0)
 

@@ -14,7 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.groups import Analysis
-from onnxprune.model import read_values
+from onnxprune.model import param_values
 from onnxprune.rules import ChannelTensor
 from onnxprune.rules.base import ParamSlice
 
@@ -32,7 +32,7 @@ class Consumer:
 
     def matrix(self) -> np.ndarray:
         """The weight as [rows, input channels]: rows are (output channel, kernel tap) pairs."""
-        values = read_values(self.weight.node.inputs[self.weight.input_index]).astype(np.float64)
+        values = param_values(self.weight.node, self.weight.input_index).astype(np.float64)
         # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul [C, O] or [O, C] -> [O, C]: output channel first.
         return np.moveaxis(values, self.weight.axis, -1).reshape(-1, values.shape[self.weight.axis])
 
@@ -43,10 +43,12 @@ class Consumer:
         return int(shape[out_axis])
 
     def store_dtype(self) -> np.dtype:
-        """The dtype the node computes in (a Cast in front of a stored weight sets it)."""
+        """The dtype the node computes in (a Cast or a DequantizeLinear in front of a stored weight sets it)."""
         holder = self.weight.node
         if holder is self.node:
             return self.node.inputs[self.weight.input_index].values.dtype
+        if holder.op == "DequantizeLinear":
+            return np.dtype(holder.inputs[1].values.dtype)
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(holder.attrs["to"])))
 
 

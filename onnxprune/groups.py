@@ -37,9 +37,10 @@ class ChannelGroup:
         return len(self.units)
 
 
-# Ops of quantized models, whose integer weights onnxprune does not slice.
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "ConvInteger", "MatMulInteger"}
+# Ops of quantized models in the operator format, whose integer weights onnxprune does not slice (it
+# prunes the QDQ format: QuantizeLinear and DequantizeLinear around float ops).
+QUANTIZED_OPS = {"DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                 "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearSigmoid"}
 
 
 @dataclass
@@ -63,8 +64,8 @@ class Analysis:
             return None
         quantized = sorted({node.op for node in self.graph.nodes} & QUANTIZED_OPS)
         if quantized:
-            return (f"the model is quantized ({', '.join(quantized)}): onnxprune prunes float weights; prune the "
-                    "float model, then quantize it")
+            return (f"the model is quantized ({', '.join(quantized)}): onnxprune prunes float ops and the QDQ "
+                    "format; prune the float model, then quantize it (or quantize to QDQ)")
         if not self.groups:
             return "it has no Conv, ConvTranspose, Gemm or MatMul with a constant weight"
         return None

@@ -13,7 +13,7 @@ from onnxprune.calibrate import ChannelStats
 from onnxprune.config import Importance
 from onnxprune.consumers import Consumer
 from onnxprune.groups import Analysis
-from onnxprune.model import read_values
+from onnxprune.model import param_values
 
 
 def weight_scores(analysis: Analysis, criterion: Importance) -> np.ndarray:
@@ -30,7 +30,7 @@ def weight_scores(analysis: Analysis, criterion: Importance) -> np.ndarray:
     for param in analysis.context.params:
         if not param.scored:
             continue
-        weight = read_values(param.node.inputs[param.input_index])  # a private copy: safe to change in place
+        weight = param_values(param.node, param.input_index)  # a private copy: safe to change in place
         np.abs(weight, out=weight) if criterion is Importance.L1 else np.square(weight, out=weight)
         other_axes = tuple(i for i in range(weight.ndim) if i != param.axis)
         per_position = weight.sum(axis=other_axes, dtype=np.float64)
@@ -67,7 +67,7 @@ def _bn_scores(analysis: Analysis) -> tuple[np.ndarray, np.ndarray]:
     for param in analysis.context.params:
         owner = param.owner or param.node
         if owner.op == "BatchNormalization" and param.input_index == 1:
-            gamma = np.abs(read_values(param.node.inputs[param.input_index]).astype(np.float64))
+            gamma = np.abs(param_values(param.node, param.input_index).astype(np.float64))
             units = analysis.unit_of_slot[param.slots]
             np.add.at(scores, units, gamma)
             covered[units] = True

@@ -311,6 +311,39 @@ def read_values(tensor: gs.Constant) -> np.ndarray:
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
+def param_values(node: gs.Node, index: int) -> np.ndarray:
+    """The values of constant input ``index`` of ``node`` as the model computes with them: an integer weight
+    that ``node``, a DequantizeLinear, holds comes dequantized (float64)."""
+    values = read_values(node.inputs[index])
+    if node.op != "DequantizeLinear" or index != 0:
+        return values
+    scale, zero = _quantization(node, values.ndim)
+    return (values.astype(np.float64) - zero) * scale
+
+
+def store_param(node: gs.Node, index: int, values: np.ndarray) -> None:
+    """Give ``node`` new values for constant input ``index`` (see ``param_values``), stored as the old ones
+    were: quantized again on their scales, and clipped to their integer type, where ``node`` dequantizes them."""
+    stored = node.inputs[index].values.dtype
+    if node.op == "DequantizeLinear" and index == 0:
+        scale, zero = _quantization(node, values.ndim)
+        limits = np.iinfo(stored)
+        values = np.clip(np.round(values / scale) + zero, limits.min, limits.max)
+    replace_constant(node, index, np.asarray(values).astype(stored))
+
+
+def _quantization(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A DequantizeLinear's scale and zero point (float64), shaped to broadcast over an input of ``rank``."""
+    scale = np.asarray(node.inputs[1].values, dtype=np.float64)
+    has_zero = len(node.inputs) > 2 and not node.inputs[2].is_empty()
+    zero = np.asarray(node.inputs[2].values, dtype=np.float64) if has_zero else np.zeros_like(scale)
+    if scale.size > 1:
+        shape = [1] * rank
+        shape[int(node.attrs.get("axis", 1)) % rank] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return scale.reshape(-1)[0] if scale.size == 1 else scale, zero.reshape(-1)[0] if zero.size == 1 else zero
+
+
 def replace_constant(node: gs.Node, index: int, values: np.ndarray) -> None:
     """Give ``node`` a fresh constant as input ``index``, in the stored dtype of the old one.
 

@@ -36,11 +36,16 @@ def _is_float(dtype: object) -> bool:
 
 
 def _param_count(graph: gs.Graph) -> int:
+    """Float constants, and the integer weights of QDQ models (constants a DequantizeLinear reads first)."""
     return int(sum(
         int(np.prod(t.shape, dtype=np.int64))
         for t in graph.tensors().values()
-        if isinstance(t, gs.Constant) and _is_float(t.dtype)
+        if isinstance(t, gs.Constant) and (_is_float(t.dtype) or _dequantized(t))
     ))
+
+
+def _dequantized(tensor: gs.Constant) -> bool:
+    return any(node.op == "DequantizeLinear" and node.inputs[0] is tensor for node in tensor.outputs)
 
 
 def _dims(shape: list | None) -> list[int] | None:

@@ -185,17 +185,21 @@ def _quantized_conv_chain() -> onnx.ModelProto:
     return make_model(nodes, X, ["y"], inits)
 
 
-@pytest.mark.parametrize("options", [[], ["--iterative", "2", "--target-macs", "0.6"]])
-def test_a_quantized_model_is_left_alone_with_the_reason(tmp_path, capsys, options):
-    # --iterative said "the first pruning round already breaks --max-drop" (exit 1) without --max-drop.
-    path = tmp_path / "quantized.onnx"
+@pytest.mark.parametrize("options", [["--ratio", "0.5", "--round-to", "1"], ["--iterative", "2", "--target-macs", "0.6"]])
+def test_a_qdq_model_sharing_one_scale_everywhere_is_pruned(tmp_path, capsys, options):
+    # Quantized models were left whole; the QDQ format is pruned now (its int8 weights sliced behind their
+    # DequantizeLinear). --iterative once said "the first pruning round already breaks --max-drop" here.
+    path, output = tmp_path / "quantized.onnx", tmp_path / "pruned.onnx"
     onnx.save(_quantized_conv_chain(), path)
-    assert main([str(path), *options]) == 0
-    out = capsys.readouterr().out
-    assert "the model is quantized (DequantizeLinear, QuantizeLinear)" in out and "prune the float model" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["quantized.onnx"]
-    assert main([str(path), "--dry-run"]) == 0
-    assert "nothing can be pruned: the model is quantized" in capsys.readouterr().out
+    before = path.read_bytes()
+    assert main([str(path), "-o", str(output), *options]) == 0
+    assert "written" in capsys.readouterr().out and path.read_bytes() == before
+    pruned = onnx.load(output)
+    inits = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    assert inits["conv1.wq"].dtype == np.int8 and inits["conv1.wq"].shape[0] < 8
+    assert inits["scale"].shape == ()  # one scale for every tensor: nothing to slice
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert run(pruned, {"x": x})[0].shape == (2, 4, 8, 8)
 
 
 def test_model_onnx_runtime_cannot_load_gets_status_2(tmp_path, capsys):

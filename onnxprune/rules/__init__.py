@@ -5,7 +5,7 @@ from __future__ import annotations
 from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, RewriteView, Rule, Unprunable
 from onnxprune.rules.concat_split import ConcatRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
-from onnxprune.rules.elementwise import BroadcastRule, UnaryRule
+from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
 from onnxprune.rules.linear import GemmRule, MatMulRule
 from onnxprune.rules.norm import LayerNormRule, PerChannelNormRule
 from onnxprune.rules.shape import FlattenRule, ReshapeRule, ShapeRule, SqueezeRule, TransposeRule
@@ -15,6 +15,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
+    QuantizeRule(),
 )
 
 

@@ -211,7 +211,13 @@ class ChannelContext:
         holder, holder_index = (node, index) if stored is tensor else (tensor.inputs[0], 0)  # the Cast's input
         if stored.shape[axis] != len(slots):
             raise Unprunable(f"parameter '{tensor.name}' has {stored.shape[axis]} entries on axis {axis}, expected {len(slots)}")
-        self.params.append(ParamSlice(holder, holder_index, axis % len(stored.shape), np.asarray(slots), scored, node))
+        axis %= len(stored.shape)
+        self.params.append(ParamSlice(holder, holder_index, axis, np.asarray(slots), scored, node))
+        if holder is not node and holder.op == "DequantizeLinear" and quantization_axis(holder, len(stored.shape)) == axis:
+            # Per-channel scales (and zero points) along the sliced axis lose the same channels.
+            for extra in (1, 2)[:len(holder.inputs) - 1]:
+                if not holder.inputs[extra].is_empty():
+                    self.params.append(ParamSlice(holder, extra, 0, np.asarray(slots), False, node))
 
     def add_rewrite(self, rule: Rule, node: gs.Node) -> None:
         """Ask for ``rule.rewrite(node, kept)`` once the parameters are sliced."""
@@ -235,19 +241,42 @@ class ChannelContext:
 
 
 def stored_constant(tensor: gs.Tensor) -> gs.Constant | None:
-    """The constant holding a parameter: the tensor itself, or the input of a Cast used only here.
+    """The constant holding a parameter: the tensor itself, or the input of a Cast or a DequantizeLinear
+    used only here.
 
     Models that store weights in float16 or bfloat16 and compute in float32 feed every weight
-    through its own Cast.
+    through its own Cast; quantized models in the QDQ format feed int8 weights (and int32 biases)
+    through their own DequantizeLinear, with constant scales per tensor or per channel.
     """
     if isinstance(tensor, gs.Constant):
         return tensor
     producers = tensor.inputs
-    if len(producers) == 1 and producers[0].op == "Cast" and len(tensor.outputs) == 1:
-        source = producers[0].inputs[0]
-        if isinstance(source, gs.Constant) and len(source.outputs) == 1:
+    if len(producers) != 1 or len(tensor.outputs) != 1:
+        return None
+    producer = producers[0]
+    if producer.op == "DequantizeLinear" and not _plain_dequantization(producer):
+        return None
+    if producer.op in ("Cast", "DequantizeLinear"):
+        source = producer.inputs[0]
+        if isinstance(source, gs.Constant) and len(source.outputs) == 1 and (
+                producer.op == "Cast" or np.dtype(source.dtype).kind in "iu"):  # not float8
             return source
     return None
+
+
+def _plain_dequantization(node: gs.Node) -> bool:
+    """A DequantizeLinear with constant scales (and zero points), per tensor or along one axis (not blocked)."""
+    extras = [t for t in node.inputs[1:3] if not t.is_empty()]
+    return all(isinstance(t, gs.Constant) and t.values.ndim <= 1 for t in extras) and not node.attrs.get("block_size", 0)
+
+
+def quantization_axis(node: gs.Node, rank: int) -> int | None:
+    """The axis of a QuantizeLinear or DequantizeLinear's per-channel scales (for an input of ``rank``), or
+    None for one scale (a 1-element scale is one scale, as ONNX Runtime reads it)."""
+    scale = node.inputs[1]
+    if not isinstance(scale, gs.Constant) or scale.values.size <= 1:
+        return None
+    return int(node.attrs.get("axis", 1)) % rank
 
 
 def broadcast_axis(channel_axis: int, input_rank: int, output_rank: int) -> int:

@@ -3,14 +3,15 @@
 Unary ops (Relu, Sigmoid, Clip, Cast, ...) keep channels index for index. Broadcasting ops (Add, Mul,
 Where, PRelu, ...) align inputs to the right: every input whose aligned channel axis has the full
 channel count is coupled with the output (residual Adds, squeeze-excite Muls, x*sigmoid(x)); a constant
-with the full count there is sliced; a size-1 axis broadcasts and is left alone.
+with the full count there is sliced; a size-1 axis broadcasts and is left alone. QuantizeLinear and
+DequantizeLinear of activations (QDQ models) keep channels too; per-channel scales are sliced with them.
 """
 
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import ChannelContext, Rule, Unprunable, broadcast_axis
+from onnxprune.rules.base import ChannelContext, Rule, Unprunable, broadcast_axis, quantization_axis
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -76,3 +77,23 @@ class BroadcastRule(Rule):
             ctx.slice_param(node, index, local_axis, y.slots)
         if to_slice:
             ctx.record_io(node, y, y)
+
+
+class QuantizeRule(Rule):
+    op_types = ("QuantizeLinear", "DequantizeLinear")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return  # a weight's dequantization: sliced with the weight (see ``stored_constant``)
+        extras = [index for index in (1, 2) if index < len(node.inputs) and not node.inputs[index].is_empty()]
+        if not all(isinstance(node.inputs[index], gs.Constant) for index in extras):
+            raise Unprunable("its scale or zero point is computed at run time")
+        if node.attrs.get("block_size", 0):
+            raise Unprunable("it quantizes in blocks")
+        axis = quantization_axis(node, ctx.rank(node.inputs[0]))
+        if axis is not None and axis != x.axis:
+            raise Unprunable(f"its scales are per channel on axis {axis}, not on the channel axis {x.axis}")
+        ctx.same_channels(node.outputs[0], x)
+        for index in extras if axis is not None else ():
+            ctx.slice_param(node, index, 0, x.slots)

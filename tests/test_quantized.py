@@ -1,0 +1,165 @@
+"""Quantized models in the QDQ format (ONNX Runtime's quantize_static): int8 weights and int32 biases behind
+DequantizeLinear, activations through QuantizeLinear and DequantizeLinear pairs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+import pytest
+from helpers import assert_matches_masked, conv, make_model, run
+from onnx import helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+import onnxprune
+from onnxprune.cli import main
+from onnxprune.model import param_values, store_param
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+class _Batches(CalibrationDataReader):
+    def __init__(self, name: str, x: np.ndarray) -> None:
+        self.batches = iter([{name: x[i:i + 16]} for i in range(0, len(x), 16)])
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def quantized(model: onnx.ModelProto | Path, x: np.ndarray, tmp_path: Path, per_channel: bool,
+              quant_format: QuantFormat = QuantFormat.QDQ) -> Path:
+    """``model`` quantized by ONNX Runtime on the samples ``x`` (int8 weights, uint8 activations)."""
+    source = tmp_path / "float.onnx"
+    onnx.save(model, source) if isinstance(model, onnx.ModelProto) else source.write_bytes(model.read_bytes())
+    name = onnx.load(source).graph.input[0].name
+    target = tmp_path / f"quantized_{'pc' if per_channel else 'pt'}_{quant_format.name}.onnx"
+    quantize_static(str(source), str(target), _Batches(name, x), quant_format=quant_format, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return target
+
+
+def conv_chain() -> onnx.ModelProto:
+    """x [N, 3, 8, 8] -> conv (8) -> Relu -> conv (8) -> Relu -> conv (4) -> y."""
+    nodes, inits = [], []
+    for index, (c_in, c_out, x, y) in enumerate(((3, 8, "x", "a"), (8, 8, "ar", "b"), (8, 4, "br", "y"))):
+        node, weights = conv(f"conv{index}", x, y, c_in, c_out, seed=index + 1)
+        nodes.append(node)
+        inits += weights
+        if y != "y":
+            nodes.append(helper.make_node("Relu", [y], [f"{y}r"], name=f"relu{index}"))
+    return make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits, opset=17)
+
+
+def dequantized_weights(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The integer constant and scale of every DequantizeLinear of a constant, by its output name."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.output[0]: (inits[n.input[0]], inits[n.input[1]])
+            for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_a_qdq_model_is_pruned_keeping_int8_weights_and_slicing_per_channel_scales(tmp_path, per_channel):
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    path = quantized(conv_chain(), x, tmp_path, per_channel)
+    original = onnx.load(path)
+    result = onnxprune.prune(str(path), ratio=0.5, round_to=1, compensate=False)
+    # the oracle: the original with the removed channels' consumer weights zeroed computes the same
+    assert_matches_masked(original, result.model, result.report)
+    kept = {g["members"][0]["tensor"]: g["kept"] for g in result.report["groups"] if g["pinned_reason"] is None}
+    assert sorted(kept.values()) == [4, 4]
+    before, after = dequantized_weights(original), dequantized_weights(result.model)
+    for name, (weight, scale) in after.items():
+        assert weight.dtype == before[name][0].dtype  # int8 weights, int32 biases, as they were
+        one_scale = before[name][1].size == 1  # per tensor: left as it was
+        assert scale.shape == (before[name][1].shape if one_scale else (weight.shape[0],))
+        assert one_scale != per_channel
+    assert sum(w.shape[0] for w, _ in after.values() if w.ndim == 4) == 4 + 4 + 4
+    assert result.report["original"]["params"] > result.report["pruned"]["params"] > 0
+    # ONNX Runtime still fuses every pruned conv with its Q/DQ pairs into an integer conv
+    assert fused_ops(original, tmp_path)["QLinearConv"] == fused_ops(result.model, tmp_path)["QLinearConv"] == 3
+
+
+def fused_ops(model: onnx.ModelProto, folder: Path) -> Counter:
+    """Op counts of ``model`` as ONNX Runtime's optimisations leave it (the extended level, which fuses QDQ)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return Counter(node.op_type for node in onnx.load(folder / "optimized.onnx").graph.node)
+
+
+def test_compensation_of_a_qdq_model_requantizes_its_weights(tmp_path):
+    data = np.load(MODELS / "fashion_mnist_test.npz")
+    x = ((data["x"][:600].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
+    path = quantized(MODELS / "fashion_mnist.ts.onnx", x[:64], tmp_path, per_channel=True)
+    calib = [{"input": x, "labels": data["labels"][:600].astype(np.int64)}]
+    errors, agreement = {}, {}
+    for compensate in (True, False):
+        result = onnxprune.prune(str(path), target_macs=0.5, calib=calib, compensate=compensate)
+        fidelity = result.report["fidelity"]
+        errors[compensate] = max(o["relative_l2"] for o in fidelity["outputs"])
+        agreement[compensate] = fidelity["top1_agreement"]
+        for weight, _ in dequantized_weights(result.model).values():
+            assert weight.dtype in (np.int8, np.int32)
+    assert errors[True] < errors[False] and agreement[True] > agreement[False]
+    assert agreement[True] >= 0.9
+
+
+def test_per_channel_activation_scales_on_the_channel_axis_are_sliced():
+    # conv -> QuantizeLinear / DequantizeLinear with one scale per channel (axis 1) -> conv
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "d", "y", 8, 4, seed=2)
+    scales = [numpy_helper.from_array(np.linspace(0.02, 0.05, 8).astype(np.float32), "scale"),
+              numpy_helper.from_array(np.full(8, 128, np.uint8), "zero")]
+    nodes = [first, helper.make_node("QuantizeLinear", ["a", "scale", "zero"], ["q"], name="quant", axis=1),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["d"], name="dequant", axis=1), last]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits1 + scales + inits2)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, compensate=False)
+    assert_matches_masked(model, result.model, result.report)
+    graph = gs.import_onnx(result.model)
+    for node in graph.nodes:
+        if node.op in ("QuantizeLinear", "DequantizeLinear"):
+            assert node.inputs[1].values.shape == node.inputs[2].values.shape == (4,)
+
+
+def test_per_channel_activation_scales_on_another_axis_pin_the_group():
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "d", "y", 8, 4, seed=2)
+    scales = [numpy_helper.from_array(np.full(8, 0.05, np.float32), "scale")]  # one per row (axis 2)
+    nodes = [first, helper.make_node("QuantizeLinear", ["a", "scale"], ["q"], name="quant", axis=2),
+             helper.make_node("DequantizeLinear", ["q", "scale"], ["d"], name="dequant", axis=2), last]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits1 + scales + inits2)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    group = next(g for g in result.report["groups"] if "a" in [m["tensor"] for m in g["members"]])
+    assert "per channel on axis 2" in group["pinned_reason"] and group["kept"] == 8
+
+
+def test_stored_weights_are_requantized_on_their_scales_and_clipped():
+    scale = np.array([0.1, 0.01], np.float32)
+    graph = gs.Graph()
+    weight = gs.Constant("w", np.array([[10, -20], [30, 127]], np.int8))
+    node = gs.Node("DequantizeLinear", inputs=[weight, gs.Constant("s", scale), gs.Constant("z", np.zeros(2, np.int8))],
+                   outputs=[gs.Variable("w_f")], attrs={"axis": 0})
+    graph.nodes.append(node)
+    np.testing.assert_allclose(param_values(node, 0), [[1.0, -2.0], [0.3, 1.27]], rtol=1e-6)
+    store_param(node, 0, np.array([[1.04, -2.0], [0.3, 5.0]]))  # 5.0 is beyond 127 steps of 0.01
+    assert node.inputs[0].values.dtype == np.int8
+    np.testing.assert_array_equal(node.inputs[0].values, [[10, -20], [30, 127]])
+    store_param(node, 0, np.array([[1.26, 0.0], [-0.5, 0.0]]))
+    np.testing.assert_array_equal(node.inputs[0].values, [[13, 0], [-50, 0]])
+
+
+def test_operator_format_quantized_models_are_refused_with_a_reason(tmp_path, capsys):
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    path = quantized(conv_chain(), x, tmp_path, per_channel=False, quant_format=QuantFormat.QOperator)
+    assert "QLinearConv" in {n.op_type for n in onnx.load(path).graph.node}
+    output = tmp_path / "out.onnx"
+    assert main([str(path), "-o", str(output)]) == 0
+    message = capsys.readouterr()
+    assert "QLinearConv" in message.out + message.err and "QDQ" in message.out + message.err
+    assert not output.exists()
+    assert run(onnx.load(path), {"x": x[:2]})[0].shape == (2, 4, 8, 8)
