@@ -811,6 +811,10 @@ def _nonnegative(tensor: gs.Tensor, known: dict[int, bool], depth: int = 0) -> b
         result = value is not None and value >= 0
     elif node.op in _SIGN_KEEPING_OPS or node.op in ("Resize", "Upsample") and node.attrs.get("mode") != "cubic":
         result = _nonnegative(node.inputs[0], known, depth + 1)  # cubic interpolation overshoots below 0
+    elif node.op == "DequantizeLinear":  # unsigned with zero point 0: a QDQ model's ReLU folded into its Q
+        zero = node.inputs[2] if len(node.inputs) > 2 else None
+        result = (np.dtype(node.inputs[0].dtype).kind == "u" if node.inputs[0].dtype is not None else False) and (
+            zero is None or zero.is_empty() or isinstance(zero, gs.Constant) and not np.any(zero.values))
     elif node.op in ("Concat", "Add", "Mul", "Max"):
         result = all(_nonnegative(t, known, depth + 1) if not isinstance(t, gs.Constant)
                      else bool(np.all(t.values >= 0)) for t in node.inputs)

@@ -16,8 +16,10 @@ from onnx import helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 import onnxprune
+from onnxprune.calibrate import consumer_inputs
+from onnxprune.candidates import CandidateBuilder, Loaded
 from onnxprune.cli import main
-from onnxprune.model import param_values, store_param
+from onnxprune.model import load_model, param_values, store_param
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -163,3 +165,15 @@ def test_operator_format_quantized_models_are_refused_with_a_reason(tmp_path, ca
     assert "QLinearConv" in message.out + message.err and "QDQ" in message.out + message.err
     assert not output.exists()
     assert run(onnx.load(path), {"x": x[:2]})[0].shape == (2, 4, 8, 8)
+
+
+def test_a_relu_folded_into_unsigned_quantization_is_known_to_be_nonnegative(tmp_path):
+    # ONNX Runtime's quantizer drops a Relu before a uint8 QuantizeLinear with zero point 0: the activation
+    # criteria read such tensors as ReLU outputs (a mean |x| is the mean; apoz counts their zeros).
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    model = load_model(quantized(conv_chain(), x, tmp_path, per_channel=True))
+    assert "Relu" not in {node.op_type for node in model.graph.node}
+    analysis = CandidateBuilder(Loaded(model, "quantized", None, False), None).analysis()
+    signs = {name: spec.nonnegative for name, spec in consumer_inputs(analysis).items()}
+    assert signs == {"x_DequantizeLinear_Output": False, "ar_DequantizeLinear_Output": True,
+                     "br_DequantizeLinear_Output": True}
