@@ -239,12 +239,35 @@ def _keeps_storage_type(node: gs.Node) -> bool:
 
 def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
     """Set every activation's shape and dtype from ONNX shape inference, in place (and again from the
-    sizes of sliced position tables that a valid run proves, where inference lost them: ``sliced_sizes``)."""
+    sizes of sliced position tables that a valid run proves, where inference lost them: ``sliced_sizes``,
+    and from the input of an op that keeps its shape but that inference does not reach)."""
     known = _inferred_types(graph, template)
     _set_inferred(graph, known)
     fixed = sliced_sizes(graph)
-    if fixed:
+    for _ in range(MAX_RESHAPE_PASSES):
+        kept = _kept_shapes(graph)
+        if not fixed and not kept:
+            break
+        fixed |= kept
         _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
+        if not kept:
+            break
+
+
+# Ops whose output has their input's shape and dtype, where ONNX shape inference gives none
+# (GroupNormalization is a context-dependent function without an inference function).
+_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization",)
+
+
+def _kept_shapes(graph: gs.Graph) -> dict[str, list]:
+    """Shapes of the outputs of ``_UNINFERRED_SHAPE_KEEPING_OPS`` that inference left unknown (dtypes set)."""
+    kept = {}
+    for node in graph.nodes:
+        x, y = (node.inputs[0], node.outputs[0]) if node.op in _UNINFERRED_SHAPE_KEEPING_OPS else (None, None)
+        if x is not None and y.shape is None and x.shape is not None:
+            y.dtype = x.dtype
+            kept[y.name] = list(x.shape)
+    return kept
 
 
 def _set_inferred(graph: gs.Graph, known: dict[str, onnx.ValueInfoProto]) -> None:

@@ -658,15 +658,62 @@ def test_a_dense_output_reshaped_into_a_feature_map_loses_whole_channels(layout,
     assert len(removed) == 64 and len(channels) == 4
 
 
-def test_reshape_splitting_channels_across_two_axes_is_pinned_with_a_reason():
-    # [N, 8, 8, 8] -> [N, 2, 32, 8]: channel c lands on both new axes (4 rows of a channel per 32).
-    inits = [numpy_helper.from_array(np.array([0, 2, 32, 8], np.int64), "s1")]
+@pytest.mark.parametrize("groups, kept", [(4, 4), (2, 4), (8, 4)])
+def test_group_norm_as_exported_loses_whole_groups(groups, kept):
+    # PyTorch's GroupNorm, both exporters: [N, 8, 8, 8] -> [N, G, -1] -> InstanceNormalization (G scales) ->
+    # back to the shape of its input, read at run time -> per-channel scale and shift.
+    inits = [numpy_helper.from_array(np.array([0, groups, -1], np.int64), "grouped"),
+             numpy_helper.from_array(np.ones(groups, np.float32), "ones"),
+             numpy_helper.from_array(np.zeros(groups, np.float32), "zeros"),
+             weight("gamma", (8, 1, 1), 5), weight("beta", (8, 1, 1), 6)]
+    nodes = [helper.make_node("Reshape", ["a", "grouped"], ["g"], name="to_groups"),
+             helper.make_node("InstanceNormalization", ["g", "ones", "zeros"], ["n"], name="norm"),
+             helper.make_node("Shape", ["a"], ["a_shape"]),
+             helper.make_node("Reshape", ["n", "a_shape"], ["back"], name="from_groups"),
+             helper.make_node("Mul", ["back", "gamma"], ["scaled"]), helper.make_node("Add", ["scaled", "beta"], ["m"])]
+    result = prune_checked(chain(nodes, inits))  # the masking oracle: exact, since whole groups go
+    removed = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
+    size = 8 // groups
+    assert len(removed) == 8 - kept and {c // size for c in removed} == {c // size for c in removed[::size]}
+    assert all(sorted(removed[i:i + size]) == list(range(removed[i], removed[i] + size)) for i in range(0, len(removed), size))
+    assert list(node_of(result, "to_groups").inputs[1].values) == [0, groups * kept // 8, -1]
+    assert node_of(result, "norm").inputs[1].shape == [groups * kept // 8]
+
+
+def test_group_normalization_loses_whole_groups_and_its_group_count():
+    # Opset 21's GroupNormalization (scale and bias per channel). ONNX shape inference gives its output no
+    # shape (a context-dependent function): its input's is used, so the conv after it is traced too.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    node = helper.make_node("GroupNormalization", ["a", "gn_scale", "gn_bias"], ["m"], name="gn", num_groups=4)
+    graph = helper.make_graph([first, node, last], "gn", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, X["x"])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 8, 8])],
+                              inits1 + inits2 + [weight("gn_scale", (8,), 5), weight("gn_bias", (8,), 6)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    result = prune_checked(model)
+    removed = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
+    assert len(removed) == 4 and len({c // 2 for c in removed}) == 2  # two whole groups of two channels
+    gn = node_of(result, "gn")
+    assert gn.attrs["num_groups"] == 2 and gn.inputs[1].shape == [4]
+
+
+def test_a_reshape_into_groups_that_do_not_divide_the_channels_is_pinned():
+    inits = [numpy_helper.from_array(np.array([0, 8, -1], np.int64), "grouped")]  # 12 channels in 8 groups
+    nodes = [helper.make_node("Reshape", ["a", "grouped"], ["g"]), helper.make_node("Relu", ["g"], ["r"]),
+             helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Reshape", ["r", "a_shape"], ["m"])]
+    result = onnxprune.prune(chain(nodes, inits, c=12), ratio=0.5, round_to=1)
+    assert "spreads the channel axis over several axes" in group_of(result, "a")["pinned_reason"]
+
+
+@pytest.mark.parametrize("there, back", [((0, 2, 32, 8), (0, 8, 8, 8)), ((0, 16, 32), (0, 8, 8, 8))])
+def test_reshape_regrouping_whole_channels_across_two_axes_is_pruned(there, back):
+    # [N, 8, 8, 8] -> [N, 2, 32, 8]: each of the 2 rows holds 4 whole channels; -> [N, 16, 32]: each row half of one.
+    inits = [numpy_helper.from_array(np.array(there, np.int64), "s1"), numpy_helper.from_array(np.array(back, np.int64), "s2")]
     nodes = [helper.make_node("Reshape", ["a", "s1"], ["r1"]), helper.make_node("Relu", ["r1"], ["r2"]),
-             helper.make_node("Reshape", ["r2", "shape_back"], ["m"])]
-    inits.append(numpy_helper.from_array(np.array([0, 8, 8, 8], np.int64), "shape_back"))
-    result = onnxprune.prune(chain(nodes, inits), ratio=0.5, round_to=1)
-    reason = group_of(result, "a")["pinned_reason"]
-    assert "spreads the channel axis over several axes" in reason and "Reshape" in reason
+             helper.make_node("Reshape", ["r2", "s2"], ["m"])]
+    result = prune_checked(chain(nodes, inits))
+    assert len(next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]) == 4
 
 
 def test_layer_norm_over_the_spatial_axes_passes_channels_through():

@@ -7,7 +7,7 @@ from onnxprune.rules.concat_split import ConcatRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
 from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
 from onnxprune.rules.linear import GemmRule, MatMulRule
-from onnxprune.rules.norm import LayerNormRule, PerChannelNormRule
+from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
 from onnxprune.rules.shape import FlattenRule, ReshapeRule, ShapeRule, SqueezeRule, TransposeRule
 from onnxprune.rules.spatial import PadRule, PoolRule, ReduceRule, ResizeRule, SoftmaxRule
 
@@ -15,7 +15,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(),
+    QuantizeRule(), GroupNormRule(),
 )
 
 

@@ -4,13 +4,16 @@ Both normalise each channel on its own (over batch and space), so channels pass 
 number and order; scale, bias, mean and variance lose the removed channels' entries. LayerNormalization
 normalises over the channels themselves (a transformer's token stream, a ConvNeXt block): removing one
 changes every other's output, so its channels are pinned, unless it normalises only axes after them.
+GroupNormalization normalises each group of consecutive channels together: a group's channels are one
+unit, removed whole (the other groups' statistics stay as they were), and ``num_groups`` is rewritten.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import ChannelContext, Rule, Unprunable
+from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
 
 
 class PerChannelNormRule(Rule):
@@ -39,3 +42,28 @@ class LayerNormRule(Rule):
         if any(not t.is_empty() and t.outputs for t in node.outputs[1:]):
             raise Unprunable("its mean and inverse standard deviation are read")
         ctx.same_channels(node.outputs[0], x)  # scale and bias span the normalised axes only
+
+
+class GroupNormRule(Rule):
+    op_types = ("GroupNormalization",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.expect(node.inputs[0], 1)
+        groups = int(node.attrs["num_groups"])
+        if groups < 1 or x.size % groups:
+            raise Unprunable(f"its {groups} groups do not divide its {x.size} channels")
+        size = x.size // groups
+        group_of = np.arange(x.size) // size
+        ctx.couple(x.slots, x.slots[group_of * size])  # a group's channels are one unit
+        y = ctx.same_channels(node.outputs[0], x)
+        for index in (1, 2):
+            # opset 18: one scale and bias per group; from opset 21, one per channel
+            per_group = node.inputs[index].shape is not None and list(node.inputs[index].shape) == [groups]
+            ctx.slice_param(node, index, 0, x.slots[::size] if per_group and size > 1 else x.slots)
+        ctx.record_io(node, x, y)
+        ctx.add_rewrite(self, node)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        x = view.channel(node.inputs[0].name)
+        size = x.size // int(node.attrs["num_groups"])
+        node.attrs["num_groups"] = len(view.kept(node.inputs[0].name)) // size

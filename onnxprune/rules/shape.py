@@ -123,8 +123,11 @@ class ReshapeRule(Rule):
                 axis = read.pop() if len(read) == 1 and read <= set(block_out) else block_out[-2]
                 self._split_channels(node, ctx, x, [out_shape[j] for j in block_out], block_out, axis)
                 return
+            if self._groups(node, ctx, x, block_in, block_out, out_shape):
+                return
             if len(block_out) != 1:
-                raise Unprunable("it spreads the channel axis over several axes (other than into attention heads)")
+                raise Unprunable("it spreads the channel axis over several axes (other than into attention heads "
+                                 "or normalisation groups)")
             position = block_in.index(x.axis)
             outer = int(np.prod(_static([in_shape[i] for i in block_in[:position]], "leading")))
             inner = int(np.prod(_static([in_shape[i] for i in block_in[position + 1:]], "trailing")))
@@ -132,6 +135,27 @@ class ReshapeRule(Rule):
             ctx.add_rewrite(self, node)
             return
         raise Unprunable("its channel axis could not be matched to an output axis")
+
+    def _groups(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, block_in: list[int], block_out: list[int],
+                out_shape: list[Dim]) -> bool:
+        """A block that starts at the channel axis, merged and split again with a first axis that divides the
+        channels or is a multiple of them: each output index along it holds whole channels (a group, as in
+        PyTorch's GroupNorm export [N, C, H, W] -> [N, G, -1] before its InstanceNormalization) or a part of
+        one channel (the way back). Groups become channels tied to their C / G input channels, so whole groups
+        go (which leaves the others' statistics as they were). Returns whether ``node`` is such a reshape."""
+        if block_in[0] != x.axis or len(block_in) < 2 or len(block_out) < 2 or not isinstance(out_shape[block_out[0]], int):
+            return False
+        first = int(out_shape[block_out[0]])
+        if first < x.size and x.size % first == 0:
+            y = ctx.declare(node.outputs[0], block_out[0], first)  # into groups
+            ctx.couple(x.slots, y.slots[np.arange(x.size) // (x.size // first)])
+        elif first > x.size and first % x.size == 0:
+            y = ctx.declare(node.outputs[0], block_out[0], first)  # back from groups
+            ctx.couple(x.slots[np.arange(first) // (first // x.size)], y.slots)
+        else:
+            return False
+        ctx.add_rewrite(self, node)
+        return True
 
     def _split_channels(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, sizes: list[Dim],
                         block: list[int], axis: int) -> None:
