@@ -42,7 +42,7 @@ def feeds_for(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str
 
 def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     """||expected - actual|| / ||expected|| (absolute error when expected is all zero)."""
-    norm = np.linalg.norm(expected)
+    norm = np.linalg.norm(expected.astype(np.float64))  # a float16 output's squared norm overflows
     diff = np.linalg.norm(expected.astype(np.float64) - actual.astype(np.float64))
     return float(diff / norm) if norm else float(diff)
 
