@@ -716,6 +716,37 @@ def test_reshape_regrouping_whole_channels_across_two_axes_is_pruned(there, back
     assert len(next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]) == 4
 
 
+@pytest.mark.parametrize("op, mode, c_out", [("DepthToSpace", "DCR", 4), ("DepthToSpace", "CRD", 4),
+                                              ("SpaceToDepth", None, 64)])
+def test_depth_to_space_and_back_lose_whole_blocks_of_channels(op, mode, c_out):
+    # A sub-pixel convolution's pixel shuffle: 16 channels -> 4 channels at twice the resolution (or the reverse).
+    first, inits1 = conv("conv1", "x", "a", 3, 16, seed=1)
+    shuffle = helper.make_node(op, ["a"], ["m"], blocksize=2, **({"mode": mode} if mode else {}))
+    last, inits2 = conv("conv2", "m", "y", c_out, 4, seed=2)
+    result = prune_checked(make_model([first, shuffle, last], X, ["y"], inits1 + inits2))
+    removed = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
+    unit_of = {"DCR": lambda c: c % 4, "CRD": lambda c: c // 4, None: lambda c: c}[mode]  # the output channel
+    assert len(removed) == 8 and len({unit_of(c) for c in removed}) == (8 if op == "SpaceToDepth" else 2)
+    assert node_of(result, "conv2").inputs[1].shape[1] == c_out // 2
+
+
+def test_a_pixel_shuffle_written_as_reshape_and_transpose_loses_whole_blocks_of_channels():
+    # x.view(n, c / 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c / 4, 2h, 2w): the Conv reads axis 1
+    # of the last Reshape, which keeps axis 1 of the Transpose, so the first Reshape's channels are on axis 1.
+    first, inits1 = conv("conv1", "x", "a", 3, 16, seed=1)
+    inits = [numpy_helper.from_array(np.array([0, 4, 2, 2, 8, 8], np.int64), "blocks"),
+             numpy_helper.from_array(np.array([0, 4, 16, 16], np.int64), "image")]
+    nodes = [helper.make_node("Reshape", ["a", "blocks"], ["b"], name="to_blocks"),
+             helper.make_node("Transpose", ["b"], ["t"], perm=[0, 1, 4, 2, 5, 3]),
+             helper.make_node("Reshape", ["t", "image"], ["m"], name="to_image")]
+    last, inits2 = conv("conv2", "m", "y", 4, 4, seed=2)
+    result = prune_checked(make_model([first, *nodes, last], X, ["y"], inits1 + inits + inits2))
+    removed = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
+    assert len(removed) == 8 and len({c // 4 for c in removed}) == 2
+    assert list(node_of(result, "to_blocks").inputs[1].values) == [0, 2, 2, 2, 8, 8]
+    assert list(node_of(result, "to_image").inputs[1].values) == [0, 2, 16, 16]
+
+
 def test_layer_norm_over_the_spatial_axes_passes_channels_through():
     # Normalising each channel's 8x8 map on its own (axis 2): the channels are independent, as after a BN.
     nodes = [helper.make_node("LayerNormalization", ["a", "ln_scale", "ln_bias"], ["m"], axis=2)]
@@ -729,10 +760,10 @@ def test_layer_norm_over_the_spatial_axes_passes_channels_through():
     (helper.make_node("Softmax", ["a"], ["m"], axis=1), "normalises over the channel axis"),
     (helper.make_node("LRN", ["a"], ["m"], size=3), "no channel rule for op type 'LRN'"),
     (helper.make_node("LayerNormalization", ["a", "ln_scale"], ["m"], axis=1), "normalises over the channel axis"),
-    (helper.make_node("DepthToSpace", ["a"], ["m"], blocksize=2), "no channel rule"),
+    (helper.make_node("LpNormalization", ["a"], ["m"], axis=1), "no channel rule"),
 ])
 def test_unsafe_ops_pin_their_groups(node, why):
-    c_out = {"DepthToSpace": 2, "ReduceMean": 1}.get(node.op_type, 8)
+    c_out = {"ReduceMean": 1}.get(node.op_type, 8)
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     last, inits2 = conv("conv2", "m", "y", c_out, 4, seed=2)
     inits = inits1 + inits2 + ([weight("ln_scale", (8, 8, 8), 5)] if "ln_scale" in node.input else [])

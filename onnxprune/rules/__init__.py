@@ -8,14 +8,14 @@ from onnxprune.rules.conv import ConvRule, ConvTransposeRule
 from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
 from onnxprune.rules.linear import GemmRule, MatMulRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
-from onnxprune.rules.shape import FlattenRule, ReshapeRule, ShapeRule, SqueezeRule, TransposeRule
+from onnxprune.rules.shape import DepthSpaceRule, FlattenRule, ReshapeRule, ShapeRule, SqueezeRule, TransposeRule
 from onnxprune.rules.spatial import PadRule, PoolRule, ReduceRule, ResizeRule, SoftmaxRule
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(), GroupNormRule(),
+    QuantizeRule(), GroupNormRule(), DepthSpaceRule(),
 )
 
 

@@ -7,8 +7,11 @@ merges [N, H, W, C] into [N, H * W * C], where channel c holds every C-th featur
 shuffle's merge back, whose channels are the shuffle groups). A Reshape that keeps the channel axis
 whole moves it; one that splits it makes the axis its consumers read channels from (a decoder's dense
 output reshaped into a feature map) the channel axis, or else the heads of [.., heads, head size]; one
-that spreads it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
-rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. Shape reads no channel values:
+that regroups whole channels (a GroupNorm's [N, G, -1]) makes the groups the channels; one that spreads
+it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
+rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. DepthToSpace (a sub-pixel
+convolution's pixel shuffle) makes each output channel of blocksize^2 input channels, strided (DCR) or
+consecutive (CRD), and SpaceToDepth the reverse, so those go together. Shape reads no channel values:
 its output is a plain integer tensor.
 """
 
@@ -202,7 +205,22 @@ def _channel_axes_read(tensor: gs.Tensor, depth: int = 0) -> set[int]:
             axes |= {perm[a] for a in _channel_axes_read(node.outputs[0], depth + 1) if a < len(perm)}
         elif node.op in _KEEPS_AXES and node.inputs[0] is tensor:
             axes |= _channel_axes_read(node.outputs[0], depth + 1)
+        elif node.op == "Reshape" and node.inputs[0] is tensor:
+            axes |= _axes_kept_whole(node, _channel_axes_read(node.outputs[0], depth + 1))
     return axes
+
+
+def _axes_kept_whole(reshape: gs.Node, out_axes: set[int]) -> set[int]:
+    """The input axes of ``reshape`` that reach ``out_axes`` of its output unchanged, each on its own (a
+    pixel shuffle's [N, C, H, b, W, b] -> [N, C, H x b, W x b] keeps axis 1)."""
+    in_shape, out_shape = reshape.inputs[0].shape, reshape.outputs[0].shape
+    if not out_axes or in_shape is None or out_shape is None:
+        return set()
+    try:
+        blocks = _blocks(list(in_shape), list(out_shape))
+    except Unprunable:
+        return set()
+    return {block_in[0] for block_in, block_out in blocks if len(block_in) == len(block_out) == 1 and block_out[0] in out_axes}
 
 
 class TransposeRule(Rule):
@@ -237,6 +255,29 @@ class SqueezeRule(Rule):
             kept_positions = [i for i in range(rank) if i not in inserted]
             new_axis = kept_positions[x.axis]
         ctx.same_channels(node.outputs[0], x, axis=new_axis)
+
+
+class DepthSpaceRule(Rule):
+    op_types = ("DepthToSpace", "SpaceToDepth")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        if x.axis != 1:
+            raise Unprunable("it moves its channel axis into space")
+        block = int(node.attrs["blocksize"]) ** 2
+        if node.op == "SpaceToDepth":  # output channel k * C + c holds a block position of input channel c
+            y = ctx.declare(node.outputs[0], 1, x.size * block)
+            ctx.couple(x.slots[np.arange(y.size) % x.size], y.slots)
+            return
+        if x.size % block:
+            raise Unprunable(f"its {x.size} channels are not a multiple of blocksize^2 = {block}")
+        y = ctx.declare(node.outputs[0], 1, x.size // block)
+        if node.attrs.get("mode", "DCR") == "CRD":  # output channel c of input channels c * b^2 .. (c + 1) * b^2 - 1
+            ctx.couple(x.slots, y.slots[np.arange(x.size) // block])
+        else:  # DCR: output channel c of input channels c, c + C / b^2, c + 2 C / b^2, ..
+            ctx.couple(x.slots, y.slots[np.arange(x.size) % y.size])
 
 
 class ShapeRule(Rule):
