@@ -205,7 +205,8 @@ def _split(loaded: _Loaded, inputs: list[InputSpec], batch: int, held_out: float
 
 
 def _evaldata(loaded: _Loaded, indices: np.ndarray, size: int, description: str) -> EvalData:
-    batches = [{k: v[indices[i:i + size]] for k, v in loaded.arrays.items()} for i in range(0, len(indices), size)]
+    chosen = {k: v[indices] for k, v in loaded.arrays.items()}  # one copy, its batches views back to back
+    batches = [{k: v[i:i + size] for k, v in chosen.items()} for i in range(0, len(indices), size)]
     labels = loaded.labels[indices] if loaded.labels is not None else None
     return EvalData(batches, labels, description)
 

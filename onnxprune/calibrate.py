@@ -656,7 +656,21 @@ def recording_batches(model: onnx.ModelProto, batches: list[dict[str, np.ndarray
     if count < 2:
         return batches
     groups = [batches[i:i + count] for i in range(0, len(batches), count)]
-    return [{k: np.concatenate([b[k] for b in group]) for k in group[0]} for group in groups]
+    return [{k: _joined([b[k] for b in group]) for k in group[0]} for group in groups]
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` joined on their first axis: a read-only view where they lie back to back in one buffer
+    (batches sliced from one array, as ``load_calibration`` makes them), else a copy."""
+    first, address = parts[0], parts[0].__array_interface__["data"][0]
+    for part in parts:
+        if (part.base is None or part.base is not first.base or not part.flags.c_contiguous
+                or part.dtype != first.dtype or part.shape[1:] != first.shape[1:]
+                or part.__array_interface__["data"][0] != address):
+            return np.concatenate(parts)
+        address += part.nbytes
+    shape = (sum(len(part) for part in parts), *first.shape[1:])
+    return np.lib.stride_tricks.as_strided(first, shape, first.strides, writeable=False)
 
 
 def _batch_size(batches: list[dict[str, np.ndarray]]) -> int:

@@ -399,6 +399,11 @@ def test_small_batches_are_joined_for_the_recording_and_give_the_same_statistics
     joined = calibrate.recording_batches(model, batches, [spec])
     assert [len(b["x"]) for b in joined] == [8] * 8
     np.testing.assert_array_equal(np.concatenate([b["x"] for b in joined]), x)
+    assert all(np.shares_memory(b["x"], x) for b in joined)  # slices back to back: joined without a copy
+    copies = calibrate.recording_batches(model, [{"x": b["x"].copy()} for b in batches], [spec])
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in copies]), x)
+    reversed_order = calibrate.recording_batches(model, batches[::-1], [spec])  # not back to back in memory
+    np.testing.assert_array_equal(reversed_order[0]["x"], np.concatenate([b["x"] for b in batches[:-5:-1]]))
     stats = collect_stats(model, {"x": spec}, batches, gram=True, sums=SUMS)["x"]
     reference = ChannelStats(3)
     for index, batch in enumerate(joined):
