@@ -417,12 +417,12 @@ def _error(moment: np.ndarray, columns: np.ndarray, removed: np.ndarray, mapping
 
 
 def _bias_input(consumer: Consumer) -> int | None:
-    """The input index of the consumer's bias (2), existing or to be created; None when it cannot take one
-    or when a constant term would be wrong too often (see ``_interior_share``)."""
+    """The input index of the consumer's bias (2, or 3 for a recurrent node), existing or to be created;
+    None when it cannot take one or when a constant term would be wrong too often (see ``_interior_share``)."""
     node = consumer.node
     if not _can_take_bias(consumer) or (node.op == "Conv" and _interior_share(node) < MIN_INTERIOR):
         return None
-    return 2
+    return 3 if consumer.recurrent else 2
 
 
 def _can_take_bias(consumer: Consumer) -> bool:
@@ -430,9 +430,14 @@ def _can_take_bias(consumer: Consumer) -> bool:
     node = consumer.node
     if node.op == "MatMul":
         return False
-    if len(node.inputs) > 2 and not node.inputs[2].is_empty():
-        stored = stored_constant(node.inputs[2])
-        return stored is not None and stored.values.shape == (consumer.out_channels(),)
+    index = 3 if consumer.recurrent else 2
+    if len(node.inputs) > index and not node.inputs[index].is_empty():
+        stored = stored_constant(node.inputs[index])
+        expected = (consumer.out_channels(),)
+        if consumer.recurrent:  # [directions, W's biases then R's]
+            directions = int(consumer.weight.node.inputs[consumer.weight.input_index].shape[0])
+            expected = (directions, 2 * consumer.out_channels() // directions)
+        return stored is not None and stored.values.shape == expected
     return True
 
 
@@ -481,6 +486,9 @@ def _current_bias(consumer: Consumer) -> np.ndarray:
 def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> None:
     """Add ``delta`` to the consumer's bias input, creating the bias where there is none."""
     node = consumer.node
+    if consumer.recurrent:
+        _add_to_recurrent_bias(consumer, delta)
+        return
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         bias_holder, bias_index = _holder(node, 2)
         store_param(bias_holder, bias_index, param_values(bias_holder, bias_index) + delta)
@@ -492,6 +500,27 @@ def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> N
         node.inputs.append(tensor)
     if consumer.out_weight is not None:  # the new bias loses the same output channels as the weight
         analysis.context.params.append(ParamSlice(node, 2, 0, consumer.out_weight.slots, False, node))
+
+
+def _add_to_recurrent_bias(consumer: Consumer, delta: np.ndarray) -> None:
+    """Add ``delta`` (per row of W) to W's part of an RNN's, GRU's or LSTM's bias B [directions, 2 x rows]:
+    it is added to X W^T at every step, outside every gate's nonlinearity."""
+    node = consumer.node
+    directions = int(consumer.weight.node.inputs[consumer.weight.input_index].shape[0])
+    rows = consumer.out_channels() // directions
+    if len(node.inputs) > 3 and not node.inputs[3].is_empty():
+        holder, index = _holder(node, 3)
+        values = param_values(holder, index).astype(np.float64)
+        values[:, :rows] += delta.reshape(directions, rows)
+        store_param(holder, index, values)
+        return
+    values = np.zeros((directions, 2 * rows))
+    values[:, :rows] = delta.reshape(directions, rows)
+    tensor = gs.Constant(f"{node.name}__compensation_bias", values.astype(consumer.store_dtype()))
+    if len(node.inputs) > 3:
+        node.inputs[3] = tensor  # an empty optional input
+    else:
+        node.inputs.append(tensor)
 
 
 def _holder(node: gs.Node, index: int) -> tuple[gs.Node, int]:

@@ -1,4 +1,5 @@
-"""Weighted consumers of channels: the Conv, Gemm and MatMul nodes whose weights read a tensor's channels.
+"""Weighted consumers of channels: the Conv, Gemm, MatMul and recurrent (RNN, GRU, LSTM) nodes whose
+weights read a tensor's channels.
 
 Activation criteria weigh a channel by what its consumers do with it, and compensation rewrites those
 consumers' weights, so both need the same view: the consumer's input tensor, its weight, and which
@@ -17,8 +18,9 @@ from onnxprune.groups import Analysis
 from onnxprune.model import param_values
 from onnxprune.rules import ChannelTensor
 from onnxprune.rules.base import ParamSlice
+from onnxprune.rules.recurrent import RECURRENT_OPS
 
-CONSUMER_OPS = ("Conv", "Gemm", "MatMul")
+CONSUMER_OPS = ("Conv", "Gemm", "MatMul", *RECURRENT_OPS)
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,22 @@ class Consumer:
     def matrix(self) -> np.ndarray:
         """The weight as [rows, input channels]: rows are (output channel, kernel tap) pairs."""
         values = param_values(self.weight.node, self.weight.input_index).astype(np.float64)
-        # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul [C, O] or [O, C] -> [O, C]: output channel first.
+        # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul [C, O] or [O, C] -> [O, C]: output channel first;
+        # recurrent W [directions, gates x hidden, C] -> [directions x gates x hidden, C].
         return np.moveaxis(values, self.weight.axis, -1).reshape(-1, values.shape[self.weight.axis])
 
     def out_channels(self) -> int:
-        """The node's output channel count."""
+        """The node's output channel count (a recurrent node's: the rows of its input projection)."""
         shape = self.weight.node.inputs[self.weight.input_index].shape
+        if self.recurrent:
+            return int(shape[0]) * int(shape[1])
         out_axis = 1 if self.weight.axis == 0 else 0
         return int(shape[out_axis])
+
+    @property
+    def recurrent(self) -> bool:
+        """An RNN, GRU or LSTM: its bias is input 3, [directions, 2 x gates x hidden], W's part first."""
+        return self.node.op in RECURRENT_OPS
 
     def store_dtype(self) -> np.dtype:
         """The dtype the node computes in (a Cast or a DequantizeLinear in front of a stored weight sets it)."""
@@ -53,7 +63,7 @@ class Consumer:
 
 
 def find_consumers(analysis: Analysis) -> list[Consumer]:
-    """Every Conv (group 1), Gemm and MatMul whose weight is sliced along its input channels."""
+    """Every Conv (group 1), Gemm, MatMul and recurrent node whose weight is sliced along its input channels."""
     ctx = analysis.context
     by_owner: dict[int, list[ParamSlice]] = {}
     for param in ctx.params:

@@ -54,13 +54,20 @@ def _dims(shape: list | None) -> list[int] | None:
     return [d if isinstance(d, int) and d >= 0 else 1 for d in shape]  # symbolic dims count as 1
 
 
-_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_RECURRENT_OPS = ("RNN", "GRU", "LSTM")
+_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", *_RECURRENT_OPS)
 
 
 def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
     """``node_macs`` with the activation shapes of ``shapes`` where it has them."""
     if node.op not in _MAC_OPS or len(node.inputs) < 2:
         return 0
+    if node.op in _RECURRENT_OPS:  # X W^T and H R^T at every step: W [dirs, rows, in], R [dirs, rows, hidden]
+        x = _dims(shapes.get(node.inputs[0].name, node.inputs[0].shape) if shapes else node.inputs[0].shape)
+        w, r = _dims(node.inputs[1].shape), _dims(node.inputs[2].shape) if len(node.inputs) > 2 else None
+        if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+            return 0
+        return x[0] * x[1] * w[0] * w[1] * (w[2] + r[2])
     x, w, y = (_dims(shapes.get(t.name, t.shape) if shapes else t.shape) for t in (*node.inputs[:2], node.outputs[0]))
     if x is None or w is None or y is None or not x:
         return 0
@@ -73,7 +80,7 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
 
 
 def node_macs(node: gs.Node, scales: dict[str, float] | None = None) -> float:
-    """Multiply-accumulates of one Conv, ConvTranspose, Gemm or MatMul at batch 1 (0 for other ops);
+    """Multiply-accumulates of one Conv, ConvTranspose, Gemm, MatMul, RNN, GRU or LSTM at batch 1 (0 for other ops);
     symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
     return _macs(node) * (scales or {}).get(node.outputs[0].name, 1.0)
 
@@ -103,7 +110,7 @@ def unresolved_mac_tensors(graph: gs.Graph, shapes: dict[str, list]) -> list[str
 
 def _activations(node: gs.Node) -> list[gs.Variable]:
     """The activations a node's MACs are counted from: its first two inputs and its output, not weights."""
-    return [t for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable)]
+    return [t for t in (*node.inputs[:2], node.outputs[0]) if isinstance(t, gs.Variable) and not t.is_empty()]
 
 
 def _known(shape: list | None) -> bool:
@@ -162,6 +169,10 @@ class MacModel:
             if not slots:
                 self.fixed += macs
                 continue
+            if node.op in _RECURRENT_OPS:  # only X W^T reads the input features; H R^T stays
+                features, hidden = node.inputs[1].shape[2], node.inputs[2].shape[2]
+                self.fixed += macs * hidden / (features + hidden)
+                macs *= features / (features + hidden)
             sizes = [len(s) for s in slots]
             self.terms.append((macs / float(np.prod(sizes)), slots, sizes))
         self.total = self.macs(np.zeros(analysis.context.slot_count, dtype=bool))

@@ -48,7 +48,7 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
-    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "RNN", "GRU", "LSTM"):
         return  # per-channel constants (a bias Add, say) are sliced with their channels: nothing reads them
     holder, index = node, 1
     if not isinstance(node.inputs[1], gs.Constant):  # a weight stored in bfloat16 and Cast up
@@ -60,6 +60,8 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
         for c in removed:
             g = c // per_group_in
             weight[g * per_group_out:(g + 1) * per_group_out, c % per_group_in] = 0
+    elif node.op in ("RNN", "GRU", "LSTM"):  # W [directions, gates x hidden, features]
+        weight[:, :, removed] = 0
     elif node.op in ("ConvTranspose", "MatMul") or node.op == "Gemm" and not node.attrs.get("transB", 0):
         weight[removed] = 0
     else:

@@ -294,6 +294,35 @@ def test_compensation_creates_a_gemm_bias_and_recovers_a_linear_feature():
     assert len(next(n for n in result.model.graph.node if n.name == "fc2").input) == 3
 
 
+@pytest.mark.parametrize("op, gates, bias", [("LSTM", 4, False), ("GRU", 3, True), ("RNN", 1, True)])
+def test_compensation_folds_a_linear_feature_into_a_recurrent_nodes_input_bias(op, gates, bias):
+    rng = np.random.default_rng(4)
+    w1, b1 = rng.normal(size=(6, 5)), rng.normal(size=5)
+    w1[:, 4] = 2.0 * w1[:, 1] - w1[:, 2]
+    b1[4] = 2.0 * b1[1] - b1[2] + 1.0  # feature 4 = 2 f1 - f2 + 1, at every step
+    inits = [_init("w1", w1), _init("b1", b1), _init("w", rng.normal(size=(2, gates * 3, 5))),
+             _init("r", rng.normal(size=(2, gates * 3, 3)) * 0.5)]
+    if bias:
+        inits.append(_init("b", rng.normal(size=(2, 2 * gates * 3))))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Transpose", ["hb"], ["seq"], perm=[1, 0, 2]),  # batch first, as exporters feed it
+             helper.make_node(op, ["seq", "w", "r"] + ["b"] * bias, ["y"], name="rnn", hidden_size=3,
+                              direction="bidirectional", **({"linear_before_reset": 1} if op == "GRU" else {}))]
+    model = make_model(nodes, {"x": ["N", 7, 6]}, ["y"], inits)
+    x = rng.normal(size=(64, 7, 6)).astype(np.float32)
+    batches = [{"x": x[i:i + 16]} for i in range(0, 64, 16)]
+    result = onnxprune.prune(model, ratio=0.2, round_to=1, importance="redundancy", calib=batches)
+    assert len(removed_by(result, "rnn")) == 1
+    feeds = {"x": rng.normal(size=(8, 7, 6)).astype(np.float32)}
+    assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-4
+    rnn = next(n for n in result.model.graph.node if n.name == "rnn")
+    # The constant term went into W's half of B (as PyTorch exports a GRU, R's half of it is gated), created
+    # where there was none.
+    assert len(rnn.input) == 4
+    plain = onnxprune.prune(model, ratio=0.2, round_to=1, importance="redundancy", calib=batches, compensate=False)
+    assert relative_error(run(model, feeds)[0], run(plain.model, feeds)[0]) > 1e-2
+
+
 def test_bn_criterion_ranks_by_batchnorm_scale_without_calibration_data():
     rng = np.random.default_rng(4)
     gamma = rng.uniform(0.5, 1.5, size=8)

@@ -129,6 +129,31 @@ def test_gemm_with_activation_weight_is_pinned():
     assert "not a constant weight" in group_of(result, "a")["pinned_reason"]
 
 
+def _crnn(op: str, gates: int, direction: str) -> onnx.ModelProto:
+    """conv1 (3 -> 8) -> mean over the height -> one step per column -> ``op`` (hidden 5) -> y."""
+    dirs = 2 if direction == "bidirectional" else 1
+    inits = [weight("w", (dirs, gates * 5, 8), 3), weight("r", (dirs, gates * 5, 5), 4),
+             weight("b", (dirs, 2 * gates * 5), 5)]
+    nodes = [helper.make_node("ReduceMean", ["a"], ["col"], axes=[2], keepdims=0),
+             helper.make_node("Transpose", ["col"], ["seq"], perm=[2, 0, 1]),  # (layout 1 fails in ONNX Runtime)
+             helper.make_node(op, ["seq", "w", "r", "b"], ["y"], name="rnn", hidden_size=5, direction=direction)]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    return make_model([first, *nodes], X, ["y"], inits1 + inits)
+
+
+@pytest.mark.parametrize("op, gates, direction", [("LSTM", 4, "bidirectional"), ("GRU", 3, "forward"),
+                                                 ("RNN", 1, "reverse")])
+def test_recurrent_nodes_lose_input_features_with_the_channels_that_make_them(op, gates, direction):
+    # A CRNN's conv channels are its recurrent layer's input features: W [dirs, gates x hidden, 8] loses 4.
+    result = prune_checked(_crnn(op, gates, direction))
+    dirs = 2 if direction == "bidirectional" else 1
+    assert node_of(result, "rnn").inputs[1].shape == [dirs, gates * 5, 4]
+    assert node_of(result, "rnn").inputs[2].shape == [dirs, gates * 5, 5]  # the hidden size stays, and says so
+    assert f"the hidden size of {op} nodes is not pruned" in group_of(result, "y")["pinned_reason"]
+    # The recurrent node's MACs count: 8 steps of X W^T and H R^T per direction, of which X W^T halves.
+    assert result.original.macs - result.pruned.macs == 8 * 8 * 8 * 3 * 9 // 2 + 8 * dirs * gates * 5 * 4
+
+
 # ---- normalisation and element-wise ----------------------------------------------------------
 def test_batch_and_instance_norm_parameters_are_sliced():
     bn = helper.make_node("BatchNormalization", ["a", "s", "b", "mean", "var"], ["n"], name="bn")

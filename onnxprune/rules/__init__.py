@@ -8,6 +8,7 @@ from onnxprune.rules.conv import ConvRule, ConvTransposeRule
 from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
 from onnxprune.rules.linear import GemmRule, MatMulRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
+from onnxprune.rules.recurrent import RecurrentRule
 from onnxprune.rules.shape import DepthSpaceRule, FlattenRule, ReshapeRule, ShapeRule, SqueezeRule, TransposeRule
 from onnxprune.rules.spatial import PadRule, PoolRule, ReduceRule, ResizeRule, SoftmaxRule
 
@@ -15,7 +16,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(), GroupNormRule(), DepthSpaceRule(),
+    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(),
 )
 
 
