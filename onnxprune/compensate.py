@@ -106,6 +106,8 @@ def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
         if removed.all() or pair is None and kernel is None and (recorded is None or not removed.any()):
             continue
         out_kept = ~slot_removed[consumer.out_weight.slots] if consumer.out_weight is not None else None
+        if out_kept is not None and consumer.recurrent:  # W's rows are direction major: one mask per direction
+            out_kept = np.tile(out_kept, consumer.out_channels() // len(out_kept))
         records.append(_compensate_consumer(analysis, consumer, removed, recorded, pair, kernel, out_kept, decisions))
     return records
 
@@ -487,7 +489,7 @@ def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> N
     """Add ``delta`` to the consumer's bias input, creating the bias where there is none."""
     node = consumer.node
     if consumer.recurrent:
-        _add_to_recurrent_bias(consumer, delta)
+        _add_to_recurrent_bias(analysis, consumer, delta)
         return
     if len(node.inputs) > 2 and not node.inputs[2].is_empty():
         bias_holder, bias_index = _holder(node, 2)
@@ -502,7 +504,7 @@ def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> N
         analysis.context.params.append(ParamSlice(node, 2, 0, consumer.out_weight.slots, False, node))
 
 
-def _add_to_recurrent_bias(consumer: Consumer, delta: np.ndarray) -> None:
+def _add_to_recurrent_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> None:
     """Add ``delta`` (per row of W) to W's part of an RNN's, GRU's or LSTM's bias B [directions, 2 x rows]:
     it is added to X W^T at every step, outside every gate's nonlinearity."""
     node = consumer.node
@@ -521,6 +523,9 @@ def _add_to_recurrent_bias(consumer: Consumer, delta: np.ndarray) -> None:
         node.inputs[3] = tensor  # an empty optional input
     else:
         node.inputs.append(tensor)
+    if consumer.out_weight is not None:  # the new bias loses the hidden units W loses, in both halves
+        slots = np.tile(consumer.out_weight.slots, 2)
+        analysis.context.params.append(ParamSlice(node, 3, 1, slots, False, node))
 
 
 def _holder(node: gs.Node, index: int) -> tuple[gs.Node, int]:

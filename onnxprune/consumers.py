@@ -82,7 +82,9 @@ def find_consumers(analysis: Analysis) -> list[Consumer]:
         weight = next((p for p in params if np.array_equal(p.slots, source.slots)), None)
         if weight is None:
             continue
-        out_weight = next((p for p in params if p is not weight), None)
+        # The same weight's other channel axis (a recurrent node's R reads its hidden units too).
+        out_weight = next((p for p in params if p is not weight and p.node is weight.node
+                           and p.input_index == weight.input_index), None)
         consumers.append(Consumer(node, source, weight, out_weight))
     return consumers
 

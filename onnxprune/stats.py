@@ -169,13 +169,25 @@ class MacModel:
             if not slots:
                 self.fixed += macs
                 continue
-            if node.op in _RECURRENT_OPS:  # only X W^T reads the input features; H R^T stays
-                features, hidden = node.inputs[1].shape[2], node.inputs[2].shape[2]
-                self.fixed += macs * hidden / (features + hidden)
-                macs *= features / (features + hidden)
+            if node.op in _RECURRENT_OPS:
+                self._add_recurrent(node, macs, by_owner[id(node)])
+                continue
             sizes = [len(s) for s in slots]
             self.terms.append((macs / float(np.prod(sizes)), slots, sizes))
         self.total = self.macs(np.zeros(analysis.context.slot_count, dtype=bool))
+
+    def _add_recurrent(self, node: gs.Node, macs: float, params: list) -> None:
+        """X W^T and H R^T, each in proportion to the channels its weight keeps on its two sliced axes (W:
+        features and gates x hidden units; R: gates x hidden units and hidden units)."""
+        features, hidden = node.inputs[1].shape[2], node.inputs[2].shape[2]
+        for index, share in ((1, features / (features + hidden)), (2, hidden / (features + hidden))):
+            slots = [p.slots for p in params if (p.node.inputs[p.input_index] if p.node is node else p.node.outputs[0])
+                     is node.inputs[index]]
+            if not slots:
+                self.fixed += macs * share
+                continue
+            sizes = [len(s) for s in slots]
+            self.terms.append((macs * share / float(np.prod(sizes)), slots, sizes))
 
     def macs(self, slot_removed: np.ndarray) -> int:
         """MACs once the slots marked True are removed."""

@@ -70,13 +70,23 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
     holder.inputs[index] = gs.Constant(f"{old.name}__masked_{node.name}", weight, export_dtype=old.export_dtype)
 
 
+def _zero_recurrence(node: gs.Node, removed: list[int]) -> None:
+    """Zero the columns of R [directions, gates x hidden, hidden] that read the removed hidden units."""
+    recurrence = np.array(node.inputs[2].values)
+    recurrence[:, :, removed] = 0
+    node.inputs[2] = gs.Constant(f"{node.inputs[2].name}__masked", recurrence)
+
+
 def masked_reference(original: onnx.ModelProto, report: dict) -> onnx.ModelProto:
-    """The original model with every removed input channel's weights zeroed (the report's ``in_removed``)."""
+    """The original model with every removed input channel's weights zeroed (the report's ``in_removed``),
+    and a recurrent node's removed hidden units kept from the units that stay."""
     graph = import_graph(original)
     nodes = {n.name: n for n in graph.nodes}
     for entry in report["nodes"]:
         if entry["in_removed"]:
             _zero_inputs(nodes[entry["name"]], entry["in_removed"])
+        if entry["out_removed"] and entry["op_type"] in ("RNN", "GRU", "LSTM"):
+            _zero_recurrence(nodes[entry["name"]], entry["out_removed"])
     graph.cleanup()
     return export_graph(graph, original)
 

@@ -129,29 +129,57 @@ def test_gemm_with_activation_weight_is_pinned():
     assert "not a constant weight" in group_of(result, "a")["pinned_reason"]
 
 
-def _crnn(op: str, gates: int, direction: str) -> onnx.ModelProto:
-    """conv1 (3 -> 8) -> mean over the height -> one step per column -> ``op`` (hidden 5) -> y."""
+def _crnn(op: str, gates: int, direction: str, initial_state: float = 0.0) -> onnx.ModelProto:
+    """conv1 (3 -> 8) -> mean over the height -> one step per column -> ``op`` (hidden 5, initial states
+    h0 (and c0) filled with ``initial_state`` as exporters write zeros) -> [steps, N, directions x 5] -> fc -> y."""
     dirs = 2 if direction == "bidirectional" else 1
     inits = [weight("w", (dirs, gates * 5, 8), 3), weight("r", (dirs, gates * 5, 5), 4),
-             weight("b", (dirs, 2 * gates * 5), 5)]
+             weight("b", (dirs, 2 * gates * 5), 5), weight("fc", (dirs * 5, 4), 6),
+             numpy_helper.from_array(np.array([dirs], np.int64), "dirs"),
+             numpy_helper.from_array(np.array([5], np.int64), "hidden"),
+             numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merged")]
+    states = ["h0", "c0"][:1 + (op == "LSTM")]
     nodes = [helper.make_node("ReduceMean", ["a"], ["col"], axes=[2], keepdims=0),
              helper.make_node("Transpose", ["col"], ["seq"], perm=[2, 0, 1]),  # (layout 1 fails in ONNX Runtime)
-             helper.make_node(op, ["seq", "w", "r", "b"], ["y"], name="rnn", hidden_size=5, direction=direction)]
+             helper.make_node("Shape", ["seq"], ["seq_shape"]),
+             helper.make_node("Gather", ["seq_shape", "one"], ["batch"], axis=0),
+             helper.make_node("Concat", ["dirs", "batch", "hidden"], ["state_shape"], axis=0),
+             *[helper.make_node("ConstantOfShape", ["state_shape"], [state],
+                                value=numpy_helper.from_array(np.array([initial_state], np.float32))) for state in states],
+             helper.make_node(op, ["seq", "w", "r", "b", ""] + states, ["hs"], name="rnn", hidden_size=5,
+                              direction=direction),
+             helper.make_node("Transpose", ["hs"], ["hs_t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["hs_t", "merged"], ["features"]),
+             helper.make_node("MatMul", ["features", "fc"], ["y"], name="fc")]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     return make_model([first, *nodes], X, ["y"], inits1 + inits)
 
 
 @pytest.mark.parametrize("op, gates, direction", [("LSTM", 4, "bidirectional"), ("GRU", 3, "forward"),
                                                  ("RNN", 1, "reverse")])
-def test_recurrent_nodes_lose_input_features_with_the_channels_that_make_them(op, gates, direction):
-    # A CRNN's conv channels are its recurrent layer's input features: W [dirs, gates x hidden, 8] loses 4.
+def test_recurrent_nodes_lose_input_features_and_hidden_units(op, gates, direction):
+    # A CRNN's conv channels are its recurrent layer's input features (W [dirs, gates x hidden, 8] loses 4 of
+    # them); a hidden unit goes from every gate and direction of W, R and B, R's columns, and the fc after it.
     result = prune_checked(_crnn(op, gates, direction))
     dirs = 2 if direction == "bidirectional" else 1
-    assert node_of(result, "rnn").inputs[1].shape == [dirs, gates * 5, 4]
-    assert node_of(result, "rnn").inputs[2].shape == [dirs, gates * 5, 5]  # the hidden size stays, and says so
-    assert f"the hidden size of {op} nodes is not pruned" in group_of(result, "y")["pinned_reason"]
-    # The recurrent node's MACs count: 8 steps of X W^T and H R^T per direction, of which X W^T halves.
-    assert result.original.macs - result.pruned.macs == 8 * 8 * 8 * 3 * 9 // 2 + 8 * dirs * gates * 5 * 4
+    kept = group_of(result, "hs")["kept"]
+    assert 0 < kept < 5
+    rnn = node_of(result, "rnn")
+    assert rnn.inputs[1].shape == [dirs, gates * kept, 4] and rnn.inputs[2].shape == [dirs, gates * kept, kept]
+    assert rnn.inputs[3].shape == [dirs, 2 * gates * kept] and rnn.attrs["hidden_size"] == kept
+    assert all(t.is_empty() for t in rnn.inputs[5:])  # the zero initial states are dropped: missing means zero
+    assert node_of(result, "fc").inputs[1].shape == [dirs * kept, 4]
+    # Its MACs count (X W^T and H R^T at each of the 8 steps), and a MACs target lands on them.
+    assert result.original.macs == 8 * 8 * 8 * 27 + 8 * dirs * gates * 5 * (8 + 5) + 8 * dirs * 5 * 4
+    targeted = onnxprune.prune(_crnn(op, gates, direction), target_macs=0.5, round_to=1)
+    assert 0.45 <= targeted.pruned.macs / targeted.original.macs <= 0.5
+
+
+def test_a_recurrent_node_with_a_nonzero_initial_state_made_at_run_time_keeps_its_hidden_units():
+    result = prune_checked(_crnn("LSTM", 4, "forward", initial_state=0.5))
+    assert "its initial state 'h0' is computed at run time" in group_of(result, "hs")["pinned_reason"]
+    assert group_of(result, "seq")["kept"] == 4  # its input features still go
 
 
 # ---- normalisation and element-wise ----------------------------------------------------------
