@@ -323,6 +323,31 @@ def test_compensation_folds_a_linear_feature_into_a_recurrent_nodes_input_bias(o
     assert relative_error(run(model, feeds)[0], run(plain.model, feeds)[0]) > 1e-2
 
 
+def test_compensation_of_a_recurrent_node_that_loses_hidden_units_too():
+    # Features in, hidden units out: the bias compensation creates (without B) loses the same hidden units.
+    rng = np.random.default_rng(5)
+    inits = [_init("w1", rng.normal(size=(6, 8))), _init("w", rng.normal(size=(2, 16, 8)) * 0.5),
+             _init("r", rng.normal(size=(2, 16, 4)) * 0.5), _init("fc", rng.normal(size=(8, 3))),
+             numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merged")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Transpose", ["h"], ["seq"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["seq", "w", "r"], ["hs"], name="rnn", hidden_size=4, direction="bidirectional"),
+             helper.make_node("Transpose", ["hs"], ["hs_t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["hs_t", "merged"], ["features"]),
+             helper.make_node("MatMul", ["features", "fc"], ["y"], name="fc")]
+    model = make_model(nodes, {"x": ["N", 7, 6]}, ["y"], inits)
+    x = (rng.normal(size=(128, 7, 6)) + 1.0).astype(np.float32)  # a mean to fold into the bias
+    batches = [{"x": x[i:i + 16]} for i in range(0, 128, 16)]
+    feeds = {"x": (rng.normal(size=(32, 7, 6)) + 1.0).astype(np.float32)}
+    errors = []
+    for compensate in (True, False):
+        result = onnxprune.prune(model, ratio=0.5, round_to=1, calib=batches, compensate=compensate)
+        rnn = next(n for n in result.model.graph.node if n.name == "rnn")
+        assert helper.get_attribute_value(next(a for a in rnn.attribute if a.name == "hidden_size")) == 2
+        assert (len(rnn.input) > 3) == compensate  # a bias of [2 directions, 2 x 4 gates x 2 hidden units]
+        errors.append(relative_error(run(model, feeds)[0], run(result.model, feeds)[0]))
+    assert errors[0] < errors[1]
+
+
 def test_bn_criterion_ranks_by_batchnorm_scale_without_calibration_data():
     rng = np.random.default_rng(4)
     gamma = rng.uniform(0.5, 1.5, size=8)
