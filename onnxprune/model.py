@@ -39,6 +39,8 @@ EXTERNAL_MIN_BYTES = 1024
 SKELETON_MAX_ELEMENTS = 1024
 # Constant folding only evaluates small results (shape arithmetic), never whole weights.
 FOLD_MAX_BYTES = 1 << 16
+# Weights that are only rearranged (sliced, concatenated, transposed) are folded up to this size each.
+REARRANGED_MAX_BYTES = 1 << 28
 # Reshape targets computed at run time are made constant in at most this many passes (see shape_targets.py):
 # a transformer takes one per reshape that follows another (a 12-block ViT: 26 passes, 1.5 s in all).
 MAX_RESHAPE_PASSES = 256
@@ -219,6 +221,9 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         raise InputError(f"the model's graph is malformed ({detail}); re-export it or check it with onnx.checker") from None
     node_count = len(graph.nodes)
     graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
+    if any(_rearranges_a_weight(node) for node in graph.nodes):
+        graph.fold_constants(error_ok=True, size_threshold=REARRANGED_MAX_BYTES,
+                             should_exclude_node=lambda node: node.op not in _REARRANGING_OPS)
     graph.cleanup(remove_unused_graph_inputs=False)
     if len(graph.nodes) != node_count:
         infer_graph_shapes(graph, model)
@@ -230,6 +235,17 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)
     return graph.toposort()
+
+
+# Ops that only move a weight's values around. The dynamo exporter leaves the gate reordering of a large
+# LSTM or GRU weight (PyTorch's gate order is not ONNX's) as Slices and Concats of the parameter.
+_REARRANGING_OPS = ("Slice", "Concat", "Split", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Gather", "Identity")
+
+
+def _rearranges_a_weight(node: gs.Node) -> bool:
+    """A rearranging op of constants only, one of them larger than constant folding evaluates."""
+    return (node.op in _REARRANGING_OPS and bool(node.inputs) and all(isinstance(t, gs.Constant) for t in node.inputs)
+            and any(t.values.nbytes > FOLD_MAX_BYTES for t in node.inputs if not t.is_empty()))
 
 
 def _keeps_storage_type(node: gs.Node) -> bool:

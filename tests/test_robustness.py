@@ -13,7 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.cli import main
+from onnxprune.latency import LatencyComparison, LatencyStats
 from onnxprune.model import external_data_bytes, save_model_atomic
+from onnxprune.pipeline import _slower
 
 X = {"x": ["N", 3, 8, 8]}
 
@@ -384,3 +386,12 @@ def test_calibrated_compensation_writes_bfloat16_stored_weights_back_in_bfloat16
     assert result.report["compensation"]
     plain = onnxprune.prune(model, compensate=False, **options)
     assert max(o.relative_l2 for o in result.evaluation.outputs) <= max(o.relative_l2 for o in plain.evaluation.outputs)
+
+
+@pytest.mark.parametrize("original, pruned, slower", [
+    (0.012, 0.013, False),  # a microsecond on a tiny model is noise
+    (1.00, 1.04, False),  # so is 4% of a larger one
+    (1.00, 1.10, True), (0.012, 0.030, True)])
+def test_a_pruned_model_counts_as_slower_only_beyond_measurement_noise(original, pruned, slower):
+    comparison = LatencyComparison(LatencyStats(original, original), LatencyStats(pruned, pruned), 50, 1, 1)
+    assert _slower(comparison) == slower
