@@ -295,6 +295,39 @@ def test_slice_on_the_channel_axis_rewrites_bounds():
     assert node_of(result, "slice").outputs[0].shape[1] == node_of(result, "conv2").inputs[1].shape[1]
 
 
+@pytest.mark.parametrize("indices, axis", [([1, 3, 5, 7], 3), (5, 2), (-1, 0)])
+def test_gather_off_the_channel_axis_keeps_the_channels(indices, axis):
+    # Columns of a map, one row of it (the channel axis stays put before the gathered axis), or the last
+    # sample of the batch (the channel axis moves down one, as in an LSTM's h_n[-1]).
+    inits = [numpy_helper.from_array(np.array(indices, np.int64), "idx")]
+    nodes = [helper.make_node("Gather", ["a", "idx"], ["g"], axis=axis)]
+    if np.ndim(indices) == 0:
+        nodes.append(helper.make_node("Unsqueeze", ["g", "where"], ["m"]))
+        inits.append(numpy_helper.from_array(np.array([axis], np.int64), "where"))
+    result = prune_checked(chain(nodes, inits, into="m" if np.ndim(indices) == 0 else "g"))
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "g")["kept"] == 4
+
+
+def test_gather_of_channels_reorders_and_selects_them_with_rewritten_indices():
+    # x[:, [7, 0, 3, 3, 5, 1]]: a reorder with a repeat; channels 2, 4 and 6 are read by nothing after it.
+    inits = [numpy_helper.from_array(np.array([7, 0, 3, 3, 5, 1], np.int64), "idx")]
+    nodes = [helper.make_node("Gather", ["a", "idx"], ["m"], axis=1, name="pick")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 6, 4, seed=2)
+    result = prune_checked(make_model([first, *nodes, last], X, ["y"], inits1 + inits + inits2))
+    kept = node_of(result, "conv2").inputs[1].shape[1]
+    assert 0 < kept < 6 and node_of(result, "pick").inputs[1].values.shape == (kept,)
+
+
+def test_gather_of_one_channel_pins_its_group():
+    inits = [numpy_helper.from_array(np.array(2, np.int64), "two"), numpy_helper.from_array(np.array([1], np.int64), "at")]
+    nodes = [helper.make_node("Gather", ["a", "two"], ["g"], axis=1), helper.make_node("Unsqueeze", ["g", "at"], ["m"])]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 1, 4, seed=2)
+    result = onnxprune.prune(make_model([first, *nodes, last], X, ["y"], inits1 + inits + inits2), ratio=0.5, round_to=1)
+    assert "indices that are not a constant list" in group_of(result, "a")["pinned_reason"]
+
+
 # ---- spatial ops -----------------------------------------------------------------------------
 SPATIAL = [
     ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}, []),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, RewriteView, Rule, Unprunable
-from onnxprune.rules.concat_split import ConcatRule, SliceRule, SplitRule
+from onnxprune.rules.concat_split import ConcatRule, GatherRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
 from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
 from onnxprune.rules.linear import GemmRule, MatMulRule
@@ -16,7 +16,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(),
+    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(),
 )
 
 

@@ -1,9 +1,11 @@
-"""Concat, Split and Slice.
+"""Concat, Split, Slice and Gather.
 
 On the channel axis these ops move channel indices by offsets: Concat's input k channel i is output
 channel offset_k + i; Split's output k channel i is input channel offset_k + i; Slice (step 1) output
-channel i is input channel start + i. Split sizes and Slice bounds are rewritten from the kept counts.
-On any other axis every input and output shares the same channels.
+channel i is input channel start + i; Gather of constant indices, output channel j is input channel
+indices[j] (a reorder or a selection). Split sizes, Slice bounds and Gather indices are rewritten from the
+kept channels. On any other axis every input and output shares the same channels (a Gather moves the
+channel axis by the rank of its indices less one: ``x[:, 0]`` of [N, T, C], ``h_n[-1]`` of an LSTM).
 """
 
 from __future__ import annotations
@@ -121,3 +123,29 @@ class SliceRule(Rule):
         starts[k], ends[k] = new_start, new_start + len(view.kept(node.outputs[0].name))
         view.replace_input(node, 1, starts.astype(node.inputs[1].values.dtype))
         view.replace_input(node, 2, ends.astype(node.inputs[2].values.dtype))
+
+
+class GatherRule(Rule):
+    op_types = ("Gather",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        axis = int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0])
+        index_rank = ctx.rank(node.inputs[1])
+        if axis != x.axis:
+            ctx.same_channels(node.outputs[0], x, x.axis if x.axis < axis else x.axis + index_rank - 1)
+            return
+        indices = ctx.const(node.inputs[1])
+        if indices is None or indices.ndim != 1:
+            raise Unprunable("it gathers along the channel axis with indices that are not a constant list")
+        y = ctx.declare(node.outputs[0], x.axis, len(indices))
+        ctx.couple(x.slots[indices % x.size], y.slots)
+        ctx.add_rewrite(self, node)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        x = view.channel(node.inputs[0].name)
+        indices = np.asarray(node.inputs[1].values)
+        kept = indices[view.kept(node.outputs[0].name)] % x.size
+        view.replace_input(node, 1, np.searchsorted(view.kept(x.name), kept).astype(indices.dtype))
