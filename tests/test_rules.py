@@ -328,6 +328,44 @@ def test_gather_of_one_channel_pins_its_group():
     assert "indices that are not a constant list" in group_of(result, "a")["pinned_reason"]
 
 
+@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat"])
+def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
+    # a * sigmoid(mean(a)).expand_as(a): the shape is a constant [1, 8, 8, 8], Shape(a), or [N] ++ [8, 8, 8].
+    inits = []
+    nodes = [helper.make_node("GlobalAveragePool", ["a"], ["pooled"]), helper.make_node("Sigmoid", ["pooled"], ["gate"])]
+    if shape_from == "constant":
+        inits.append(numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "shape"))
+    elif shape_from == "shape_of":
+        nodes.append(helper.make_node("Shape", ["a"], ["shape"]))
+    else:
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "first"),
+                  numpy_helper.from_array(np.array([8, 8, 8], np.int64), "rest")]
+        nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Gather", ["a_shape", "first"], ["n"]),
+                  helper.make_node("Concat", ["n", "rest"], ["shape"], axis=0, name="shape_concat")]
+    nodes += [helper.make_node("Expand", ["gate", "shape"], ["expanded"], name="expand"),
+              helper.make_node("Mul", ["a", "expanded"], ["m"])]
+    result = prune_checked(chain(nodes, inits))
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "expanded")["kept"] == 4
+    if shape_from == "constant":
+        assert list(node_of(result, "expand").inputs[1].values) == [1, 1, 8, 8]  # 1: the input's size
+    elif shape_from == "concat":
+        assert list(node_of(result, "shape_concat").inputs[1].values) == [1, 8, 8]
+
+
+@pytest.mark.parametrize("repeats, kept", [([1, 1, 2, 1], 4), ([1, 2, 1, 1], 8)])
+def test_tile_keeps_the_channels_unless_it_repeats_them(repeats, kept):
+    inits = [numpy_helper.from_array(np.array(repeats, np.int64), "repeats")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8 * repeats[1], 4, seed=2)
+    model = make_model([first, helper.make_node("Tile", ["a", "repeats"], ["m"]), last], X, ["y"], inits1 + inits + inits2)
+    if repeats[1] == 1:
+        result = prune_checked(model)
+    else:
+        result = onnxprune.prune(model, ratio=0.5, round_to=1)
+        assert "it repeats the channel axis" in group_of(result, "a")["pinned_reason"]
+    assert group_of(result, "a")["kept"] == kept
+
+
 # ---- spatial ops -----------------------------------------------------------------------------
 SPATIAL = [
     ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}, []),

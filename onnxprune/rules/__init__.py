@@ -9,14 +9,23 @@ from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
 from onnxprune.rules.linear import GemmRule, MatMulRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
 from onnxprune.rules.recurrent import RecurrentRule
-from onnxprune.rules.shape import DepthSpaceRule, FlattenRule, ReshapeRule, ShapeRule, SqueezeRule, TransposeRule
+from onnxprune.rules.shape import (
+    DepthSpaceRule,
+    ExpandRule,
+    FlattenRule,
+    ReshapeRule,
+    ShapeRule,
+    SqueezeRule,
+    TileRule,
+    TransposeRule,
+)
 from onnxprune.rules.spatial import PadRule, PoolRule, ReduceRule, ResizeRule, SoftmaxRule
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(),
+    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(),
 )
 
 

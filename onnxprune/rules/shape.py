@@ -11,8 +11,9 @@ that regroups whole channels (a GroupNorm's [N, G, -1]) makes the groups the cha
 it over several axes otherwise is not traced. Reshape targets with hard-coded counts are
 rewritten. Transpose, Squeeze and Unsqueeze only move the channel axis. DepthToSpace (a sub-pixel
 convolution's pixel shuffle) makes each output channel of blocksize^2 input channels, strided (DCR) or
-consecutive (CRD), and SpaceToDepth the reverse, so those go together. Shape reads no channel values:
-its output is a plain integer tensor.
+consecutive (CRD), and SpaceToDepth the reverse, so those go together. Expand and Tile keep the channels
+where they leave the channel axis's size alone (an Expand's shape entry for it becomes 1, "the input's
+size"). Shape reads no channel values: its output is a plain integer tensor.
 """
 
 from __future__ import annotations
@@ -287,3 +288,79 @@ class ShapeRule(Rule):
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         return
+
+
+
+class ExpandRule(Rule):
+    """Expand broadcasts to a shape: channels stay, on their axis moved right by the ranks it adds
+    (``y.expand_as(x)`` in a squeeze-excite block). The shape's entry for the channel axis must follow the
+    kept count: a constant one (in the shape, or in the constant part of a Concat that builds it) becomes
+    1, which takes the input's size; a shape read off a tensor with the same channels follows them."""
+
+    op_types = ("Expand",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        axis = x.axis + ctx.rank(node.outputs[0]) - ctx.rank(node.inputs[0])
+        if ctx.shape(node.outputs[0])[axis] != x.size:
+            raise Unprunable("it broadcasts a single channel")
+        y = ctx.same_channels(node.outputs[0], x, axis)
+        entry = _shape_entry(node, axis)
+        if isinstance(entry, gs.Tensor):
+            source = ctx.channel(entry)
+            if source is None or source.axis != axis or source.size != x.size:
+                raise Unprunable(f"its shape is read off '{entry.name}', whose channels are not its input's")
+            ctx.couple(source.slots, y.slots)
+        elif entry is not None:
+            ctx.add_rewrite(self, node)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        holder, index, position = _shape_entry(node, view.channel(node.outputs[0].name).axis)
+        values = np.array(holder.inputs[index].values)
+        values[position] = 1
+        view.replace_input(holder, index, values)
+
+
+def _shape_entry(node: gs.Node, axis: int) -> tuple[gs.Node, int, int] | gs.Tensor | None:
+    """Where an Expand's shape gets its size for output axis ``axis``: (node, input, position) of a constant
+    entry, the tensor a Shape reads it off, or None where the shape is too short to reach it."""
+    shape = node.inputs[1]
+    if shape.shape is None or not isinstance(shape.shape[0], int):
+        raise Unprunable("the length of its shape is unknown")
+    position = axis - (len(node.outputs[0].shape) - shape.shape[0])
+    if position < 0:
+        return None
+    if isinstance(shape, gs.Constant):
+        return node, 1, position
+    producer = shape.inputs[0] if shape.inputs else None
+    if producer is not None and producer.op == "Shape" and not producer.attrs.get("start") and "end" not in producer.attrs:
+        return producer.inputs[0]
+    if producer is not None and producer.op == "Concat":
+        offset = 0
+        for index, part in enumerate(producer.inputs):
+            length = part.shape[0] if part.shape else None
+            if not isinstance(length, int):
+                break
+            if offset + length > position:
+                if isinstance(part, gs.Constant):
+                    return producer, index, position - offset
+                break
+            offset += length
+    raise Unprunable("the size of its channel axis is computed at run time")
+
+
+class TileRule(Rule):
+    """Tile repeats whole axes: channels stay where the channel axis is repeated once."""
+
+    op_types = ("Tile",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        repeats = ctx.const(node.inputs[1])
+        if repeats is None or int(repeats[x.axis]) != 1:
+            raise Unprunable("it repeats the channel axis, or repeats a number computed at run time")
+        ctx.same_channels(node.outputs[0], x)
