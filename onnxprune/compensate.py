@@ -430,7 +430,7 @@ def _bias_input(consumer: Consumer) -> int | None:
 def _can_take_bias(consumer: Consumer) -> bool:
     """Whether the consumer has a per-output-channel bias that can be rewritten, or can be given one."""
     node = consumer.node
-    if node.op == "MatMul":
+    if node.op in ("MatMul", "Einsum"):
         return False
     index = 3 if consumer.recurrent else 2
     if len(node.inputs) > index and not node.inputs[index].is_empty():

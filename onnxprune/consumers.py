@@ -1,5 +1,5 @@
-"""Weighted consumers of channels: the Conv, Gemm, MatMul and recurrent (RNN, GRU, LSTM) nodes whose
-weights read a tensor's channels.
+"""Weighted consumers of channels: the Conv, Gemm, MatMul, Einsum and recurrent (RNN, GRU, LSTM) nodes
+whose weights read a tensor's channels.
 
 Activation criteria weigh a channel by what its consumers do with it, and compensation rewrites those
 consumers' weights, so both need the same view: the consumer's input tensor, its weight, and which
@@ -20,7 +20,7 @@ from onnxprune.rules import ChannelTensor
 from onnxprune.rules.base import ParamSlice
 from onnxprune.rules.recurrent import RECURRENT_OPS
 
-CONSUMER_OPS = ("Conv", "Gemm", "MatMul", *RECURRENT_OPS)
+CONSUMER_OPS = ("Conv", "Gemm", "MatMul", "Einsum", *RECURRENT_OPS)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Consumer:
     def matrix(self) -> np.ndarray:
         """The weight as [rows, input channels]: rows are (output channel, kernel tap) pairs."""
         values = param_values(self.weight.node, self.weight.input_index).astype(np.float64)
-        # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul [C, O] or [O, C] -> [O, C]: output channel first;
+        # Conv [O, C, *K] -> [O, *K, C]; Gemm/MatMul/Einsum [C, O] or [O, C] -> [O, C]: output channel first;
         # recurrent W [directions, gates x hidden, C] -> [directions x gates x hidden, C].
         return np.moveaxis(values, self.weight.axis, -1).reshape(-1, values.shape[self.weight.axis])
 
@@ -63,7 +63,7 @@ class Consumer:
 
 
 def find_consumers(analysis: Analysis) -> list[Consumer]:
-    """Every Conv (group 1), Gemm, MatMul and recurrent node whose weight is sliced along its input channels."""
+    """Every Conv (group 1), Gemm, MatMul, Einsum and recurrent node whose weight is sliced along its input channels."""
     ctx = analysis.context
     by_owner: dict[int, list[ParamSlice]] = {}
     for param in ctx.params:

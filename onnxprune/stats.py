@@ -8,10 +8,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
+from onnxprune.rules.linear import einsum_terms
+
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Size figures of one model. MACs count Conv, ConvTranspose, Gemm and MatMul at batch 1 (symbolic
+    """Size figures of one model. MACs count Conv, ConvTranspose, Gemm, MatMul, Einsum and RNN/GRU/LSTM at batch 1 (symbolic
     sizes at the calibration data's, or as 1 without it)."""
 
     params: int
@@ -55,7 +57,7 @@ def _dims(shape: list | None) -> list[int] | None:
 
 
 _RECURRENT_OPS = ("RNN", "GRU", "LSTM")
-_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", *_RECURRENT_OPS)
+_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *_RECURRENT_OPS)
 
 
 def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
@@ -71,6 +73,12 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
     x, w, y = (_dims(shapes.get(t.name, t.shape) if shapes else t.shape) for t in (*node.inputs[:2], node.outputs[0]))
     if x is None or w is None or y is None or not x:
         return 0
+    if node.op == "Einsum":  # one multiply-accumulate per combination of its labels' values
+        terms, out = einsum_terms(str(node.attrs["equation"]), [len(x), len(w)])
+        sizes: dict[str, int] = {}
+        for label, size in zip(terms[0] + terms[1] + out, x + w + y):
+            sizes[label] = max(size, sizes.get(label, 1))
+        return int(np.prod(list(sizes.values()))) if len(node.inputs) == 2 else 0
     if node.op == "Conv":
         return int(np.prod(y)) * int(np.prod(w[1:]))
     if node.op == "ConvTranspose":

@@ -11,6 +11,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.model import export_graph, import_graph
+from onnxprune.rules.linear import einsum_terms
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FIXTURES = sorted(p for p in MODELS.glob("*.onnx") if not p.name.endswith(".pruned.onnx"))
@@ -48,7 +49,7 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
-    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "RNN", "GRU", "LSTM"):
+    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "RNN", "GRU", "LSTM"):
         return  # per-channel constants (a bias Add, say) are sliced with their channels: nothing reads them
     holder, index = node, 1
     if not isinstance(node.inputs[1], gs.Constant):  # a weight stored in bfloat16 and Cast up
@@ -62,6 +63,11 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
             weight[g * per_group_out:(g + 1) * per_group_out, c % per_group_in] = 0
     elif node.op in ("RNN", "GRU", "LSTM"):  # W [directions, gates x hidden, features]
         weight[:, :, removed] = 0
+    elif node.op == "Einsum":  # the weight's label that the activation shares and the output lacks
+        terms, out = einsum_terms(str(node.attrs["equation"]), [len(t.shape) for t in node.inputs])
+        x_terms, w_terms = terms  # the weight is input 1, as everywhere here
+        axis = next(i for i, c in enumerate(w_terms) if c in x_terms and c not in out)
+        weight[(slice(None),) * axis + (removed,)] = 0
     elif node.op in ("ConvTranspose", "MatMul") or node.op == "Gemm" and not node.attrs.get("transB", 0):
         weight[removed] = 0
     else:

@@ -731,13 +731,16 @@ def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
     np.testing.assert_allclose(stats.variance, reference.variance, rtol=1e-4, atol=1e-6)
 
 
-def test_matmul_consumers_are_compensated_without_a_bias():
-    # MatMul has no bias input, so only the linear part of the fit is used (and here it is exact).
+@pytest.mark.parametrize("op", ["MatMul", "Einsum"])
+def test_matmul_consumers_are_compensated_without_a_bias(op):
+    # MatMul has no bias input, so only the linear part of the fit is used (and here it is exact); an Einsum
+    # linear layer ("ntd,dh->nth") is the same product.
     rng = np.random.default_rng(11)
     w1, w2 = rng.normal(size=(6, 5)), rng.normal(size=(5, 3))
     w1[:, 4] = 2.0 * w1[:, 1] - w1[:, 2]  # feature 4 = 2 f1 - f2
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
-             helper.make_node("MatMul", ["h", "w2"], ["y"], name="mm2")]
+    attrs = {"equation": "ntd,dh->nth"} if op == "Einsum" else {}
+    nodes = [helper.make_node(op, ["x", "w1"], ["h"], name="mm1", **attrs),
+             helper.make_node(op, ["h", "w2"], ["y"], name="mm2", **attrs)]
     model = make_model(nodes, {"x": ["N", 4, 6]}, ["y"], [_init("w1", w1), _init("w2", w2)])
     result = onnxprune.prune(model, ratio=0.2, round_to=1, importance="redundancy",
                              calib=[{"x": rng.normal(size=(32, 4, 6)).astype(np.float32)}])

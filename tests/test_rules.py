@@ -120,6 +120,38 @@ def test_matmul_on_the_last_axis_of_a_sequence():
     assert node_of(result, "fc2").inputs[1].shape == [8, 5]
 
 
+@pytest.mark.parametrize("first, second", [("ntd,dh->nth", "nth,hd->ntd"), ("ntd,hd->nth", "...h,dh->...d")])
+def test_einsum_linear_layers_lose_their_hidden_features(first, second):
+    # Weights [in, out] or [out, in], an ellipsis for the leading axes: the 16 hidden features go in pairs.
+    w1 = (6, 16) if first.endswith("dh->nth") else (16, 6)
+    w2 = (16, 5) if second.startswith("nth") else (5, 16)
+    nodes = [helper.make_node("Einsum", ["x", "w1"], ["h"], name="fc1", equation=first),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Einsum", ["r", "w2"], ["y"], name="fc2", equation=second)]
+    model = make_model(nodes, {"x": ["N", 7, 6]}, ["y"], [weight("w1", w1, 1), weight("w2", w2, 2)], opset=12)
+    result = prune_checked(model)
+    assert group_of(result, "h")["kept"] == 8 and group_of(result, "h")["members"][0]["axis"] == 2
+    assert sorted(node_of(result, "fc2").inputs[1].shape) == [5, 8]
+    assert result.original.macs == 7 * 6 * 16 + 7 * 16 * 5 and result.pruned.macs == 7 * 6 * 8 + 7 * 8 * 5
+
+
+def test_einsum_keeping_the_channel_label_passes_channels_and_slices_constants():
+    # A per-channel scale written as an Einsum: "nchw,c->nchw"; the scale loses the channels with the map.
+    nodes = [helper.make_node("Einsum", ["a", "scale"], ["m"], equation="nchw,c->nchw")]
+    result = prune_checked(chain(nodes, [weight("scale", (8,), 5)], opset=12))
+    assert group_of(result, "m")["kept"] == 4
+
+
+def test_einsum_summing_channels_of_two_activations_pins_them():
+    nodes = [helper.make_node("Einsum", ["a", "a"], ["s"], equation="nchw,nchw->nhw"),
+             helper.make_node("Unsqueeze", ["s", "at"], ["m"])]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 1, 4, seed=2)
+    inits = inits1 + inits2 + [numpy_helper.from_array(np.array([1], np.int64), "at")]
+    result = onnxprune.prune(make_model([first, *nodes, last], X, ["y"], inits, opset=13), ratio=0.5, round_to=1)
+    assert "sums over the channels" in group_of(result, "a")["pinned_reason"]
+
+
 def test_gemm_with_activation_weight_is_pinned():
     nodes = [helper.make_node("Gemm", ["a2", "a2"], ["g"], name="gram", transB=1), helper.make_node("Relu", ["g"], ["y"])]
     first, inits = conv("conv1", "x", "a", 3, 8, seed=1)

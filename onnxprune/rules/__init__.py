@@ -6,7 +6,7 @@ from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, Rewr
 from onnxprune.rules.concat_split import ConcatRule, GatherRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
 from onnxprune.rules.elementwise import BroadcastRule, QuantizeRule, UnaryRule
-from onnxprune.rules.linear import GemmRule, MatMulRule
+from onnxprune.rules.linear import EinsumRule, GemmRule, MatMulRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
 from onnxprune.rules.recurrent import RecurrentRule
 from onnxprune.rules.shape import (
@@ -25,7 +25,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(),
+    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
 )
 
 

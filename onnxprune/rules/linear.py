@@ -1,9 +1,12 @@
-"""Gemm and MatMul with a constant weight.
+"""Gemm, MatMul and Einsum with a constant weight.
 
 Gemm: Y = A' B' + C with A [M, K] (features on axis 1), B [K, N] or [N, K] when transB; C broadcasts
 to [M, N] and is sliced on its last axis when it has N entries there.
 MatMul: Y = A @ W with W [K, N]; features are A's last axis and Y's last axis (batched A is fine). A MatMul
 of two activations is traced only where both carry the same channels on a batch axis (attention heads).
+Einsum: a label that carries channels and stays in the output keeps them there (every input with that label
+shares them; constants are sliced along it); one that is summed over is a linear layer when the other
+input is a constant 2-D weight, whose other label is the output's channels ("ntd,dh->nth").
 """
 
 from __future__ import annotations
@@ -72,3 +75,79 @@ class MatMulRule(Rule):
         ctx.couple(a.slots, b.slots)
         ctx.couple(a.slots, y.slots)
         return True
+
+
+class EinsumRule(Rule):
+    op_types = ("Einsum",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        terms, out = einsum_terms(str(node.attrs["equation"]), [ctx.rank(t) for t in node.inputs])
+        if self._linear(node, ctx, terms, out):
+            return
+        channels = [(i, ctx.channel(t)) for i, t in enumerate(node.inputs) if ctx.channel(t) is not None]
+        if not channels:
+            return
+        labels = {terms[i][channel.axis] for i, channel in channels}
+        if len(labels) > 1:
+            raise Unprunable("its inputs carry channels on different labels")
+        label = labels.pop()
+        if label not in out:
+            raise Unprunable("it sums over the channels without a constant 2-D weight (a linear layer)")
+        self._kept_label(node, ctx, terms, out.index(label), label, channels)
+
+    @staticmethod
+    def _linear(node: gs.Node, ctx: ChannelContext, terms: list[str], out: str) -> bool:
+        """An activation times a constant 2-D weight over one label, the weight's other label an output axis
+        of its own ("ntd,dh->nth"): a linear layer, traced as MatMul is."""
+        weights = [i for i, t in enumerate(node.inputs) if ctx.weight_shape(t) is not None]
+        if len(node.inputs) != 2 or len(weights) != 1 or len(terms[weights[0]]) != 2:
+            return False
+        w_index = weights[0]
+        w_terms, x_terms = terms[w_index], terms[1 - w_index]
+        summed = [c for c in w_terms if c in x_terms and c not in out]
+        free = [c for c in w_terms if c not in x_terms and c in out]
+        if len(summed) != 1 or len(free) != 1:
+            return False
+        x = ctx.expect(node.inputs[1 - w_index], x_terms.index(summed[0]))
+        y = ctx.declare(node.outputs[0], out.index(free[0]), ctx.weight_shape(node.inputs[w_index])[w_terms.index(free[0])])
+        ctx.slice_param(node, w_index, w_terms.index(summed[0]), x.slots, scored=True)
+        ctx.slice_param(node, w_index, w_terms.index(free[0]), y.slots, scored=True)
+        ctx.record_io(node, x, y)
+        return True
+
+    @staticmethod
+    def _kept_label(node: gs.Node, ctx: ChannelContext, terms: list[str], axis: int, label: str,
+                    channels: list) -> None:
+        size = channels[0][1].size
+        if any(channel.size != size for _, channel in channels):
+            raise Unprunable("its inputs carry different channel counts")
+        y = ctx.declare(node.outputs[0], axis, size)
+        for _, channel in channels:
+            ctx.couple(channel.slots, y.slots)
+        for index, tensor in enumerate(node.inputs):
+            if label not in terms[index] or ctx.channel(tensor) is not None:
+                continue
+            position = terms[index].index(label)
+            if ctx.shape(tensor)[position] == 1:
+                continue  # broadcast
+            if ctx.weight_shape(tensor) is None:
+                raise Unprunable(f"input '{tensor.name}' has the channel label but no channels that can be traced")
+            ctx.slice_param(node, index, position, y.slots)
+
+
+def einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
+    """An Einsum equation as one label per axis for each input and for the output: an ellipsis becomes
+    labels of its own (right-aligned, as it broadcasts), and an implicit output is the labels used once,
+    in alphabetical order, after the ellipsis."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    inputs = lhs.split(",")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in equation]
+    widths = [rank - (len(term) - 3) for term, rank in zip(inputs, ranks) if "..." in term]
+    ellipsis = "".join(spare[:max(widths, default=0)])
+    terms = [term.replace("...", ellipsis[len(ellipsis) - (rank - len(term) + 3):]) if "..." in term else term
+             for term, rank in zip(inputs, ranks)]
+    if arrow:
+        return terms, rhs.replace("...", ellipsis)
+    named = "".join(inputs).replace(".", "")
+    return terms, ellipsis + "".join(sorted(c for c in set(named) if named.count(c) == 1))
