@@ -649,9 +649,12 @@ def recording_batches(model: onnx.ModelProto, batches: list[dict[str, np.ndarray
         return batches
     per_sample = 0
     for spec in specs:
-        if spec.axis == 0 or not all(isinstance(d, int) for d in spec.shape[1:]):
+        # The batch is the one symbolic size: first, or second in a sequence-first tensor (an LSTM's input).
+        symbolic = [i for i, d in enumerate(spec.shape) if not isinstance(d, int)]
+        batch_axis = symbolic[0] if symbolic else 0
+        if len(symbolic) > 1 or spec.axis == batch_axis:
             return batches
-        per_sample += math.prod(spec.shape[1:]) * 4
+        per_sample += math.prod(d for i, d in enumerate(spec.shape) if i != batch_axis) * 4
     count = min(RECORD_SAMPLES // size, RECORD_BYTES // max(per_sample * size, 1), len(batches) // RECORD_MIN_BATCHES)
     if count < 2:
         return batches

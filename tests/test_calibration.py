@@ -469,6 +469,22 @@ def test_small_batches_are_joined_for_the_recording_and_give_the_same_statistics
         np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
 
 
+def test_sequence_first_tensors_are_joined_on_their_batch_axis_and_give_the_same_statistics():
+    # An LSTM reads [steps, N, features]: its batch is its one symbolic size, on axis 1.
+    model = make_model([helper.make_node("Transpose", ["x"], ["seq"], perm=[1, 0, 2])], {"x": ["N", 7, 6]}, ["seq"], [])
+    x = np.random.default_rng(3).normal(size=(64, 7, 6)).astype(np.float32)
+    batches = [{"x": x[i:i + 2]} for i in range(0, 64, 2)]
+    spec = TensorSpec(2, 6, (7, "N", 6))
+    assert [len(b["x"]) for b in calibrate.recording_batches(model, batches, [spec])] == [8] * 8
+    stats = collect_stats(model, {"seq": spec}, batches, gram=True, sums=SUMS)["seq"]
+    reference = ChannelStats(6)
+    reference.add_values(x.transpose(1, 0, 2), 2)
+    assert stats.count == reference.count == 64 * 7
+    for name in ("mean", "mean_sq", "mean_abs", "zero_fraction"):
+        np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.second_moment(), reference.second_moment(), rtol=1e-4, atol=1e-6)
+
+
 def test_batches_stay_as_given_where_they_cannot_be_joined():
     x = np.random.default_rng(3).normal(size=(64, 3, 8, 8)).astype(np.float32)
     batches = [{"x": x[i:i + 2]} for i in range(0, 64, 2)]
