@@ -74,7 +74,7 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
     if x is None or w is None or y is None or not x:
         return 0
     if node.op == "Einsum":  # one multiply-accumulate per combination of its labels' values
-        terms, out = einsum_terms(str(node.attrs["equation"]), [len(x), len(w)])
+        terms, out = einsum_terms(node.attrs["equation"], [len(x), len(w)])
         sizes: dict[str, int] = {}
         for label, size in zip(terms[0] + terms[1] + out, x + w + y):
             sizes[label] = max(size, sizes.get(label, 1))

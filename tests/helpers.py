@@ -64,7 +64,7 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
     elif node.op in ("RNN", "GRU", "LSTM"):  # W [directions, gates x hidden, features]
         weight[:, :, removed] = 0
     elif node.op == "Einsum":  # the weight's label that the activation shares and the output lacks
-        terms, out = einsum_terms(str(node.attrs["equation"]), [len(t.shape) for t in node.inputs])
+        terms, out = einsum_terms(node.attrs["equation"], [len(t.shape) for t in node.inputs])
         x_terms, w_terms = terms  # the weight is input 1, as everywhere here
         axis = next(i for i, c in enumerate(w_terms) if c in x_terms and c not in out)
         weight[(slice(None),) * axis + (removed,)] = 0

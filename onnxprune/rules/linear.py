@@ -81,7 +81,7 @@ class EinsumRule(Rule):
     op_types = ("Einsum",)
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        terms, out = einsum_terms(str(node.attrs["equation"]), [ctx.rank(t) for t in node.inputs])
+        terms, out = einsum_terms(node.attrs["equation"], [ctx.rank(t) for t in node.inputs])
         if self._linear(node, ctx, terms, out):
             return
         channels = [(i, ctx.channel(t)) for i, t in enumerate(node.inputs) if ctx.channel(t) is not None]
@@ -135,11 +135,11 @@ class EinsumRule(Rule):
             ctx.slice_param(node, index, position, y.slots)
 
 
-def einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
+def einsum_terms(equation: str | bytes, ranks: list[int]) -> tuple[list[str], str]:
     """An Einsum equation as one label per axis for each input and for the output: an ellipsis becomes
     labels of its own (right-aligned, as it broadcasts), and an implicit output is the labels used once,
     in alphabetical order, after the ellipsis."""
-    equation = equation.replace(" ", "")
+    equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
     lhs, arrow, rhs = equation.partition("->")
     inputs = lhs.split(",")
     spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in equation]

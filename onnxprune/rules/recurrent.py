@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
 
 RECURRENT_OPS = ("RNN", "GRU", "LSTM")
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 _INITIAL_STATES = (5, 6)  # initial_h; initial_c (LSTM)
 _SHAPE_ONLY_OPS = ("Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast", "Tile", "Transpose")
 
@@ -32,7 +33,8 @@ class RecurrentRule(Rule):
         if x.size != weight[2]:
             raise Unprunable(f"its input has {x.size} features but W expects {weight[2]}")
         ctx.slice_param(node, 1, 2, x.slots, scored=True)
-        hidden = self._declare_hidden(node, ctx, int(node.attrs.get("hidden_size", weight[1])))
+        size = int(node.attrs.get("hidden_size", weight[1] // _GATES[node.op]))  # the attribute is optional
+        hidden = self._declare_hidden(node, ctx, size)
         ctx.record_io(node, x, hidden)
         if hidden is None:
             return

@@ -304,7 +304,10 @@ class ExpandRule(Rule):
         if x is None:
             return
         axis = x.axis + ctx.rank(node.outputs[0]) - ctx.rank(node.inputs[0])
-        if ctx.shape(node.outputs[0])[axis] != x.size:
+        size = ctx.shape(node.outputs[0])[axis]
+        if not isinstance(size, int):
+            raise Unprunable("its output's channel count is unknown after shape inference")
+        if size != x.size:
             raise Unprunable("it broadcasts a single channel")
         y = ctx.same_channels(node.outputs[0], x, axis)
         entry = _shape_entry(node, axis)
