@@ -9,12 +9,13 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
 from onnxprune.rules.linear import einsum_terms
+from onnxprune.rules.recurrent import RECURRENT_OPS
 
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Size figures of one model. MACs count Conv, ConvTranspose, Gemm, MatMul, Einsum and RNN/GRU/LSTM at batch 1 (symbolic
-    sizes at the calibration data's, or as 1 without it)."""
+    """Size figures of one model. MACs count Conv, ConvTranspose, Gemm, MatMul, Einsum, RNN, GRU and LSTM at
+    batch 1 (symbolic sizes at the calibration data's, or as 1 without it)."""
 
     params: int
     macs: int
@@ -56,15 +57,14 @@ def _dims(shape: list | None) -> list[int] | None:
     return [d if isinstance(d, int) and d >= 0 else 1 for d in shape]  # symbolic dims count as 1
 
 
-_RECURRENT_OPS = ("RNN", "GRU", "LSTM")
-_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *_RECURRENT_OPS)
+_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *RECURRENT_OPS)
 
 
 def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
     """``node_macs`` with the activation shapes of ``shapes`` where it has them."""
     if node.op not in _MAC_OPS or len(node.inputs) < 2:
         return 0
-    if node.op in _RECURRENT_OPS:  # X W^T and H R^T at every step: W [dirs, rows, in], R [dirs, rows, hidden]
+    if node.op in RECURRENT_OPS:  # X W^T and H R^T at every step: W [dirs, rows, in], R [dirs, rows, hidden]
         x = _dims(shapes.get(node.inputs[0].name, node.inputs[0].shape) if shapes else node.inputs[0].shape)
         w, r = _dims(node.inputs[1].shape), _dims(node.inputs[2].shape) if len(node.inputs) > 2 else None
         if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
@@ -88,8 +88,8 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
 
 
 def node_macs(node: gs.Node, scales: dict[str, float] | None = None) -> float:
-    """Multiply-accumulates of one Conv, ConvTranspose, Gemm, MatMul, RNN, GRU or LSTM at batch 1 (0 for other ops);
-    symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
+    """Multiply-accumulates of one Conv, ConvTranspose, Gemm, MatMul, Einsum, RNN, GRU or LSTM at batch 1 (0 for
+    other ops); symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
     return _macs(node) * (scales or {}).get(node.outputs[0].name, 1.0)
 
 
@@ -177,7 +177,7 @@ class MacModel:
             if not slots:
                 self.fixed += macs
                 continue
-            if node.op in _RECURRENT_OPS:
+            if node.op in RECURRENT_OPS:
                 self._add_recurrent(node, macs, by_owner[id(node)])
                 continue
             sizes = [len(s) for s in slots]

@@ -290,7 +290,6 @@ class ShapeRule(Rule):
         return
 
 
-
 class ExpandRule(Rule):
     """Expand broadcasts to a shape: channels stay, on their axis moved right by the ranks it adds
     (``y.expand_as(x)`` in a squeeze-excite block). The shape's entry for the channel axis must follow the
@@ -339,8 +338,9 @@ def _shape_entry(node: gs.Node, axis: int) -> tuple[gs.Node, int, int] | gs.Tens
         return node, 1, position
     producer = shape.inputs[0] if shape.inputs else None
     if producer is not None and producer.op == "Shape" and not producer.attrs.get("start") and "end" not in producer.attrs:
-        return producer.inputs[0]
-    if producer is not None and producer.op == "Concat":
+        if position == axis:  # the whole shape of a tensor of the output's rank
+            return producer.inputs[0]
+    elif producer is not None and producer.op == "Concat" and len(shape.outputs) == 1:  # read by this Expand alone
         offset = 0
         for index, part in enumerate(producer.inputs):
             length = part.shape[0] if part.shape else None
