@@ -495,10 +495,11 @@ def write_external(model: onnx.ModelProto, folder: Path, name: str) -> Path:
 
 def _save_with_external_data(model: onnx.ModelProto, path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        written = write_external(model, Path(tmp), path.name)
-        for file in (written, Path(tmp) / f"{path.name}.data"):
-            os.chmod(file, _plain_permissions())
-        os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
+        written, data = write_external(model, Path(tmp), path.name), Path(tmp) / f"{path.name}.data"
+        os.chmod(written, _plain_permissions())
+        if data.exists():  # not where pruning left every tensor too small to go out
+            os.chmod(data, _plain_permissions())
+            os.replace(data, path.parent / data.name)
         os.replace(written, path)
 
 

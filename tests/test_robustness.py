@@ -285,6 +285,20 @@ def test_external_data_model_prunes_and_is_saved_with_external_data(tmp_path, ca
     assert {p.name: p.read_bytes() for p in source.parent.iterdir()} == before
 
 
+def test_an_external_data_model_pruned_below_the_size_that_goes_out_is_saved_whole(tmp_path, capsys):
+    # conv2's weight (1,152 bytes) is stored outside; pruned to half it is 576, under the 1,024 that go out.
+    source = tmp_path / "in" / "model.onnx"
+    source.parent.mkdir()
+    _save_external(_chain(), source, "weights.bin")
+    out = tmp_path / "out" / "pruned.onnx"
+    out.parent.mkdir()
+    assert main([str(source), "-o", str(out), "--ratio", "0.5", "--round-to", "1"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pruned.onnx"]
+    onnx.checker.check_model(str(out), full_check=True)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert run(onnx.load(str(out)), {"x": x})[0].shape == (2, 4, 8, 8)
+
+
 def test_an_external_data_output_is_replaced_from_its_own_folder(tmp_path, capsys, monkeypatch):
     # onnx refuses to save external data whose file exists relative to the working directory: a
     # pipeline rerunning in the output's folder with --force got an internal error (exit 3).
