@@ -23,6 +23,7 @@ from onnxprune.search import (
     SensitivityRow,
     allocate_ratios,
     bisect_fraction,
+    landing_rounding,
     plan_for_ratio,
     plan_from_ratios,
     plan_macs,
@@ -293,17 +294,29 @@ def _plan_maker(builder, analysis, scores, macs, config):
         return plan_at, []
     reasons = {g.index: g.pinned_reason for g in analysis.groups}
     prunable = [g.index for g in analysis.groups if g.pinned_reason is None]
-    rows = sensitivity_scan(analysis, scores, macs, prunable, config.rounding,
+    # Scan at the rounding a MACs target lands at: small groups in large multiples have no steps to scan.
+    rounding = config.rounding if config.target_macs is None else landing_rounding(
+        analysis, scores, macs, config.target_macs, config.rounding, config.group_cap, config.exclude)
+    rows = sensitivity_scan(analysis, scores, macs, prunable, rounding,
                             lambda plan: quality_error(builder.build(plan, refit=False)), config.quiet)
-    uniform = plan_macs(analysis, macs, make_plan(analysis, scores, config.ratio, config.rounding, config.exclude))
+    uniform = plan_macs(analysis, macs, make_plan(analysis, scores, config.ratio, rounding, config.exclude))
 
-    def plan_of(ratios: dict[int, float]) -> Plan:
-        return plan_from_ratios(analysis, scores, ratios, config.rounding, reasons)
+    def plan_of(ratios: dict[int, float], finer: int) -> Plan:
+        return plan_from_ratios(analysis, scores, ratios, finer, reasons)
 
     def plan_at(fraction):
         fraction = config.target_macs if fraction is None else fraction
         target = uniform if fraction is None else fraction * macs.total
-        return plan_of(allocate_ratios(rows, macs.total, target, lambda r: plan_macs(analysis, macs, plan_of(r))))
+        # The allocation's last step can jump past the target where channels go in large multiples: the
+        # same allocation is then made again in finer ones (the scanned errors stand for both).
+        finer = rounding
+        while True:
+            ratios = allocate_ratios(rows, macs.total, target,
+                                     lambda r, finer=finer: plan_macs(analysis, macs, plan_of(r, finer)))
+            plan = plan_of(ratios, finer)
+            if finer <= 1 or plan_macs(analysis, macs, plan) >= target - TARGET_SLACK * macs.total:
+                return plan
+            finer //= 2
 
     return plan_at, rows
 

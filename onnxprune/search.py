@@ -46,11 +46,22 @@ def rounded_plan_for_macs(analysis: Analysis, scores: np.ndarray, macs: MacModel
     """``plan_for_macs`` with channel counts in multiples of ``rounding``, halved until the plan lands within
     TARGET_SLACK below ``fraction``: groups of few channels rounded to large multiples can jump past the
     target or not reach it (the report shows the counts kept)."""
+    return _landing(analysis, scores, macs, fraction, rounding, cap, exclude, caps)[0]
+
+
+def landing_rounding(analysis: Analysis, scores: np.ndarray, macs: MacModel, fraction: float, rounding: int,
+                     cap: float, exclude: tuple[str, ...] = ()) -> int:
+    """The rounding at which ``rounded_plan_for_macs`` lands (``rounding``, or a power-of-two part of it)."""
+    return _landing(analysis, scores, macs, fraction, rounding, cap, exclude, None)[1]
+
+
+def _landing(analysis: Analysis, scores: np.ndarray, macs: MacModel, fraction: float, rounding: int, cap: float,
+             exclude: tuple[str, ...], caps: dict[int, float] | None) -> tuple[Plan, int]:
     while True:
         plan = plan_for_macs(GlobalRanking(analysis, scores, rounding, cap, exclude, caps), macs, fraction)
         landed = plan_macs(analysis, macs, plan) / macs.total
         if rounding <= 1 or fraction - TARGET_SLACK <= landed <= fraction + 1e-9:
-            return plan
+            return plan, rounding
         rounding //= 2
 
 
