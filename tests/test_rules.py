@@ -208,6 +208,24 @@ def test_recurrent_nodes_lose_input_features_and_hidden_units(op, gates, directi
     assert 0.45 <= targeted.pruned.macs / targeted.original.macs <= 0.5
 
 
+def test_an_lstms_constant_initial_states_and_peepholes_lose_its_hidden_units_too():
+    # A fixed batch of 2, so that the initial states [1, 2, 5] can be constants.
+    inits = [weight("w", (1, 20, 8), 3), weight("r", (1, 20, 5), 4), weight("b", (1, 40), 5),
+             weight("h0", (1, 2, 5), 6), weight("c0", (1, 2, 5), 7), weight("p", (1, 15), 8),
+             weight("fc", (5, 4), 9)]
+    nodes = [helper.make_node("ReduceMean", ["a"], ["col"], axes=[2], keepdims=0),
+             helper.make_node("Transpose", ["col"], ["seq"], perm=[2, 0, 1]),
+             helper.make_node("LSTM", ["seq", "w", "r", "b", "", "h0", "c0", "p"], ["hs"], name="rnn", hidden_size=5),
+             helper.make_node("Squeeze", ["hs", "one"], ["features"]),
+             helper.make_node("MatMul", ["features", "fc"], ["y"], name="fc")]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    result = prune_checked(make_model([first, *nodes], {"x": [2, 3, 8, 8]}, ["y"], inits1 + inits))
+    kept = group_of(result, "hs")["kept"]
+    rnn = node_of(result, "rnn")
+    assert 0 < kept < 5 and [t.shape for t in rnn.inputs[5:]] == [[1, 2, kept], [1, 2, kept], [1, 3 * kept]]
+
+
 def test_a_recurrent_node_with_a_nonzero_initial_state_made_at_run_time_keeps_its_hidden_units():
     result = prune_checked(_crnn("LSTM", 4, "forward", initial_state=0.5))
     assert "its initial state 'h0' is computed at run time" in group_of(result, "hs")["pinned_reason"]
