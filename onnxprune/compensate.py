@@ -424,7 +424,7 @@ def _bias_input(consumer: Consumer) -> int | None:
     node = consumer.node
     if not _can_take_bias(consumer) or (node.op == "Conv" and _interior_share(node) < MIN_INTERIOR):
         return None
-    return 3 if consumer.recurrent else 2
+    return consumer.bias_index
 
 
 def _can_take_bias(consumer: Consumer) -> bool:
@@ -432,13 +432,12 @@ def _can_take_bias(consumer: Consumer) -> bool:
     node = consumer.node
     if node.op in ("MatMul", "Einsum"):
         return False
-    index = 3 if consumer.recurrent else 2
+    index = consumer.bias_index
     if len(node.inputs) > index and not node.inputs[index].is_empty():
         stored = stored_constant(node.inputs[index])
         expected = (consumer.out_channels(),)
         if consumer.recurrent:  # [directions, W's biases then R's]
-            directions = int(consumer.weight.node.inputs[consumer.weight.input_index].shape[0])
-            expected = (directions, 2 * consumer.out_channels() // directions)
+            expected = (consumer.directions(), 2 * consumer.out_channels() // consumer.directions())
         return stored is not None and stored.values.shape == expected
     return True
 
@@ -486,46 +485,25 @@ def _current_bias(consumer: Consumer) -> np.ndarray:
 
 
 def _add_to_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> None:
-    """Add ``delta`` to the consumer's bias input, creating the bias where there is none."""
-    node = consumer.node
+    """Add ``delta`` to the consumer's bias input, creating the bias where there is none. A recurrent node's
+    B [directions, 2 x rows] takes it in W's half: it is added to X W^T at every step, outside every gate."""
+    node, index = consumer.node, consumer.bias_index
+    axis, slots = 0, consumer.out_weight.slots if consumer.out_weight is not None else None
     if consumer.recurrent:
-        _add_to_recurrent_bias(analysis, consumer, delta)
-        return
-    if len(node.inputs) > 2 and not node.inputs[2].is_empty():
-        bias_holder, bias_index = _holder(node, 2)
+        directions = consumer.directions()
+        delta = np.concatenate([delta.reshape(directions, -1), np.zeros((directions, len(delta) // directions))], 1)
+        axis, slots = 1, None if slots is None else np.tile(slots, 2)  # hidden units go from both halves
+    if len(node.inputs) > index and not node.inputs[index].is_empty():
+        bias_holder, bias_index = _holder(node, index)
         store_param(bias_holder, bias_index, param_values(bias_holder, bias_index) + delta)
         return
     tensor = gs.Constant(f"{node.name}__compensation_bias", delta.astype(consumer.store_dtype()))
-    if len(node.inputs) > 2:
-        node.inputs[2] = tensor  # an empty optional input
+    if len(node.inputs) > index:
+        node.inputs[index] = tensor  # an empty optional input
     else:
         node.inputs.append(tensor)
-    if consumer.out_weight is not None:  # the new bias loses the same output channels as the weight
-        analysis.context.params.append(ParamSlice(node, 2, 0, consumer.out_weight.slots, False, node))
-
-
-def _add_to_recurrent_bias(analysis: Analysis, consumer: Consumer, delta: np.ndarray) -> None:
-    """Add ``delta`` (per row of W) to W's part of an RNN's, GRU's or LSTM's bias B [directions, 2 x rows]:
-    it is added to X W^T at every step, outside every gate's nonlinearity."""
-    node = consumer.node
-    directions = int(consumer.weight.node.inputs[consumer.weight.input_index].shape[0])
-    rows = consumer.out_channels() // directions
-    if len(node.inputs) > 3 and not node.inputs[3].is_empty():
-        holder, index = _holder(node, 3)
-        values = param_values(holder, index).astype(np.float64)
-        values[:, :rows] += delta.reshape(directions, rows)
-        store_param(holder, index, values)
-        return
-    values = np.zeros((directions, 2 * rows))
-    values[:, :rows] = delta.reshape(directions, rows)
-    tensor = gs.Constant(f"{node.name}__compensation_bias", values.astype(consumer.store_dtype()))
-    if len(node.inputs) > 3:
-        node.inputs[3] = tensor  # an empty optional input
-    else:
-        node.inputs.append(tensor)
-    if consumer.out_weight is not None:  # the new bias loses the hidden units W loses, in both halves
-        slots = np.tile(consumer.out_weight.slots, 2)
-        analysis.context.params.append(ParamSlice(node, 3, 1, slots, False, node))
+    if slots is not None:  # the new bias loses the same output channels as the weight
+        analysis.context.params.append(ParamSlice(node, index, axis, slots, False, node))
 
 
 def _holder(node: gs.Node, index: int) -> tuple[gs.Node, int]:

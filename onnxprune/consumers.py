@@ -52,6 +52,15 @@ class Consumer:
         """An RNN, GRU or LSTM: its bias is input 3, [directions, 2 x gates x hidden], W's part first."""
         return self.node.op in RECURRENT_OPS
 
+    @property
+    def bias_index(self) -> int:
+        """The input that holds (or would hold) the node's bias."""
+        return 3 if self.recurrent else 2
+
+    def directions(self) -> int:
+        """A recurrent node's directions (1 for other nodes)."""
+        return int(self.weight.node.inputs[self.weight.input_index].shape[0]) if self.recurrent else 1
+
     def store_dtype(self) -> np.dtype:
         """The dtype the node computes in (a Cast or a DequantizeLinear in front of a stored weight sets it)."""
         holder = self.weight.node

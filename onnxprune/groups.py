@@ -67,7 +67,7 @@ class Analysis:
             return (f"the model is quantized ({', '.join(quantized)}): onnxprune prunes float ops and the QDQ "
                     "format; prune the float model, then quantize it (or quantize to QDQ)")
         if not self.groups:
-            return "it has no Conv, ConvTranspose, Gemm, MatMul, RNN, GRU or LSTM with a constant weight"
+            return "it has no Conv, ConvTranspose, Gemm, MatMul, Einsum, RNN, GRU or LSTM with a constant weight"
         return None
 
 

@@ -106,7 +106,4 @@ def _zero(tensor: gs.Tensor, depth: int = 0) -> bool:
     if producer.op == "ConstantOfShape":
         value = producer.attrs.get("value")
         return value is None or not np.any(value.values if isinstance(value, gs.Constant) else value)
-    if producer.op == "Constant":
-        value = producer.attrs.get("value")
-        return isinstance(value, gs.Constant) and not np.any(value.values)
     return producer.op in _SHAPE_ONLY_OPS and bool(producer.inputs) and _zero(producer.inputs[0], depth + 1)
