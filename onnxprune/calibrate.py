@@ -298,13 +298,15 @@ class _StatsGraph:
             off = self._node("Not", [self._node("Greater", [x, f"{key}_zero"], f"{key}_is_on")], f"{key}_is_off")
         return self._node("Cast", [off], f"{key}_off_f", to=TensorProto.FLOAT)
 
-    def _is_off_blocked(self, x: str, channels: int, key: str) -> str:
-        """``_is_off`` of an NCHW float32 tensor (0 < x < 2^-126, subnormal, gives a fraction): clip(1 - 2^126 x,
-        0, 1), one depthwise 1x1 Conv with its Clip fused, which stays in ONNX Runtime's blocked layout where
-        a comparison and a Cast would copy the sample out of it."""
+    def _is_off_blocked(self, x: str, channels: int, key: str, step: int = 1) -> str:
+        """``_is_off`` of an NCHW float32 tensor (0 < x < 2^-126, subnormal, gives a fraction) at every
+        ``step``-th row and column: clip(1 - 2^126 x, 0, 1), one strided depthwise 1x1 Conv with its Clip
+        fused, which stays in ONNX Runtime's blocked layout where a comparison and a Cast would copy the
+        sample out of it, and samples as it goes."""
         self.initializers += [numpy_helper.from_array(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big"),
                               numpy_helper.from_array(np.ones(channels, np.float32), f"{key}_one")]
-        scaled = self._node("Conv", [x, f"{key}_big", f"{key}_one"], f"{key}_scaled", group=channels, kernel_shape=[1, 1])
+        scaled = self._node("Conv", [x, f"{key}_big", f"{key}_one"], f"{key}_scaled", group=channels, kernel_shape=[1, 1],
+                            strides=[step, step])
         if self.opset < 11:  # Clip's bounds were attributes
             return self._node("Clip", [scaled], f"{key}_off_f", min=0.0, max=1.0)
         self.initializers += [numpy_helper.from_array(np.float32(0.0), f"{key}_clip_low"),
@@ -407,10 +409,21 @@ class _StatsGraph:
         Far cheaper than ``add`` where no Gram matrix is needed: a channels-second tensor is averaged by
         GlobalAveragePool, which stays in ONNX Runtime's blocked conv layout, and nothing is transposed.
         """
+        rank = len(spec.shape)
+        blocked = spec.float32 and spec.axis == 1 and rank == 4
+        if blocked and set(sums) == {"total", "zeros"}:
+            # ``apoz``: the zeros are counted by a Conv that samples as it goes, and the mean of the whole
+            # map is one GlobalAveragePool; a shared sample would cost one more node per tensor, which is
+            # most of what a small model's run pays for (se_hardswish 1.63x -> 1.5x). Both are means.
+            step = self._step(spec) if spec.axis == 1 else 1
+            zeros = self._node("GlobalAveragePool", [self._is_off_blocked(tensor, spec.channels, key, step)],
+                               f"{key}_mean_zeros")
+            whole = tensor if self.sample_dims(replace(spec, sample_fraction=1.0)) == (1, 1) else \
+                self._node("GlobalAveragePool", [tensor], f"{key}_mean_total")
+            return [{"total": whole, "zeros": zeros}.get(name, "") for name in SUMS]
         base = self._strided(tensor, spec, key)
         if not spec.float32:
             base = self._node("Cast", [base], f"{key}_f32", to=TensorProto.FLOAT)
-        rank = len(spec.shape)
         axes = [i for i in range(1, rank) if i != spec.axis]
         dims = self.sample_dims(spec)
 
@@ -453,29 +466,57 @@ class _StatsGraph:
     def add(self, tensor: str, spec: TensorSpec, gram: str | None, sums: tuple[str, ...], key: str) -> list[str]:
         """Nodes reducing ``tensor`` to its count of positions and the per-channel ``sums`` (keys of SUMS);
         ``gram`` "matrix" adds its Gram matrix (whose diagonal is the sum of squares), "rows" outputs the
-        sampled rows instead. Returns the output names: the count, one per key of SUMS (an empty string
-        where it is not computed here) and the Gram matrix or rows (or an empty string)."""
-        view = self.rows(tensor, spec, key)  # [C, positions]
+        sampled rows instead. Returns the output names: the shape of the sampled values (positions times
+        channels), one per key of SUMS (an empty string where it is not computed here) and the Gram matrix
+        or rows (or an empty string)."""
+        rank = len(spec.shape)
+        if gram == "matrix" and rank >= 3 and spec.axis == rank - 1:
+            # Channels last: [positions, channels] is a Reshape away, and the Gram matrix multiplies it
+            # transposed in place (MatMul fuses the Transpose), where moving the channels first copies it.
+            view = self._flat(self._strided(tensor, spec, key), spec, [-1, spec.channels], key)
+            matrix, axes = self._node("MatMul", [self._node("Transpose", [view], f"{key}_vt", perm=[1, 0]), view],
+                                      f"{key}_gram"), [0]
+        elif gram == "matrix" and rank >= 3 and spec.axis == 1 and self._batched_gram(spec):
+            # A map with many positions per sample: a Gram matrix per sample of its [channels, positions]
+            # view, summed, costs no Transpose of the sample (yolo's recording: a third of its extra time).
+            view = self._flat(self._strided(tensor, spec, key), spec, [0, spec.channels, -1], key)
+            per_sample = self._node("MatMul", [view, self._node("Transpose", [view], f"{key}_vt", perm=[0, 2, 1])],
+                                    f"{key}_grams")
+            matrix, axes = self._reduce("ReduceSum", per_sample, f"{key}_gram", [0]), [0, 2]
+        else:
+            view, axes = self.rows(tensor, spec, key), [1]  # [channels, positions]
+            matrix = ""
+            if gram == "rows":
+                matrix = view
+            elif gram == "matrix":
+                # A float32 [batch, channels] tensor is already the transposed view.
+                flat = len(spec.shape) == 2 and spec.axis == 1 and spec.float32
+                transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
+                matrix = self._node("MatMul", [view, transposed], f"{key}_gram")
         names = [self._node("Shape", [view], f"{key}_count")]
-        gram_name = ""
-        if gram == "rows":
-            gram_name = view
-        elif gram == "matrix":
-            # A float32 [batch, channels] tensor is already the transposed view.
-            flat = len(spec.shape) == 2 and spec.axis == 1 and spec.float32
-            transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
-            gram_name = self._node("MatMul", [view, transposed], f"{key}_gram")
         for name in SUMS:
             if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
                 names.append("")
             elif name == "zeros":
-                names.append(self._reduce("ReduceSum", self._is_off(view, key), f"{key}_zeros", [1]))
+                names.append(self._reduce("ReduceSum", self._is_off(view, key), f"{key}_zeros", axes))
             else:
                 op = {"total": "ReduceSum", "total_sq": "ReduceSumSquare", "total_abs": "ReduceL1"}[name]
-                names.append(self._reduce(op, view, f"{key}_{name}", [1]))
-        names.append(gram_name)
+                names.append(self._reduce(op, view, f"{key}_{name}", axes))
+        names.append(matrix)
         self.outputs.extend(n for n in names if n)
         return names
+
+    def _flat(self, tensor: str, spec: TensorSpec, shape: list[int], key: str) -> str:
+        """``tensor`` reshaped to ``shape``, as float32."""
+        view = self._node("Reshape", [tensor, self._const(f"{key}_shape", shape)], f"{key}_rows")
+        return view if spec.float32 else self._node("Cast", [view], f"{key}_f32", to=TensorProto.FLOAT)
+
+    @classmethod
+    def _batched_gram(cls, spec: TensorSpec) -> bool:
+        """Whether a channels-second map samples at least half as many positions per sample as it has
+        channels: per-sample Gram matrices then cost less than moving its channels first (measured)."""
+        dims = cls.sample_dims(spec)
+        return dims is not None and 2 * math.prod(dims) >= spec.channels
 
 
 def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batches: Iterable[dict[str, np.ndarray]],
@@ -563,7 +604,7 @@ def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np
 def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
                  fold: int) -> None:
     """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""
-    count = int(values[names[0]][-1])  # sampled positions: the rows are [channels, positions]
+    count = int(np.prod(values[names[0]])) // stats.channels  # sampled positions: the values over the channels
     _, *sum_names, gram_name = names
     batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
     matrix = values[gram_name] if gram_name else None

@@ -386,6 +386,31 @@ def test_statistics_recorded_in_onnx_runtime_match_numpy(gram):
         np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, axis, dtype", [
+    (("N", 3, 8, 8), 1, np.float32),  # many positions per channel: a Gram matrix per sample, summed
+    (("N", 16, 2, 2), 1, np.float32),  # few: the channels are moved first
+    (("N", 5, 5, 3), 3, np.float32), (("N", 7, 6), 2, np.float32),  # channels last: no move at all
+    (("N", 4, 6), 1, np.float32), (("N", 3, 8, 8), 1, np.float16), (("N", 7, 6), 2, np.float16)])
+def test_gram_matrices_of_every_layout_match_numpy(shape, axis, dtype):
+    rng = np.random.default_rng(21)
+    model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {"x": list(shape)}, ["y"], [])
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    batches = [{"x": (rng.normal(size=(n, *shape[1:])) + np.arange(shape[axis]).reshape(
+        [-1 if i == axis else 1 for i in range(1, len(shape))])).astype(dtype)} for n in (4, 6, 5)]
+    spec = TensorSpec(axis, shape[axis], shape, float32=dtype == np.float32)
+    stats = collect_stats(model, {"y": spec}, batches, gram=True, sums=SUMS)["y"]
+    reference = ChannelStats(shape[axis])
+    for index, batch in enumerate(batches):
+        reference.add_values(batch["x"].astype(np.float32), axis, fold=index % 2)
+    np.testing.assert_array_equal(stats.counts, reference.counts)
+    assert stats.has_gram
+    for fold in (0, 1):
+        np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-4, atol=1e-5)
+    for name in ("mean", "mean_sq", "mean_abs", "zero_fraction"):
+        np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape, axis, opset", [
     (("N", 4, 6, 6), 1, 17), (("N", 6, 6, 4), 3, 17), (("N", 5, 4), 2, 18), (("N", 4), 1, 13), (("N", 4, 10), 1, 18),
     (("N", 4, 12, 12), 1, 13), (("N", 4, "H", "W"), 1, 13), (("N", 4, 1, 1), 1, 13)])
@@ -543,17 +568,22 @@ def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute
 
 @pytest.mark.parametrize("opset", [10, 13])  # before 11 Clip takes its bounds as attributes; LessOrEqual came in 12
 @pytest.mark.parametrize("op", ["Relu", "Identity"])
-@pytest.mark.parametrize("shape, axis", [(("N", 4, 6, 6), 1), (("N", 6, 4), 2)])  # the fused Conv, a comparison
+@pytest.mark.parametrize("shape, axis", [(("N", 4, 6, 6), 1), (("N", 4, 12, 12), 1), (("N", 6, 4), 2)])
 def test_the_zero_fraction_counts_what_a_relu_would_zero(opset, op, shape, axis):
     # apoz reads the zeros of a ReLU of the tensor: a signed tensor (a SiLU's output, say) counts x <= 0.
+    # A feature map's zeros are counted by a fused Conv, at every 3rd row and column of a 12x12 map, and
+    # its mean is taken over the whole map; other tensors by a comparison.
     rng = np.random.default_rng(14)
     model = make_model([helper.make_node(op, ["x"], ["y"], name="op")], {"x": list(shape)}, ["y"], [], opset=opset)
     x = rng.normal(size=(4, *shape[1:])).astype(np.float32)
     x[:, :2] = np.where(x[:, :2] > 0, 1e-30, x[:, :2])  # tiny but positive: not counted
-    spec = TensorSpec(axis, shape[axis], shape, nonnegative=op == "Relu")
+    spec = TensorSpec(axis, shape[axis], shape, sample_fraction=1 / 9 if 12 in shape else 1.0, nonnegative=op == "Relu")
     stats = collect_stats(model, {"y": spec}, [{"x": x}], sums=("zeros",))["y"]
-    expected = np.moveaxis(x <= 0, axis, -1).reshape(-1, shape[axis]).mean(axis=0)
+    sample = x[:, :, ::3, ::3] if 12 in shape else x
+    expected = np.moveaxis(sample <= 0, axis, -1).reshape(-1, shape[axis]).mean(axis=0)
     np.testing.assert_allclose(stats.zero_fraction, expected, rtol=1e-6)
+    np.testing.assert_allclose(stats.mean, np.moveaxis(np.maximum(x, 0) if op == "Relu" else x, axis, -1)
+                               .reshape(-1, shape[axis]).mean(axis=0), rtol=1e-5, atol=1e-6)
     assert 0.3 < stats.zero_fraction.min() and stats.zero_fraction.max() < 0.7
 
 
