@@ -113,14 +113,26 @@ def _all_tensors(graph: onnx.GraphProto, attributes: bool = True):
     yield from graph.initializer
     for node in graph.node:
         for attribute in node.attribute:
-            if attributes and attribute.HasField("t"):
-                yield attribute.t
-            if attributes:
-                yield from attribute.tensors
-            if attribute.HasField("g"):
+            kind = attribute.type or _attribute_type(attribute)  # an int compare: most attributes hold ints
+            if kind in _TENSOR_ATTRIBUTES and attributes:
+                yield from [attribute.t] if kind == onnx.AttributeProto.TENSOR else attribute.tensors
+            elif kind == onnx.AttributeProto.GRAPH:
                 yield from _all_tensors(attribute.g, attributes)
-            for sub in attribute.graphs:
-                yield from _all_tensors(sub, attributes)
+            elif kind == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    yield from _all_tensors(sub, attributes)
+
+
+_TENSOR_ATTRIBUTES = (onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS)
+
+
+def _attribute_type(attribute: onnx.AttributeProto) -> int:
+    """The type of an attribute whose ``type`` field was left unset (some old exporters), from what it holds."""
+    for field, kind in (("t", onnx.AttributeProto.TENSOR), ("g", onnx.AttributeProto.GRAPH)):
+        if attribute.HasField(field):
+            return kind
+    return (onnx.AttributeProto.TENSORS if len(attribute.tensors) else
+            onnx.AttributeProto.GRAPHS if len(attribute.graphs) else onnx.AttributeProto.UNDEFINED)
 
 
 def _external_locations(model: onnx.ModelProto) -> set[str]:
@@ -271,8 +283,9 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
 
 
 # Ops whose output has their input's shape and dtype, where ONNX shape inference gives none
-# (GroupNormalization is a context-dependent function without an inference function).
-_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization",)
+# (GroupNormalization is a context-dependent function without an inference function; the output of
+# MeanVarianceNormalization, a function, gets a type without a shape).
+_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization", "MeanVarianceNormalization")
 
 
 def _kept_shapes(graph: gs.Graph) -> dict[str, list]:

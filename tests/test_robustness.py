@@ -409,3 +409,31 @@ def test_calibrated_compensation_writes_bfloat16_stored_weights_back_in_bfloat16
 def test_a_pruned_model_counts_as_slower_only_beyond_measurement_noise(original, pruned, slower):
     comparison = LatencyComparison(LatencyStats(original, original), LatencyStats(pruned, pruned), 50, 1, 1)
     assert _slower(comparison) == slower
+
+
+def _mvn_model() -> onnx.ModelProto:
+    """x -> MeanVarianceNormalization -> y at opset 13, which ONNX 1.23's full checker fails (in MVN's
+    own function body) and ONNX Runtime runs."""
+    graph = helper.make_graph([helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="mvn")], "mvn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_checker_error_the_original_has_too_is_left_to_the_run_and_a_new_one_is_refused():
+    from onnxprune.errors import PrunedModelError
+    from onnxprune.validate import check_pruned, reference_run
+
+    mvn = _mvn_model()
+    with pytest.raises(onnx.shape_inference.InferenceError):
+        onnx.checker.check_model(mvn, full_check=True)
+    same = reference_run(mvn)
+    assert same.checker_error is not None
+    assert check_pruned(mvn.SerializeToString(), same).outputs[0].cosine > 0.9999
+    identity = make_model([helper.make_node("Identity", ["x"], ["y"])], X, ["y"], [])
+    clean = reference_run(identity)
+    assert clean.checker_error is None and check_pruned(identity.SerializeToString(), clean).samples > 0
+    with pytest.raises(PrunedModelError, match="fails the ONNX checker.*MeanVarianceNormalization"):
+        check_pruned(mvn.SerializeToString(), clean)

@@ -19,13 +19,22 @@ from onnxprune.rules.shape import (
     TileRule,
     TransposeRule,
 )
-from onnxprune.rules.spatial import PadRule, PoolRule, ReduceRule, ResizeRule, SoftmaxRule
+from onnxprune.rules.spatial import (
+    AlongAxisRule,
+    OtherAxesRule,
+    PadRule,
+    PoolRule,
+    ReduceRule,
+    ResizeRule,
+    SoftmaxRule,
+)
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
+    AlongAxisRule(), OtherAxesRule(),
 )
 
 

@@ -17,7 +17,7 @@ UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
     "Softsign", "Erf", "Gelu", "Mish", "ThresholdedRelu", "Shrink", "Cast", "Identity", "Dropout", "Abs",
     "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Not",
-    "IsNaN", "IsInf", "Clip",
+    "IsNaN", "IsInf", "Clip", "CastLike",  # CastLike reads only the type of its second input
 )
 BROADCAST_OPS = (
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Less",
@@ -29,7 +29,7 @@ class UnaryRule(Rule):
     op_types = UNARY_OPS
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        for extra in node.inputs[1:]:  # Clip min/max, Dropout ratio: must be scalars
+        for extra in node.inputs[1:] if node.op != "CastLike" else ():  # Clip min/max, Dropout ratio: scalars
             shape = ctx.shape(extra) if not extra.is_empty() else ()
             if shape is None or any(d != 1 for d in shape):
                 raise Unprunable(f"its input '{extra.name}' is not a scalar")

@@ -1,4 +1,6 @@
-"""Ops that work within each channel: pooling, Pad, Resize/Upsample, reductions, Softmax.
+"""Ops that work within each channel: pooling, Pad, Resize/Upsample, reductions, Softmax, ops along one
+axis (ArgMax, TopK, CumSum, LpNormalization), and ops over other axes (Trilu, MeanVarianceNormalization,
+LRN, GridSample, RoiAlign).
 
 They keep channels index for index as long as they do not act along the channel axis: pools and
 resizes work on spatial axes (a Resize ``sizes`` input names the channel count and is rewritten);
@@ -129,3 +131,67 @@ class SoftmaxRule(Rule):
         if x.axis == axis or ctx.opset < 13 and x.axis > axis:
             raise Unprunable("it normalises over the channel axis")
         ctx.same_channels(node.outputs[0], x)
+
+
+class AlongAxisRule(Rule):
+    """Ops that work along one axis, within each channel unless it is the channel axis."""
+
+    op_types = ("ArgMax", "ArgMin", "TopK", "CumSum", "LpNormalization")
+    _DEFAULT_AXIS = {"ArgMax": 0, "ArgMin": 0, "TopK": -1, "LpNormalization": -1}
+    _WHAT = {"ArgMax": "picks", "ArgMin": "picks", "TopK": "sorts", "CumSum": "sums",
+             "LpNormalization": "normalises"}
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        pin_channels_in(node.inputs[1:], ctx, "an axis or count")  # CumSum's axis, TopK's K
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        rank = ctx.rank(node.inputs[0])
+        if node.op == "CumSum":
+            axis = ctx.const(node.inputs[1])
+            if axis is None or axis.size != 1:
+                raise Unprunable("its axis is not a constant")
+            axis = int(axis.reshape(-1)[0])
+        else:
+            axis = int(node.attrs.get("axis", self._DEFAULT_AXIS[node.op]))
+        axis %= rank
+        if axis == x.axis:
+            raise Unprunable(f"it {self._WHAT[node.op]} along the channel axis")
+        new_axis = x.axis
+        if node.op in ("ArgMax", "ArgMin") and not int(node.attrs.get("keepdims", 1)):
+            new_axis -= axis < x.axis
+        for output in node.outputs:  # TopK's values and indices
+            if not output.is_empty():
+                ctx.same_channels(output, x, axis=new_axis)
+
+
+class OtherAxesRule(Rule):
+    """Ops that work over a fixed set of axes (Trilu: the last two; MeanVarianceNormalization: ``axes``;
+    LRN: its window over axis 1) or sample the spatial axes of an [N, C, ...] map (GridSample, RoiAlign,
+    MaxRoiPool): within each channel unless the channel axis is among those axes."""
+
+    op_types = ("Trilu", "MeanVarianceNormalization", "LRN", "GridSample", "RoiAlign", "MaxRoiPool")
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        pin_channels_in(node.inputs[1:], ctx, "sampling positions, boxes or a diagonal")
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        rank = ctx.rank(node.inputs[0])
+        if node.op == "Trilu" and x.axis >= rank - 2:
+            raise Unprunable("it masks along the channel axis")
+        if node.op == "MeanVarianceNormalization" and x.axis in {int(a) % rank for a in node.attrs.get("axes", [0, 2, 3])}:
+            raise Unprunable("it normalises over the channel axis")
+        if node.op == "LRN" and x.axis == 1:
+            raise Unprunable("it normalises over neighbouring channels")
+        if node.op in ("GridSample", "RoiAlign", "MaxRoiPool") and x.axis != 1:
+            raise Unprunable("it samples along the channel axis")
+        ctx.same_channels(node.outputs[0], x)
+
+
+def pin_channels_in(inputs: list[gs.Tensor], ctx: ChannelContext, what: str) -> None:
+    """Keep the channels of inputs that an op reads as something else (an axis, a count, positions)."""
+    for tensor in inputs:
+        channel = None if tensor.is_empty() else ctx.channel(tensor)
+        if channel is not None:
+            ctx.pin(channel, f"'{tensor.name}' carries channels and is read as {what}")
