@@ -6,7 +6,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
+from onnxprune.contrib import CONTRIB_DOMAIN, CONTRIB_UNARY_OPS, has_fused_contrib_ops, unfuse_contrib_ops
 from onnxprune.errors import InputError
 from onnxprune.shape_targets import (
     batch_head_round_trips,
@@ -74,6 +75,10 @@ def read_model(source: ModelSource) -> LoadedModel:
     else:
         loaded = _read_model_file(Path(source))
     _check_loadable(loaded.model)
+    if has_fused_contrib_ops(loaded.model):
+        graph = gs.import_onnx(loaded.model)
+        unfuse_contrib_ops(graph)
+        loaded = replace(loaded, model=export_graph(graph, loaded.model))
     return loaded
 
 
@@ -284,15 +289,23 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
 
 # Ops whose output has their input's shape and dtype, where ONNX shape inference gives none
 # (GroupNormalization is a context-dependent function without an inference function; the output of
-# MeanVarianceNormalization, a function, gets a type without a shape).
-_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization", "MeanVarianceNormalization")
+# MeanVarianceNormalization, a function, gets a type without a shape; ONNX has no schemas of ONNX
+# Runtime's contrib activations, and ONNX Runtime's optimizer fuses LayerNormalization into models of
+# opsets before 17, which ONNX's inference then does not know).
+_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization", "MeanVarianceNormalization", "LayerNormalization")
+
+
+def _keeps_uninferred_shape(node: gs.Node) -> bool:
+    if node.domain == CONTRIB_DOMAIN:
+        return node.op in (*CONTRIB_UNARY_OPS, "SkipLayerNormalization")
+    return node.op in _UNINFERRED_SHAPE_KEEPING_OPS
 
 
 def _kept_shapes(graph: gs.Graph) -> dict[str, list]:
     """Shapes of the outputs of ``_UNINFERRED_SHAPE_KEEPING_OPS`` that inference left unknown (dtypes set)."""
     kept = {}
     for node in graph.nodes:
-        x, y = (node.inputs[0], node.outputs[0]) if node.op in _UNINFERRED_SHAPE_KEEPING_OPS else (None, None)
+        x, y = (node.inputs[0], node.outputs[0]) if _keeps_uninferred_shape(node) else (None, None)
         if x is not None and y.shape is None and x.shape is not None:
             y.dtype = x.dtype
             kept[y.name] = list(x.shape)

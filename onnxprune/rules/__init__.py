@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onnxprune.contrib import CONTRIB_DOMAIN, CONTRIB_UNARY_OPS
 from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, RewriteView, Rule, Unprunable
 from onnxprune.rules.concat_split import ConcatRule, GatherRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
@@ -39,10 +40,12 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 
 
 class RuleRegistry:
-    """Maps op types of the default ONNX domain to rules; registering an op twice is an error."""
+    """Maps op types of the default ONNX domain to rules; registering an op twice is an error. ONNX
+    Runtime's contrib activations (``com.microsoft``) are element-wise."""
 
     def __init__(self, rules: tuple[Rule, ...] = DEFAULT_RULES) -> None:
         self._rules: dict[str, Rule] = {}
+        self._contrib_unary = UnaryRule()
         for rule in rules:
             self.register(rule)
 
@@ -55,6 +58,8 @@ class RuleRegistry:
 
     def get(self, op_type: str, domain: str = "") -> Rule | None:
         """The rule for an op, or None when channels cannot be traced through it."""
+        if domain == CONTRIB_DOMAIN and op_type in CONTRIB_UNARY_OPS:
+            return self._contrib_unary
         if domain not in ("", "ai.onnx"):
             return None
         return self._rules.get(op_type)
