@@ -56,6 +56,7 @@ class Loaded:
     size: int | None
     external: bool
     reference: ReferenceRun | None = None
+    unfused: tuple[str, ...] = ()
 
 
 def load_with_reference(source: ModelSource, validate: bool, seed: int, data: EvalData | None = None) -> Loaded:
@@ -74,7 +75,7 @@ def load_with_reference(source: ModelSource, validate: bool, seed: int, data: Ev
     model, size = loaded.model, loaded.size_bytes
     if path is None:
         size, reference = _measure_and_run(model, loaded.external_data, validate, seed, data)
-    return Loaded(model, path, size, loaded.external_data, reference)
+    return Loaded(model, path, size, loaded.external_data, reference, loaded.unfused)
 
 
 def _measure_and_run(model: onnx.ModelProto, external: bool, validate: bool, seed: int,

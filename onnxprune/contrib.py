@@ -28,24 +28,25 @@ def has_fused_contrib_ops(model: onnx.ModelProto) -> bool:
     return any(node.domain == CONTRIB_DOMAIN and node.op_type in _SPLITTERS for node in model.graph.node)
 
 
-def unfuse_contrib_ops(graph: gs.Graph) -> int:
-    """Replace the fused contrib ops of ``graph`` that have a standard equivalent, in place; returns how
-    many were split. One whose activation has no standard op is left as it is (and pins its channels)."""
-    count = 0
+def unfuse_contrib_ops(graph: gs.Graph) -> tuple[str, ...]:
+    """Replace the fused contrib ops of ``graph`` that have a standard equivalent, in place; returns the
+    op types split, one entry per node. One whose activation has no standard op is left as it is (and
+    pins its channels)."""
+    split_ops = []
     for node in list(graph.nodes):
         if node.domain != CONTRIB_DOMAIN:
             continue
         split = _SPLITTERS.get(node.op)
-        replacement = split(node) if split is not None else None
+        replacement = split(node, graph) if split is not None else None
         if replacement is None:
             continue
         node.inputs.clear()
         node.outputs.clear()
         graph.nodes.extend(replacement)
-        count += 1
-    if count:
+        split_ops.append(node.op)
+    if split_ops:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    return count
+    return tuple(split_ops)
 
 
 def _float_type(node: gs.Node) -> np.dtype:
@@ -70,7 +71,7 @@ def _activation(name: str, params: list[float], x: gs.Tensor, y: gs.Tensor, pref
     return None
 
 
-def _fused_conv(node: gs.Node) -> list[gs.Node] | None:
+def _fused_conv(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # FusedConv: Y = activation(Conv(X, W, B) + Z), Z optional (a residual the optimizer folded in).
     out = node.outputs[0]
     conv_out = gs.Variable(f"{out.name}_conv", dtype=out.dtype)
@@ -88,7 +89,7 @@ def _fused_conv(node: gs.Node) -> list[gs.Node] | None:
     return None if act is None else nodes + act
 
 
-def _fused_gemm(node: gs.Node) -> list[gs.Node] | None:
+def _fused_gemm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # FusedGemm: Y = activation(Gemm(A, B, C)); LeakyRelu's alpha is activation_alpha.
     out = node.outputs[0]
     gemm_out = gs.Variable(f"{out.name}_gemm", dtype=out.dtype)
@@ -99,7 +100,7 @@ def _fused_gemm(node: gs.Node) -> list[gs.Node] | None:
     return None if act is None else [gs.Node("Gemm", node.name, attrs, list(node.inputs), [gemm_out]), *act]
 
 
-def _fused_matmul(node: gs.Node) -> list[gs.Node] | None:
+def _fused_matmul(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # FusedMatMul: Y = alpha * op(A) @ op(B), op a swap of the last two axes. Only a constant B may be
     # transposed here (its rank is known); transposed batches are left fused.
     if node.attrs.get("transBatchA", 0) or node.attrs.get("transBatchB", 0) or node.attrs.get("transA", 0):
@@ -119,7 +120,7 @@ def _fused_matmul(node: gs.Node) -> list[gs.Node] | None:
             gs.Node("Mul", f"{node.name}_alpha", inputs=[product, scale], outputs=[out])]
 
 
-def _bias_activation(node: gs.Node) -> list[gs.Node] | None:
+def _bias_activation(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # BiasGelu(A, B) = Gelu(A + B); FastGelu(X, bias) = FastGelu(X + bias). B is per hidden unit.
     if len(node.inputs) < 2 or node.inputs[1].is_empty():
         return None
@@ -130,5 +131,26 @@ def _bias_activation(node: gs.Node) -> list[gs.Node] | None:
             gs.Node(op, node.name, domain=CONTRIB_DOMAIN, inputs=[biased], outputs=[out])]
 
 
+def _skip_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
+    # SkipLayerNormalization(input, skip, gamma, beta, bias) = LayerNormalization(input + skip + bias)
+    # over the last axis; its fourth output is that sum. Mean and inverse deviation outputs stay fused.
+    used = [t for t in node.outputs[1:3] if not t.is_empty() and (t.outputs or t in graph.outputs)]
+    if graph.opset < 17 or used:  # LayerNormalization is a standard op from opset 17
+        return None
+    x, skip, gamma = node.inputs[:3]
+    beta = node.inputs[3] if len(node.inputs) > 3 and not node.inputs[3].is_empty() else None
+    bias = node.inputs[4] if len(node.inputs) > 4 and not node.inputs[4].is_empty() else None
+    out = node.outputs[0]
+    total = node.outputs[3] if len(node.outputs) > 3 and not node.outputs[3].is_empty() else \
+        gs.Variable(f"{out.name}_sum", dtype=out.dtype)
+    summed = gs.Variable(f"{out.name}_skip", dtype=out.dtype) if bias is not None else total
+    nodes = [gs.Node("Add", f"{node.name}_skip", inputs=[x, skip], outputs=[summed])]
+    if bias is not None:
+        nodes.append(gs.Node("Add", f"{node.name}_bias", inputs=[summed, bias], outputs=[total]))
+    attrs = {"axis": -1, "epsilon": float(node.attrs.get("epsilon", 1e-5))}
+    norm_inputs = [total, gamma] + ([beta] if beta is not None else [])
+    return [*nodes, gs.Node("LayerNormalization", node.name, attrs, norm_inputs, [out])]
+
+
 _SPLITTERS = {"FusedConv": _fused_conv, "FusedGemm": _fused_gemm, "FusedMatMul": _fused_matmul,
-              "BiasGelu": _bias_activation, "FastGelu": _bias_activation}
+              "BiasGelu": _bias_activation, "FastGelu": _bias_activation, "SkipLayerNormalization": _skip_layer_norm}

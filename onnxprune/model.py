@@ -51,11 +51,13 @@ PROTOBUF_SAFE_BYTES = 1_800_000_000
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model and how it was stored: ``external_data`` when its weights lived in side files."""
+    """A model and how it was stored: ``external_data`` when its weights lived in side files; ``unfused``
+    names the ONNX Runtime fusions that loading split into standard ops (see ``contrib.py``)."""
 
     model: onnx.ModelProto
     external_data: bool
     size_bytes: int | None
+    unfused: tuple[str, ...] = ()
 
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
@@ -77,8 +79,8 @@ def read_model(source: ModelSource) -> LoadedModel:
     _check_loadable(loaded.model)
     if has_fused_contrib_ops(loaded.model):
         graph = gs.import_onnx(loaded.model)
-        unfuse_contrib_ops(graph)
-        loaded = replace(loaded, model=export_graph(graph, loaded.model))
+        unfused = unfuse_contrib_ops(graph)
+        loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused)
     return loaded
 
 

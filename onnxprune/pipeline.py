@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import onnx
@@ -159,6 +160,11 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     loaded = load_with_reference(model, config.validate, config.seed, calibration)
     builder = CandidateBuilder(loaded, loaded.reference, config.quiet)
     notes: list[str] = []
+    if loaded.unfused:
+        counts = Counter(loaded.unfused)
+        notes.append("ONNX Runtime's fused ops were split into the standard ops they stand for ("
+                     + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+                     + "); ONNX Runtime fuses them again when it loads the pruned model")
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
     del loaded  # the builder holds it, and may release it
