@@ -66,6 +66,10 @@ class Analysis:
         if quantized:
             return (f"the model is quantized ({', '.join(quantized)}): onnxprune prunes float ops and the QDQ "
                     "format; prune the float model, then quantize it (or quantize to QDQ)")
+        if any(node.domain == "com.microsoft.nchwc" for node in self.graph.nodes):
+            # ONNX Runtime's "all" optimization level saves convs in its blocked layout for this machine's CPU.
+            return ("it was saved by ONNX Runtime at the 'all' optimization level (com.microsoft.nchwc ops, a "
+                    "layout for one CPU); prune the model it was made from, or one saved at the extended level")
         if not self.groups:
             return "it has no Conv, ConvTranspose, Gemm, MatMul, Einsum, RNN, GRU or LSTM with a constant weight"
         return None

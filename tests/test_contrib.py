@@ -111,3 +111,17 @@ def test_a_fusion_without_a_standard_equivalent_is_left_fused(node, why):
     w = weight("w", (8, 4, 1, 1) if node.op_type == "FusedConv" else (6, 5), 1)
     fused = _model([node], {"x": shape}, ["y"], [w])
     assert _contrib_ops(load_model(fused)) == {node.op_type}, why
+
+
+def test_a_model_in_ort_blocked_layout_is_refused_with_what_to_prune_instead(tmp_path):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "all.onnx")
+    ort.InferenceSession(str(MODELS / "resnet.ts.onnx"), options, providers=["CPUExecutionProvider"])
+    saved = onnx.load(options.optimized_model_filepath)
+    result = onnxprune.prune(saved, ratio=0.5)
+    if any(n.domain == "com.microsoft.nchwc" for n in saved.graph.node):  # CPUs with AVX2 or AVX-512
+        assert result.pruned.macs == result.original.macs
+        assert any("saved by ONNX Runtime at the 'all' optimization level" in n for n in result.notes)
+    else:  # elsewhere the "all" level adds no blocked layout, and the model prunes as an extended one does
+        assert result.pruned.macs < result.original.macs
