@@ -125,3 +125,18 @@ def test_a_model_in_ort_blocked_layout_is_refused_with_what_to_prune_instead(tmp
         assert any("saved by ONNX Runtime at the 'all' optimization level" in n for n in result.notes)
     else:  # elsewhere the "all" level adds no blocked layout, and the model prunes as an extended one does
         assert result.pruned.macs < result.original.macs
+
+
+@pytest.mark.parametrize("name", ["gpt.ts", "vit_mha.dynamo"])
+def test_a_transformer_fused_by_ort_transformer_optimizer_prunes_as_the_original_does(tmp_path, name):
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(str(MODELS / f"{name}.onnx"), model_type="bert", num_heads=3, hidden_size=48,
+                                     opt_level=0).model
+    assert {"SkipLayerNormalization", "BiasGelu"} <= _contrib_ops(fused)
+    expected = onnxprune.prune(MODELS / f"{name}.onnx", ratio=0.5)
+    result = onnxprune.prune(fused, ratio=0.5)
+    assert result.pruned.macs == expected.pruned.macs < result.original.macs
+    feeds = feeds_for(fused)
+    for want, got in zip(run(expected.model, feeds), run(result.model, feeds)):
+        assert relative_error(want, got) < 1e-4
