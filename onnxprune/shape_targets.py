@@ -292,15 +292,11 @@ def packed_projection_selects(graph: gs.Graph) -> int:
         while (labels is not None and len(tensor.outputs) == 1 and tensor.outputs[0].op in ("Unsqueeze", "Transpose", "Squeeze")
                and tensor.outputs[0].inputs[0] is tensor):
             labels, tensor = _moved_labels(tensor.outputs[0], labels), tensor.outputs[0].outputs[0]
-        selects = tensor.outputs
-        if labels is None or not selects or any(not _selects_part(n, labels) or n.inputs[0] is not tensor for n in selects):
-            continue
-        if [label for label in labels if label != "part"] != kept:
+        selections = _part_selections(tensor, labels, parts) if labels is not None else None
+        if not selections or [label for label in labels if label != "part"] != kept:
             continue
         outputs = [gs.Variable(_unique(taken, f"{reshape.name}_part{i}"), dtype=source.dtype) for i in range(parts)]
-        for select in list(selects):
-            part = int(np.asarray(select.inputs[1].values)) % parts
-            result = select.outputs[0]
+        for part, select, result in selections:
             select.outputs.clear()
             graph.nodes.append(gs.Node("Identity", name=_unique(taken, f"{select.name}_part"), inputs=[outputs[part]],
                                        outputs=[result]))
@@ -332,6 +328,32 @@ def _moved_labels(node: gs.Node, labels: list[str]) -> list[str] | None:
     if any(labels[axis] != "1" for axis in dropped):
         return None
     return [label for axis, label in enumerate(labels) if axis not in dropped]
+
+
+def _part_selections(tensor: gs.Tensor, labels: list[str], parts: int) -> list[tuple[int, gs.Node, gs.Tensor]] | None:
+    """How each reader of ``tensor`` selects one part along its axis labelled "part": (part, the node whose
+    output is that part, the output), or None where one reads it otherwise. Either Gathers of one index
+    each, or a Split into parts of one, each Squeezed (ONNX Runtime's optimizer fuses the Gathers so)."""
+    readers = tensor.outputs
+    if readers and all(_selects_part(n, labels) and n.inputs[0] is tensor for n in readers):
+        return [(int(np.asarray(n.inputs[1].values)) % parts, n, n.outputs[0]) for n in readers]
+    if len(readers) != 1 or readers[0].op != "Split" or len(readers[0].outputs) != parts:
+        return None
+    split, axis = readers[0], labels.index("part")
+    if int(split.attrs.get("axis", 0)) % len(labels) != axis:
+        return None
+    if len(split.inputs) > 1 and not split.inputs[1].is_empty() and _values(split.inputs[1], 0) != [1] * parts:
+        return None
+    selections = []
+    for part, piece in enumerate(split.outputs):
+        squeeze = piece.outputs[0] if len(piece.outputs) == 1 else None
+        if squeeze is None or squeeze.op != "Squeeze" or squeeze.inputs[0] is not piece:
+            return None
+        axes = _values(squeeze.inputs[1], 0) if len(squeeze.inputs) > 1 else squeeze.attrs.get("axes")
+        if axes is None or [int(a) % len(labels) for a in axes] != [axis]:
+            return None
+        selections.append((part, squeeze, squeeze.outputs[0]))
+    return selections
 
 
 def _selects_part(node: gs.Node, labels: list[str]) -> bool:

@@ -30,6 +30,7 @@ def _contrib_ops(model: onnx.ModelProto) -> set[str]:
 @pytest.mark.parametrize(("name", "fused"), [
     ("resnet.ts", "FusedConv"), ("mobilenetv2.ts", "FusedConv"), ("fashion_mnist.ts", "FusedGemm"),
     ("yolo.ts", "QuickGelu"), ("gpt.ts", "BiasGelu"), ("vit.ts", "FusedMatMul"),
+    ("vit_mha.dynamo", "SkipLayerNormalization"),  # and its q/k/v Gathers fused into a Split and Squeezes
 ])
 def test_an_ort_optimized_fixture_prunes_as_the_original_does(tmp_path, name, fused):
     optimized = _ort_optimized(MODELS / f"{name}.onnx", tmp_path)

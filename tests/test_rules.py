@@ -811,6 +811,39 @@ def test_a_packed_projection_select_becomes_a_split_only_where_it_is_one(perm, a
     np.testing.assert_array_equal(run(export_graph(graph, model), {"x": x})[0], run(model, {"x": x})[0])
 
 
+@pytest.mark.parametrize("axis, sizes, extra_reader, rewritten", [
+    (0, [1, 1, 1], False, True), (0, None, False, True),
+    (0, [1, 1, 1], True, False),  # a piece read unsqueezed too
+    (1, [1, 1], False, False),  # a split of the batch axis
+])
+def test_a_split_into_squeezed_parts_of_a_packed_projection_becomes_a_split_of_its_channels(axis, sizes, extra_reader,
+                                                                                            rewritten):
+    # ONNX Runtime's optimizer writes the Gathers above as a Split of the parts axis into parts of one,
+    # each Squeezed; only where every piece is one part with that axis squeezed is it the channel Split.
+    inits = [numpy_helper.from_array(np.array([0, 0, 3, 4], np.int64), "parts"),
+             numpy_helper.from_array(np.array([axis], np.int64), "axes")]
+    pieces = len(sizes) if sizes else 3
+    split_inputs = ["t"]
+    if sizes:
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        split_inputs.append("sizes")
+    nodes = [helper.make_node("Reshape", ["x", "parts"], ["r"], name="reshape"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[2, 0, 1, 3]),
+             helper.make_node("Split", split_inputs, [f"p{i}" for i in range(pieces)], axis=axis,
+                              **({} if sizes else {"num_outputs": 3}))]
+    nodes += [helper.make_node("Squeeze", [f"p{i}", "axes"], [f"y{i}"]) for i in range(pieces)]
+    outputs = [f"y{i}" for i in range(pieces)]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["p0"], ["p0_relu"]))
+        outputs.append("p0_relu")
+    model = make_model(nodes, {"x": [2, 5, 12]}, outputs, inits, opset=18)
+    graph = import_graph(model)
+    assert ("Squeeze" not in {n.op for n in graph.nodes}) == rewritten
+    x = np.random.default_rng(0).standard_normal((2, 5, 12)).astype(np.float32)
+    for want, got in zip(run(model, {"x": x}), run(export_graph(graph, model), {"x": x})):
+        np.testing.assert_array_equal(got, want)
+
+
 def _merged_head_attention(heads: int, head_size: int, scores_out: bool) -> onnx.ModelProto:
     """tokens [N, 6, 8] -> sequence first -> q, k, v each [6, N, width] -> [6, N x heads, head size] ->
     (1, 0, 2) or, for k, (1, 2, 0) -> scaled q k^T -> softmax -> times v -> (1, 0, 2) -> [-1, width] ->
