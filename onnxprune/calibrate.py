@@ -415,8 +415,7 @@ class _StatsGraph:
             # ``apoz``: the zeros are counted by a Conv that samples as it goes, and the mean of the whole
             # map is one GlobalAveragePool; a shared sample would cost one more node per tensor, which is
             # most of what a small model's run pays for (se_hardswish 1.63x -> 1.5x). Both are means.
-            step = self._step(spec) if spec.axis == 1 else 1
-            zeros = self._node("GlobalAveragePool", [self._is_off_blocked(tensor, spec.channels, key, step)],
+            zeros = self._node("GlobalAveragePool", [self._is_off_blocked(tensor, spec.channels, key, self._step(spec))],
                                f"{key}_mean_zeros")
             whole = tensor if self.sample_dims(replace(spec, sample_fraction=1.0)) == (1, 1) else \
                 self._node("GlobalAveragePool", [tensor], f"{key}_mean_total")
@@ -490,7 +489,7 @@ class _StatsGraph:
                 matrix = view
             elif gram == "matrix":
                 # A float32 [batch, channels] tensor is already the transposed view.
-                flat = len(spec.shape) == 2 and spec.axis == 1 and spec.float32
+                flat = rank == 2 and spec.axis == 1 and spec.float32
                 transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
                 matrix = self._node("MatMul", [view, transposed], f"{key}_gram")
         names = [self._node("Shape", [view], f"{key}_count")]

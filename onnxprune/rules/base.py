@@ -72,9 +72,11 @@ class RewriteView(Protocol):
 
 
 class Rule:
-    """Channel behaviour of one family of ops. Subclasses set ``op_types`` and override ``analyse``."""
+    """Channel behaviour of one family of ops. Subclasses set ``op_types`` (of ``domain``, the default
+    ONNX domain unless set) and override ``analyse``."""
 
     op_types: tuple[str, ...] = ()
+    domain: str = ""
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         """Declare output channels, couplings, parameter slices and pins for ``node``."""

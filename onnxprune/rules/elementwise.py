@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from onnxprune.contrib import CONTRIB_DOMAIN, CONTRIB_UNARY_OPS
 from onnxprune.rules.base import ChannelContext, Rule, Unprunable, broadcast_axis, quantization_axis
 
 UNARY_OPS = (
@@ -38,6 +39,13 @@ class UnaryRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is not None:
             ctx.same_channels(node.outputs[0], x)
+
+
+class ContribUnaryRule(UnaryRule):
+    """ONNX Runtime's element-wise contrib activations (Gelu, QuickGelu, FastGelu without a bias)."""
+
+    op_types = CONTRIB_UNARY_OPS
+    domain = CONTRIB_DOMAIN
 
 
 class BroadcastRule(Rule):
