@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         result = find_groups(model, config)
         print(format_groups(result.groups))
+        for note in result.notes:
+            print(f"note: {note}")
         if result.why_nothing:
             print(f"nothing can be pruned: {result.why_nothing}")
         return 0

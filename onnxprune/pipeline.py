@@ -16,7 +16,7 @@ from onnxprune.errors import GuardError, InputError
 from onnxprune.groups import Analysis
 from onnxprune.importance import importance_scores
 from onnxprune.latency import LatencyComparison, LatencySettings, compare_latency
-from onnxprune.model import ModelSource, load_model
+from onnxprune.model import ModelSource, read_model
 from onnxprune.plan import GlobalRanking, Plan, make_plan
 from onnxprune.report import build_report, group_rows
 from onnxprune.search import (
@@ -48,6 +48,7 @@ class GroupsResult:
     groups: list[dict]
     plan: Plan
     why_nothing: str | None = None  # why no group can be pruned, where the groups do not say it
+    notes: list[str] = field(default_factory=list)  # what loading changed, and how MACs are counted
 
     @property
     def prunable(self) -> int:
@@ -131,12 +132,31 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
         config: options; keyword arguments (ratio, importance, round_to, exclude) override it.
     """
     config = _resolve_config(config, **options)
-    builder = CandidateBuilder(Loaded(load_model(model), None, None, False), None, config.quiet)
+    loaded = read_model(model)
+    builder = CandidateBuilder(Loaded(loaded.model, None, None, False), None, config.quiet)
     analysis = builder.analysis()
     # A dry run records no activations: activation criteria are previewed with L1.
     scores = importance_scores(analysis, Importance.L1 if config.importance.needs_activations else config.importance)
     plan = _single_plan(analysis, scores, config)
-    return GroupsResult(group_rows(analysis, plan), plan, analysis.why_nothing_is_prunable())
+    notes = _loading_notes(loaded.unfused, analysis, calibrated=False)
+    if config.importance.needs_activations:
+        notes.append(f"--importance {config.importance.value} needs activations, which a dry run does not record: "
+                     "the kept counts rank by l1")
+    return GroupsResult(group_rows(analysis, plan), plan, analysis.why_nothing_is_prunable(), notes)
+
+
+def _loading_notes(unfused: tuple[str, ...], analysis: Analysis, calibrated: bool) -> list[str]:
+    """Notes on what loading changed (ONNX Runtime fusions split) and on symbolic sizes in the MAC count."""
+    notes = []
+    if unfused:
+        counts = Counter(unfused)
+        notes.append("ONNX Runtime's fused ops were split into the standard ops they stand for ("
+                     + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+                     + "); ONNX Runtime fuses them again when it loads the pruned model")
+    if static_mac_count(analysis.graph, analysis.mac_scales) is None:
+        notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "
+                     "length) as 1" + ("" if calibrated else "; give --calib data to count them at the data's sizes"))
+    return notes
 
 
 def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
@@ -160,21 +180,15 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     loaded = load_with_reference(model, config.validate, config.seed, calibration)
     builder = CandidateBuilder(loaded, loaded.reference, config.quiet)
     notes: list[str] = []
-    if loaded.unfused:
-        counts = Counter(loaded.unfused)
-        notes.append("ONNX Runtime's fused ops were split into the standard ops they stand for ("
-                     + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
-                     + "); ONNX Runtime fuses them again when it loads the pruned model")
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
+    unfused = loaded.unfused
     del loaded  # the builder holds it, and may release it
     why_nothing = analysis.why_nothing_is_prunable()
     if why_nothing:
         notes.append(f"nothing can be pruned: {why_nothing}")
     before = graph_stats(analysis.graph, builder.loaded.size, analysis.mac_scales)
-    if static_mac_count(analysis.graph, analysis.mac_scales) is None:
-        notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "
-                     "length) as 1" + ("" if calibration else "; give --calib data to count them at the data's sizes"))
+    notes[:0] = _loading_notes(unfused, analysis, calibration is not None)
     scores = builder.scores(analysis, config.importance)
     release_freed_memory()
     chosen, sensitivity = _choose(builder, analysis, scores, config, settings)

@@ -74,6 +74,14 @@ def test_dry_run_lists_groups_and_reasons_and_writes_nothing(model_copy, capsys)
     assert sorted(p.name for p in model_copy.parent.iterdir()) == [model_copy.name]
 
 
+
+def test_a_dry_run_says_an_activation_criterion_is_previewed_by_l1(model_copy, capsys):
+    assert main([str(model_copy), "--dry-run", "--importance", "apoz"]) == 0
+    out = capsys.readouterr().out
+    assert "note: --importance apoz needs activations, which a dry run does not record" in out
+    assert main([str(model_copy), "--dry-run"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
 def test_exclude_from_the_command_line(model_copy, tmp_path, capsys):
     report_path = tmp_path / "r.json"
     assert main([str(model_copy), "-o", str(tmp_path / "o.onnx"), "--exclude", "*", "--report", str(report_path)]) == 0

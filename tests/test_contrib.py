@@ -48,6 +48,21 @@ def test_an_ort_optimized_fixture_prunes_as_the_original_does(tmp_path, name, fu
     assert any(fused in note for note in result.notes) == (fused != "QuickGelu")
 
 
+
+def test_a_dry_run_of_an_ort_optimized_model_says_what_loading_split(tmp_path, capsys):
+    from onnxprune.cli import main
+
+    optimized = _ort_optimized(MODELS / "resnet.ts.onnx", tmp_path)
+    path = tmp_path / "resnet.ts.optimized.onnx"  # where _ort_optimized saved it
+    fused = sum(n.op_type == "FusedConv" for n in optimized.graph.node)
+    assert main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: ONNX Runtime's fused ops were split into the standard ops they stand for ({fused} FusedConv)" in out
+    # The groups are those of the model it came from, so the kept counts match its dry run.
+    expected = onnxprune.find_groups(MODELS / "resnet.ts.onnx")
+    assert [(g["channels"], g["kept"]) for g in onnxprune.find_groups(path).groups] == \
+        [(g["channels"], g["kept"]) for g in expected.groups]
+
 def _contrib(op: str, inputs: list[str], outputs: list[str], **attrs) -> onnx.NodeProto:
     return helper.make_node(op, inputs, outputs, domain=CONTRIB_DOMAIN, **attrs)
 
