@@ -3,9 +3,11 @@
 A model that ONNX Runtime's optimizer saved (``SessionOptions.optimized_model_filepath``, or the
 transformer optimizer) holds fusions in the ``com.microsoft`` domain: FusedConv and FusedGemm (a Conv
 or Gemm with its activation, and FusedConv's residual Add), FusedMatMul (a MatMul of transposed inputs,
-scaled), BiasGelu and FastGelu (a bias Add before the activation). Split into the standard ops they
-stand for, every rule, criterion and compensation step applies to them; ONNX Runtime fuses them again
-when it loads the pruned model. The activations with no standard op (Gelu before opset 20, QuickGelu,
+scaled), BiasGelu and FastGelu (a bias Add before the activation), SkipLayerNormalization, and BERT's
+Attention (a packed q/k/v projection, heads, a padding mask) and EmbedLayerNormalization. Split into the
+standard ops they stand for, every rule, criterion and compensation step applies to them; ONNX Runtime
+fuses them again when it loads the pruned model, except Attention and EmbedLayerNormalization, which
+only its transformer optimizer writes. The activations with no standard op (Gelu before opset 20, QuickGelu,
 FastGelu) stay contrib ops, which ``CONTRIB_UNARY_OPS`` lets channels pass through.
 """
 
@@ -16,6 +18,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 CONTRIB_DOMAIN = "com.microsoft"
+
+# Fusions that only ONNX Runtime's transformer optimizer writes (a session's own optimisations do not).
+TRANSFORMER_OPTIMIZER_OPS = ("Attention", "EmbedLayerNormalization")
 
 # Element-wise contrib activations (one input, its shape kept): QuickGelu is x * sigmoid(alpha x).
 CONTRIB_UNARY_OPS = ("Gelu", "QuickGelu", "FastGelu")
@@ -33,10 +38,12 @@ def unfuse_contrib_ops(graph: gs.Graph) -> tuple[str, ...]:
     op types split, one entry per node. One whose activation has no standard op is left as it is (and
     pins its channels)."""
     split_ops = []
-    for node in list(graph.nodes):
+    # Attention first: it recognises the key counts of EmbedLayerNormalization by their producer.
+    for node in sorted(graph.nodes, key=lambda n: n.op != "Attention"):
         if node.domain != CONTRIB_DOMAIN:
             continue
         split = _SPLITTERS.get(node.op)
+        node.name = node.name or f"{node.op}_{node.outputs[0].name}"  # the split nodes are named after it
         replacement = split(node, graph) if split is not None else None
         if replacement is None:
             continue
@@ -152,5 +159,136 @@ def _skip_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     return [*nodes, gs.Node("LayerNormalization", node.name, attrs, norm_inputs, [out])]
 
 
+class _Chain:
+    """Nodes written one after another, each output a new tensor named after ``prefix``."""
+
+    def __init__(self, prefix: str, dtype) -> None:
+        self.prefix, self.dtype, self.nodes, self.constants = prefix, dtype, [], 0
+
+    def add(self, op: str, inputs: list, attrs: dict | None = None, out: gs.Tensor | None = None, dtype=None) -> gs.Tensor:
+        name = f"{self.prefix}_{len(self.nodes)}_{op}"
+        out = out if out is not None else gs.Variable(name, dtype=dtype or self.dtype)
+        self.nodes.append(gs.Node(op, name, attrs or {}, inputs, [out]))
+        return out
+
+    def const(self, values, dtype=np.int64) -> gs.Constant:
+        self.constants += 1
+        return gs.Constant(f"{self.prefix}_const{self.constants}", np.array(values, dtype=dtype))
+
+    def unsqueeze(self, x: gs.Tensor, axes: list[int], opset: int, dtype=None) -> gs.Tensor:
+        if opset >= 13:  # axes became an input in opset 13
+            return self.add("Unsqueeze", [x, self.const(axes)], dtype=dtype)
+        return self.add("Unsqueeze", [x], {"axes": axes}, dtype=dtype)
+
+
+def _present(node: gs.Node, index: int) -> gs.Tensor | None:
+    return node.inputs[index] if len(node.inputs) > index and not node.inputs[index].is_empty() else None
+
+
+def _used(tensor: gs.Tensor, graph: gs.Graph) -> bool:
+    return not tensor.is_empty() and bool(tensor.outputs or tensor in graph.outputs)
+
+
+def _attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
+    # Attention(input, weights [in, q + k + v], bias, mask_index): self-attention with a packed projection.
+    # Written out as BERT exports it: a MatMul and bias Add per projection, heads by Reshape and Transpose,
+    # softmax(q k^T * scale + mask) v, heads merged back. Past state, an attention bias, causal masking and
+    # rotary embeddings have no such plain form here: those stay fused.
+    attrs = node.attrs
+    if (any(_present(node, i) is not None for i in (4, 5, 6)) or any(_used(t, graph) for t in node.outputs[1:])
+            or attrs.get("unidirectional", 0) or attrs.get("do_rotary", 0) or attrs.get("past_present_share_buffer", 0)):
+        return None
+    weights, bias, mask = node.inputs[1], _present(node, 2), _present(node, 3)
+    if not isinstance(weights, gs.Constant) or weights.values.ndim != 2 or not (bias is None or isinstance(bias, gs.Constant)):
+        return None
+    heads = int(attrs.get("num_heads", 0))
+    width = weights.values.shape[1]
+    sizes = list(attrs.get("qkv_hidden_sizes", [])) or [width // 3] * 3
+    if heads <= 0 or sum(sizes) != width or sizes[0] != sizes[1] or any(size % heads for size in sizes):
+        return None
+    dtype = _float_type(node)
+    chain = _Chain(node.name, node.outputs[0].dtype)
+    additive = _additive_mask(chain, mask, node.inputs[0], float(attrs.get("mask_filter_value", -10000.0)), dtype, graph)
+    if mask is not None and additive is None:
+        return None
+    x = node.inputs[0]
+    projected = []
+    for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:2]]), sizes)):
+        part = f"{node.name}_{'qkv'[index]}"
+        y = chain.add("MatMul", [x, gs.Constant(f"{part}_weight", np.ascontiguousarray(weights.values[:, start:start + size]))])
+        if bias is not None:
+            y = chain.add("Add", [y, gs.Constant(f"{part}_bias", np.ascontiguousarray(bias.values[start:start + size]))])
+        y = chain.add("Reshape", [y, chain.const([0, 0, heads, size // heads])])
+        projected.append(chain.add("Transpose", [y], {"perm": [0, 2, 3, 1] if index == 1 else [0, 2, 1, 3]}))
+    scale = float(attrs.get("scale", 0.0)) or 1.0 / float(np.sqrt(sizes[0] // heads))
+    scores = chain.add("Mul", [chain.add("MatMul", projected[:2]), gs.Constant(f"{node.name}_scale", np.array(scale, dtype))])
+    if additive is not None:
+        scores = chain.add("Add", [scores, additive])
+    context = chain.add("MatMul", [chain.add("Softmax", [scores], {"axis": -1}), projected[2]])
+    merged = chain.add("Transpose", [context], {"perm": [0, 2, 1, 3]})
+    chain.add("Reshape", [merged, chain.const([0, 0, sizes[2]])], out=node.outputs[0])
+    return chain.nodes
+
+
+def _additive_mask(chain: _Chain, mask: gs.Tensor | None, x: gs.Tensor, fill: float, dtype: np.dtype,
+                   graph: gs.Graph) -> gs.Tensor | None:
+    """Attention's mask_index as scores to add, [batch, 1, 1, keys]: 0 where a key is attended, ``fill``
+    where not. From a raw [batch, keys] mask (0 masks), or the key counts [batch] of right-padded inputs
+    that EmbedLayerNormalization computes; None for the other forms (or without a mask)."""
+    if mask is None:
+        return None
+    producer = mask.inputs[0] if mask.inputs else None
+    source = mask
+    while source.shape is None and source.inputs and source.inputs[0].op in ("Cast", "Identity"):
+        source = source.inputs[0].inputs[0]  # the optimizer casts a model input mask to int32 first
+    if source.shape is not None and len(source.shape) == 2:  # int32, the one type Attention takes
+        keep = chain.add("Greater", [mask, chain.const(0, np.int32)], dtype=np.bool_)
+    elif producer is not None and producer.op == "EmbedLayerNormalization" and producer.outputs[1] is mask:
+        length = chain.add("Gather", [chain.add("Shape", [x], dtype=np.int64), chain.const(1)], dtype=np.int64)
+        length = chain.add("Cast", [length], {"to": onnx.TensorProto.INT32}, dtype=np.int32)
+        positions = chain.add("Range", [chain.const(0, np.int32), length, chain.const(1, np.int32)], dtype=np.int32)
+        keep = chain.add("Less", [chain.unsqueeze(positions, [0], graph.opset, np.int32),
+                                  chain.unsqueeze(mask, [1], graph.opset, np.int32)], dtype=np.bool_)
+    else:
+        return None
+    scores = chain.add("Where", [keep, chain.const(0.0, dtype), chain.const(fill, dtype)])
+    return chain.unsqueeze(scores, [1, 2], graph.opset)
+
+
+def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
+    # EmbedLayerNormalization: LayerNormalization(word[ids] + position[positions] + segment[segment ids]),
+    # positions 0.. by default; its mask_index output is the count of attended tokens (1 in the mask).
+    if graph.opset < 17 or (len(node.outputs) > 2 and _used(node.outputs[2], graph)):
+        return None
+    ids, segments, words, positions, segment_table, gamma, beta = (_present(node, i) for i in range(7))
+    mask, position_ids = _present(node, 7), _present(node, 8)
+    if any(t is None for t in (words, positions, gamma)) or (segments is None) != (segment_table is None):
+        return None
+    index_output = node.outputs[1] if len(node.outputs) > 1 and _used(node.outputs[1], graph) else None
+    if index_output is not None and mask is None:
+        return None
+    out = node.outputs[0]
+    chain = _Chain(node.name, out.dtype)
+    total = chain.add("Gather", [words, ids])
+    if position_ids is not None:
+        position = chain.add("Gather", [positions, position_ids])
+    else:
+        length = chain.add("Slice", [chain.add("Shape", [ids], dtype=np.int64), chain.const([1]), chain.const([2])],
+                           dtype=np.int64)
+        position = chain.add("Slice", [positions, chain.const([0]), length, chain.const([0])])
+    total = chain.add("Add", [total, position])
+    if segments is not None:
+        total = chain.add("Add", [total, chain.add("Gather", [segment_table, segments])])
+    norm_inputs = [total, gamma] + ([beta] if beta is not None else [])
+    chain.add("LayerNormalization", norm_inputs, {"axis": -1, "epsilon": float(node.attrs.get("epsilon", 1e-12))}, out=out)
+    if index_output is not None:
+        counted = chain.add("Cast", [mask], {"to": onnx.TensorProto.INT32}, dtype=np.int32)
+        counted = chain.add("ReduceSum", [counted, chain.const([1])], {"keepdims": 0}, dtype=np.int32) \
+            if graph.opset >= 13 else chain.add("ReduceSum", [counted], {"axes": [1], "keepdims": 0}, dtype=np.int32)
+        chain.add("Identity", [counted], out=index_output)
+    return chain.nodes
+
+
 _SPLITTERS = {"FusedConv": _fused_conv, "FusedGemm": _fused_gemm, "FusedMatMul": _fused_matmul,
-              "BiasGelu": _bias_activation, "FastGelu": _bias_activation, "SkipLayerNormalization": _skip_layer_norm}
+              "BiasGelu": _bias_activation, "FastGelu": _bias_activation, "SkipLayerNormalization": _skip_layer_norm,
+              "Attention": _attention, "EmbedLayerNormalization": _embed_layer_norm}

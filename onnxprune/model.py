@@ -303,14 +303,34 @@ def _keeps_uninferred_shape(node: gs.Node) -> bool:
     return node.op in _UNINFERRED_SHAPE_KEEPING_OPS
 
 
+def _uninferred_output(node: gs.Node) -> tuple[list, object] | None:
+    """The shape and dtype of the first output of an op that ONNX shape inference does not reach, where its
+    inputs' tell them: an op that keeps its input's shape, and the contrib Attention ([batch, tokens, value
+    width]) and EmbedLayerNormalization ([batch, tokens, hidden], from its word table) that stay fused."""
+    x = node.inputs[0] if node.inputs else None
+    if x is None or x.shape is None:
+        return None
+    if _keeps_uninferred_shape(node):
+        return list(x.shape), x.dtype
+    if node.domain != CONTRIB_DOMAIN or len(node.inputs) < 3 or node.inputs[1].shape is None:
+        return None
+    if node.op == "Attention" and len(x.shape) == 3 and len(node.inputs[1].shape) == 2:
+        sizes = list(node.attrs.get("qkv_hidden_sizes", []))
+        width = sizes[2] if sizes else node.inputs[1].shape[1] // 3 if isinstance(node.inputs[1].shape[1], int) else None
+        return ([*x.shape[:2], width], x.dtype) if width else None
+    if node.op == "EmbedLayerNormalization" and len(x.shape) == 2 and len(node.inputs[2].shape or []) == 2:
+        return [*x.shape, node.inputs[2].shape[1]], node.inputs[2].dtype
+    return None
+
+
 def _kept_shapes(graph: gs.Graph) -> dict[str, list]:
-    """Shapes of the outputs of ``_UNINFERRED_SHAPE_KEEPING_OPS`` that inference left unknown (dtypes set)."""
+    """Shapes of the outputs that inference left unknown and ``_uninferred_output`` knows (dtypes set)."""
     kept = {}
     for node in graph.nodes:
-        x, y = (node.inputs[0], node.outputs[0]) if _keeps_uninferred_shape(node) else (None, None)
-        if x is not None and y.shape is None and x.shape is not None:
-            y.dtype = x.dtype
-            kept[y.name] = list(x.shape)
+        known = _uninferred_output(node) if node.outputs and node.outputs[0].shape is None else None
+        if known is not None:
+            node.outputs[0].dtype = known[1]
+            kept[node.outputs[0].name] = known[0]
     return kept
 
 

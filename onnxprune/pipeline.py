@@ -12,6 +12,7 @@ import onnx
 from onnxprune.calibdata import CalibrationData, ImageOptions, input_specs, load_calibration
 from onnxprune.candidates import Activations, Candidate, CandidateBuilder, Loaded, load_with_reference
 from onnxprune.config import Importance, PruneConfig
+from onnxprune.contrib import TRANSFORMER_OPTIMIZER_OPS
 from onnxprune.errors import GuardError, InputError
 from onnxprune.groups import Analysis
 from onnxprune.importance import importance_scores
@@ -150,9 +151,13 @@ def _loading_notes(unfused: tuple[str, ...], analysis: Analysis, calibrated: boo
     notes = []
     if unfused:
         counts = Counter(unfused)
+        optimizer_only = sorted(set(counts) & set(TRANSFORMER_OPTIMIZER_OPS))
         notes.append("ONNX Runtime's fused ops were split into the standard ops they stand for ("
                      + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
-                     + "); ONNX Runtime fuses them again when it loads the pruned model")
+                     + "); ONNX Runtime fuses them again when it loads the pruned model"
+                     + (f", except {' and '.join(optimizer_only)}, which only its transformer optimizer writes and "
+                        "which it does not fuse again from this form: to keep them fused, prune the model the "
+                        "optimizer read and optimize the pruned one" if optimizer_only else ""))
     if static_mac_count(analysis.graph, analysis.mac_scales) is None:
         notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "
                      "length) as 1" + ("" if calibrated else "; give --calib data to count them at the data's sizes"))

@@ -63,6 +63,7 @@ def test_a_dry_run_of_an_ort_optimized_model_says_what_loading_split(tmp_path, c
     assert [(g["channels"], g["kept"]) for g in onnxprune.find_groups(path).groups] == \
         [(g["channels"], g["kept"]) for g in expected.groups]
 
+
 def _contrib(op: str, inputs: list[str], outputs: list[str], **attrs) -> onnx.NodeProto:
     return helper.make_node(op, inputs, outputs, domain=CONTRIB_DOMAIN, **attrs)
 
@@ -116,6 +117,111 @@ def test_a_fused_contrib_op_is_split_into_standard_ops_that_compute_the_same(cas
     assert [o.name for o in unfused.graph.output] == [o.name for o in fused.graph.output]
     for a, b in zip(want, got):
         assert a.shape == b.shape and relative_error(a, b) < 1e-5
+
+
+HIDDEN, HEADS, VOCAB = 32, 4, 30
+
+
+def _bert(layers: int = 1, mask: str = "embed", qkv_sizes: tuple[int, ...] = (), scale: float = 0.0,
+          opset: int = 17) -> onnx.ModelProto:
+    """A BERT-like encoder as ONNX Runtime's transformer optimizer leaves it: EmbedLayerNormalization, then per
+    layer Attention (mask: "embed" takes the key counts EmbedLayerNormalization computes, "raw" the [batch,
+    keys] mask, "none" none), output MatMul and SkipLayerNormalization, MatMul -> BiasGelu -> MatMul and
+    SkipLayerNormalization; a Gemm classifies the first token. Token ids, segments and mask are int64
+    inputs cast to int32, as the optimizer writes them."""
+    rng = np.random.default_rng(7)
+
+    def init(name: str, *shape: int, spread: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * spread).astype(np.float32), name)
+
+    sizes = list(qkv_sizes) or [HIDDEN] * 3
+    nodes = [helper.make_node("Cast", [name], [f"{name}_i32"], to=TensorProto.INT32) for name in ("ids", "segments", "mask")]
+    inits = [init("words", VOCAB, HIDDEN, spread=1.0), init("positions", 8, HIDDEN), init("segment_table", 2, HIDDEN),
+             init("gamma0", HIDDEN) , init("beta0", HIDDEN)]
+    nodes.append(_contrib("EmbedLayerNormalization", ["ids_i32", "segments_i32", "words", "positions", "segment_table", "gamma0",
+                                                      "beta0", "mask_i32"], ["h0", "key_counts"], epsilon=1e-5))
+    attention_mask = {"embed": "key_counts", "raw": "mask_i32", "none": ""}[mask]
+    for layer in range(layers):
+        x, p = f"h{layer}", f"l{layer}_"
+        attrs = {"num_heads": HEADS, **({"qkv_hidden_sizes": sizes} if qkv_sizes else {}), **({"scale": scale} if scale else {})}
+        nodes += [
+            _contrib("Attention", [x, p + "qkv", p + "qkv_bias", attention_mask], [p + "context"], **attrs),
+            helper.make_node("MatMul", [p + "context", p + "out"], [p + "projected"]),
+            _contrib("SkipLayerNormalization", [p + "projected", x, p + "g1", p + "b1", p + "out_bias"], [p + "a"], epsilon=1e-5),
+            helper.make_node("MatMul", [p + "a", p + "up"], [p + "up_out"]),
+            _contrib("BiasGelu", [p + "up_out", p + "up_bias"], [p + "gelu"]),
+            helper.make_node("MatMul", [p + "gelu", p + "down"], [p + "down_out"]),
+            _contrib("SkipLayerNormalization", [p + "down_out", p + "a", p + "g2", p + "b2", p + "down_bias"], [f"h{layer + 1}"],
+                     epsilon=1e-5),
+        ]
+        inits += [init(p + "qkv", HIDDEN, sum(sizes)), init(p + "qkv_bias", sum(sizes)), init(p + "out", sizes[2], HIDDEN),
+                  init(p + "out_bias", HIDDEN), init(p + "up", HIDDEN, 2 * HIDDEN), init(p + "up_bias", 2 * HIDDEN),
+                  init(p + "down", 2 * HIDDEN, HIDDEN), init(p + "down_bias", HIDDEN)]
+        inits += [init(f"{p}{n}", HIDDEN, spread=0.1) for n in ("g1", "b1", "g2", "b2")]
+        inits[-4].CopyFrom(numpy_helper.from_array(1 + numpy_helper.to_array(inits[-4]), p + "g1"))
+        inits[-2].CopyFrom(numpy_helper.from_array(1 + numpy_helper.to_array(inits[-2]), p + "g2"))
+    nodes += [helper.make_node("Gather", [f"h{layers}", "first"], ["token"], axis=1),
+              helper.make_node("Gemm", ["token", "classes", "class_bias"], ["logits"])]
+    inits += [numpy_helper.from_array(np.array(0, np.int64), "first"), init("classes", HIDDEN, 3), init("class_bias", 3)]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "tokens"]) for name in ("ids", "segments", "mask")]
+    graph = helper.make_graph(nodes, "bert", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(CONTRIB_DOMAIN, 1)])
+    model.ir_version = 8
+    return model
+
+
+def _bert_feeds(batch: int = 4, tokens: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids and segments, and a mask whose rows are right-padded to different lengths."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, tokens + 1, batch)
+    mask = (np.arange(tokens)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"ids": rng.integers(0, VOCAB, (batch, tokens)), "segments": rng.integers(0, 2, (batch, tokens)), "mask": mask}
+
+
+BERT_CASES = {
+    "key counts from EmbedLayerNormalization": {},
+    "a raw mask": {"mask": "raw"},
+    "no mask, a scale": {"mask": "none", "scale": 0.5},
+    "a wider value projection": {"qkv_sizes": (HIDDEN, HIDDEN, 2 * HIDDEN)},
+}
+
+
+@pytest.mark.parametrize("case", BERT_CASES, ids=list(BERT_CASES))
+def test_attention_and_embed_layer_norm_are_split_into_standard_ops_that_compute_the_same(case):
+    fused = _bert(**BERT_CASES[case])
+    unfused = load_model(fused)
+    assert _contrib_ops(unfused) == {"Gelu"}  # BiasGelu's activation (no standard Gelu before opset 20)
+    for tokens in (6, 3):  # the positions and key counts follow the input's length
+        feeds = _bert_feeds(tokens=tokens)
+        assert relative_error(run(fused, feeds)[0], run(unfused, feeds)[0]) < 1e-5
+
+
+def test_a_bert_fused_by_ort_transformer_optimizer_prunes_its_heads_and_hidden_units():
+    # Its Attention and EmbedLayerNormalization outputs had no shape, which pinned every group: nothing pruned.
+    fused = _bert(layers=2)
+    result = onnxprune.prune(fused, ratio=0.5, calib=[_bert_feeds(batch=16, seed=s) for s in range(4)])
+    assert result.pruned.macs < 0.7 * result.original.macs
+    split = [note for note in result.notes if note.startswith("ONNX Runtime's fused ops were split")]
+    assert "2 Attention" in split[0] and "1 EmbedLayerNormalization" in split[0]
+    assert "prune the model the optimizer read and optimize the pruned one" in split[0]
+    heads = [numpy_helper.to_array(i)[2] for n in result.model.graph.node if n.op_type == "Reshape"
+             for i in result.model.graph.initializer if i.name == n.input[1] and numpy_helper.to_array(i).size == 4]
+    assert heads and all(h < HEADS for h in heads)  # whole heads went from q, k and v alike
+    feeds = _bert_feeds(batch=8, seed=9)
+    got = run(result.model, feeds)[0]
+    assert got.shape == run(fused, feeds)[0].shape and np.isfinite(got).all()
+
+
+def test_a_causal_attention_stays_fused_and_the_rest_of_the_model_still_prunes():
+    model = _bert(layers=2)
+    causal = next(n for n in model.graph.node if n.op_type == "Attention")
+    causal.attribute.append(helper.make_attribute("unidirectional", 1))  # no plain form written here
+    assert sorted(n.op_type for n in load_model(model).graph.node if n.domain == CONTRIB_DOMAIN).count("Attention") == 1
+    result = onnxprune.prune(model, ratio=0.5)
+    assert result.pruned.macs < result.original.macs
+    feeds = _bert_feeds(seed=3)
+    assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
 
 
 @pytest.mark.parametrize(("node", "why"), [
