@@ -192,11 +192,12 @@ def _used(tensor: gs.Tensor, graph: gs.Graph) -> bool:
 def _attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # Attention(input, weights [in, q + k + v], bias, mask_index): self-attention with a packed projection.
     # Written out as BERT exports it: a MatMul and bias Add per projection, heads by Reshape and Transpose,
-    # softmax(q k^T * scale + mask) v, heads merged back. Past state, an attention bias, causal masking and
-    # rotary embeddings have no such plain form here: those stay fused.
+    # softmax(q k^T * scale + mask) v, heads merged back; a causal one (unidirectional) adds a Trilu of the
+    # mask value above the diagonal. Past state, an attention bias and rotary embeddings stay fused.
     attrs = node.attrs
     if (any(_present(node, i) is not None for i in (4, 5, 6)) or any(_used(t, graph) for t in node.outputs[1:])
-            or attrs.get("unidirectional", 0) or attrs.get("do_rotary", 0) or attrs.get("past_present_share_buffer", 0)):
+            or attrs.get("unidirectional", 0) and graph.opset < 14  # the causal mask needs Trilu
+            or attrs.get("do_rotary", 0) or attrs.get("past_present_share_buffer", 0)):
         return None
     weights, bias, mask = node.inputs[1], _present(node, 2), _present(node, 3)
     if not isinstance(weights, gs.Constant) or weights.values.ndim != 2 or not (bias is None or isinstance(bias, gs.Constant)):
@@ -224,6 +225,8 @@ def _attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     scores = chain.add("Mul", [chain.add("MatMul", projected[:2]), gs.Constant(f"{node.name}_scale", np.array(scale, dtype))])
     if additive is not None:
         scores = chain.add("Add", [scores, additive])
+    if attrs.get("unidirectional", 0):
+        scores = chain.add("Add", [scores, _causal_mask(chain, x, float(attrs.get("mask_filter_value", -10000.0)), dtype)])
     context = chain.add("MatMul", [chain.add("Softmax", [scores], {"axis": -1}), projected[2]])
     merged = chain.add("Transpose", [context], {"perm": [0, 2, 1, 3]})
     chain.add("Reshape", [merged, chain.const([0, 0, sizes[2]])], out=node.outputs[0])
@@ -253,6 +256,14 @@ def _additive_mask(chain: _Chain, mask: gs.Tensor | None, x: gs.Tensor, fill: fl
         return None
     scores = chain.add("Where", [keep, chain.const(0.0, dtype), chain.const(fill, dtype)])
     return chain.unsqueeze(scores, [1, 2], graph.opset)
+
+
+def _causal_mask(chain: _Chain, x: gs.Tensor, fill: float, dtype: np.dtype) -> gs.Tensor:
+    """[tokens, tokens] scores to add: ``fill`` where a key comes after its query, else 0."""
+    length = chain.add("Slice", [chain.add("Shape", [x], dtype=np.int64), chain.const([1]), chain.const([2])], dtype=np.int64)
+    square = chain.add("Concat", [length, length], {"axis": 0}, dtype=np.int64)
+    filled = chain.add("ConstantOfShape", [square], {"value": gs.Constant(f"{chain.prefix}_fill", np.array([fill], dtype))})
+    return chain.add("Trilu", [filled, chain.const(1)], {"upper": 1})
 
 
 def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
