@@ -4,10 +4,10 @@ A model that ONNX Runtime's optimizer saved (``SessionOptions.optimized_model_fi
 transformer optimizer) holds fusions in the ``com.microsoft`` domain: FusedConv and FusedGemm (a Conv
 or Gemm with its activation, and FusedConv's residual Add), FusedMatMul (a MatMul of transposed inputs,
 scaled), BiasGelu and FastGelu (a bias Add before the activation), SkipLayerNormalization, and BERT's
-Attention (a packed q/k/v projection, heads, a padding mask) and EmbedLayerNormalization. Split into the
-standard ops they stand for, every rule, criterion and compensation step applies to them; ONNX Runtime
-fuses them again when it loads the pruned model, except Attention and EmbedLayerNormalization, which
-only its transformer optimizer writes. The activations with no standard op (Gelu before opset 20, QuickGelu,
+Attention (a packed q/k/v projection, heads, a padding mask), MultiHeadAttention (the same after the
+projections) and EmbedLayerNormalization. Split into the standard ops they stand for, every rule,
+criterion and compensation step applies to them; ONNX Runtime fuses them again when it loads the pruned
+model, except the last three (``TRANSFORMER_OPTIMIZER_OPS``), which only its transformer optimizer writes. The activations with no standard op (Gelu before opset 20, QuickGelu,
 FastGelu) stay contrib ops, which ``CONTRIB_UNARY_OPS`` lets channels pass through.
 """
 
@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 CONTRIB_DOMAIN = "com.microsoft"
 
 # Fusions that only ONNX Runtime's transformer optimizer writes (a session's own optimisations do not).
-TRANSFORMER_OPTIMIZER_OPS = ("Attention", "EmbedLayerNormalization")
+TRANSFORMER_OPTIMIZER_OPS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization")
 
 # Element-wise contrib activations (one input, its shape kept): QuickGelu is x * sigmoid(alpha x).
 CONTRIB_UNARY_OPS = ("Gelu", "QuickGelu", "FastGelu")
@@ -39,7 +39,7 @@ def unfuse_contrib_ops(graph: gs.Graph) -> tuple[str, ...]:
     pins its channels)."""
     split_ops = []
     # Attention first: it recognises the key counts of EmbedLayerNormalization by their producer.
-    for node in sorted(graph.nodes, key=lambda n: n.op != "Attention"):
+    for node in sorted(graph.nodes, key=lambda n: "Attention" not in n.op):
         if node.domain != CONTRIB_DOMAIN:
             continue
         split = _SPLITTERS.get(node.op)
@@ -191,53 +191,91 @@ def _used(tensor: gs.Tensor, graph: gs.Graph) -> bool:
 
 def _attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # Attention(input, weights [in, q + k + v], bias, mask_index): self-attention with a packed projection.
-    # Written out as BERT exports it: a MatMul and bias Add per projection, heads by Reshape and Transpose,
-    # softmax(q k^T * scale + mask) v, heads merged back; a causal one (unidirectional) adds a Trilu of the
-    # mask value above the diagonal. Past state, an attention bias and rotary embeddings stay fused.
+    # Written out as BERT exports it: a MatMul and bias Add per projection, then ``_attend``. Past state,
+    # an attention bias and rotary embeddings stay fused.
     attrs = node.attrs
     if (any(_present(node, i) is not None for i in (4, 5, 6)) or any(_used(t, graph) for t in node.outputs[1:])
             or attrs.get("unidirectional", 0) and graph.opset < 14  # the causal mask needs Trilu
             or attrs.get("do_rotary", 0) or attrs.get("past_present_share_buffer", 0)):
         return None
-    weights, bias, mask = node.inputs[1], _present(node, 2), _present(node, 3)
-    if not isinstance(weights, gs.Constant) or weights.values.ndim != 2 or not (bias is None or isinstance(bias, gs.Constant)):
+    weights, bias = node.inputs[1], _present(node, 2)
+    if not isinstance(weights, gs.Constant) or weights.values.ndim != 2:
         return None
-    heads = int(attrs.get("num_heads", 0))
     width = weights.values.shape[1]
     sizes = list(attrs.get("qkv_hidden_sizes", [])) or [width // 3] * 3
-    if heads <= 0 or sum(sizes) != width or sizes[0] != sizes[1] or any(size % heads for size in sizes):
+    if sum(sizes) != width:
         return None
-    dtype = _float_type(node)
     chain = _Chain(node.name, node.outputs[0].dtype)
-    additive = _additive_mask(chain, mask, node.inputs[0], float(attrs.get("mask_filter_value", -10000.0)), dtype, graph)
+    x = node.inputs[0]
+    parts = [gs.Constant(f"{node.name}_{'qkv'[i]}_weight", np.ascontiguousarray(weights.values[:, start:start + size]))
+             for i, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:2]]), sizes))]
+    return _attend(chain, node, graph, [chain.add("MatMul", [x, part]) for part in parts], bias, _present(node, 3), sizes)
+
+
+def _multi_head_attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
+    # MultiHeadAttention(query, key, value, bias, key_padding_mask): projected q, k and v (the optimizer
+    # leaves their MatMuls outside, their biases packed in ``bias``), then ``_attend``. Packed q/k/v,
+    # past keys and values, an attention bias and causal masking stay fused.
+    attrs = node.attrs
+    q, k, v = (_present(node, i) for i in range(3))
+    if (any(_present(node, i) is not None for i in range(5, 10)) or any(_used(t, graph) for t in node.outputs[1:])
+            or attrs.get("unidirectional", 0) or not all(_projection(t) is not None for t in (q, k, v))):
+        return None
+    sizes = [_projection(t) for t in (q, k, v)]
+    chain = _Chain(node.name, node.outputs[0].dtype)
+    return _attend(chain, node, graph, [q, k, v], _present(node, 3), _present(node, 4), sizes)
+
+
+def _projection(tensor: gs.Tensor | None) -> int | None:
+    """The width of a [batch, tokens, width] projection: a MatMul's output by a 2D constant weight (not a
+    graph input, whose packed or per-head forms MultiHeadAttention also takes)."""
+    producer = tensor.inputs[0] if tensor is not None and tensor.inputs else None
+    if producer is None or producer.op != "MatMul" or not isinstance(producer.inputs[1], gs.Constant):
+        return None
+    weight = producer.inputs[1].values
+    return int(weight.shape[1]) if weight.ndim == 2 else None
+
+
+def _attend(chain: _Chain, node: gs.Node, graph: gs.Graph, projected: list[gs.Tensor], bias: gs.Tensor | None,
+            mask: gs.Tensor | None, sizes: list[int]) -> list[gs.Node] | None:
+    """softmax(q k^T * scale + mask) v over ``node``'s heads, from the projections ``projected`` ([batch,
+    tokens, size] each) and their packed ``bias``, heads by Reshape and Transpose and merged back into
+    ``node``'s output; a causal one (unidirectional) adds a Trilu of the mask value above the diagonal.
+    None where the sizes do not split into the heads, or the mask has no plain form here."""
+    attrs = node.attrs
+    heads = int(attrs.get("num_heads", 0))
+    if (heads <= 0 or sizes[0] != sizes[1] or any(size % heads for size in sizes)
+            or bias is not None and (not isinstance(bias, gs.Constant) or bias.values.shape != (sum(sizes),))):
+        return None
+    dtype = _float_type(node) if bias is None else bias.values.dtype
+    fill = float(attrs.get("mask_filter_value", -10000.0))
+    additive = _additive_mask(chain, mask, projected[1], fill, dtype, graph)
     if mask is not None and additive is None:
         return None
-    x = node.inputs[0]
-    projected = []
-    for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:2]]), sizes)):
-        part = f"{node.name}_{'qkv'[index]}"
-        y = chain.add("MatMul", [x, gs.Constant(f"{part}_weight", np.ascontiguousarray(weights.values[:, start:start + size]))])
+    arranged = []
+    for index, (y, start, size) in enumerate(zip(projected, np.cumsum([0, *sizes[:2]]), sizes)):
         if bias is not None:
-            y = chain.add("Add", [y, gs.Constant(f"{part}_bias", np.ascontiguousarray(bias.values[start:start + size]))])
+            part = gs.Constant(f"{node.name}_{'qkv'[index]}_bias", np.ascontiguousarray(bias.values[start:start + size]))
+            y = chain.add("Add", [y, part])
         y = chain.add("Reshape", [y, chain.const([0, 0, heads, size // heads])])
-        projected.append(chain.add("Transpose", [y], {"perm": [0, 2, 3, 1] if index == 1 else [0, 2, 1, 3]}))
+        arranged.append(chain.add("Transpose", [y], {"perm": [0, 2, 3, 1] if index == 1 else [0, 2, 1, 3]}))
     scale = float(attrs.get("scale", 0.0)) or 1.0 / float(np.sqrt(sizes[0] // heads))
-    scores = chain.add("Mul", [chain.add("MatMul", projected[:2]), gs.Constant(f"{node.name}_scale", np.array(scale, dtype))])
+    scores = chain.add("Mul", [chain.add("MatMul", arranged[:2]), gs.Constant(f"{node.name}_scale", np.array(scale, dtype))])
     if additive is not None:
         scores = chain.add("Add", [scores, additive])
     if attrs.get("unidirectional", 0):
-        scores = chain.add("Add", [scores, _causal_mask(chain, x, float(attrs.get("mask_filter_value", -10000.0)), dtype)])
-    context = chain.add("MatMul", [chain.add("Softmax", [scores], {"axis": -1}), projected[2]])
+        scores = chain.add("Add", [scores, _causal_mask(chain, projected[0], fill, dtype)])
+    context = chain.add("MatMul", [chain.add("Softmax", [scores], {"axis": -1}), arranged[2]])
     merged = chain.add("Transpose", [context], {"perm": [0, 2, 1, 3]})
     chain.add("Reshape", [merged, chain.const([0, 0, sizes[2]])], out=node.outputs[0])
     return chain.nodes
 
 
-def _additive_mask(chain: _Chain, mask: gs.Tensor | None, x: gs.Tensor, fill: float, dtype: np.dtype,
+def _additive_mask(chain: _Chain, mask: gs.Tensor | None, keys: gs.Tensor, fill: float, dtype: np.dtype,
                    graph: gs.Graph) -> gs.Tensor | None:
-    """Attention's mask_index as scores to add, [batch, 1, 1, keys]: 0 where a key is attended, ``fill``
-    where not. From a raw [batch, keys] mask (0 masks), or the key counts [batch] of right-padded inputs
-    that EmbedLayerNormalization computes; None for the other forms (or without a mask)."""
+    """An attention mask as scores to add, [batch, 1, 1, keys] (``keys`` [batch, keys, ..]): 0 where a key
+    is attended, ``fill`` where not. From a raw [batch, keys] mask (0 masks), or the key counts [batch] of
+    right-padded inputs that EmbedLayerNormalization computes; None for the other forms (or without a mask)."""
     if mask is None:
         return None
     producer = mask.inputs[0] if mask.inputs else None
@@ -247,7 +285,7 @@ def _additive_mask(chain: _Chain, mask: gs.Tensor | None, x: gs.Tensor, fill: fl
     if source.shape is not None and len(source.shape) == 2:  # int32, the one type Attention takes
         keep = chain.add("Greater", [mask, chain.const(0, np.int32)], dtype=np.bool_)
     elif producer is not None and producer.op == "EmbedLayerNormalization" and producer.outputs[1] is mask:
-        length = chain.add("Gather", [chain.add("Shape", [x], dtype=np.int64), chain.const(1)], dtype=np.int64)
+        length = chain.add("Gather", [chain.add("Shape", [keys], dtype=np.int64), chain.const(1)], dtype=np.int64)
         length = chain.add("Cast", [length], {"to": onnx.TensorProto.INT32}, dtype=np.int32)
         positions = chain.add("Range", [chain.const(0, np.int32), length, chain.const(1, np.int32)], dtype=np.int32)
         keep = chain.add("Less", [chain.unsqueeze(positions, [0], graph.opset, np.int32),
@@ -302,4 +340,5 @@ def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
 
 _SPLITTERS = {"FusedConv": _fused_conv, "FusedGemm": _fused_gemm, "FusedMatMul": _fused_matmul,
               "BiasGelu": _bias_activation, "FastGelu": _bias_activation, "SkipLayerNormalization": _skip_layer_norm,
-              "Attention": _attention, "EmbedLayerNormalization": _embed_layer_norm}
+              "Attention": _attention, "MultiHeadAttention": _multi_head_attention,
+              "EmbedLayerNormalization": _embed_layer_norm}

@@ -123,7 +123,7 @@ HIDDEN, HEADS, VOCAB = 32, 4, 30
 
 
 def _bert(layers: int = 1, mask: str = "embed", qkv_sizes: tuple[int, ...] = (), scale: float = 0.0,
-          causal: bool = False, opset: int = 17) -> onnx.ModelProto:
+          causal: bool = False, mha: bool = False, opset: int = 17) -> onnx.ModelProto:
     """A BERT-like encoder as ONNX Runtime's transformer optimizer leaves it: EmbedLayerNormalization, then per
     layer Attention (mask: "embed" takes the key counts EmbedLayerNormalization computes, "raw" the [batch,
     keys] mask, "none" none), output MatMul and SkipLayerNormalization, MatMul -> BiasGelu -> MatMul and
@@ -145,8 +145,15 @@ def _bert(layers: int = 1, mask: str = "embed", qkv_sizes: tuple[int, ...] = (),
         x, p = f"h{layer}", f"l{layer}_"
         attrs = {"num_heads": HEADS, **({"qkv_hidden_sizes": sizes} if qkv_sizes else {}), **({"scale": scale} if scale else {}),
                  **({"unidirectional": 1} if causal else {})}
+        if mha:  # MultiHeadAttention: the optimizer leaves the projections' MatMuls outside, packs their biases
+            nodes += [helper.make_node("MatMul", [x, f"{p}{part}"], [f"{p}{part}_out"]) for part in "qkv"]
+            inits += [init(f"{p}{part}", HIDDEN, size) for part, size in zip("qkv", sizes)]
+            attention = _contrib("MultiHeadAttention", [p + "q_out", p + "k_out", p + "v_out", p + "qkv_bias", attention_mask],
+                                 [p + "context"], **{k: v for k, v in attrs.items() if k != "qkv_hidden_sizes"})
+        else:
+            attention = _contrib("Attention", [x, p + "qkv", p + "qkv_bias", attention_mask], [p + "context"], **attrs)
         nodes += [
-            _contrib("Attention", [x, p + "qkv", p + "qkv_bias", attention_mask], [p + "context"], **attrs),
+            attention,
             helper.make_node("MatMul", [p + "context", p + "out"], [p + "projected"]),
             _contrib("SkipLayerNormalization", [p + "projected", x, p + "g1", p + "b1", p + "out_bias"], [p + "a"], epsilon=1e-5),
             helper.make_node("MatMul", [p + "a", p + "up"], [p + "up_out"]),
@@ -186,6 +193,9 @@ BERT_CASES = {
     "no mask, a scale": {"mask": "none", "scale": 0.5},
     "a wider value projection": {"qkv_sizes": (HIDDEN, HIDDEN, 2 * HIDDEN)},
     "causal (unidirectional), a raw mask": {"causal": True, "mask": "raw"},
+    "MultiHeadAttention, key counts": {"mha": True},
+    "MultiHeadAttention, a raw mask, a wider value projection": {"mha": True, "mask": "raw",
+                                                               "qkv_sizes": (HIDDEN, HIDDEN, 2 * HIDDEN)},
 }
 
 
@@ -201,13 +211,14 @@ def test_attention_and_embed_layer_norm_are_split_into_standard_ops_that_compute
             assert want.shape == got.shape and relative_error(want, got) < 1e-5
 
 
-def test_a_bert_fused_by_ort_transformer_optimizer_prunes_its_heads_and_hidden_units():
+@pytest.mark.parametrize("mha", [False, True], ids=["Attention", "MultiHeadAttention"])
+def test_a_bert_fused_by_ort_transformer_optimizer_prunes_its_heads_and_hidden_units(mha):
     # Its Attention and EmbedLayerNormalization outputs had no shape, which pinned every group: nothing pruned.
-    fused = _bert(layers=2)
+    fused = _bert(layers=2, mha=mha)
     result = onnxprune.prune(fused, ratio=0.5, calib=[_bert_feeds(batch=16, seed=s) for s in range(4)])
     assert result.pruned.macs < 0.7 * result.original.macs
     split = [note for note in result.notes if note.startswith("ONNX Runtime's fused ops were split")]
-    assert "2 Attention" in split[0] and "1 EmbedLayerNormalization" in split[0]
+    assert ("2 MultiHeadAttention" if mha else "2 Attention") in split[0] and "1 EmbedLayerNormalization" in split[0]
     assert "prune the model the optimizer read and optimize the pruned one" in split[0]
     heads = [numpy_helper.to_array(i)[2] for n in result.model.graph.node if n.op_type == "Reshape"
              for i in result.model.graph.initializer if i.name == n.input[1] and numpy_helper.to_array(i).size == 4]
