@@ -305,21 +305,28 @@ def _keeps_uninferred_shape(node: gs.Node) -> bool:
 
 def _uninferred_output(node: gs.Node) -> tuple[list, object] | None:
     """The shape and dtype of the first output of an op that ONNX shape inference does not reach, where its
-    inputs' tell them: an op that keeps its input's shape, and the contrib Attention ([batch, tokens, value
-    width]) and EmbedLayerNormalization ([batch, tokens, hidden], from its word table) that stay fused."""
+    inputs' tell them: an op that keeps its input's shape, and the contrib Attention and MultiHeadAttention
+    ([batch, tokens, value width]) and EmbedLayerNormalization ([batch, tokens, hidden], from its word
+    table) that stay fused."""
     x = node.inputs[0] if node.inputs else None
     if x is None or x.shape is None:
         return None
     if _keeps_uninferred_shape(node):
         return list(x.shape), x.dtype
-    if node.domain != CONTRIB_DOMAIN or len(node.inputs) < 3 or node.inputs[1].shape is None:
+    if node.domain != CONTRIB_DOMAIN:
         return None
-    if node.op == "Attention" and len(x.shape) == 3 and len(node.inputs[1].shape) == 2:
+    second, third = (node.inputs[i] if len(node.inputs) > i and not node.inputs[i].is_empty() else None for i in (1, 2))
+    if node.op == "Attention" and len(x.shape) == 3 and second is not None and len(second.shape or []) == 2:
         sizes = list(node.attrs.get("qkv_hidden_sizes", []))
-        width = sizes[2] if sizes else node.inputs[1].shape[1] // 3 if isinstance(node.inputs[1].shape[1], int) else None
+        width = sizes[2] if sizes else second.shape[1] // 3 if isinstance(second.shape[1], int) else None
         return ([*x.shape[:2], width], x.dtype) if width else None
-    if node.op == "EmbedLayerNormalization" and len(x.shape) == 2 and len(node.inputs[2].shape or []) == 2:
-        return [*x.shape, node.inputs[2].shape[1]], node.inputs[2].dtype
+    if node.op == "EmbedLayerNormalization" and len(x.shape) == 2 and third is not None and len(third.shape or []) == 2:
+        return [*x.shape, third.shape[1]], third.dtype  # its word table: [vocabulary, hidden]
+    if node.op == "MultiHeadAttention":  # query [batch, tokens, width] and value [batch, keys, value width],
+        if len(x.shape) == 3 and third is not None and len(third.shape or []) == 3:
+            return [*x.shape[:2], third.shape[2]], x.dtype
+        if len(x.shape) == 5 and third is None and all(isinstance(d, int) for d in x.shape[2:]):
+            return [*x.shape[:2], x.shape[2] * x.shape[4]], x.dtype  # or q, k and v packed [.., heads, 3, size]
     return None
 
 

@@ -228,11 +228,15 @@ def test_a_bert_fused_by_ort_transformer_optimizer_prunes_its_heads_and_hidden_u
     assert got.shape == run(fused, feeds)[0].shape and np.isfinite(got).all()
 
 
-def test_an_attention_left_fused_keeps_the_rest_of_the_model_prunable():
-    # Before opset 14 a causal mask has no Trilu, nor before 17 LayerNormalization a standard op: Attention,
-    # EmbedLayerNormalization and SkipLayerNormalization stay fused, their outputs sized from their inputs.
-    model = _bert(layers=2, causal=True, opset=13)
-    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= _contrib_ops(load_model(model))
+@pytest.mark.parametrize(("options", "fused"), [
+    # Before opset 14 a causal mask has no Trilu, nor before 17 LayerNormalization a standard op.
+    ({"causal": True, "opset": 13}, {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"}),
+    ({"causal": True, "mha": True}, {"MultiHeadAttention"}),  # a causal one is left fused
+], ids=["Attention before opset 14", "causal MultiHeadAttention"])
+def test_an_attention_left_fused_keeps_the_rest_of_the_model_prunable(options, fused):
+    # Their outputs are sized from their inputs (ONNX's shape inference knows no contrib op).
+    model = _bert(layers=2, **options)
+    assert fused <= _contrib_ops(load_model(model))
     result = onnxprune.prune(model, ratio=0.5)
     assert result.pruned.macs < result.original.macs
     feeds = _bert_feeds(seed=3)
