@@ -200,7 +200,8 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     chosen = _keep_better_compensation(builder, chosen, notes)
     latency = None
     if config.latency:
-        chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings)
+        split_fusions = tuple(op for op in TRANSFORMER_OPTIMIZER_OPS if op in unfused)
+        chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings, split_fusions)
     _note_unreached_target(config, before, chosen, notes)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
     report = build_report(path, config, before, chosen, latency, sensitivity,
@@ -408,8 +409,10 @@ def _slower(latency: LatencyComparison) -> bool:
             and latency.pruned.median_ms - latency.original.median_ms > SLOWER_NOISE_MS)
 
 
-def _never_slower(builder, chosen, analysis, scores, config, settings) -> tuple[Candidate, LatencyComparison]:
-    """Measure latency; a plan slower than the original is replaced by one rounded to larger multiples."""
+def _never_slower(builder, chosen, analysis, scores, config, settings,
+                  split_fusions: tuple[str, ...] = ()) -> tuple[Candidate, LatencyComparison]:
+    """Measure latency; a plan slower than the original is replaced by one rounded to larger multiples.
+    ``split_fusions``: the transformer optimizer's fused ops that loading split (the error names them)."""
     latency = compare_latency(builder.original_source(), chosen.serialized(), settings, config.quiet, _timing_data(builder))
     rounding = config.rounding
     while _slower(latency) and rounding < 32:
@@ -421,6 +424,14 @@ def _never_slower(builder, chosen, analysis, scores, config, settings) -> tuple[
         if comparison.speedup > latency.speedup:
             chosen, latency = candidate, comparison
     if _slower(latency):
-        raise GuardError(f"the pruned model is slower than the original in ONNX Runtime "
-                         f"({latency.pruned.median_ms:.3f} ms vs {latency.original.median_ms:.3f} ms); nothing was written")
+        raise GuardError(slower_message(latency, split_fusions))
     return chosen, latency
+
+
+def slower_message(latency: LatencyComparison, split_fusions: tuple[str, ...] = ()) -> str:
+    """The error for a pruned model slower than the original, with what to do about it."""
+    why = (f": its {' and '.join(split_fusions)} were split into standard ops, slower than ONNX Runtime's fused "
+           "ones; prune the model its transformer optimizer read and optimize the pruned one, or pass --no-latency "
+           "to write this one anyway" if split_fusions else "; --no-latency writes it anyway")
+    return (f"the pruned model is slower than the original in ONNX Runtime ({latency.pruned.median_ms:.3f} ms vs "
+            f"{latency.original.median_ms:.3f} ms); nothing was written{why}")

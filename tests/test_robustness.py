@@ -15,7 +15,7 @@ import onnxprune
 from onnxprune.cli import main
 from onnxprune.latency import LatencyComparison, LatencyStats
 from onnxprune.model import external_data_bytes, save_model_atomic
-from onnxprune.pipeline import _slower
+from onnxprune.pipeline import _slower, slower_message
 
 X = {"x": ["N", 3, 8, 8]}
 
@@ -409,6 +409,15 @@ def test_calibrated_compensation_writes_bfloat16_stored_weights_back_in_bfloat16
 def test_a_pruned_model_counts_as_slower_only_beyond_measurement_noise(original, pruned, slower):
     comparison = LatencyComparison(LatencyStats(original, original), LatencyStats(pruned, pruned), 50, 1, 1)
     assert _slower(comparison) == slower
+
+
+def test_the_slower_error_says_what_to_do():
+    comparison = LatencyComparison(LatencyStats(0.034, 0.034), LatencyStats(0.048, 0.048), 50, 1, 1)
+    assert slower_message(comparison).endswith("(0.048 ms vs 0.034 ms); nothing was written; --no-latency writes it anyway")
+    # A model whose Attention the transformer optimizer fused runs slower split: the way around is named.
+    message = slower_message(comparison, ("Attention", "EmbedLayerNormalization"))
+    assert "its Attention and EmbedLayerNormalization were split" in message
+    assert "optimize the pruned one, or pass --no-latency" in message
 
 
 def _mvn_model() -> onnx.ModelProto:
