@@ -293,13 +293,17 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
 # (GroupNormalization is a context-dependent function without an inference function; the output of
 # MeanVarianceNormalization, a function, gets a type without a shape; ONNX has no schemas of ONNX
 # Runtime's contrib activations, and ONNX Runtime's optimizer fuses LayerNormalization into models of
-# opsets before 17, which ONNX's inference then does not know).
-_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization", "MeanVarianceNormalization", "LayerNormalization")
+# opsets before 17, which ONNX's inference then does not know, and RMS norms into its
+# SimplifiedLayerNormalization, which it registers in ONNX's own domain).
+_UNINFERRED_SHAPE_KEEPING_OPS = ("GroupNormalization", "MeanVarianceNormalization", "LayerNormalization",
+                                 "SimplifiedLayerNormalization")
+_CONTRIB_SHAPE_KEEPING_OPS = (*CONTRIB_UNARY_OPS, "SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
+                              "RotaryEmbedding")
 
 
 def _keeps_uninferred_shape(node: gs.Node) -> bool:
     if node.domain == CONTRIB_DOMAIN:
-        return node.op in (*CONTRIB_UNARY_OPS, "SkipLayerNormalization")
+        return node.op in _CONTRIB_SHAPE_KEEPING_OPS
     return node.op in _UNINFERRED_SHAPE_KEEPING_OPS
 
 

@@ -281,3 +281,26 @@ def test_a_transformer_fused_by_ort_transformer_optimizer_prunes_as_the_original
     feeds = feeds_for(fused)
     for want, got in zip(run(expected.model, feeds), run(result.model, feeds)):
         assert relative_error(want, got) < 1e-4
+
+
+@pytest.mark.parametrize("norm", ["SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"])
+def test_an_rms_norm_that_onnx_cannot_size_keeps_the_channels_after_it_prunable(norm):
+    # ONNX Runtime's optimizer writes RMS norms as these (the first in ONNX's own domain, which ONNX's
+    # shape inference does not know): their output was unsized, which pinned every group after them.
+    if norm == "SimplifiedLayerNormalization":
+        norm_node = helper.make_node(norm, ["h", "gamma"], ["n"], axis=-1, epsilon=1e-5)
+    else:
+        norm_node = _contrib(norm, ["h", "x", "gamma"], ["n"], epsilon=1e-5)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["h"]), norm_node,
+             helper.make_node("MatMul", ["n", "w3"], ["b"]), helper.make_node("Relu", ["b"], ["s"]),
+             helper.make_node("MatMul", ["s", "w4"], ["y"])]
+    inits = [weight("w1", (16, 32), 1), weight("w2", (32, 16), 2), _vector("gamma", 16, 3), weight("w3", (16, 32), 4),
+             weight("w4", (32, 4), 5)]
+    model = _model(nodes, {"x": ["batch", 5, 16]}, ["y"], inits)
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 4]))
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    kept = {i.name: list(i.dims) for i in result.model.graph.initializer}
+    assert kept["w1"] == [16, 16] and kept["w4"] == [16, 4]  # both hidden layers lose half their units
+    feeds = feeds_for(model)
+    assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
