@@ -298,7 +298,8 @@ def test_an_rms_norm_that_onnx_cannot_size_keeps_the_channels_after_it_prunable(
     inits = [weight("w1", (16, 32), 1), weight("w2", (32, 16), 2), _vector("gamma", 16, 3), weight("w3", (16, 32), 4),
              weight("w4", (32, 4), 5)]
     model = _model(nodes, {"x": ["batch", 5, 16]}, ["y"], inits)
-    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 4]))
+    # The checker fails the original first on its output's missing shape, which the pruned model gets, and
+    # then on SimplifiedLayerNormalization, which has no ONNX schema: an op of the original, not a fault.
     result = onnxprune.prune(model, ratio=0.5, round_to=1)
     kept = {i.name: list(i.dims) for i in result.model.graph.initializer}
     assert kept["w1"] == [16, 16] and kept["w4"] == [16, 4]  # both hidden layers lose half their units

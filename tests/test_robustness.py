@@ -446,3 +446,25 @@ def test_a_checker_error_the_original_has_too_is_left_to_the_run_and_a_new_one_i
     assert clean.checker_error is None and check_pruned(identity.SerializeToString(), clean).samples > 0
     with pytest.raises(PrunedModelError, match="fails the ONNX checker.*MeanVarianceNormalization"):
         check_pruned(mvn.SerializeToString(), clean)
+
+
+def test_an_op_onnx_has_no_schema_of_is_left_to_the_run_but_a_standard_op_at_a_wrong_opset_is_refused():
+    from onnxprune.errors import PrunedModelError
+    from onnxprune.validate import check_pruned, reference_run
+
+    def model(op: str, opset: int, **attrs) -> onnx.ModelProto:
+        graph = helper.make_graph([helper.make_node(op, ["x", *(["k"] if op == "Trilu" else ["g"])], ["y"], **attrs)], "m",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 4])],
+                                  [numpy_helper.from_array(np.ones(4, np.float32), "g"),
+                                   numpy_helper.from_array(np.array(0, np.int64), "k")])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        proto.ir_version = 8
+        return proto
+
+    # ONNX Runtime registers SimplifiedLayerNormalization (an RMS norm) in ONNX's own domain.
+    rms = model("SimplifiedLayerNormalization", 17, axis=-1, epsilon=1e-5)
+    clean = reference_run(make_model([helper.make_node("Identity", ["x"], ["y"])], {"x": ["N", 4, 4]}, ["y"], []))
+    assert check_pruned(rms.SerializeToString(), clean).samples > 0
+    with pytest.raises(PrunedModelError, match="No Op registered for Trilu"):  # Trilu came in opset 14
+        check_pruned(model("Trilu", 13).SerializeToString(), clean)
