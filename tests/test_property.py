@@ -3,6 +3,8 @@ the checker, run in ONNX Runtime, and meet the masking oracle."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 from helpers import assert_matches_masked, make_model, run, weight
@@ -329,7 +331,7 @@ def random_models(draw) -> onnx.ModelProto:
     return make_model(builder.nodes, {"x": ["N", 3, SIZE, SIZE]}, ["y"], builder.inits)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("PROP_N", 60)), deadline=None, derandomize=os.environ.get("PROP_SEED") is None, suppress_health_check=list(HealthCheck))
 @given(model=random_models(), ratio=st.sampled_from([0.2, 0.5, 0.8]), round_to=st.sampled_from([1, 2]),
        importance=st.sampled_from(["l1", "l2"]))
 def test_random_graphs_prune_into_valid_equivalent_models(model, ratio, round_to, importance):
@@ -341,7 +343,7 @@ def test_random_graphs_prune_into_valid_equivalent_models(model, ratio, round_to
     assert_matches_masked(model, result.model, result.report)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("PROP_N2", 25)), deadline=None, derandomize=os.environ.get("PROP_SEED") is None, suppress_health_check=list(HealthCheck))
 @given(model=random_models(), ratio=st.sampled_from([0.2, 0.5]),
        importance=st.sampled_from(["activation", "apoz", "fluctuation", "wanda", "redundancy"]))
 def test_random_graphs_prune_with_calibration_and_compensation(model, ratio, importance):
