@@ -108,22 +108,33 @@ def _fused_gemm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
 
 
 def _fused_matmul(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
-    # FusedMatMul: Y = alpha * op(A) @ op(B), op a swap of the last two axes. Only a constant B may be
-    # transposed here (its rank is known); transposed batches are left fused.
-    if node.attrs.get("transBatchA", 0) or node.attrs.get("transBatchB", 0) or node.attrs.get("transA", 0):
+    # FusedMatMul: Y = alpha * op(A) @ op(B), op a swap of the last two axes. A constant is transposed in
+    # place; an activation gets a Transpose where its rank is known (ONNX Runtime saves its value infos).
+    # Transposed batches are left fused.
+    if node.attrs.get("transBatchA", 0) or node.attrs.get("transBatchB", 0):
         return None
-    a, b = node.inputs[:2]
     out = node.outputs[0]
-    if node.attrs.get("transB", 0):
-        if not isinstance(b, gs.Constant) or b.values.ndim < 2:
-            return None
-        b = gs.Constant(f"{out.name}_B", np.ascontiguousarray(np.swapaxes(b.values, -1, -2)))
+    nodes: list[gs.Node] = []
+    operands = []
+    for tensor, flag in zip(node.inputs[:2], ("transA", "transB")):
+        if node.attrs.get(flag, 0):
+            rank = tensor.values.ndim if isinstance(tensor, gs.Constant) else len(tensor.shape or [])
+            if rank < 2:
+                return None
+            if isinstance(tensor, gs.Constant):
+                tensor = gs.Constant(f"{out.name}_{flag}", np.ascontiguousarray(np.swapaxes(tensor.values, -1, -2)))
+            else:
+                swapped = gs.Variable(f"{out.name}_{flag}", dtype=tensor.dtype)
+                perm = [*range(rank - 2), rank - 1, rank - 2]
+                nodes.append(gs.Node("Transpose", f"{node.name}_{flag}", {"perm": perm}, [tensor], [swapped]))
+                tensor = swapped
+        operands.append(tensor)
     alpha = float(node.attrs.get("alpha", 1.0))
     if alpha == 1.0:
-        return [gs.Node("MatMul", node.name, inputs=[a, b], outputs=[out])]
+        return [*nodes, gs.Node("MatMul", node.name, inputs=operands, outputs=[out])]
     product = gs.Variable(f"{out.name}_product", dtype=out.dtype)
     scale = gs.Constant(f"{out.name}_alpha", np.array(alpha, _float_type(node)))
-    return [gs.Node("MatMul", node.name, inputs=[a, b], outputs=[product]),
+    return [*nodes, gs.Node("MatMul", node.name, inputs=operands, outputs=[product]),
             gs.Node("Mul", f"{node.name}_alpha", inputs=[product, scale], outputs=[out])]
 
 

@@ -78,10 +78,22 @@ def read_model(source: ModelSource) -> LoadedModel:
         loaded = _read_model_file(Path(source))
     _check_loadable(loaded.model)
     if has_fused_contrib_ops(loaded.model):
-        graph = gs.import_onnx(loaded.model)
+        graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
         unfused = unfuse_contrib_ops(graph)
         loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused)
     return loaded
+
+
+def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with ONNX's shape inference run on what it can size (a FusedMatMul that transposes an
+    activation is split only where its rank is known; ONNX Runtime saves no shapes of activations), or
+    ``model`` itself where its weights are too big to copy through protobuf."""
+    if external_data_bytes(model) > PROTOBUF_SAFE_BYTES:
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except onnx.shape_inference.InferenceError:
+        return model
 
 
 def check_model_file(path: str | os.PathLike) -> None:
