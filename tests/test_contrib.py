@@ -134,13 +134,13 @@ def _bert(layers: int = 1, mask: str = "embed", qkv_sizes: tuple[int, ...] = (),
     inputs cast to int32, as the optimizer writes them."""
     rng = np.random.default_rng(7)
 
-    def init(name: str, *shape: int, spread: float = 0.3) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * spread).astype(np.float32), name)
+    def init(name: str, *shape: int, spread: float = 0.3, offset: float = 0.0) -> onnx.TensorProto:
+        return numpy_helper.from_array((offset + rng.standard_normal(shape) * spread).astype(np.float32), name)
 
     sizes = list(qkv_sizes) or [HIDDEN] * 3
     nodes = [helper.make_node("Cast", [name], [f"{name}_i32"], to=TensorProto.INT32) for name in ("ids", "segments", "mask")]
     inits = [init("words", VOCAB, HIDDEN, spread=1.0), init("positions", 8, HIDDEN), init("segment_table", 2, HIDDEN),
-             init("gamma0", HIDDEN) , init("beta0", HIDDEN)]
+             init("gamma0", HIDDEN), init("beta0", HIDDEN)]
     nodes.append(_contrib("EmbedLayerNormalization", ["ids_i32", "segments_i32", "words", "positions", "segment_table", "gamma0",
                                                       "beta0", "mask_i32"], ["h0", "key_counts"], epsilon=1e-5))
     attention_mask = {"embed": "key_counts", "raw": "mask_i32", "none": ""}[mask]
@@ -168,9 +168,8 @@ def _bert(layers: int = 1, mask: str = "embed", qkv_sizes: tuple[int, ...] = (),
         inits += [init(p + "qkv", HIDDEN, sum(sizes)), init(p + "qkv_bias", sum(sizes)), init(p + "out", sizes[2], HIDDEN),
                   init(p + "out_bias", HIDDEN), init(p + "up", HIDDEN, 2 * HIDDEN), init(p + "up_bias", 2 * HIDDEN),
                   init(p + "down", 2 * HIDDEN, HIDDEN), init(p + "down_bias", HIDDEN)]
-        inits += [init(f"{p}{n}", HIDDEN, spread=0.1) for n in ("g1", "b1", "g2", "b2")]
-        inits[-4].CopyFrom(numpy_helper.from_array(1 + numpy_helper.to_array(inits[-4]), p + "g1"))
-        inits[-2].CopyFrom(numpy_helper.from_array(1 + numpy_helper.to_array(inits[-2]), p + "g2"))
+        inits += [init(f"{p}{n}", HIDDEN, spread=0.1, offset=1.0 if n.startswith("g") else 0.0)  # gammas near 1
+                  for n in ("g1", "b1", "g2", "b2")]
     nodes += [helper.make_node("Gather", [f"h{layers}", "first"], ["token"], axis=1),
               helper.make_node("Gemm", ["token", "classes", "class_bias"], ["logits"])]
     inits += [numpy_helper.from_array(np.array(0, np.int64), "first"), init("classes", HIDDEN, 3), init("class_bias", 3)]
