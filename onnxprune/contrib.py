@@ -186,13 +186,18 @@ class _Chain:
         self.constants += 1
         return gs.Constant(f"{self.prefix}_const{self.constants}", np.array(values, dtype=dtype))
 
+    def tokens(self, x: gs.Tensor) -> gs.Tensor:
+        """The size of ``x``'s second axis (its tokens), as a 1-D int64 tensor."""
+        return self.add("Slice", [self.add("Shape", [x], dtype=np.int64), self.const([1]), self.const([2])], dtype=np.int64)
+
     def unsqueeze(self, x: gs.Tensor, axes: list[int], opset: int, dtype=None) -> gs.Tensor:
         if opset >= 13:  # axes became an input in opset 13
             return self.add("Unsqueeze", [x, self.const(axes)], dtype=dtype)
         return self.add("Unsqueeze", [x], {"axes": axes}, dtype=dtype)
 
 
-def _present(node: gs.Node, index: int) -> gs.Tensor | None:
+def present_input(node: gs.Node, index: int) -> gs.Tensor | None:
+    """Input ``index`` of ``node``, or None where it is missing or empty (an omitted optional input)."""
     return node.inputs[index] if len(node.inputs) > index and not node.inputs[index].is_empty() else None
 
 
@@ -205,11 +210,11 @@ def _attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # Written out as BERT exports it: a MatMul and bias Add per projection, then ``_attend``. Past state,
     # an attention bias and rotary embeddings stay fused.
     attrs = node.attrs
-    if (any(_present(node, i) is not None for i in (4, 5, 6)) or any(_used(t, graph) for t in node.outputs[1:])
+    if (any(present_input(node, i) is not None for i in (4, 5, 6)) or any(_used(t, graph) for t in node.outputs[1:])
             or attrs.get("unidirectional", 0) and graph.opset < 14  # the causal mask needs Trilu
             or attrs.get("do_rotary", 0) or attrs.get("past_present_share_buffer", 0)):
         return None
-    weights, bias = node.inputs[1], _present(node, 2)
+    weights, bias = node.inputs[1], present_input(node, 2)
     if not isinstance(weights, gs.Constant) or weights.values.ndim != 2:
         return None
     width = weights.values.shape[1]
@@ -220,7 +225,7 @@ def _attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     x = node.inputs[0]
     parts = [gs.Constant(f"{node.name}_{'qkv'[i]}_weight", np.ascontiguousarray(weights.values[:, start:start + size]))
              for i, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:2]]), sizes))]
-    return _attend(chain, node, graph, [chain.add("MatMul", [x, part]) for part in parts], bias, _present(node, 3), sizes)
+    return _attend(chain, node, graph, [chain.add("MatMul", [x, part]) for part in parts], bias, present_input(node, 3), sizes)
 
 
 def _multi_head_attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
@@ -228,13 +233,13 @@ def _multi_head_attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | Non
     # leaves their MatMuls outside, their biases packed in ``bias``), then ``_attend``. Packed q/k/v,
     # past keys and values, an attention bias and causal masking stay fused.
     attrs = node.attrs
-    q, k, v = (_present(node, i) for i in range(3))
-    if (any(_present(node, i) is not None for i in range(5, 10)) or any(_used(t, graph) for t in node.outputs[1:])
-            or attrs.get("unidirectional", 0) or not all(_projection(t) is not None for t in (q, k, v))):
-        return None
+    q, k, v = (present_input(node, i) for i in range(3))
     sizes = [_projection(t) for t in (q, k, v)]
+    if (any(present_input(node, i) is not None for i in range(5, 10)) or any(_used(t, graph) for t in node.outputs[1:])
+            or attrs.get("unidirectional", 0) or None in sizes):
+        return None
     chain = _Chain(node.name, node.outputs[0].dtype)
-    return _attend(chain, node, graph, [q, k, v], _present(node, 3), _present(node, 4), sizes)
+    return _attend(chain, node, graph, [q, k, v], present_input(node, 3), present_input(node, 4), sizes)
 
 
 def _projection(tensor: gs.Tensor | None) -> int | None:
@@ -309,7 +314,7 @@ def _additive_mask(chain: _Chain, mask: gs.Tensor | None, keys: gs.Tensor, fill:
 
 def _causal_mask(chain: _Chain, x: gs.Tensor, fill: float, dtype: np.dtype) -> gs.Tensor:
     """[tokens, tokens] scores to add: ``fill`` where a key comes after its query, else 0."""
-    length = chain.add("Slice", [chain.add("Shape", [x], dtype=np.int64), chain.const([1]), chain.const([2])], dtype=np.int64)
+    length = chain.tokens(x)
     square = chain.add("Concat", [length, length], {"axis": 0}, dtype=np.int64)
     filled = chain.add("ConstantOfShape", [square], {"value": gs.Constant(f"{chain.prefix}_fill", np.array([fill], dtype))})
     return chain.add("Trilu", [filled, chain.const(1)], {"upper": 1})
@@ -320,8 +325,8 @@ def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # positions 0.. by default; its mask_index output is the count of attended tokens (1 in the mask).
     if graph.opset < 17 or (len(node.outputs) > 2 and _used(node.outputs[2], graph)):
         return None
-    ids, segments, words, positions, segment_table, gamma, beta = (_present(node, i) for i in range(7))
-    mask, position_ids = _present(node, 7), _present(node, 8)
+    ids, segments, words, positions, segment_table, gamma, beta = (present_input(node, i) for i in range(7))
+    mask, position_ids = present_input(node, 7), present_input(node, 8)
     if any(t is None for t in (words, positions, gamma)) or (segments is None) != (segment_table is None):
         return None
     index_output = node.outputs[1] if len(node.outputs) > 1 and _used(node.outputs[1], graph) else None
@@ -333,9 +338,7 @@ def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     if position_ids is not None:
         position = chain.add("Gather", [positions, position_ids])
     else:
-        length = chain.add("Slice", [chain.add("Shape", [ids], dtype=np.int64), chain.const([1]), chain.const([2])],
-                           dtype=np.int64)
-        position = chain.add("Slice", [positions, chain.const([0]), length, chain.const([0])])
+        position = chain.add("Slice", [positions, chain.const([0]), chain.tokens(ids), chain.const([0])])
     total = chain.add("Add", [total, position])
     if segments is not None:
         total = chain.add("Add", [total, chain.add("Gather", [segment_table, segments])])

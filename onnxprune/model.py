@@ -16,7 +16,13 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from onnxprune.contrib import CONTRIB_DOMAIN, CONTRIB_UNARY_OPS, has_fused_contrib_ops, unfuse_contrib_ops
+from onnxprune.contrib import (
+    CONTRIB_DOMAIN,
+    CONTRIB_UNARY_OPS,
+    has_fused_contrib_ops,
+    present_input,
+    unfuse_contrib_ops,
+)
 from onnxprune.errors import InputError
 from onnxprune.shape_targets import (
     batch_head_round_trips,
@@ -331,7 +337,7 @@ def _uninferred_output(node: gs.Node) -> tuple[list, object] | None:
         return list(x.shape), x.dtype
     if node.domain != CONTRIB_DOMAIN:
         return None
-    second, third = (node.inputs[i] if len(node.inputs) > i and not node.inputs[i].is_empty() else None for i in (1, 2))
+    second, third = present_input(node, 1), present_input(node, 2)
     if node.op == "Attention" and len(x.shape) == 3 and second is not None and len(second.shape or []) == 2:
         sizes = list(node.attrs.get("qkv_hidden_sizes", []))
         width = sizes[2] if sizes else second.shape[1] // 3 if isinstance(second.shape[1], int) else None

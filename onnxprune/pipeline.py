@@ -151,7 +151,7 @@ def _loading_notes(unfused: tuple[str, ...], analysis: Analysis, calibrated: boo
     notes = []
     if unfused:
         counts = Counter(unfused)
-        optimizer_only = sorted(set(counts) & set(TRANSFORMER_OPTIMIZER_OPS))
+        optimizer_only = _optimizer_only(unfused)
         notes.append("ONNX Runtime's fused ops were split into the standard ops they stand for ("
                      + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
                      + "); ONNX Runtime fuses them again when it loads the pruned model"
@@ -162,6 +162,11 @@ def _loading_notes(unfused: tuple[str, ...], analysis: Analysis, calibrated: boo
         notes.append("MACs count the model's symbolic sizes beyond the batch (a dynamic image size or sequence "
                      "length) as 1" + ("" if calibrated else "; give --calib data to count them at the data's sizes"))
     return notes
+
+
+def _optimizer_only(unfused: tuple[str, ...]) -> tuple[str, ...]:
+    """The split ops that only ONNX Runtime's transformer optimizer writes (it does not fuse them again)."""
+    return tuple(sorted(set(unfused) & set(TRANSFORMER_OPTIMIZER_OPS)))
 
 
 def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
@@ -200,8 +205,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     chosen = _keep_better_compensation(builder, chosen, notes)
     latency = None
     if config.latency:
-        split_fusions = tuple(op for op in TRANSFORMER_OPTIMIZER_OPS if op in unfused)
-        chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings, split_fusions)
+        chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings, _optimizer_only(unfused))
     _note_unreached_target(config, before, chosen, notes)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
     report = build_report(path, config, before, chosen, latency, sensitivity,
