@@ -30,6 +30,10 @@ class ChannelGroup:
     # Channels per unit in the weight that has fewest of them: 1 for a conv channel, the head size for an
     # attention head (whose weights hold head-size columns per head).
     unit_width: int = 1
+    # Channels of the group's tensors that always stay, outside ``units`` (a model input or a constant that
+    # a Concat joins to prunable channels), and why.
+    fixed: int = 0
+    fixed_reason: str | None = None
 
     @property
     def channels(self) -> int:
@@ -140,7 +144,11 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     tie_b = np.concatenate([unit_of_slot[s.slots] for s in spaces]) if spaces else edges_b
     _, group_of_unit = np.unique(connected_labels(unit_count, tie_a, tie_b), return_inverse=True)
     signature = _unit_signatures(spaces, unit_of_slot, unit_count)
-    reasons = _pin_reasons(ctx, unit_of_slot, group_of_unit)
+    reasons = _pin_reasons(ctx.pins, unit_of_slot, group_of_unit)
+    fixed_reasons = _pin_reasons(ctx.keeps, unit_of_slot, group_of_unit)
+    fixed = np.zeros(unit_count, dtype=bool)
+    for slots, _ in ctx.keeps:
+        fixed[unit_of_slot[slots]] = True
     order = np.argsort(group_of_unit, kind="stable")
     bounds = np.searchsorted(group_of_unit[order], np.arange(int(group_of_unit.max(initial=-1)) + 2))
     members: dict[int, list[ChannelTensor]] = {}
@@ -151,6 +159,11 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     groups = []
     for g in range(len(bounds) - 1):
         units = order[bounds[g]:bounds[g + 1]]
+        reason, kept = reasons.get(g), fixed[units]
+        if kept.all():
+            reason = reason or fixed_reasons.get(g)
+        elif reason is None and kept.any():
+            units = units[~kept]
         group_members = tuple(members.get(g, ()))
         groups.append(ChannelGroup(
             index=len(groups),
@@ -158,8 +171,10 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
             units=units,
             segments=_segments(signature[units]),
             nodes=_touching_nodes(group_members, tensors),
-            pinned_reason=reasons.get(g),
+            pinned_reason=reason,
             unit_width=int(widths[units].min()) if units.size else 1,
+            fixed=int(kept.sum()) if len(units) < len(kept) else 0,
+            fixed_reason=fixed_reasons.get(g) if len(units) < len(kept) else None,
         ))
     return Analysis(graph, ctx, unit_of_slot, groups)
 
@@ -189,9 +204,10 @@ def _segments(signature: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.nonzero(inverse == k)[0] for k in np.argsort(first))
 
 
-def _pin_reasons(ctx: ChannelContext, unit_of_slot: np.ndarray, group_of_unit: np.ndarray) -> dict[int, str]:
+def _pin_reasons(pins: list[tuple[np.ndarray, str]], unit_of_slot: np.ndarray, group_of_unit: np.ndarray
+                 ) -> dict[int, str]:
     reasons: dict[int, str] = {}
-    for slots, reason in ctx.pins:
+    for slots, reason in pins:
         for g in np.unique(group_of_unit[unit_of_slot[slots]]):
             reasons.setdefault(int(g), reason)
     return reasons

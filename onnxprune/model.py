@@ -467,7 +467,8 @@ def replace_constant(node: gs.Node, index: int, values: np.ndarray) -> None:
     """
     old = node.inputs[index]
     name = old.name if len(old.outputs) == 1 else f"{old.name}__{node.name}"
-    node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values), export_dtype=old.export_dtype)
+    # Not np.ascontiguousarray, which makes a 0-D value (a Gather's single index) 1-D.
+    node.inputs[index] = gs.Constant(name, np.array(values, order="C"), export_dtype=old.export_dtype)
 
 
 def _name_nodes(graph: gs.Graph) -> None:

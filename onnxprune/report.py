@@ -35,6 +35,8 @@ def group_rows(analysis: Analysis, plan: Plan) -> list[dict]:
             "channels": group.channels,
             "kept": len(decision.kept),
             "pinned_reason": decision.skipped_reason,
+            "fixed": group.fixed,
+            "fixed_reason": group.fixed_reason,
         })
     return rows
 
@@ -190,4 +192,6 @@ def format_groups(groups: list[dict], max_members: int = 4) -> str:
         lines.append(f"{g['index']:>5} {g['channels']:>8} {g['kept']:>5}  {shown}")
         if g["pinned_reason"]:
             lines.append(f"{'':21}pinned: {g['pinned_reason']}")
+        elif g.get("fixed"):
+            lines.append(f"{'':21}and {g['fixed']} more that stay: {g['fixed_reason']}")
     return "\n".join(lines)

@@ -345,6 +345,18 @@ def test_slice_on_the_channel_axis_rewrites_bounds():
     assert node_of(result, "slice").outputs[0].shape[1] == node_of(result, "conv2").inputs[1].shape[1]
 
 
+def test_slice_with_bounds_computed_on_other_axes_keeps_the_channels():
+    # A U-Net crop to a skip's size with a dynamic image size: a[:, :, :H, :W], H and W read at run time.
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             [("two", [2]), ("four", [4]), ("zeros", [0, 0]), ("hw_axes", [2, 3])]]
+    nodes = [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Slice", ["a_shape", "two", "four"], ["hw"]),
+             helper.make_node("Slice", ["a", "zeros", "hw", "hw_axes"], ["m"], name="crop")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    result = prune_checked(make_model([first, *nodes, last], {"x": ["N", 3, "H", "W"]}, ["y"], inits1 + inits + inits2))
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "m")["kept"] == 4
+
+
 @pytest.mark.parametrize("indices, axis", [([1, 3, 5, 7], 3), (5, 2), (-1, 0)])
 def test_gather_off_the_channel_axis_keeps_the_channels(indices, axis):
     # Columns of a map, one row of it (the channel axis stays put before the gathered axis), or the last
@@ -369,13 +381,40 @@ def test_gather_of_channels_reorders_and_selects_them_with_rewritten_indices():
     assert 0 < kept < 6 and node_of(result, "pick").inputs[1].values.shape == (kept,)
 
 
-def test_gather_of_one_channel_pins_its_group():
+def test_gather_of_one_channel_keeps_that_channel_and_prunes_the_rest():
+    # a[:, 2] feeds one branch, all of a another: channel 2 stays (at its new index), the others can go.
     inits = [numpy_helper.from_array(np.array(2, np.int64), "two"), numpy_helper.from_array(np.array([1], np.int64), "at")]
-    nodes = [helper.make_node("Gather", ["a", "two"], ["g"], axis=1), helper.make_node("Unsqueeze", ["g", "at"], ["m"])]
+    nodes = [helper.make_node("Gather", ["a", "two"], ["g"], axis=1, name="pick"),
+             helper.make_node("Unsqueeze", ["g", "at"], ["m"])]
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
-    last, inits2 = conv("conv2", "m", "y", 1, 4, seed=2)
-    result = onnxprune.prune(make_model([first, *nodes, last], X, ["y"], inits1 + inits + inits2), ratio=0.5, round_to=1)
-    assert "indices that are not a constant list" in group_of(result, "a")["pinned_reason"]
+    one, inits2 = conv("conv2", "m", "y", 1, 4, seed=2)
+    every, inits3 = conv("conv3", "a", "z", 8, 4, seed=3)
+    model = make_model([first, *nodes, one, every], X, ["y", "z"], inits1 + inits + inits2 + inits3)
+    result = prune_checked(model)
+    group = group_of(result, "a")
+    assert group["pinned_reason"] is None and group["fixed"] == 1 and "takes channel 2 alone" in group["fixed_reason"]
+    assert (group["channels"], group["kept"]) == (7, 4)
+    removed = next(n for n in result.report["nodes"] if n["name"] == "conv3")["in_removed"]
+    assert 2 not in removed and len(removed) == 3
+    assert int(node_of(result, "pick").inputs[1].values) == 2 - sum(i < 2 for i in removed)
+
+
+@pytest.mark.parametrize("joined", ["input", "constant"])
+def test_concat_with_a_model_input_or_a_constant_prunes_the_other_channels(joined):
+    # cat([a, x]) or cat([a, coordinates]) -> conv: x's or the constant's channels stay, a's can go.
+    inits = [weight("coords", (2, 2, 8, 8), 7)] if joined == "constant" else []
+    other = "coords" if joined == "constant" else "x"
+    nodes = [helper.make_node("Concat", ["a", other], ["m"], axis=1)]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    width = 8 + (2 if joined == "constant" else 3)
+    last, inits2 = conv("conv2", "m", "y", width, 4, seed=2)
+    inputs = {"x": [2, 3, 8, 8]} if joined == "constant" else X  # the constant's batch is the model's
+    result = prune_checked(make_model([first, *nodes, last], inputs, ["y"], inits1 + inits + inits2))
+    group = group_of(result, "a")
+    assert group["pinned_reason"] is None and group["kept"] == 4 and group["fixed"] == width - 8
+    assert node_of(result, "conv2").inputs[1].shape[1] == width - 4
+    assert ("model input" if joined == "input" else "is a constant") in group["fixed_reason"]
+    assert f"and {width - 8} more that stay" in onnxprune.report.format_groups(result.report["groups"])
 
 
 @pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat"])
@@ -509,6 +548,41 @@ def test_resize_sizes_input_is_rewritten():
                        {"x": [2, 3, 8, 8]}, ["y"], conv("conv1", "x", "a", 3, 8, seed=1)[1] + [sizes] + conv("conv2", "m", "y", 8, 4, seed=2)[1])
     result = prune_checked(model)
     assert list(node_of(result, "resize").inputs[3].values) == [2, 4, 16, 16]
+
+
+def _sizes_from_shapes(of_channels: str, of_map: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """TorchScript's ``F.interpolate(p, size=a.shape[-2:])``: sizes = Shape(p)[0:2] ++ [H(a), W(a)], computed."""
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in [("s0", [0]), ("s2", [2]), ("h", 2), ("w", 3), ("ax0", [0])]]
+    nodes = [helper.make_node("Shape", [of_channels], ["p_shape"]),
+             helper.make_node("Slice", ["p_shape", "s0", "s2", "s0"], ["nc"]),
+             helper.make_node("Shape", [of_map], ["a_shape"]),
+             helper.make_node("Gather", ["a_shape", "h"], ["hh"]), helper.make_node("Gather", ["a_shape", "w"], ["ww"]),
+             helper.make_node("Unsqueeze", ["hh", "ax0"], ["h1"]), helper.make_node("Unsqueeze", ["ww", "ax0"], ["w1"]),
+             helper.make_node("Concat", ["h1", "w1"], ["hw"], axis=0), helper.make_node("Cast", ["hw"], ["hw64"], to=7),
+             helper.make_node("Concat", ["nc", "hw64"], ["sizes"], axis=0)]
+    return nodes, inits
+
+
+@pytest.mark.parametrize("read_off", ["p", "size_input"])
+def test_resize_sizes_computed_from_shapes_follow_the_channels(read_off):
+    # A pooled branch resized back to the map's size and added to it (DeepLab's ASPP pooling, TorchScript):
+    # the sizes' channel entry is the pooled tensor's own, so it follows the kept channels; read off a model
+    # input of the same size but no traced channels, it would not.
+    nodes, inits = _sizes_from_shapes(read_off, "a")
+    nodes = [helper.make_node("GlobalAveragePool", ["a"], ["p"]), *nodes,
+             helper.make_node("Resize", ["p", "", "", "sizes"], ["r"], name="resize", mode="nearest"),
+             helper.make_node("Add", ["a", "r"], ["m"])]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    inputs = {**X, "size_input": ["N", 8, 1, 1]} if read_off == "size_input" else X
+    model = make_model([first, *nodes, last], inputs, ["y"], inits1 + inits + inits2)
+    if read_off == "p":
+        result = prune_checked(model)
+        assert group_of(result, "a")["kept"] == 4 and group_of(result, "r")["kept"] == 4
+    else:
+        result = onnxprune.prune(model, ratio=0.5, round_to=1)
+        assert "sizes are read off 'size_input', whose channels are not its input's" in group_of(result, "a")["pinned_reason"]
 
 
 def test_reduce_without_keepdims_and_squeeze_unsqueeze_move_the_axis():

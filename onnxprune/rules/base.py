@@ -96,6 +96,7 @@ class ChannelContext:
         self.slot_count = 0
         self.edges: list[tuple[np.ndarray, np.ndarray]] = []
         self.pins: list[tuple[np.ndarray, str]] = []
+        self.keeps: list[tuple[np.ndarray, str]] = []
         self.params: list[ParamSlice] = []
         self.rewrites: list[tuple[Rule, gs.Node]] = []
         self.node_io: dict[str, tuple[str | None, str | None]] = {}
@@ -175,11 +176,19 @@ class ChannelContext:
         where = f"{self.node.op} node '{self.node.name}'" if self.node is not None else "the model"
         self.pins.append((slots, f"{where}: {reason}"))
 
+    def keep(self, channel: ChannelTensor | np.ndarray, reason: str) -> None:
+        """Keep these channels, but not their whole group: the other channels of a Concat that a model input
+        or a constant joins can still go."""
+        slots = channel.slots if isinstance(channel, ChannelTensor) else np.asarray(channel)
+        where = f"{self.node.op} node '{self.node.name}'" if self.node is not None else "the model"
+        self.keeps.append((slots, f"{where}: {reason}"))
+
     def expect(self, tensor: gs.Tensor, axis: int) -> ChannelTensor:
         """The channels of an input that the current node consumes on ``axis``.
 
-        Inputs with channels elsewhere, or with none that can be traced (model inputs, constants,
-        outputs of unsupported ops), get fresh slots that are pinned.
+        Inputs with channels elsewhere get fresh slots that are pinned (with their group); inputs with none
+        that can be traced (model inputs, constants, outputs of unsupported ops) get fresh slots that are
+        kept, and whatever is coupled to them.
         """
         existing = self.channel(tensor)
         rank = self.rank(tensor)
@@ -189,9 +198,10 @@ class ChannelContext:
         if existing is not None:
             self.pin(existing, f"consumes '{tensor.name}' on axis {axis} but its channels are on axis {existing.axis}")
             fresh = self.declare(tensor, axis, register=False)
+            self.pin(fresh, self._origin(tensor))
         else:
             fresh = self.declare(tensor, axis)
-        self.pin(fresh, self._origin(tensor))
+            self.keep(fresh, self._origin(tensor))
         return fresh
 
     @staticmethod
@@ -284,3 +294,82 @@ def quantization_axis(node: gs.Node, rank: int) -> int | None:
 def broadcast_axis(channel_axis: int, input_rank: int, output_rank: int) -> int:
     """Where an input axis lands in the output of a numpy-broadcasting op (inputs align right)."""
     return channel_axis + output_rank - input_rank
+
+
+@dataclass(frozen=True)
+class SizeOf:
+    """An entry of a shape computation that is the size of ``tensor`` on ``axis`` (read by a Shape node)."""
+
+    tensor: gs.Tensor
+    axis: int
+
+
+@dataclass(frozen=True)
+class ConstantEntry:
+    """An entry of a shape computation held by a constant: input ``index`` of ``node``, at ``position``."""
+
+    node: gs.Node
+    index: int
+    position: int
+
+
+# Shape computations are short; longer chains are not followed.
+_ENTRY_DEPTH = 12
+
+
+def shape_entry(node: gs.Node, index: int, position: int, depth: int = 0) -> SizeOf | ConstantEntry | None:
+    """Where entry ``position`` of the 1-D integer input ``index`` of ``node`` comes from: a tensor's size
+    (Shape -> Slice / Gather -> Unsqueeze -> Concat, as TorchScript writes ``F.interpolate(x, size=y.shape[-2:])``),
+    or a constant that only this chain reads, which can then be rewritten; None where it cannot be followed."""
+    tensor = node.inputs[index]
+    if isinstance(tensor, gs.Constant):
+        return ConstantEntry(node, index, position)
+    if depth > _ENTRY_DEPTH or len(tensor.inputs) != 1:
+        return None
+    producer = tensor.inputs[0]
+    entry = _producer_entry(producer, position, depth)
+    if isinstance(entry, ConstantEntry) and len(tensor.outputs) != 1:
+        return None  # a constant that other nodes read too cannot be rewritten for this one
+    return entry
+
+
+def _producer_entry(producer: gs.Node, position: int, depth: int) -> SizeOf | ConstantEntry | None:
+    data = producer.inputs[0] if producer.inputs else None
+    length = data.shape[0] if data is not None and data.shape is not None and len(data.shape) == 1 else None
+    if producer.op == "Shape":
+        rank = len(data.shape) if data is not None and data.shape is not None else None
+        if rank is None:
+            return None
+        start = int(producer.attrs.get("start", 0))
+        axis = (start % rank if start < 0 else min(start, rank)) + position
+        return SizeOf(data, axis) if axis < rank else None
+    if producer.op in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape"):
+        # On a 0-D or 1-D shape computation these keep the elements in order.
+        return shape_entry(producer, 0, position, depth + 1)
+    if producer.op == "Concat":
+        offset = 0
+        for index, part in enumerate(producer.inputs):
+            size = part.shape[0] if part.shape is not None and len(part.shape) == 1 else None
+            if not isinstance(size, int):
+                return None
+            if position < offset + size:
+                return shape_entry(producer, index, position - offset, depth + 1)
+            offset += size
+        return None
+    if producer.op == "Gather" and int(producer.attrs.get("axis", 0)) == 0 and isinstance(length, int):
+        indices = constant_value(producer.inputs[1])
+        if indices is None or indices.size <= position:
+            return None
+        return shape_entry(producer, 0, int(indices.reshape(-1)[position]) % length, depth + 1)
+    if producer.op == "Slice" and isinstance(length, int) and len(producer.inputs) >= 3:
+        bounds = [constant_value(t) if not t.is_empty() else None for t in producer.inputs[1:5]]
+        if bounds[0] is None or bounds[1] is None or any(b is None for b, t in zip(bounds[2:], producer.inputs[3:5])
+                                                          if not t.is_empty()):
+            return None
+        axes, steps = bounds[2] if len(bounds) > 2 else None, bounds[3] if len(bounds) > 3 else None
+        if axes is not None and [int(a) for a in axes.reshape(-1)] not in ([0], [-1]):
+            return None
+        step = int(steps.reshape(-1)[0]) if steps is not None else 1
+        picked = range(length)[slice(int(bounds[0].reshape(-1)[0]), int(bounds[1].reshape(-1)[0]), step)]
+        return shape_entry(producer, 0, picked[position], depth + 1) if position < len(picked) else None
+    return None

@@ -3,7 +3,7 @@
 On the channel axis these ops move channel indices by offsets: Concat's input k channel i is output
 channel offset_k + i; Split's output k channel i is input channel offset_k + i; Slice (step 1) output
 channel i is input channel start + i; Gather of constant indices, output channel j is input channel
-indices[j] (a reorder or a selection). Split sizes, Slice bounds and Gather indices are rewritten from the
+indices[j] (a reorder or a selection; one index alone keeps that channel). Split sizes, Slice bounds and Gather indices are rewritten from the
 kept channels. On any other axis every input and output shares the same channels (a Gather moves the
 channel axis by the rank of its indices less one: ``x[:, 0]`` of [N, T, C], ``h_n[-1]`` of an LSTM).
 """
@@ -95,6 +95,18 @@ def slice_arguments(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray, l
     return starts, ends, [int(a) % rank for a in axes], steps
 
 
+def _sliced_axes(node: gs.Node, rank: int) -> list[int] | None:
+    """The axes a Slice (opset 10+) acts on, where they are known whatever its bounds are."""
+    if len(node.inputs) < 3:
+        return None
+    if len(node.inputs) > 3 and not node.inputs[3].is_empty():
+        if not isinstance(node.inputs[3], gs.Constant):
+            return None
+        return [int(a) % rank for a in np.asarray(node.inputs[3].values).reshape(-1)]
+    count = node.inputs[1].shape[0] if node.inputs[1].shape is not None and len(node.inputs[1].shape) == 1 else None
+    return list(range(count)) if isinstance(count, int) else None  # without axes: the first len(starts) axes
+
+
 class SliceRule(Rule):
     op_types = ("Slice",)
 
@@ -102,7 +114,12 @@ class SliceRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
-        starts, ends, axes, steps = slice_arguments(node, ctx.rank(node.inputs[0]))
+        rank = ctx.rank(node.inputs[0])
+        if _sliced_axes(node, rank) is not None and x.axis not in _sliced_axes(node, rank):
+            # Bounds computed at run time on other axes (a U-Net's crop to a skip's size) keep the channels.
+            ctx.same_channels(node.outputs[0], x)
+            return
+        starts, ends, axes, steps = slice_arguments(node, rank)
         if x.axis not in axes:
             ctx.same_channels(node.outputs[0], x)
             return
@@ -138,6 +155,11 @@ class GatherRule(Rule):
             ctx.same_channels(node.outputs[0], x, x.axis if x.axis < axis else x.axis + index_rank - 1)
             return
         indices = ctx.const(node.inputs[1])
+        if indices is not None and indices.ndim == 0:
+            # One channel taken out on its own (``x[:, 3]``): it stays, the rest of its group can go.
+            ctx.keep(x.slots[int(indices) % x.size:][:1], f"it takes channel {int(indices) % x.size} alone")
+            ctx.add_rewrite(self, node)
+            return
         if indices is None or indices.ndim != 1:
             raise Unprunable("it gathers along the channel axis with indices that are not a constant list")
         y = ctx.declare(node.outputs[0], x.axis, len(indices))
@@ -147,5 +169,8 @@ class GatherRule(Rule):
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         x = view.channel(node.inputs[0].name)
         indices = np.asarray(node.inputs[1].values)
+        if indices.ndim == 0:
+            view.replace_input(node, 1, np.searchsorted(view.kept(x.name), int(indices) % x.size).astype(indices.dtype))
+            return
         kept = indices[view.kept(node.outputs[0].name)] % x.size
         view.replace_input(node, 1, np.searchsorted(view.kept(x.name), kept).astype(indices.dtype))

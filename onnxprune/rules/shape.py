@@ -22,7 +22,16 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.model import Dim
-from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
+from onnxprune.rules.base import (
+    ChannelContext,
+    ChannelTensor,
+    ConstantEntry,
+    RewriteView,
+    Rule,
+    SizeOf,
+    Unprunable,
+    shape_entry,
+)
 
 
 def _couple_flattened(ctx: ChannelContext, x: ChannelTensor, out: gs.Tensor, out_axis: int, inner: int,
@@ -310,48 +319,34 @@ class ExpandRule(Rule):
             raise Unprunable("it broadcasts a single channel")
         y = ctx.same_channels(node.outputs[0], x, axis)
         entry = _shape_entry(node, axis)
-        if isinstance(entry, gs.Tensor):
-            source = ctx.channel(entry)
-            if source is None or source.axis != axis or source.size != x.size:
-                raise Unprunable(f"its shape is read off '{entry.name}', whose channels are not its input's")
+        if isinstance(entry, SizeOf):
+            source = ctx.channel(entry.tensor)
+            if source is None or source.axis != entry.axis or source.size != x.size:
+                raise Unprunable(f"its shape is read off '{entry.tensor.name}', whose channels are not its input's")
             ctx.couple(source.slots, y.slots)
         elif entry is not None:
             ctx.add_rewrite(self, node)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
-        holder, index, position = _shape_entry(node, view.channel(node.outputs[0].name).axis)
-        values = np.array(holder.inputs[index].values)
-        values[position] = 1
-        view.replace_input(holder, index, values)
+        entry = _shape_entry(node, view.channel(node.outputs[0].name).axis)
+        values = np.array(entry.node.inputs[entry.index].values)
+        values[entry.position] = 1
+        view.replace_input(entry.node, entry.index, values)
 
 
-def _shape_entry(node: gs.Node, axis: int) -> tuple[gs.Node, int, int] | gs.Tensor | None:
-    """Where an Expand's shape gets its size for output axis ``axis``: (node, input, position) of a constant
-    entry, the tensor a Shape reads it off, or None where the shape is too short to reach it."""
+def _shape_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | None:
+    """Where an Expand's shape gets its size for output axis ``axis`` (see ``shape_entry``); None where the
+    shape is too short to reach it."""
     shape = node.inputs[1]
     if shape.shape is None or not isinstance(shape.shape[0], int):
         raise Unprunable("the length of its shape is unknown")
     position = axis - (len(node.outputs[0].shape) - shape.shape[0])
     if position < 0:
         return None
-    if isinstance(shape, gs.Constant):
-        return node, 1, position
-    producer = shape.inputs[0] if shape.inputs else None
-    if producer is not None and producer.op == "Shape" and not producer.attrs.get("start") and "end" not in producer.attrs:
-        if position == axis:  # the whole shape of a tensor of the output's rank
-            return producer.inputs[0]
-    elif producer is not None and producer.op == "Concat" and len(shape.outputs) == 1:  # read by this Expand alone
-        offset = 0
-        for index, part in enumerate(producer.inputs):
-            length = part.shape[0] if part.shape else None
-            if not isinstance(length, int):
-                break
-            if offset + length > position:
-                if isinstance(part, gs.Constant):
-                    return producer, index, position - offset
-                break
-            offset += length
-    raise Unprunable("the size of its channel axis is computed at run time")
+    entry = shape_entry(node, 1, position)
+    if entry is None:
+        raise Unprunable("the size of its channel axis is computed at run time")
+    return entry
 
 
 class TileRule(Rule):

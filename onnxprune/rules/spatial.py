@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
+from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, SizeOf, Unprunable, shape_entry
 
 REDUCE_OPS = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -57,6 +57,11 @@ class PadRule(Rule):
 
 
 class ResizeRule(Rule):
+    """Resize and Upsample keep the channels where they do not scale the channel axis. A ``sizes`` input
+    names the channel count: a constant entry is rewritten, and one computed at run time must read it off
+    a tensor with the same channels (TorchScript's ``F.interpolate(x, size=y.shape[-2:])`` takes it from
+    ``x`` itself)."""
+
     op_types = ("Resize", "Upsample")
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
@@ -68,15 +73,30 @@ class ResizeRule(Rule):
         for index in (scales_index, 3 if node.op == "Resize" else None):
             if index is None or len(node.inputs) <= index or node.inputs[index].is_empty():
                 continue
+            if index == 3 and not isinstance(node.inputs[index], gs.Constant):
+                self._follow_sizes(node, position, x, ctx)
+                continue
             values = ctx.const(node.inputs[index])
             if values is None:
-                raise Unprunable("its scales or sizes are computed at run time")
+                raise Unprunable("its scales are computed at run time")
             expected = 1.0 if index == scales_index else x.size
             if values.size and not np.isclose(values[position], expected):
                 raise Unprunable("it resizes the channel axis")
             if index == 3:
                 ctx.add_rewrite(self, node)
         ctx.same_channels(node.outputs[0], x)
+
+    def _follow_sizes(self, node: gs.Node, position: int, x: ChannelTensor, ctx: ChannelContext) -> None:
+        entry = shape_entry(node, 3, position)
+        if isinstance(entry, SizeOf):
+            source = ctx.channel(entry.tensor)
+            if source is None or source.axis != entry.axis or source.size != x.size:
+                raise Unprunable(f"its sizes are read off '{entry.tensor.name}', whose channels are not its input's")
+            ctx.couple(source.slots, x.slots)
+        elif entry is not None and np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position] == x.size:
+            ctx.add_rewrite(self, node)
+        else:
+            raise Unprunable("its sizes are computed at run time")
 
     @staticmethod
     def _position(node: gs.Node, axis: int) -> int:
@@ -91,9 +111,10 @@ class ResizeRule(Rule):
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         x = view.channel(node.inputs[0].name)
-        sizes = np.array(node.inputs[3].values, dtype=np.int64)
-        sizes[self._position(node, x.axis)] = len(view.kept(x.name))
-        view.replace_input(node, 3, sizes)
+        entry = shape_entry(node, 3, self._position(node, x.axis))
+        values = np.array(entry.node.inputs[entry.index].values)
+        values.reshape(-1)[entry.position] = len(view.kept(x.name))
+        view.replace_input(entry.node, entry.index, values)
 
 
 class ReduceRule(Rule):
