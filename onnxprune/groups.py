@@ -4,7 +4,8 @@ Slots joined by couplings form *units*: the smallest sets of channels that can b
 residual Add's input and output channel i, a Flatten's block of features, ...). Units that share a
 tensor form a *group*. Within a group, units touching exactly the same tensors form a *segment*
 (the part of a Concat that came from one input); each segment keeps a multiple of the rounding unit,
-so every tensor does.
+so every tensor does. Pinned channels keep their units, not their whole group: a group is pinned where
+all of its units are.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class ChannelGroup:
     # Channels per unit in the weight that has fewest of them: 1 for a conv channel, the head size for an
     # attention head (whose weights hold head-size columns per head).
     unit_width: int = 1
-    # Channels of the group's tensors that always stay, outside ``units`` (a model input or a constant that
-    # a Concat joins to prunable channels), and why.
+    # Channels of the group's tensors that always stay, outside ``units`` (pinned ones: a model input or a
+    # constant that a Concat joins to prunable channels), and why (the first pin's reason).
     fixed: int = 0
     fixed_reason: str | None = None
 
@@ -144,10 +145,12 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     tie_b = np.concatenate([unit_of_slot[s.slots] for s in spaces]) if spaces else edges_b
     _, group_of_unit = np.unique(connected_labels(unit_count, tie_a, tie_b), return_inverse=True)
     signature = _unit_signatures(spaces, unit_of_slot, unit_count)
+    # A pin keeps its channels' units; the group's other units can still go, since removing them changes
+    # none of the pinned tensors (a Concat of the model input with a feature map). A group whose units all
+    # stay is pinned.
     reasons = _pin_reasons(ctx.pins, unit_of_slot, group_of_unit)
-    fixed_reasons = _pin_reasons(ctx.keeps, unit_of_slot, group_of_unit)
     fixed = np.zeros(unit_count, dtype=bool)
-    for slots, _ in ctx.keeps:
+    for slots, _ in ctx.pins:
         fixed[unit_of_slot[slots]] = True
     order = np.argsort(group_of_unit, kind="stable")
     bounds = np.searchsorted(group_of_unit[order], np.arange(int(group_of_unit.max(initial=-1)) + 2))
@@ -159,11 +162,9 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
     groups = []
     for g in range(len(bounds) - 1):
         units = order[bounds[g]:bounds[g + 1]]
-        reason, kept = reasons.get(g), fixed[units]
-        if kept.all():
-            reason = reason or fixed_reasons.get(g)
-        elif reason is None and kept.any():
-            units = units[~kept]
+        kept = fixed[units]
+        reason = reasons.get(g) if kept.all() else None
+        units = units[~kept] if reason is None else units
         group_members = tuple(members.get(g, ()))
         groups.append(ChannelGroup(
             index=len(groups),
@@ -173,8 +174,8 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
             nodes=_touching_nodes(group_members, tensors),
             pinned_reason=reason,
             unit_width=int(widths[units].min()) if units.size else 1,
-            fixed=int(kept.sum()) if len(units) < len(kept) else 0,
-            fixed_reason=fixed_reasons.get(g) if len(units) < len(kept) else None,
+            fixed=int(kept.sum()) if reason is None else 0,
+            fixed_reason=reasons.get(g) if reason is None else None,
         ))
     return Analysis(graph, ctx, unit_of_slot, groups)
 

@@ -399,6 +399,20 @@ def test_gather_of_one_channel_keeps_that_channel_and_prunes_the_rest():
     assert int(node_of(result, "pick").inputs[1].values) == 2 - sum(i < 2 for i in removed)
 
 
+def test_a_residual_to_the_model_input_keeps_those_channels_and_prunes_the_features_joined_to_them():
+    # y = x + conv3(cat([x, conv2(conv1(x))])), a denoiser's shape: the output pins x's 3 channels, which the
+    # Concat joins to the 8 features of b, and those still prune.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    second, inits2 = conv("conv2", "a", "b", 8, 8, seed=2)
+    third, inits3 = conv("conv3", "m", "c", 11, 3, seed=3)
+    nodes = [first, second, helper.make_node("Concat", ["x", "b"], ["m"], axis=1), third,
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    result = prune_checked(make_model(nodes, X, ["y"], inits1 + inits2 + inits3))
+    group = group_of(result, "b")
+    assert group["pinned_reason"] is None and (group["channels"], group["kept"], group["fixed"]) == (8, 4, 3)
+    assert node_of(result, "conv3").inputs[1].shape[1] == 7
+
+
 @pytest.mark.parametrize("joined", ["input", "constant"])
 def test_concat_with_a_model_input_or_a_constant_prunes_the_other_channels(joined):
     # cat([a, x]) or cat([a, coordinates]) -> conv: x's or the constant's channels stay, a's can go.

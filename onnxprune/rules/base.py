@@ -96,7 +96,6 @@ class ChannelContext:
         self.slot_count = 0
         self.edges: list[tuple[np.ndarray, np.ndarray]] = []
         self.pins: list[tuple[np.ndarray, str]] = []
-        self.keeps: list[tuple[np.ndarray, str]] = []
         self.params: list[ParamSlice] = []
         self.rewrites: list[tuple[Rule, gs.Node]] = []
         self.node_io: dict[str, tuple[str | None, str | None]] = {}
@@ -171,24 +170,17 @@ class ChannelContext:
             self.edges.append((slots_a, slots_b))
 
     def pin(self, channel: ChannelTensor | np.ndarray, reason: str) -> None:
-        """Keep these channels (and so their whole group); ``reason`` is shown to the user."""
+        """Keep these channels, and whatever is coupled to them; ``reason`` is shown to the user. The rest of
+        their group can still go (see ``groups.build_groups``)."""
         slots = channel.slots if isinstance(channel, ChannelTensor) else np.asarray(channel)
         where = f"{self.node.op} node '{self.node.name}'" if self.node is not None else "the model"
         self.pins.append((slots, f"{where}: {reason}"))
 
-    def keep(self, channel: ChannelTensor | np.ndarray, reason: str) -> None:
-        """Keep these channels, but not their whole group: the other channels of a Concat that a model input
-        or a constant joins can still go."""
-        slots = channel.slots if isinstance(channel, ChannelTensor) else np.asarray(channel)
-        where = f"{self.node.op} node '{self.node.name}'" if self.node is not None else "the model"
-        self.keeps.append((slots, f"{where}: {reason}"))
-
     def expect(self, tensor: gs.Tensor, axis: int) -> ChannelTensor:
         """The channels of an input that the current node consumes on ``axis``.
 
-        Inputs with channels elsewhere get fresh slots that are pinned (with their group); inputs with none
-        that can be traced (model inputs, constants, outputs of unsupported ops) get fresh slots that are
-        kept, and whatever is coupled to them.
+        Inputs with channels elsewhere, or with none that can be traced (model inputs, constants,
+        outputs of unsupported ops), get fresh slots that are pinned.
         """
         existing = self.channel(tensor)
         rank = self.rank(tensor)
@@ -198,10 +190,9 @@ class ChannelContext:
         if existing is not None:
             self.pin(existing, f"consumes '{tensor.name}' on axis {axis} but its channels are on axis {existing.axis}")
             fresh = self.declare(tensor, axis, register=False)
-            self.pin(fresh, self._origin(tensor))
         else:
             fresh = self.declare(tensor, axis)
-            self.keep(fresh, self._origin(tensor))
+        self.pin(fresh, self._origin(tensor))
         return fresh
 
     @staticmethod

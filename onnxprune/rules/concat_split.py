@@ -157,7 +157,7 @@ class GatherRule(Rule):
         indices = ctx.const(node.inputs[1])
         if indices is not None and indices.ndim == 0:
             # One channel taken out on its own (``x[:, 3]``): it stays, the rest of its group can go.
-            ctx.keep(x.slots[int(indices) % x.size:][:1], f"it takes channel {int(indices) % x.size} alone")
+            ctx.pin(x.slots[int(indices) % x.size:][:1], f"it takes channel {int(indices) % x.size} alone")
             ctx.add_rewrite(self, node)
             return
         if indices is None or indices.ndim != 1:
