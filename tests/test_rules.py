@@ -413,6 +413,22 @@ def test_a_residual_to_the_model_input_keeps_those_channels_and_prunes_the_featu
     assert node_of(result, "conv3").inputs[1].shape[1] == 7
 
 
+def test_a_traced_op_of_the_model_input_is_named_as_such_not_as_unprunable():
+    # YOLOv5's Focus: slices of the input joined on the channel axis, then a conv. The Concat has a rule;
+    # what keeps the conv's input is that the channels come from the input.
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             [("s0", [0, 0]), ("s1", [1, 1]), ("end", [8, 8]), ("hw", [2, 3]), ("two", [2, 2])]]
+    nodes = [helper.make_node("Slice", ["x", "s0", "end", "hw", "two"], ["even"]),
+             helper.make_node("Slice", ["x", "s1", "end", "hw", "two"], ["odd"]),
+             helper.make_node("Concat", ["even", "odd"], ["focus"], axis=1, name="focus_cat")]
+    first, inits1 = conv("conv1", "focus", "a", 6, 8, seed=1)
+    last, inits2 = conv("conv2", "a", "y", 8, 4, seed=2)
+    result = prune_checked(make_model([*nodes, first, last], X, ["y"], inits + inits1 + inits2))
+    assert group_of(result, "a")["kept"] == 4
+    reason = group_of(result, "focus")["pinned_reason"]
+    assert "Concat node 'focus_cat', whose channels no prunable layer makes" in reason
+
+
 @pytest.mark.parametrize("joined", ["input", "constant"])
 def test_concat_with_a_model_input_or_a_constant_prunes_the_other_channels(joined):
     # cat([a, x]) or cat([a, coordinates]) -> conv: x's or the constant's channels stay, a's can go.

@@ -96,6 +96,7 @@ class ChannelContext:
         self.slot_count = 0
         self.edges: list[tuple[np.ndarray, np.ndarray]] = []
         self.pins: list[tuple[np.ndarray, str]] = []
+        self.pinned_nodes: set[str] = set()  # nodes without a rule, or whose rule raised Unprunable
         self.params: list[ParamSlice] = []
         self.rewrites: list[tuple[Rule, gs.Node]] = []
         self.node_io: dict[str, tuple[str | None, str | None]] = {}
@@ -195,14 +196,16 @@ class ChannelContext:
         self.pin(fresh, self._origin(tensor))
         return fresh
 
-    @staticmethod
-    def _origin(tensor: gs.Tensor) -> str:
+    def _origin(self, tensor: gs.Tensor) -> str:
         if isinstance(tensor, gs.Constant):
             return f"its input '{tensor.name}' is a constant"
         if not tensor.inputs:
             return f"its input '{tensor.name}' is a model input, whose shape never changes"
         producer = tensor.inputs[0]
-        return f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}', which cannot be pruned"
+        if producer.name in self.pinned_nodes:
+            return f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}', which cannot be pruned"
+        # A traced op whose inputs carry no channels (a Concat of slices of the model input, say).
+        return f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}', whose channels no prunable layer makes"
 
     # ---- declaring what apply does ------------------------------------------------------
     def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False) -> None:
@@ -235,6 +238,7 @@ class ChannelContext:
 
     def pin_node(self, node: gs.Node, reason: str) -> None:
         """Pin every channel input and output of ``node``; its outputs carry no channels afterwards."""
+        self.pinned_nodes.add(node.name)
         for tensor in list(node.inputs) + list(node.outputs):
             channel = self.channel(tensor)
             if channel is not None:
