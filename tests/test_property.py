@@ -16,7 +16,8 @@ import onnxprune
 
 SIZE = 8
 ACTIVATIONS = ("none", "Relu", "SiLU", "Clip", "LeakyRelu", "HardSwish")
-BLOCKS = ("conv", "bn", "depthwise", "residual", "concat", "split", "se", "pool_resize", "add_const", "prelu", "tokens", "attention")
+BLOCKS = ("conv", "bn", "depthwise", "residual", "concat", "split", "se", "pool_resize", "add_const", "prelu", "tokens", "attention",
+          "input_concat", "pick_one")
 
 
 class GraphBuilder:
@@ -142,6 +143,19 @@ class GraphBuilder:
             self.x, self.channels = self.nodes[-1].output[0], out
         elif kind == "attention":
             self.attention(x, c)
+        elif kind == "input_concat":
+            # The model input joined to the features (its channels stay, the features' can go).
+            self.x, self.channels = self.name("incat"), c + 3
+            self.nodes.append(helper.make_node("Concat", [x, "x"], [self.x], axis=1))
+        elif kind == "pick_one":
+            # x[:, i:i+1] taken by a Gather of one index, joined back: that channel stays.
+            index, axes, picked, lifted = self.name("index"), self.name("axes"), self.name("pick"), self.name("lift")
+            self.inits += [numpy_helper.from_array(np.array(self.draw(st.integers(0, c - 1)), np.int64), index),
+                           numpy_helper.from_array(np.array([1], np.int64), axes)]
+            self.x, self.channels = self.name("pickcat"), c + 1
+            self.nodes += [helper.make_node("Gather", [x, index], [picked], axis=1),
+                           helper.make_node("Unsqueeze", [picked, axes], [lifted]),
+                           helper.make_node("Concat", [x, lifted], [self.x], axis=1)]
         elif kind == "prelu":
             slope, self.x = self.name("slope"), self.name("prelu")
             self.inits.append(numpy_helper.from_array(np.linspace(0.05, 0.5, c, dtype=np.float32).reshape(c, 1, 1), slope))
