@@ -18,6 +18,18 @@ def test_fixtures_are_present():
     for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "shufflenet", "vit",
                  "vit_mha", "gpt", "fashion_mnist", "crnn"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
+    assert {"mobilenetv3_keras.tf2onnx.onnx", "mobilenetv3_paddle.paddle2onnx.onnx"} <= names
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_keras.tf2onnx", "mobilenetv3_paddle.paddle2onnx"])
+def test_other_exporters_mobilenetv3_prunes_every_block(name):
+    # Real exports (random weights) of MobileNetV3-Small by tf2onnx (NHWC with Transposes around the
+    # convs, hard-swish as x * relu6(x + 3) / 6, squeeze-excite through Reshapes) and by paddle2onnx:
+    # only the groups at the input and at the output stay whole.
+    result = onnxprune.prune(MODELS / f"{name}.onnx", ratio=0.5, round_to=1)
+    groups = result.report["groups"]
+    assert len(groups) >= 25 and sum(g["pinned_reason"] is not None for g in groups) == 2
+    assert result.pruned.macs < 0.35 * result.original.macs
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)

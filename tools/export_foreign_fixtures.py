@@ -1,0 +1,103 @@
+"""Export the fixtures made by other exporters than PyTorch's: a Keras MobileNetV3-Small through tf2onnx
+and a Paddle MobileNetV3-Small through paddle2onnx (random weights, 10 classes, 32x32 images), into
+``models/`` with their entries in ``models/MANIFEST.json``.
+
+TensorFlow and Paddle do not install beside PyTorch; give each its own environment and run this script
+with that environment's Python, once per exporter::
+
+    python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu tf2onnx onnx
+    /tmp/tfenv/bin/python tools/export_foreign_fixtures.py tf2onnx
+    python -m venv /tmp/pdenv && /tmp/pdenv/bin/pip install paddlepaddle paddle2onnx packaging onnx
+    /tmp/pdenv/bin/python tools/export_foreign_fixtures.py paddle2onnx
+
+Keras' model carries its input scaling (a Rescaling layer) and NHWC layout, so tf2onnx writes
+Transposes around the convs, hard-swish as x * relu6(x + 3) / 6 and squeeze-excite through Reshapes;
+Paddle's carries hardswish, hardsigmoid and its own naming.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+SEED = 0
+
+
+def export_keras(path: Path) -> str:
+    """The Keras MobileNetV3-Small through a SavedModel and tf2onnx; returns the versions used."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    import tf2onnx
+
+    tf.keras.utils.set_random_seed(SEED)
+    model = tf.keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.75)
+    with tempfile.TemporaryDirectory() as folder:
+        model.export(folder, verbose=False)
+        subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", folder, "--opset", "13",
+                        "--output", str(path)], check=True, capture_output=True)
+    return f"tensorflow {tf.__version__}, tf2onnx {tf2onnx.__version__}"
+
+
+def export_paddle(path: Path) -> str:
+    """Paddle's MobileNetV3-Small through paddle2onnx; returns the versions used."""
+    import paddle
+    import paddle2onnx
+    from paddle.static import InputSpec
+
+    paddle.seed(SEED)
+    model = paddle.vision.models.mobilenet_v3_small(scale=0.75, num_classes=10)
+    model.eval()
+    prefix = str(path).removesuffix(".onnx")
+    paddle.onnx.export(model, prefix, input_spec=[InputSpec([None, 3, 32, 32], "float32", "x")], opset_version=13)
+    return f"paddlepaddle {paddle.__version__}, paddle2onnx {paddle2onnx.__version__}"
+
+
+EXPORTS = {
+    "tf2onnx": ("mobilenetv3_keras", export_keras),
+    "paddle2onnx": ("mobilenetv3_paddle", export_paddle),
+}
+
+
+def _dims(value: onnx.ValueInfoProto) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] not in EXPORTS:
+        sys.exit(f"usage: python {sys.argv[0]} {{{'|'.join(EXPORTS)}}}")
+    exporter = sys.argv[1]
+    arch, export = EXPORTS[exporter]
+    path = MODELS / f"{arch}.{exporter}.onnx"
+    versions = export(path)
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    manifest_path = MODELS / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    histogram: dict[str, int] = {}
+    for node in model.graph.node:
+        histogram[node.op_type] = histogram.get(node.op_type, 0) + 1
+    manifest["files"][path.name] = {
+        "arch": arch,
+        "exporter": exporter,
+        "generator": f"tools/export_foreign_fixtures.py ({versions}), random weights, seed {SEED}",
+        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "file_bytes": path.stat().st_size,
+        "inputs": [{"name": v.name, "shape": _dims(v)} for v in model.graph.input],
+        "outputs": [{"name": v.name, "shape": _dims(v)} for v in model.graph.output],
+        "op_histogram": dict(sorted(histogram.items())),
+    }
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; {versions})")
+
+
+if __name__ == "__main__":
+    main()
