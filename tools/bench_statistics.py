@@ -46,13 +46,15 @@ CRITERIA = (Importance.L1, Importance.ACTIVATION, Importance.APOZ, Importance.FL
 def calibration_source(path: Path) -> tuple[object, ImageOptions | None]:
     """The calibration data of a fixture: Fashion-MNIST test images (the fashion_mnist and crnn fixtures,
     trained on it), seeded random token ids (the gpt fixture, whose weights are random too) or the
-    natural-image crops."""
+    natural-image crops (NHWC pixels for the Keras fixture)."""
     if path.name.startswith("gpt"):
         return [{"input": np.random.default_rng(0).integers(0, 64, (600, 16))}], None
     if path.name.startswith(("fashion_mnist", "crnn")):
         data = np.load(FASHION)
         x = ((data["x"][:600].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
         return [{"input": x, "labels": data["labels"][:600].astype(np.int64)}], None
+    if path.name.endswith(".tf2onnx.onnx"):  # Keras' applications take NHWC pixels in [0, 255] (they rescale)
+        return str(IMAGES), ImageOptions(layout="NHWC", scale=1.0)
     return str(IMAGES), IMAGE_OPTIONS
 
 

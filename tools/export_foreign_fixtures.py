@@ -1,6 +1,8 @@
 """Export the fixtures made by other exporters than PyTorch's: a Keras MobileNetV3-Small through tf2onnx
 and a Paddle MobileNetV3-Small through paddle2onnx (random weights, 10 classes, 32x32 images), into
-``models/`` with their entries in ``models/MANIFEST.json``.
+``models/`` with their entries in ``models/MANIFEST.json``. At their initial weights both models' outputs
+barely depend on the input (Keras' is 0.1 for every class and image): the BatchNorm scales and shifts are
+drawn at random and the moving statistics set from one batch of random inputs, so that they do.
 
 TensorFlow and Paddle do not install beside PyTorch; give each its own environment and run this script
 with that environment's Python, once per exporter::
@@ -24,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +42,13 @@ def export_keras(path: Path) -> str:
 
     tf.keras.utils.set_random_seed(SEED)
     model = tf.keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.75)
+    rng = np.random.default_rng(SEED)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.uniform(-0.1, 0.3, beta.shape), mean, variance])
+            layer.momentum = 0.0  # the next training-mode batch sets the moving statistics
+    model(rng.uniform(0, 255, (64, 32, 32, 3)).astype(np.float32), training=True)
     with tempfile.TemporaryDirectory() as folder:
         model.export(folder, verbose=False)
         subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", folder, "--opset", "13",
@@ -54,6 +64,15 @@ def export_paddle(path: Path) -> str:
 
     paddle.seed(SEED)
     model = paddle.vision.models.mobilenet_v3_small(scale=0.75, num_classes=10)
+    rng = np.random.default_rng(SEED)
+    for layer in model.sublayers():
+        if isinstance(layer, (paddle.nn.BatchNorm2D, paddle.nn.BatchNorm)):
+            layer.weight.set_value(rng.uniform(0.5, 1.5, layer.weight.shape).astype(np.float32))
+            layer.bias.set_value(rng.uniform(-0.1, 0.3, layer.bias.shape).astype(np.float32))
+            layer._momentum = 0.0  # the next training-mode batch sets the moving statistics
+    model.train()
+    with paddle.no_grad():
+        model(paddle.to_tensor(rng.standard_normal((64, 3, 32, 32)).astype(np.float32)))
     model.eval()
     prefix = str(path).removesuffix(".onnx")
     paddle.onnx.export(model, prefix, input_spec=[InputSpec([None, 3, 32, 32], "float32", "x")], opset_version=13)
@@ -87,7 +106,7 @@ def main() -> None:
     manifest["files"][path.name] = {
         "arch": arch,
         "exporter": exporter,
-        "generator": f"tools/export_foreign_fixtures.py ({versions}), random weights, seed {SEED}",
+        "generator": f"tools/export_foreign_fixtures.py ({versions}), random weights, BatchNorm statistics of random inputs, seed {SEED}",
         "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "file_bytes": path.stat().st_size,
         "inputs": [{"name": v.name, "shape": _dims(v)} for v in model.graph.input],
