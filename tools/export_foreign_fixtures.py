@@ -34,6 +34,43 @@ MODELS = ROOT / "models"
 SEED = 0
 
 
+def lively_keras(model):
+    """``model`` with random BatchNorm scales and shifts and moving statistics of one batch of random
+    pixels (NHWC, [0, 255]): at Keras' initial weights the activations vanish and outputs do not depend on
+    the input. Returns the model."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(SEED)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            if layer.scale:  # InceptionV3's have no scale
+                layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            if layer.center:
+                layer.beta.assign(rng.uniform(-0.1, 0.3, layer.beta.shape))
+            layer.momentum = 0.0  # the next training-mode batch sets the moving statistics
+    shape = [64, *model.input_shape[1:]]
+    model(rng.uniform(0, 255, shape).astype(np.float32), training=True)
+    return model
+
+
+def lively_paddle(model, size: int):
+    """``model`` (NCHW images of ``size``) with random BatchNorm scales and shifts and moving statistics of
+    one batch of random inputs, in eval mode; returns it."""
+    import paddle
+
+    rng = np.random.default_rng(SEED)
+    for layer in model.sublayers():
+        if isinstance(layer, (paddle.nn.BatchNorm2D, paddle.nn.BatchNorm)):
+            layer.weight.set_value(rng.uniform(0.5, 1.5, layer.weight.shape).astype(np.float32))
+            layer.bias.set_value(rng.uniform(-0.1, 0.3, layer.bias.shape).astype(np.float32))
+            layer._momentum = 0.0  # the next training-mode batch sets the moving statistics
+    model.train()
+    with paddle.no_grad():
+        model(paddle.to_tensor(rng.standard_normal((64, 3, size, size)).astype(np.float32)))
+    model.eval()
+    return model
+
+
 def export_keras(path: Path) -> str:
     """The Keras MobileNetV3-Small through a SavedModel and tf2onnx; returns the versions used."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -41,14 +78,8 @@ def export_keras(path: Path) -> str:
     import tf2onnx
 
     tf.keras.utils.set_random_seed(SEED)
-    model = tf.keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.75)
-    rng = np.random.default_rng(SEED)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.uniform(-0.1, 0.3, beta.shape), mean, variance])
-            layer.momentum = 0.0  # the next training-mode batch sets the moving statistics
-    model(rng.uniform(0, 255, (64, 32, 32, 3)).astype(np.float32), training=True)
+    model = lively_keras(tf.keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10,
+                                                                alpha=0.75))
     with tempfile.TemporaryDirectory() as folder:
         model.export(folder, verbose=False)
         subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", folder, "--opset", "13",
@@ -63,17 +94,7 @@ def export_paddle(path: Path) -> str:
     from paddle.static import InputSpec
 
     paddle.seed(SEED)
-    model = paddle.vision.models.mobilenet_v3_small(scale=0.75, num_classes=10)
-    rng = np.random.default_rng(SEED)
-    for layer in model.sublayers():
-        if isinstance(layer, (paddle.nn.BatchNorm2D, paddle.nn.BatchNorm)):
-            layer.weight.set_value(rng.uniform(0.5, 1.5, layer.weight.shape).astype(np.float32))
-            layer.bias.set_value(rng.uniform(-0.1, 0.3, layer.bias.shape).astype(np.float32))
-            layer._momentum = 0.0  # the next training-mode batch sets the moving statistics
-    model.train()
-    with paddle.no_grad():
-        model(paddle.to_tensor(rng.standard_normal((64, 3, 32, 32)).astype(np.float32)))
-    model.eval()
+    model = lively_paddle(paddle.vision.models.mobilenet_v3_small(scale=0.75, num_classes=10), 32)
     prefix = str(path).removesuffix(".onnx")
     paddle.onnx.export(model, prefix, input_spec=[InputSpec([None, 3, 32, 32], "float32", "x")], opset_version=13)
     return f"paddlepaddle {paddle.__version__}, paddle2onnx {paddle2onnx.__version__}"
