@@ -74,7 +74,8 @@ class ImageOptions:
     Attributes:
         size: the shorter side after resizing (default: the larger crop side).
         crop: centre crop to crop x crop (default: the model input's height and width, which must be static).
-        layout: "NCHW" or "NHWC".
+        layout: "NCHW", "NHWC", or "AUTO" (the default): NHWC where the model input's last axis has 1 or 3
+            channels and its second does not (Keras models through tf2onnx), else NCHW.
         channel_order: "RGB" or "BGR".
     """
 
@@ -83,7 +84,7 @@ class ImageOptions:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     scale: float = 1 / 255
-    layout: str = "NCHW"
+    layout: str = "AUTO"
     channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
@@ -91,8 +92,8 @@ class ImageOptions:
         object.__setattr__(self, "std", tuple(float(s) for s in np.atleast_1d(self.std)))
         object.__setattr__(self, "layout", str(self.layout).upper())
         object.__setattr__(self, "channel_order", str(self.channel_order).upper())
-        if self.layout not in ("NCHW", "NHWC"):
-            raise InputError(f"image layout must be NCHW or NHWC, got '{self.layout}'")
+        if self.layout not in ("AUTO", "NCHW", "NHWC"):
+            raise InputError(f"image layout must be NCHW, NHWC or auto, got '{self.layout}'")
         if self.channel_order not in ("RGB", "BGR"):
             raise InputError(f"image channel order must be RGB or BGR, got '{self.channel_order}'")
         for name, value in (("size", self.size), ("crop", self.crop)):
@@ -379,7 +380,7 @@ def _load_images(folder: Path, inputs: list[InputSpec], samples: int | None, opt
                  rng: np.random.Generator) -> _Loaded:
     from PIL import Image, ImageOps
 
-    spec, channels, crop_hw, resize = _image_geometry(inputs, options, folder)
+    spec, channels, crop_hw, resize, layout = _image_geometry(inputs, options, folder)
     flat = _image_files(folder)
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     per_class = [_class_files(d) for d in classes]
@@ -387,11 +388,11 @@ def _load_images(folder: Path, inputs: list[InputSpec], samples: int | None, opt
         raise InputError(f"{folder} holds both images and class subfolders of images; put every image in a class "
                          "subfolder (one folder per class) or none")
     if flat:
-        files, labels, what = flat, None, f"image folder {folder}"
+        files, labels, what = flat, None, f"image folder {folder} ({layout})"
     elif any(per_class):
         files = [f for fs in per_class for f in fs]
         labels = np.concatenate([np.full(len(fs), i, np.int64) for i, fs in enumerate(per_class)])
-        what = f"image folder {folder} ({len(classes)} classes)"
+        what = f"image folder {folder} ({layout}, {len(classes)} classes)"
     else:
         raise InputError(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) directly or in class subfolders")
     order = rng.permutation(len(files)) if samples is not None and samples < len(files) else range(len(files))
@@ -422,34 +423,38 @@ def _load_images(folder: Path, inputs: list[InputSpec], samples: int | None, opt
             raise InputError(f"--image-{name} has {len(values)} values but input '{spec.name}' has {channels} "
                              f"channel{'s' if channels > 1 else ''}; give 1 or {channels}")
     pixels = (pixels * np.float32(options.scale) - np.asarray(options.mean, np.float32)) / np.asarray(options.std, np.float32)
-    if options.layout == "NCHW":
+    if layout == "NCHW":
         pixels = pixels.transpose(0, 3, 1, 2)
     array = _image_dtype(pixels, spec, options)
     return _Loaded({spec.name: array}, labels[keep] if labels is not None else None, what, len(files), skipped)
 
 
 def _image_geometry(inputs: list[InputSpec], options: ImageOptions,
-                    folder: Path) -> tuple[InputSpec, int, tuple[int, int], int]:
-    """The image input, its channel count, the crop (height, width) and the resize of the shorter side."""
+                    folder: Path) -> tuple[InputSpec, int, tuple[int, int], int, str]:
+    """The image input, its channel count, the crop (height, width), the resize of the shorter side and the
+    layout (``options.layout``, or the one the input's shape shows)."""
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         shapes = ", ".join(f"'{s.name}' {shape_text(s.shape)}" for s in inputs)
         raise InputError(f"an image folder ({folder}) needs a model with exactly one 4-D image input, "
                          f"this one has {shapes}; give an .npz file with one array per input instead")
     spec = inputs[0]
-    nchw = options.layout == "NCHW"
+    layout = options.layout
+    if layout == "AUTO":
+        layout = "NHWC" if spec.shape[3] in (1, 3) and spec.shape[1] not in (1, 3) else "NCHW"
+    nchw = layout == "NCHW"
     c, h, w = (spec.shape[1], spec.shape[2], spec.shape[3]) if nchw else (spec.shape[3], spec.shape[1], spec.shape[2])
     if c not in (None, 1, 3):
         other = spec.shape[3] if nchw else spec.shape[1]
         hint = f"; it looks {'NHWC' if nchw else 'NCHW'}, so pass --image-layout {'NHWC' if nchw else 'NCHW'}" \
             if other in (1, 3) else ""
-        raise InputError(f"input '{spec.name}' of shape {shape_text(spec.shape)} has {c} channels in {options.layout} "
+        raise InputError(f"input '{spec.name}' of shape {shape_text(spec.shape)} has {c} channels in {layout} "
                          f"layout; images give 1 (grayscale) or 3 (RGB){hint}")
     channels = c or 3
     if options.crop is not None:
         crop = (options.crop, options.crop)
         if (h is not None and h != options.crop) or (w is not None and w != options.crop):
             raise InputError(f"--image-crop {options.crop} does not match input '{spec.name}' of shape "
-                             f"{shape_text(spec.shape)} ({options.layout}); use --image-crop {h if h is not None else w}")
+                             f"{shape_text(spec.shape)} ({layout}); use --image-crop {h if h is not None else w}")
     elif h is None or w is None:
         raise InputError(f"input '{spec.name}' of shape {shape_text(spec.shape)} has no fixed height and width; "
                          "pass --image-crop to choose the image size")
@@ -459,7 +464,7 @@ def _image_geometry(inputs: list[InputSpec], options: ImageOptions,
     if resize < max(crop):
         raise InputError(f"--image-size {resize} is smaller than the crop {crop[0]}x{crop[1]}; "
                          f"use --image-size {max(crop)} or more")
-    return spec, channels, crop, resize
+    return spec, channels, crop, resize, layout
 
 
 def _preprocess(image, crop: tuple[int, int], resize: int) -> np.ndarray:
@@ -507,7 +512,9 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-mean", metavar="M[,M,M]", help="per-channel mean subtracted after scaling (default 0)")
     group.add_argument("--image-std", metavar="S[,S,S]", help="per-channel std divided by after the mean (default 1)")
     group.add_argument("--image-scale", type=float, default=1 / 255, metavar="F", help="pixel values are multiplied by F first (default 1/255)")
-    group.add_argument("--image-layout", choices=["NCHW", "NHWC"], default="NCHW", help="image input layout (default NCHW)")
+    group.add_argument("--image-layout", choices=["auto", "NCHW", "NHWC"], default="auto",
+                       help="image input layout (default: NHWC where the model input's last axis has 1 or 3 channels "
+                            "and its second does not, else NCHW)")
     group.add_argument("--image-order", choices=["RGB", "BGR"], default="RGB", help="channel order of colour images (default RGB)")
 
 

@@ -156,6 +156,12 @@ def test_layouts_orders_and_normalisation(tmp_path):
     a = np.concatenate(_all(load_calibration(tmp_path / "imgs", nchw, images=raw), "x"))
     b = np.concatenate(_all(load_calibration(tmp_path / "imgs", nhwc, images=ImageOptions(scale=1, layout="NHWC")), "x"))
     np.testing.assert_array_equal(a.transpose(0, 2, 3, 1), b)
+    # Without a layout, the input's shape tells it: [N, 30, 30, 3] is NHWC, [N, 3, 30, 30] NCHW.
+    auto = load_calibration(tmp_path / "imgs", nhwc, images=raw)
+    np.testing.assert_array_equal(np.concatenate(_all(auto, "x")), b)
+    assert "(NHWC)" in auto.calibration.description
+    explicit = np.concatenate(_all(load_calibration(tmp_path / "imgs", nchw, images=ImageOptions(scale=1, layout="NCHW")), "x"))
+    np.testing.assert_array_equal(explicit, a)
     # 30x40 crops 5 columns from each side: pixel (row 0, col 0) of the crop is (x=5, y=0) of the image
     np.testing.assert_array_equal(a[0, :, 0, 0], [5 * 6, 0, 5 * 3])
     bgr = np.concatenate(_all(load_calibration(tmp_path / "imgs", nchw, images=ImageOptions(scale=1, channel_order="BGR")), "x"))
@@ -222,7 +228,7 @@ def test_image_folder_errors(tmp_path, resnet):
         load_calibration(tmp_path / "mixed" / "cls", two)
     nhwc = [InputSpec("x", (None, 32, 32, 3), np.dtype(np.float32))]
     with pytest.raises(InputError, match="pass --image-layout NHWC"):
-        load_calibration(tmp_path / "mixed" / "cls", nhwc)
+        load_calibration(tmp_path / "mixed" / "cls", nhwc, images=ImageOptions(layout="NCHW"))
     with pytest.raises(InputError, match="--image-crop 16 does not match input 'input'"):
         load_calibration(tmp_path / "mixed" / "cls", input_specs(resnet), images=ImageOptions(crop=16))
 

@@ -53,8 +53,8 @@ def calibration_source(path: Path) -> tuple[object, ImageOptions | None]:
         data = np.load(FASHION)
         x = ((data["x"][:600].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
         return [{"input": x, "labels": data["labels"][:600].astype(np.int64)}], None
-    if path.name.endswith(".tf2onnx.onnx"):  # Keras' applications take NHWC pixels in [0, 255] (they rescale)
-        return str(IMAGES), ImageOptions(layout="NHWC", scale=1.0)
+    if path.name.endswith(".tf2onnx.onnx"):  # Keras' applications take pixels in [0, 255] (they rescale), NHWC
+        return str(IMAGES), ImageOptions(scale=1.0)
     return str(IMAGES), IMAGE_OPTIONS
 
 
