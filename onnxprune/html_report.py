@@ -333,9 +333,12 @@ def _channels_section(report: dict) -> str:
             segments, state = (Segment(channels, "pinned"),), "pinned"
             tip = f"group {g.get('index')} ({first}): {channels} channels, pinned: {reason}"
         else:
-            segments = (Segment(kept, "kept"), Segment(channels - kept, "removed"))
+            fixed = g.get("fixed") or 0
+            segments = (Segment(kept, "kept"), Segment(channels - kept, "removed")) + ((Segment(fixed, "pinned"),) if fixed else ())
             state = "pruned" if kept < channels else "unchanged"
             tip = f"group {g.get('index')} ({first}): {kept} of {channels} channels kept"
+            if fixed:
+                tip += f", and {fixed} more that stay: {g.get('fixed_reason')}"
         note = str(channels) if reason else f"{kept}/{channels}"
         bars.append(Bar(f"#{g.get('index')} {_shorten(first)}", tip, segments, note,
                         (("group", g.get("index")), ("channels", channels), ("kept", kept), ("state", state))))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS
+from helpers import MODELS, conv, make_model
 
 import onnxprune
 from onnxprune.html_report import render_html
@@ -352,3 +352,16 @@ def test_calibration_compensation_and_notes_are_shown(chromium, tmp_path):
     assert [r[:2] for r in rows] == [[c["node"], c["method"]] for c in report["compensation"]] and rows
     body = " ".join(dom.find_all("body")[0].text.split())
     assert report["calibration"]["calibration"] in body and "a note with <b>markup</b>" in body
+
+
+def test_channels_that_stay_in_a_prunable_group_are_drawn_and_explained(chromium, tmp_path):
+    # A Concat of the model input with features: the input's 3 channels stay, the features prune.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 11, 4, seed=2)
+    concat = onnx.helper.make_node("Concat", ["a", "x"], ["m"], axis=1)
+    result = onnxprune.prune(make_model([first, concat, last], {"x": ["N", 3, 8, 8]}, ["y"], inits1 + inits2),
+                             ratio=0.5, round_to=1)
+    dom = dump_dom(chromium, render_html(result.report), tmp_path)
+    titles = [b.find_all("title")[0].text for b in dom.by_id("chart-channels").find_all("g", "bar")]
+    title = next(t for t in titles if t.startswith("group 0 "))
+    assert "4 of 8 channels kept, and 3 more that stay: " in title and "is a model input" in title
