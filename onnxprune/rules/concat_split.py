@@ -3,8 +3,8 @@
 On the channel axis these ops move channel indices by offsets: Concat's input k channel i is output
 channel offset_k + i; Split's output k channel i is input channel offset_k + i; Slice (step 1) output
 channel i is input channel start + i; Gather of constant indices, output channel j is input channel
-indices[j] (a reorder or a selection; one index alone keeps that channel). Split sizes, Slice bounds and Gather indices are rewritten from the
-kept channels. On any other axis every input and output shares the same channels (a Gather moves the
+indices[j] (a reorder or a selection; one index alone keeps that channel). Split sizes, Slice bounds and
+Gather indices are rewritten from the kept channels. On any other axis every input and output shares the same channels (a Gather moves the
 channel axis by the rank of its indices less one: ``x[:, 0]`` of [N, T, C], ``h_n[-1]`` of an LSTM).
 """
 
@@ -115,7 +115,8 @@ class SliceRule(Rule):
         if x is None:
             return
         rank = ctx.rank(node.inputs[0])
-        if _sliced_axes(node, rank) is not None and x.axis not in _sliced_axes(node, rank):
+        sliced = _sliced_axes(node, rank)
+        if sliced is not None and x.axis not in sliced:
             # Bounds computed at run time on other axes (a U-Net's crop to a skip's size) keep the channels.
             ctx.same_channels(node.outputs[0], x)
             return
