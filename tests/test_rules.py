@@ -447,15 +447,20 @@ def test_concat_with_a_model_input_or_a_constant_prunes_the_other_channels(joine
     assert f"and {width - 8} more that stay" in onnxprune.report.format_groups(result.report["groups"])
 
 
-@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat"])
+@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat", "sliced_shape"])
 def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
-    # a * sigmoid(mean(a)).expand_as(a): the shape is a constant [1, 8, 8, 8], Shape(a), or [N] ++ [8, 8, 8].
+    # a * sigmoid(mean(a)).expand_as(a): the shape is a constant [1, 8, 8, 8], Shape(a), [N] ++ [8, 8, 8], or
+    # Shape(a)[0:2] ++ [8, 8] (the channel entry read off a through a Slice).
     inits = []
     nodes = [helper.make_node("GlobalAveragePool", ["a"], ["pooled"]), helper.make_node("Sigmoid", ["pooled"], ["gate"])]
     if shape_from == "constant":
         inits.append(numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "shape"))
     elif shape_from == "shape_of":
         nodes.append(helper.make_node("Shape", ["a"], ["shape"]))
+    elif shape_from == "sliced_shape":
+        inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("zero", [0]), ("two", [2]), ("hw", [8, 8])]]
+        nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Slice", ["a_shape", "zero", "two"], ["nc"]),
+                  helper.make_node("Concat", ["nc", "hw"], ["shape"], axis=0)]
     else:
         inits += [numpy_helper.from_array(np.array([0], np.int64), "first"),
                   numpy_helper.from_array(np.array([8, 8, 8], np.int64), "rest")]
