@@ -278,8 +278,8 @@ def packed_projection_selects(graph: gs.Graph) -> int:
         if reshape.op != "Reshape" or len(reshape.inputs) < 2 or not reshape.outputs:
             continue
         source, shape, target = reshape.inputs[0], reshape.inputs[0].shape, _values(reshape.inputs[1], 0)
-        if shape is None or target is None or len(target) != len(shape) + 1 or not isinstance(shape[-1], int):
-            continue
+        if not shape or target is None or len(target) != len(shape) + 1 or not isinstance(shape[-1], int):
+            continue  # (a scalar reshaped to [1], as the dynamo exporter does with sizes read at run time)
         parts, size = target[-2], target[-1]
         if not isinstance(parts, int) or not isinstance(size, int) or parts < 2 or parts * size != shape[-1]:
             continue

@@ -585,32 +585,36 @@ def test_resize_sizes_input_is_rewritten():
     assert list(node_of(result, "resize").inputs[3].values) == [2, 4, 16, 16]
 
 
-def _sizes_from_shapes(of_channels: str, of_map: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """TorchScript's ``F.interpolate(p, size=a.shape[-2:])``: sizes = Shape(p)[0:2] ++ [H(a), W(a)], computed."""
+def _sizes_from_shapes(of_channels: str, of_map: str, lift: str = "Unsqueeze") -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """TorchScript's ``F.interpolate(p, size=a.shape[-2:])``: sizes = Shape(p)[0:2] ++ [H(a), W(a)], computed;
+    the scalar sizes lifted to [1] by Unsqueeze (TorchScript) or Reshape (the dynamo exporter)."""
     inits = [numpy_helper.from_array(np.array(v, np.int64), n)
-             for n, v in [("s0", [0]), ("s2", [2]), ("h", 2), ("w", 3), ("ax0", [0])]]
+             for n, v in [("s0", [0]), ("s2", [2]), ("h", 2), ("w", 3), ("ax0", [0]), ("one", [1])]]
+    second = "ax0" if lift == "Unsqueeze" else "one"
     nodes = [helper.make_node("Shape", [of_channels], ["p_shape"]),
              helper.make_node("Slice", ["p_shape", "s0", "s2", "s0"], ["nc"]),
              helper.make_node("Shape", [of_map], ["a_shape"]),
              helper.make_node("Gather", ["a_shape", "h"], ["hh"]), helper.make_node("Gather", ["a_shape", "w"], ["ww"]),
-             helper.make_node("Unsqueeze", ["hh", "ax0"], ["h1"]), helper.make_node("Unsqueeze", ["ww", "ax0"], ["w1"]),
+             helper.make_node(lift, ["hh", second], ["h1"]), helper.make_node(lift, ["ww", second], ["w1"]),
              helper.make_node("Concat", ["h1", "w1"], ["hw"], axis=0), helper.make_node("Cast", ["hw"], ["hw64"], to=7),
              helper.make_node("Concat", ["nc", "hw64"], ["sizes"], axis=0)]
     return nodes, inits
 
 
-@pytest.mark.parametrize("read_off", ["p", "size_input"])
-def test_resize_sizes_computed_from_shapes_follow_the_channels(read_off):
-    # A pooled branch resized back to the map's size and added to it (DeepLab's ASPP pooling, TorchScript):
+@pytest.mark.parametrize("read_off, lift", [("p", "Unsqueeze"), ("p", "Reshape"), ("size_input", "Unsqueeze")])
+def test_resize_sizes_computed_from_shapes_follow_the_channels(read_off, lift):
+    # A pooled branch resized back to the map's size and added to it (DeepLab's ASPP pooling, TorchScript;
+    # the dynamo exporter with a dynamic image size reshapes the scalar sizes, which crashed the loading):
     # the sizes' channel entry is the pooled tensor's own, so it follows the kept channels; read off a model
     # input of the same size but no traced channels, it would not.
-    nodes, inits = _sizes_from_shapes(read_off, "a")
+    nodes, inits = _sizes_from_shapes(read_off, "a", lift)
     nodes = [helper.make_node("GlobalAveragePool", ["a"], ["p"]), *nodes,
              helper.make_node("Resize", ["p", "", "", "sizes"], ["r"], name="resize", mode="nearest"),
              helper.make_node("Add", ["a", "r"], ["m"])]
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
-    inputs = {**X, "size_input": ["N", 8, 1, 1]} if read_off == "size_input" else X
+    image = {"x": ["N", 3, "H", "W"]} if lift == "Reshape" else X
+    inputs = {**image, "size_input": ["N", 8, 1, 1]} if read_off == "size_input" else image
     model = make_model([first, *nodes, last], inputs, ["y"], inits1 + inits + inits2)
     if read_off == "p":
         result = prune_checked(model)
