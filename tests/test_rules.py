@@ -1044,10 +1044,11 @@ def test_a_dense_output_reshaped_into_a_feature_map_loses_whole_channels(layout,
     assert len(removed) == 64 and len(channels) == 4
 
 
-@pytest.mark.parametrize("groups, kept", [(4, 4), (2, 4), (8, 4)])
-def test_group_norm_as_exported_loses_whole_groups(groups, kept):
+@pytest.mark.parametrize("groups, kept, image", [(4, 4, [8, 8]), (2, 4, [8, 8]), (8, 4, [8, 8]), (4, 4, ["H", "W"])])
+def test_group_norm_as_exported_loses_whole_groups(groups, kept, image):
     # PyTorch's GroupNorm, both exporters: [N, 8, 8, 8] -> [N, G, -1] -> InstanceNormalization (G scales) ->
-    # back to the shape of its input, read at run time -> per-channel scale and shift.
+    # back to the shape of its input, read at run time -> per-channel scale and shift. With a dynamic image
+    # size that target stays computed (its channel entry is the input's own, so it follows the kept count).
     inits = [numpy_helper.from_array(np.array([0, groups, -1], np.int64), "grouped"),
              numpy_helper.from_array(np.ones(groups, np.float32), "ones"),
              numpy_helper.from_array(np.zeros(groups, np.float32), "zeros"),
@@ -1057,7 +1058,10 @@ def test_group_norm_as_exported_loses_whole_groups(groups, kept):
              helper.make_node("Shape", ["a"], ["a_shape"]),
              helper.make_node("Reshape", ["n", "a_shape"], ["back"], name="from_groups"),
              helper.make_node("Mul", ["back", "gamma"], ["scaled"]), helper.make_node("Add", ["scaled", "beta"], ["m"])]
-    result = prune_checked(chain(nodes, inits))  # the masking oracle: exact, since whole groups go
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    model = make_model([first, *nodes, last], {"x": ["N", 3, *image]}, ["y"], inits1 + inits + inits2)
+    result = prune_checked(model)  # the masking oracle: exact, since whole groups go
     removed = next(n for n in result.report["nodes"] if n["name"] == "conv1")["out_removed"]
     size = 8 // groups
     assert len(removed) == 8 - kept and {c // size for c in removed} == {c // size for c in removed[::size]}

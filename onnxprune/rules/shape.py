@@ -123,8 +123,14 @@ class ReshapeRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
-        if ctx.const(node.inputs[1]) is None:
-            raise Unprunable("its target shape is computed at run time")
+        try:
+            self._analyse(node, ctx, x)
+        except Unprunable as exc:
+            if ctx.const(node.inputs[1]) is None:  # the likelier cause, and what the user can change
+                raise Unprunable("its target shape is computed at run time") from exc
+            raise
+
+    def _analyse(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor) -> None:
         in_shape, out_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
         if out_shape is None or x.size == 1:
             raise Unprunable("its output shape is unknown after shape inference")
@@ -145,7 +151,7 @@ class ReshapeRule(Rule):
             outer = int(np.prod(_static([in_shape[i] for i in block_in[:position]], "leading")))
             inner = int(np.prod(_static([in_shape[i] for i in block_in[position + 1:]], "trailing")))
             _couple_flattened(ctx, x, node.outputs[0], block_out[0], inner, outer)
-            ctx.add_rewrite(self, node)
+            self._follow_target(node, ctx)
             return
         raise Unprunable("its channel axis could not be matched to an output axis")
 
@@ -167,7 +173,7 @@ class ReshapeRule(Rule):
             ctx.couple(x.slots[np.arange(first) // (first // x.size)], y.slots)
         else:
             return False
-        ctx.add_rewrite(self, node)
+        self._follow_target(node, ctx)
         return True
 
     def _split_channels(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, sizes: list[Dim],
@@ -186,7 +192,26 @@ class ReshapeRule(Rule):
         inner = int(np.prod(sizes[position + 1:]))
         y = ctx.declare(node.outputs[0], axis, sizes[position])
         ctx.couple(x.slots, y.slots[(np.arange(x.size) // inner) % sizes[position]])
-        ctx.add_rewrite(self, node)
+        self._follow_target(node, ctx)
+
+    def _follow_target(self, node: gs.Node, ctx: ChannelContext) -> None:
+        """A constant target is rewritten with the kept count; one computed at run time must read the output's
+        channel count off a tensor with the same channels (PyTorch's GroupNorm export with a dynamic image
+        size reshapes back to Shape(x)), which then keeps it right."""
+        if ctx.const(node.inputs[1]) is not None:
+            ctx.add_rewrite(self, node)
+            return
+        y = ctx.channel(node.outputs[0])
+        entry = shape_entry(node, 1, y.axis)
+        source = ctx.channel(entry.tensor) if isinstance(entry, SizeOf) else None
+        if source is None or source.axis != entry.axis or source.size != y.size:
+            raise Unprunable("its target shape is computed at run time")
+        for position in range(len(node.outputs[0].shape)):
+            other = shape_entry(node, 1, position) if position != y.axis else None
+            read = ctx.channel(other.tensor) if isinstance(other, SizeOf) else None
+            if position != y.axis and (other is None or read is not None and read.axis == other.axis):
+                raise Unprunable("its target shape is computed at run time")  # it may count other channels
+        ctx.couple(source.slots, y.slots)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         target = np.array(node.inputs[1].values, dtype=np.int64)
