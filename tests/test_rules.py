@@ -426,7 +426,7 @@ def test_a_traced_op_of_the_model_input_is_named_as_such_not_as_unprunable():
     result = prune_checked(make_model([*nodes, first, last], X, ["y"], inits + inits1 + inits2))
     assert group_of(result, "a")["kept"] == 4
     reason = group_of(result, "focus")["pinned_reason"]
-    assert "Concat node 'focus_cat', whose channels no prunable layer makes" in reason
+    assert "comes from Concat node 'focus_cat', fed by the model input 'x'" in reason
 
 
 @pytest.mark.parametrize("joined", ["input", "constant"])

@@ -86,6 +86,10 @@ class Rule:
         """Fix attributes and shape constants of ``node`` after the parameters are sliced."""
 
 
+# How far up a chain of traced ops without channels ``ChannelContext._origin`` looks for what feeds it.
+_ORIGIN_DEPTH = 8
+
+
 class ChannelContext:
     """What the graph walk knows about channels; rules read and extend it."""
 
@@ -202,10 +206,22 @@ class ChannelContext:
         if not tensor.inputs:
             return f"its input '{tensor.name}' is a model input, whose shape never changes"
         producer = tensor.inputs[0]
+        where = f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}'"
         if producer.name in self.pinned_nodes:
-            return f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}', which cannot be pruned"
-        # A traced op whose inputs carry no channels (a Concat of slices of the model input, say).
-        return f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}', whose channels no prunable layer makes"
+            return f"{where}, which cannot be pruned"
+        # A traced op whose inputs carry no channels (a Concat of slices of the model input, say): name what
+        # feeds it, up the chain of such ops.
+        source = producer
+        for _ in range(_ORIGIN_DEPTH):
+            feeds = [t for t in source.inputs if not isinstance(t, gs.Constant) and not t.is_empty()]
+            if not feeds:
+                break
+            if not feeds[0].inputs:
+                return f"{where}, fed by the model input '{feeds[0].name}'"
+            source = feeds[0].inputs[0]
+            if source.name in self.pinned_nodes:
+                return f"{where}, fed by {source.op} node '{source.name}', which cannot be pruned"
+        return f"{where}, whose channels no prunable layer makes"
 
     # ---- declaring what apply does ------------------------------------------------------
     def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False) -> None:
