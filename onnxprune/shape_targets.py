@@ -412,6 +412,26 @@ def sliced_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
     return fixed
 
 
+def expanded_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
+    """Shapes of Expand outputs that a shape computed at run time gives but ONNX shape inference does not
+    follow (TorchScript's ``coords.expand(b, 1, h, w)``, its sizes read off another tensor), by tensor name:
+    the input's shape broadcast with the computed one, where every size is known or symbolic."""
+    fixed: dict[str, list[Dim]] = {}
+    for node in graph.nodes:
+        if node.op != "Expand" or len(node.inputs) != 2 or node.inputs[0].shape is None:
+            continue
+        target, shape = _values(node.inputs[1], 0), list(node.inputs[0].shape)
+        if target is None or None in target:
+            continue
+        shape = [1] * (len(target) - len(shape)) + shape
+        target = [1] * (len(shape) - len(target)) + target
+        result = [t if d == 1 else d if t == 1 or t == d else None for d, t in zip(shape, target)]
+        current = node.outputs[0].shape
+        if None not in result and all(isinstance(d, (int, str)) for d in result) and list(current or []) != result:
+            fixed[node.outputs[0].name] = result
+    return fixed
+
+
 def _broadcast_with(tensor: gs.Tensor, axis: int, size: str, depth: int) -> bool:
     """Whether ``tensor`` (or a size-keeping op or embedding lookup of it) meets, in a broadcasting op, a
     tensor whose size is ``size`` on the same axis (counted from the end)."""
@@ -463,7 +483,36 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
         return _slice(node, inputs)
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1])
+    if node.op == "Equal" and len(inputs) == 2 and None not in inputs:
+        return _broadcast(inputs[0], inputs[1], _equal)
+    if node.op == "Where" and len(inputs) == 3 and None not in inputs:
+        # TorchScript's expand(b, 1, h, w) replaces -1 sizes so: Where(Equal(s, -1), 1, s).
+        chosen = _broadcast(inputs[0], inputs[1], lambda c, x: (c, x))
+        other = _broadcast(inputs[0], inputs[2], lambda c, y: y)
+        if chosen is None or other is None or len(chosen) != len(other):
+            return None
+        return [x if c == 1 else y if c == 0 else None for (c, x), y in zip(chosen, other)]
     return None
+
+
+def _equal(a: Dim, b: Dim) -> int | None:
+    """1 or 0 where two sizes are known to be equal or not (a size is never negative), else None."""
+    if isinstance(a, int) and isinstance(b, int):
+        return int(a == b)
+    if isinstance(a, str) and a == b:
+        return 1
+    if isinstance(a, int) and a < 0 or isinstance(b, int) and b < 0:
+        return 0
+    return None
+
+
+def _broadcast(a: list, b: list, op) -> list | None:
+    """``op`` of two element lists, one of them broadcast from a single element; None where lengths differ."""
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        return None
+    length = max(len(a), len(b))
+    a, b = a * length if len(a) == 1 else a, b * length if len(b) == 1 else b
+    return [op(x, y) for x, y in zip(a, b)]
 
 
 def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
