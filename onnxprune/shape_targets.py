@@ -534,16 +534,11 @@ def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
 
 def _arithmetic(op: str, a: list[Dim], b: list[Dim]) -> list[Dim] | None:
     """Element-wise ``op`` of two shape computations (broadcast from one element); unknown where a size is not an int."""
-    if len(a) != len(b) and 1 not in (len(a), len(b)):
-        return None
-    length = max(len(a), len(b))
-    a, b = a * length if len(a) == 1 else a, b * length if len(b) == 1 else b
-    result: list[Dim] = []
-    for x, y in zip(a, b):
+    def element(x: Dim, y: Dim) -> Dim:
         if not isinstance(x, int) or not isinstance(y, int) or op == "Div" and y == 0:
-            result.append(None)
-        elif op == "Div":
-            result.append(int(np.trunc(x / y)) if abs(x) < 2**52 else None)  # integer Div truncates
-        else:
-            result.append({"Add": x + y, "Sub": x - y, "Mul": x * y}[op])
-    return result
+            return None
+        if op == "Div":
+            return int(np.trunc(x / y)) if abs(x) < 2**52 else None  # integer Div truncates
+        return {"Add": x + y, "Sub": x - y, "Mul": x * y}[op]
+
+    return _broadcast(a, b, element)
