@@ -26,9 +26,9 @@ from onnxprune.contrib import (
 from onnxprune.errors import InputError
 from onnxprune.shape_targets import (
     batch_head_round_trips,
+    computed_sizes,
     constant_reshape_targets,
     constant_slice_bounds,
-    expanded_sizes,
     merged_head_attentions,
     packed_projection_selects,
     reshape_round_trips,
@@ -294,11 +294,11 @@ def _keeps_storage_type(node: gs.Node) -> bool:
 def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
     """Set every activation's shape and dtype from ONNX shape inference, in place (and again from the
     sizes of sliced position tables that a valid run proves, where inference lost them: ``sliced_sizes``,
-    from shapes computed at run time for an Expand: ``expanded_sizes``,
+    from shapes computed at run time for an Expand or a Resize: ``computed_sizes``,
     and from the input of an op that keeps its shape but that inference does not reach)."""
     known = _inferred_types(graph, template)
     _set_inferred(graph, known)
-    fixed = sliced_sizes(graph) | expanded_sizes(graph)
+    fixed = sliced_sizes(graph) | computed_sizes(graph)
     for _ in range(MAX_RESHAPE_PASSES):
         kept = _kept_shapes(graph)
         if not fixed and not kept:

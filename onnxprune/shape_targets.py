@@ -412,22 +412,26 @@ def sliced_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
     return fixed
 
 
-def expanded_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
-    """Shapes of Expand outputs that a shape computed at run time gives but ONNX shape inference does not
-    follow (TorchScript's ``coords.expand(b, 1, h, w)``, its sizes read off another tensor), by tensor name:
-    the input's shape broadcast with the computed one, where every size is known or symbolic."""
+def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
+    """Shapes of Expand and Resize outputs that a shape computed at run time gives but ONNX shape inference
+    does not follow, by tensor name: TorchScript's ``coords.expand(b, 1, h, w)`` (the input's shape
+    broadcast with the computed one) and, before opset 13 or so, its ``F.interpolate(x, size=y.shape[-2:])``
+    (the computed sizes), where every size is known or symbolic."""
     fixed: dict[str, list[Dim]] = {}
     for node in graph.nodes:
-        if node.op != "Expand" or len(node.inputs) != 2 or node.inputs[0].shape is None:
+        if node.op == "Expand" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
+            target, shape = _values(node.inputs[1], 0), list(node.inputs[0].shape)
+            if target is None or None in target:
+                continue
+            shape = [1] * (len(target) - len(shape)) + shape
+            target = [1] * (len(shape) - len(target)) + target
+            result = [t if d == 1 else d if t == 1 or t == d else None for d, t in zip(shape, target)]
+        elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
+            result = _values(node.inputs[3], 0)
+        else:
             continue
-        target, shape = _values(node.inputs[1], 0), list(node.inputs[0].shape)
-        if target is None or None in target:
-            continue
-        shape = [1] * (len(target) - len(shape)) + shape
-        target = [1] * (len(shape) - len(target)) + target
-        result = [t if d == 1 else d if t == 1 or t == d else None for d, t in zip(shape, target)]
         current = node.outputs[0].shape
-        if None not in result and all(isinstance(d, (int, str)) for d in result) and list(current or []) != result:
+        if result and all(isinstance(d, (int, str)) for d in result) and list(current or []) != result:
             fixed[node.outputs[0].name] = result
     return fixed
 

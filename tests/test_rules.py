@@ -620,21 +620,24 @@ def _sizes_from_shapes(of_channels: str, of_map: str, lift: str = "Unsqueeze") -
     return nodes, inits
 
 
-@pytest.mark.parametrize("read_off, lift", [("p", "Unsqueeze"), ("p", "Reshape"), ("size_input", "Unsqueeze")])
-def test_resize_sizes_computed_from_shapes_follow_the_channels(read_off, lift):
+@pytest.mark.parametrize("read_off, lift, opset", [("p", "Unsqueeze", 17), ("p", "Reshape", 17), ("p", "Reshape", 11),
+                                                   ("size_input", "Unsqueeze", 17)])
+def test_resize_sizes_computed_from_shapes_follow_the_channels(read_off, lift, opset):
+    # (At opset 11 ONNX's inference leaves the resized map's sizes unknown; they are read from the computation.)
     # A pooled branch resized back to the map's size and added to it (DeepLab's ASPP pooling, TorchScript;
     # the dynamo exporter with a dynamic image size reshapes the scalar sizes, which crashed the loading):
     # the sizes' channel entry is the pooled tensor's own, so it follows the kept channels; read off a model
     # input of the same size but no traced channels, it would not.
     nodes, inits = _sizes_from_shapes(read_off, "a", lift)
+    inits += [numpy_helper.from_array(np.zeros(0, np.float32), name) for name in ("roi", "scales")]  # required at 11
     nodes = [helper.make_node("GlobalAveragePool", ["a"], ["p"]), *nodes,
-             helper.make_node("Resize", ["p", "", "", "sizes"], ["r"], name="resize", mode="nearest"),
+             helper.make_node("Resize", ["p", "roi", "scales", "sizes"], ["r"], name="resize", mode="nearest"),
              helper.make_node("Add", ["a", "r"], ["m"])]
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
     last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
     image = {"x": ["N", 3, "H", "W"]} if lift == "Reshape" else X
     inputs = {**image, "size_input": ["N", 8, 1, 1]} if read_off == "size_input" else image
-    model = make_model([first, *nodes, last], inputs, ["y"], inits1 + inits + inits2)
+    model = make_model([first, *nodes, last], inputs, ["y"], inits1 + inits + inits2, opset=opset)
     if read_off == "p":
         result = prune_checked(model)
         assert group_of(result, "a")["kept"] == 4 and group_of(result, "r")["kept"] == 4
