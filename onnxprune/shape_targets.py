@@ -488,14 +488,10 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1])
     if node.op == "Equal" and len(inputs) == 2 and None not in inputs:
-        return _broadcast(inputs[0], inputs[1], _equal)
+        return _broadcast(_equal, *inputs)
     if node.op == "Where" and len(inputs) == 3 and None not in inputs:
         # TorchScript's expand(b, 1, h, w) replaces -1 sizes so: Where(Equal(s, -1), 1, s).
-        chosen = _broadcast(inputs[0], inputs[1], lambda c, x: (c, x))
-        other = _broadcast(inputs[0], inputs[2], lambda c, y: y)
-        if chosen is None or other is None or len(chosen) != len(other):
-            return None
-        return [x if c == 1 else y if c == 0 else None for (c, x), y in zip(chosen, other)]
+        return _broadcast(lambda c, x, y: x if c == 1 else y if c == 0 else None, *inputs)
     return None
 
 
@@ -510,13 +506,12 @@ def _equal(a: Dim, b: Dim) -> int | None:
     return None
 
 
-def _broadcast(a: list, b: list, op) -> list | None:
-    """``op`` of two element lists, one of them broadcast from a single element; None where lengths differ."""
-    if len(a) != len(b) and 1 not in (len(a), len(b)):
-        return None
-    length = max(len(a), len(b))
-    a, b = a * length if len(a) == 1 else a, b * length if len(b) == 1 else b
-    return [op(x, y) for x, y in zip(a, b)]
+def _broadcast(op, *lists: list) -> list | None:
+    """``op`` of element lists, element by element, a one-element list broadcast; None where lengths differ."""
+    length = max(len(values) for values in lists)
+    if any(len(values) not in (1, length) for values in lists):
+        return [] if length == 1 else None  # an empty list with one-element ones: nothing to compute
+    return [op(*elements) for elements in zip(*(values * length if len(values) == 1 else values for values in lists))]
 
 
 def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
@@ -545,4 +540,4 @@ def _arithmetic(op: str, a: list[Dim], b: list[Dim]) -> list[Dim] | None:
             return int(np.trunc(x / y)) if abs(x) < 2**52 else None  # integer Div truncates
         return {"Add": x + y, "Sub": x - y, "Mul": x * y}[op]
 
-    return _broadcast(a, b, element)
+    return _broadcast(element, a, b)

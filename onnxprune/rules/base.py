@@ -181,6 +181,15 @@ class ChannelContext:
         where = f"{self.node.op} node '{self.node.name}'" if self.node is not None else "the model"
         self.pins.append((slots, f"{where}: {reason}"))
 
+    def follow_size(self, entry: SizeOf | ConstantEntry | None, channel: ChannelTensor) -> bool:
+        """Whether ``entry`` (see ``shape_entry``) reads ``channel``'s count off a tensor with as many channels
+        on that axis; if so, the two are coupled, so the count read at run time stays ``channel``'s."""
+        source = self.channel(entry.tensor) if isinstance(entry, SizeOf) else None
+        if source is None or source.axis != entry.axis or source.size != channel.size:
+            return False
+        self.couple(source.slots, channel.slots)
+        return True
+
     def expect(self, tensor: gs.Tensor, axis: int) -> ChannelTensor:
         """The channels of an input that the current node consumes on ``axis``.
 

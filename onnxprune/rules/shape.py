@@ -202,16 +202,13 @@ class ReshapeRule(Rule):
             ctx.add_rewrite(self, node)
             return
         y = ctx.channel(node.outputs[0])
-        entry = shape_entry(node, 1, y.axis)
-        source = ctx.channel(entry.tensor) if isinstance(entry, SizeOf) else None
-        if source is None or source.axis != entry.axis or source.size != y.size:
-            raise Unprunable("its target shape is computed at run time")
         for position in range(len(node.outputs[0].shape)):
             other = shape_entry(node, 1, position) if position != y.axis else None
             read = ctx.channel(other.tensor) if isinstance(other, SizeOf) else None
             if position != y.axis and (other is None or read is not None and read.axis == other.axis):
                 raise Unprunable("its target shape is computed at run time")  # it may count other channels
-        ctx.couple(source.slots, y.slots)
+        if not ctx.follow_size(shape_entry(node, 1, y.axis), y):
+            raise Unprunable("its target shape is computed at run time")
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         target = np.array(node.inputs[1].values, dtype=np.int64)
@@ -344,12 +341,9 @@ class ExpandRule(Rule):
             raise Unprunable("it broadcasts a single channel")
         y = ctx.same_channels(node.outputs[0], x, axis)
         entry = _shape_entry(node, axis)
-        if isinstance(entry, SizeOf):
-            source = ctx.channel(entry.tensor)
-            if source is None or source.axis != entry.axis or source.size != x.size:
-                raise Unprunable(f"its shape is read off '{entry.tensor.name}', whose channels are not its input's")
-            ctx.couple(source.slots, y.slots)
-        elif entry is not None:
+        if isinstance(entry, SizeOf) and not ctx.follow_size(entry, y):
+            raise Unprunable(f"its shape is read off '{entry.tensor.name}', whose channels are not its input's")
+        if isinstance(entry, ConstantEntry):
             ctx.add_rewrite(self, node)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:

@@ -89,10 +89,8 @@ class ResizeRule(Rule):
     def _follow_sizes(self, node: gs.Node, position: int, x: ChannelTensor, ctx: ChannelContext) -> None:
         entry = shape_entry(node, 3, position)
         if isinstance(entry, SizeOf):
-            source = ctx.channel(entry.tensor)
-            if source is None or source.axis != entry.axis or source.size != x.size:
+            if not ctx.follow_size(entry, x):
                 raise Unprunable(f"its sizes are read off '{entry.tensor.name}', whose channels are not its input's")
-            ctx.couple(source.slots, x.slots)
         elif entry is not None and np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position] == x.size:
             ctx.add_rewrite(self, node)
         else:
