@@ -1256,3 +1256,22 @@ def test_shared_initializer_is_copied_before_slicing():
 def test_opset_11_model_prunes():
     model = chain([helper.make_node("Relu", ["a"], ["m"])], [], opset=11)
     assert group_of(prune_checked(model), "a")["kept"] == 4
+
+
+def test_an_expanded_constant_is_named_as_the_origin_not_the_input_its_shape_is_read_from():
+    # ViT's class token: a constant expanded to the input's batch size, then joined to the features. The
+    # Expand's data is the constant; only its shape comes from the model input.
+    inits = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((1, 8, 1, 8)).astype(np.float32), "cls"),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.array([8, 1, 8], np.int64), "rest")]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["b"]),
+             helper.make_node("Unsqueeze", ["b", "axis0"], ["b1"]), helper.make_node("Concat", ["b1", "rest"], ["shp"], axis=0),
+             helper.make_node("Expand", ["cls", "shp"], ["tok"], name="expand_cls"),
+             helper.make_node("Concat", ["a", "tok"], ["m"], axis=2, name="join")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    model = make_model([first, *nodes, last], {"x": ["batch", 3, 8, 8]}, ["y"], inits + inits1 + inits2)
+    result = prune_checked(model)
+    reason = group_of(result, "a")["pinned_reason"]
+    assert "comes from Expand node 'expand_cls', fed by the constant 'cls'" in reason

@@ -88,6 +88,7 @@ class Rule:
 
 # How far up a chain of traced ops without channels ``ChannelContext._origin`` looks for what feeds it.
 _ORIGIN_DEPTH = 8
+_JOINING_OPS = {"Concat", "Add", "Sub", "Mul", "Div", "Where", "Max", "Min", "Sum", "Mean"}
 
 
 class ChannelContext:
@@ -222,8 +223,13 @@ class ChannelContext:
         # feeds it, up the chain of such ops.
         source = producer
         for _ in range(_ORIGIN_DEPTH):
-            feeds = [t for t in source.inputs if not isinstance(t, gs.Constant) and not t.is_empty()]
+            # Only a joining op reads data from all its inputs; the others read it from their first and
+            # shapes, indices or bounds from the rest (an Expand of a class token to the input's batch).
+            data = [t for t in (source.inputs if source.op in _JOINING_OPS else source.inputs[:1]) if not t.is_empty()]
+            feeds = [t for t in data if not isinstance(t, gs.Constant)]
             if not feeds:
+                if data:
+                    return f"{where}, fed by the constant '{data[0].name}'"
                 break
             if not feeds[0].inputs:
                 return f"{where}, fed by the model input '{feeds[0].name}'"
