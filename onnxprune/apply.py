@@ -12,6 +12,7 @@ from onnxprune.groups import Analysis
 from onnxprune.model import read_values, replace_constant
 from onnxprune.plan import Plan
 from onnxprune.rules import ChannelTensor
+from onnxprune.rules.base import ConstantEntry
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class _Rewriter:
 
     def __init__(self, analysis: Analysis, slot_removed: np.ndarray) -> None:
         self.opset = analysis.context.opset
+        self._graph = analysis.graph
         self._channels = analysis.context.channels
         self._slot_removed = slot_removed
 
@@ -44,6 +46,22 @@ class _Rewriter:
         return tuple(int(i) for i in np.nonzero(self._slot_removed[self._channels[name].slots])[0])
 
     replace_input = staticmethod(replace_constant)
+
+    def replace_entry(self, entry: ConstantEntry, value: int) -> None:
+        chain = [*entry.via, (entry.node, entry.index)]  # from the reader of the shape down to the constant
+        reader, index = chain[0]
+        for step, step_index in chain[1:]:
+            tensor = reader.inputs[index]  # made by ``step``
+            if len(tensor.outputs) > 1:  # onnxsim shares one shape computation among the reshapes of q, k and v
+                fresh = gs.Variable(f"{tensor.name}__{reader.name}", dtype=tensor.dtype, shape=tensor.shape)
+                step = gs.Node(step.op, f"{step.name}__{reader.name}", dict(step.attrs), list(step.inputs), [fresh],
+                               domain=step.domain)
+                self._graph.nodes.append(step)
+                reader.inputs[index] = fresh
+            reader, index = step, step_index
+        values = np.array(read_values(reader.inputs[index]))
+        values.reshape(-1)[entry.position] = value
+        replace_constant(reader, index, values)
 
 
 def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:

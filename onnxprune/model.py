@@ -29,6 +29,7 @@ from onnxprune.shape_targets import (
     computed_sizes,
     constant_reshape_targets,
     constant_slice_bounds,
+    flattened_linears,
     merged_head_attentions,
     packed_projection_selects,
     reshape_round_trips,
@@ -267,7 +268,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         infer_graph_shapes(graph, model)
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
-        if not (reshape_round_trips(graph) + batch_head_round_trips(graph) + packed_projection_selects(graph)
+        if not (flattened_linears(graph) + reshape_round_trips(graph) + batch_head_round_trips(graph) + packed_projection_selects(graph)
                 + merged_head_attentions(graph) + constant_reshape_targets(graph) + constant_slice_bounds(graph)):
             break
         graph.cleanup(remove_unused_graph_inputs=False)

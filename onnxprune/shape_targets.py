@@ -1,6 +1,7 @@
 """Reshape targets computed at run time from sizes the graph already has, made constant; and reshape
 patterns of attention exports rewritten as the simpler ops they amount to (``reshape_round_trips``,
-``batch_head_round_trips``, ``packed_projection_selects``), so that the channel rules see the heads.
+``batch_head_round_trips``, ``packed_projection_selects``, ``flattened_linears``), so that the channel rules
+see the heads.
 
 The TorchScript exporter writes ``x.flatten(2)`` or ``x.reshape(b, n, 3, heads, d)`` with a symbolic batch
 as a target built at run time: Shape -> Slice / Gather -> Unsqueeze -> Concat with constants. ONNX shape
@@ -167,6 +168,80 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
     return replaced
 
 
+def flattened_linears(graph: gs.Graph) -> int:
+    """Replace Reshape [.., C] -> [-1, C], then a Gemm, with a MatMul (and an Add of the bias) of the
+    unflattened tensor, Reshaped to [-1, N] only for readers other than Reshapes; returns how many were
+    replaced.
+
+    onnxsim (and tf2onnx for a Dense layer on a sequence) writes a linear layer of [T, N, C] so, and
+    reshapes its output back with a target of its own: [T, N x heads, D] for attention heads, which the
+    other patterns here only meet on the unflattened tensor. A Reshape of the output reads the same
+    elements in the same order from [T, N, N'] as from [T x N, N'].
+    """
+    replaced = 0
+    taken = _names(graph)
+    for flatten in list(graph.nodes):
+        if flatten.op != "Reshape" or len(flatten.inputs) < 2 or not flatten.outputs or len(flatten.outputs[0].outputs) != 1:
+            continue
+        source, shape, gemm = flatten.inputs[0], flatten.inputs[0].shape, flatten.outputs[0].outputs[0]
+        if shape is None or len(shape) < 3 or not isinstance(shape[-1], int) or _values(flatten.inputs[1], 0) != [-1, shape[-1]]:
+            continue
+        if gemm.op != "Gemm" or gemm.inputs[0] is not flatten.outputs[0] or gemm.attrs.get("transA", 0):
+            continue
+        weight = _linear_weight(gemm, taken)
+        bias = _linear_bias(gemm, taken, weight.shape[1] if weight is not None and weight.shape else None)
+        if weight is None or bias is None:
+            continue
+        flat = gemm.outputs[0]
+        gemm.outputs.clear()
+        product = gs.Variable(_unique(taken, f"{gemm.name}_unflattened"), dtype=flat.dtype)
+        graph.nodes.append(gs.Node("MatMul", name=_unique(taken, f"{gemm.name}_matmul"), inputs=[source, weight], outputs=[product]))
+        if not bias.is_empty():
+            summed = gs.Variable(_unique(taken, f"{gemm.name}_unflattened_bias"), dtype=flat.dtype)
+            graph.nodes.append(gs.Node("Add", name=_unique(taken, f"{gemm.name}_bias"), inputs=[product, bias], outputs=[summed]))
+            product = summed
+        target = gs.Constant(_unique(taken, f"{gemm.name}_flat_shape"), np.array([-1, weight.shape[1]], dtype=np.int64))
+        graph.nodes.append(gs.Node("Reshape", name=_unique(taken, f"{gemm.name}_flatten"), inputs=[product, target], outputs=[flat]))
+        for reader in list(flat.outputs):
+            target = _values(reader.inputs[1], 0) if reader.op == "Reshape" and len(reader.inputs) > 1 else None
+            if reader.inputs[0] is flat and target is not None and (0 not in target or reader.attrs.get("allowzero", 0)):
+                reader.inputs[0] = product  # 0 would copy a size of the other input
+        replaced += 1
+    if replaced:
+        graph.toposort()
+    return replaced
+
+
+def _linear_weight(gemm: gs.Node, taken: set[str]) -> gs.Tensor | None:
+    """The [C, N] weight a MatMul needs for ``gemm`` (its own where it is not transposed or scaled)."""
+    weight, alpha = gemm.inputs[1], float(gemm.attrs.get("alpha", 1.0))
+    if weight.shape is None or len(weight.shape) != 2 or not all(isinstance(d, int) for d in weight.shape):
+        return None
+    if not gemm.attrs.get("transB", 0) and alpha == 1.0:
+        return weight
+    if not isinstance(weight, gs.Constant):
+        return None
+    values = np.asarray(weight.values)
+    values = (values.T if gemm.attrs.get("transB", 0) else values) * np.asarray(alpha, dtype=values.dtype)
+    return gs.Constant(_unique(taken, f"{weight.name}_matmul"), np.ascontiguousarray(values))
+
+
+def _linear_bias(gemm: gs.Node, taken: set[str], outputs: int | None) -> gs.Tensor | None:
+    """``gemm``'s bias as an Add broadcasts it to any leading axes (an empty tensor without one), or None
+    where it is not a vector of ``outputs``."""
+    if len(gemm.inputs) < 3 or gemm.inputs[2].is_empty():
+        return gs.Variable.empty()
+    bias, beta = gemm.inputs[2], float(gemm.attrs.get("beta", 1.0))
+    if outputs is None or bias.shape is None or [d for d in bias.shape if d != 1] != [outputs] or bias.shape[-1] != outputs:
+        return None
+    if beta == 1.0:
+        return bias
+    if not isinstance(bias, gs.Constant):
+        return None
+    values = np.asarray(bias.values)
+    return gs.Constant(_unique(taken, f"{bias.name}_scaled"), values * np.asarray(beta, dtype=values.dtype))
+
+
 _SCALAR_OPS = ("Mul", "Div", "Add", "Sub")
 
 
@@ -278,30 +353,42 @@ def packed_projection_selects(graph: gs.Graph) -> int:
         if reshape.op != "Reshape" or len(reshape.inputs) < 2 or not reshape.outputs:
             continue
         source, shape, target = reshape.inputs[0], reshape.inputs[0].shape, _values(reshape.inputs[1], 0)
-        if not shape or target is None or len(target) != len(shape) + 1 or not isinstance(shape[-1], int):
+        if not shape or target is None or len(target) < 3 or not isinstance(shape[-1], int):
             continue  # (a scalar reshaped to [1], as the dynamo exporter does with sizes read at run time)
-        parts, size = target[-2], target[-1]
+        parts, size, leading = target[-2], target[-1], target[:-2]
         if not isinstance(parts, int) or not isinstance(size, int) or parts < 2 or parts * size != shape[-1]:
             continue
-        if target[:-2].count(-1) > 1 or any(t not in (d, 0, -1) for t, d in zip(target[:-2], shape[:-1])):
+        if leading.count(-1) > 1 or reshape.attrs.get("allowzero", 0) and 0 in target:  # 0: a size of zero, not "copy"
             continue
-        if reshape.attrs.get("allowzero", 0) and 0 in target:  # 0 would be a size of zero, not "copy"
-            continue
-        kept = [f"d{i}" for i in range(len(shape) - 1)] + ["size"]
-        labels, tensor = kept[:-1] + ["part", "size"], reshape.outputs[0]
+        # Leading axes of size 1 may be squeezed on the way to the selections (onnxsim folds the Unsqueeze
+        # that follows the Reshape into it: [T, N, 3E] -> [1, T, N, 3, E], moved and squeezed).
+        names = ["1" if t == 1 else f"d{i}" for i, t in enumerate(leading)]
+        labels, tensor = names + ["part", "size"], reshape.outputs[0]
         while (labels is not None and len(tensor.outputs) == 1 and tensor.outputs[0].op in ("Unsqueeze", "Transpose", "Squeeze")
                and tensor.outputs[0].inputs[0] is tensor):
             labels, tensor = _moved_labels(tensor.outputs[0], labels), tensor.outputs[0].outputs[0]
         selections = _part_selections(tensor, labels, parts) if labels is not None else None
-        if not selections or [label for label in labels if label != "part"] != kept:
+        layout = [label for label in labels if label != "part"] if selections else None
+        if layout is None or [n for n in layout if n != "1"] != [n for n in names if n != "1"] + ["size"]:
             continue
+        # The selections' shape: the leading sizes with 1s squeezed out or put in, the packed axis last.
+        selected = [1 if n == "1" else leading[int(n[1:])] for n in layout[:-1]]
+        if not (len(selected) == len(shape) - 1 and all(t in (d, 0, -1) for t, d in zip(selected, shape[:-1]))):
+            # The leading axes are reshaped too (or onnxsim flattened them for a Gemm): that comes first.
+            if not all(isinstance(t, int) and t != 0 for t in selected):
+                continue
+            lead = gs.Variable(_unique(taken, f"{reshape.name}_leading"), dtype=source.dtype)
+            sizes = gs.Constant(_unique(taken, f"{reshape.name}_leading_shape"), np.array([*selected, shape[-1]], np.int64))
+            graph.nodes.append(gs.Node("Reshape", name=_unique(taken, f"{reshape.name}_leading"), inputs=[source, sizes],
+                                       outputs=[lead]))
+            source = lead
         outputs = [gs.Variable(_unique(taken, f"{reshape.name}_part{i}"), dtype=source.dtype) for i in range(parts)]
         for part, select, result in selections:
             select.outputs.clear()
             graph.nodes.append(gs.Node("Identity", name=_unique(taken, f"{select.name}_part"), inputs=[outputs[part]],
                                        outputs=[result]))
         split = gs.Constant(_unique(taken, f"{reshape.name}_sizes"), np.full(parts, size, dtype=np.int64))
-        graph.nodes.append(gs.Node("Split", name=_unique(taken, f"{reshape.name}_split"), attrs={"axis": len(shape) - 1},
+        graph.nodes.append(gs.Node("Split", name=_unique(taken, f"{reshape.name}_split"), attrs={"axis": len(selected)},
                                    inputs=[source, split], outputs=outputs))
         replaced += 1
     if replaced:
@@ -461,7 +548,7 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
     cannot be followed."""
     if isinstance(tensor, gs.Constant):
         values = np.asarray(tensor.values)
-        if values.dtype.kind not in "iu" or values.size > MAX_ELEMENTS:
+        if values.dtype.kind not in "iub" or values.size > MAX_ELEMENTS:  # booleans: a folded Equal (onnxslim)
             return None
         return [int(v) for v in values.reshape(-1)]
     if depth > MAX_DEPTH or len(tensor.inputs) != 1:

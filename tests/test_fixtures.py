@@ -19,6 +19,21 @@ def test_fixtures_are_present():
                  "vit_mha", "gpt", "fashion_mnist", "crnn"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
     assert {"mobilenetv3_keras.tf2onnx.onnx", "mobilenetv3_paddle.paddle2onnx.onnx"} <= names
+    assert {"gpt.onnxsim.onnx", "vit_mha.onnxsim.onnx"} <= names
+
+
+@pytest.mark.parametrize("arch", ["gpt", "vit_mha"])
+def test_onnxsim_simplified_fixture_prunes_as_the_export_it_came_from(arch):
+    # onnxsim makes each linear layer of a sequence Reshape -> Gemm -> Reshape (back with a shape computed
+    # at run time that q, k and v share), and folds the Unsqueeze after nn.MultiheadAttention's packed
+    # projection into its Reshape: the same heads and hidden channels prune as in the export.
+    simplified = onnxprune.prune(MODELS / f"{arch}.onnxsim.onnx", ratio=0.5, round_to=1, latency=False)
+    exported = onnxprune.prune(MODELS / f"{arch}.ts.onnx", ratio=0.5, round_to=1, latency=False)
+    assert simplified.pruned.macs == exported.pruned.macs < 0.7 * exported.original.macs
+
+    def pinned(result):
+        return sum(g["pinned_reason"] is not None for g in result.report["groups"])
+    assert pinned(simplified) == pinned(exported)
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_keras.tf2onnx", "mobilenetv3_paddle.paddle2onnx"])

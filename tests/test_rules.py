@@ -1275,3 +1275,46 @@ def test_an_expanded_constant_is_named_as_the_origin_not_the_input_its_shape_is_
     result = prune_checked(model)
     reason = group_of(result, "a")["pinned_reason"]
     assert "comes from Expand node 'expand_cls', fed by the constant 'cls'" in reason
+
+
+# ---- graphs as onnxsim leaves them --------------------------------------------------------------
+def _ints(name: str, values: list[int]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def test_a_linear_flattened_for_a_gemm_is_unflattened_so_that_its_heads_prune():
+    # onnxsim's linear layer of a sequence [T, N, 8]: Reshape to [-1, 8], Gemm (here transposed and scaled),
+    # then nn.MultiheadAttention's split into heads, Reshape [T x N, 16] -> [T, N x 4, 4], Transpose, Reshape
+    # to [N, 4, T, 4]. The heads show once the Gemm is a MatMul of [T, N, 8].
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Reshape", ["r", "flat"], ["f"]),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["g"], transB=1, alpha=0.5, beta=2.0, name="gemm"),
+             helper.make_node("Reshape", ["g", "merged"], ["h"]), helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["ht", "heads"], ["q"]), helper.make_node("Relu", ["q"], ["qr"]),
+             helper.make_node("Transpose", ["qr"], ["qt"], perm=[2, 0, 1, 3]),
+             helper.make_node("Reshape", ["qt", "back"], ["m"]), helper.make_node("MatMul", ["m", "w2"], ["y"])]
+    inits = [weight("w0", (8, 8), 1), weight("w1", (16, 8), 2), weight("b1", (16,), 3), weight("w2", (16, 3), 4),
+             _ints("flat", [-1, 8]), _ints("merged", [6, -1, 4]), _ints("heads", [-1, 4, 6, 4]), _ints("back", [6, -1, 16])]
+    model = make_model(nodes, {"x": [6, "N", 8]}, ["y"], inits)
+    result = prune_checked(model)
+    assert (group_of(result, "r")["kept"], group_of(result, "qr")["kept"]) == (4, 2)
+    assert "Gemm" not in {n.op for n in import_graph(result.model).nodes}
+
+
+def test_a_shape_computation_shared_by_reshapes_of_different_groups_is_rewritten_for_each_alone():
+    # onnxsim shares Concat(Shape(x)[:2], [8]) among the Reshapes back to [N, T, 8]; only one of the two
+    # groups is pruned (the other is excluded), so the other Reshape must keep its 8.
+    def branch(tag: str, seed: int) -> tuple[list, list]:
+        nodes = [helper.make_node("MatMul", ["x", f"w{tag}"], [f"a{tag}"], name=f"in_{tag}"),
+                 helper.make_node("Relu", [f"a{tag}"], [f"r{tag}"]), helper.make_node("Reshape", [f"r{tag}", "flat"], [f"f{tag}"]),
+                 helper.make_node("Relu", [f"f{tag}"], [f"g{tag}"]), helper.make_node("Reshape", [f"g{tag}", "shape"], [f"b{tag}"]),
+                 helper.make_node("MatMul", [f"b{tag}", f"v{tag}"], [f"y{tag}"])]
+        return nodes, [weight(f"w{tag}", (4, 8), seed), weight(f"v{tag}", (8, 3), seed + 1)]
+    first, inits1 = branch("1", 1)
+    second, inits2 = branch("2", 3)
+    shape = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "zero", "two"], ["lead"]),
+             helper.make_node("Concat", ["lead", "eight"], ["shape"], axis=0)]
+    inits = [_ints("flat", [-1, 8]), _ints("zero", [0]), _ints("two", [2]), _ints("eight", [8])]
+    model = make_model(shape + first + second, {"x": ["N", "T", 4]}, ["y1", "y2"], inits + inits1 + inits2)
+    result = prune_checked(model, exclude=["in_2"])
+    assert (group_of(result, "g1")["kept"], group_of(result, "g2")["kept"]) == (4, 8)

@@ -1,6 +1,7 @@
 """Export the fixtures made by other exporters than PyTorch's: a Keras MobileNetV3-Small through tf2onnx
-and a Paddle MobileNetV3-Small through paddle2onnx (random weights, 10 classes, 32x32 images), into
-``models/`` with their entries in ``models/MANIFEST.json``. At their initial weights both models' outputs
+and a Paddle MobileNetV3-Small through paddle2onnx (random weights, 10 classes, 32x32 images), and the
+TorchScript exports of the gpt and vit_mha fixtures simplified by onnxsim (as deployment pipelines often do
+before anything else), into ``models/`` with their entries in ``models/MANIFEST.json``. At their initial weights both models' outputs
 barely depend on the input (Keras' is 0.1 for every class and image): the BatchNorm scales and shifts are
 drawn at random and the moving statistics set from one batch of random inputs, so that they do.
 
@@ -11,10 +12,14 @@ with that environment's Python, once per exporter::
     /tmp/tfenv/bin/python tools/export_foreign_fixtures.py tf2onnx
     python -m venv /tmp/pdenv && /tmp/pdenv/bin/pip install paddlepaddle paddle2onnx packaging onnx
     /tmp/pdenv/bin/python tools/export_foreign_fixtures.py paddle2onnx
+    python -m venv --system-site-packages /tmp/simenv && /tmp/simenv/bin/pip install onnxsim
+    /tmp/simenv/bin/python tools/export_foreign_fixtures.py onnxsim
 
 Keras' model carries its input scaling (a Rescaling layer) and NHWC layout, so tf2onnx writes
 Transposes around the convs, hard-swish as x * relu6(x + 3) / 6 and squeeze-excite through Reshapes;
-Paddle's carries hardswish, hardsigmoid and its own naming.
+Paddle's carries hardswish, hardsigmoid and its own naming. onnxsim turns each MatMul of a sequence into
+Reshape -> Gemm -> Reshape, shares one shape computation among the Reshapes of q, k and v, and folds the
+Unsqueeze after ``nn.MultiheadAttention``'s packed projection into its Reshape.
 """
 
 from __future__ import annotations
@@ -100,9 +105,23 @@ def export_paddle(path: Path) -> str:
     return f"paddlepaddle {paddle.__version__}, paddle2onnx {paddle2onnx.__version__}"
 
 
+def simplifier(arch: str):
+    """A function writing the TorchScript fixture ``arch`` simplified by onnxsim to its path."""
+    def simplify(path: Path) -> str:
+        import onnxsim
+
+        model, checked = onnxsim.simplify(onnx.load(MODELS / f"{arch}.ts.onnx"))
+        if not checked:
+            sys.exit(f"onnxsim could not check its simplification of {arch}.ts.onnx")
+        onnx.save(model, path)
+        return f"onnxsim {onnxsim.__version__} of {arch}.ts.onnx"
+    return simplify
+
+
 EXPORTS = {
-    "tf2onnx": ("mobilenetv3_keras", export_keras),
-    "paddle2onnx": ("mobilenetv3_paddle", export_paddle),
+    "tf2onnx": [("mobilenetv3_keras", export_keras)],
+    "paddle2onnx": [("mobilenetv3_paddle", export_paddle)],
+    "onnxsim": [(arch, simplifier(arch)) for arch in ("gpt", "vit_mha")],
 }
 
 
@@ -114,8 +133,12 @@ def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in EXPORTS:
         sys.exit(f"usage: python {sys.argv[0]} {{{'|'.join(EXPORTS)}}}")
     exporter = sys.argv[1]
-    arch, export = EXPORTS[exporter]
-    path = MODELS / f"{arch}.{exporter}.onnx"
+    for arch, export in EXPORTS[exporter]:
+        write(MODELS / f"{arch}.{exporter}.onnx", arch, exporter, export)
+
+
+def write(path: Path, arch: str, exporter: str, export) -> None:
+    """Export ``arch`` to ``path`` and enter it in the manifest."""
     versions = export(path)
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
@@ -127,7 +150,8 @@ def main() -> None:
     manifest["files"][path.name] = {
         "arch": arch,
         "exporter": exporter,
-        "generator": f"tools/export_foreign_fixtures.py ({versions}), random weights, BatchNorm statistics of random inputs, seed {SEED}",
+        "generator": f"tools/export_foreign_fixtures.py ({versions})"
+                     + ("" if exporter == "onnxsim" else f", random weights, BatchNorm statistics of random inputs, seed {SEED}"),
         "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "file_bytes": path.stat().st_size,
         "inputs": [{"name": v.name, "shape": _dims(v)} for v in model.graph.input],

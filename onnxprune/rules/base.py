@@ -8,7 +8,7 @@ reason). ``groups.py`` turns the couplings into channel groups; ``apply.py`` sli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -69,6 +69,10 @@ class RewriteView(Protocol):
 
     def replace_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give ``node`` a fresh constant as input ``index`` (shared constants stay untouched)."""
+
+    def replace_entry(self, entry: ConstantEntry, value: int) -> None:
+        """Set ``entry`` (see ``shape_entry``) to ``value`` for the node that reads the shape alone: the
+        steps of its chain that other nodes read too are copied for it first."""
 
 
 class Rule:
@@ -332,11 +336,13 @@ class SizeOf:
 
 @dataclass(frozen=True)
 class ConstantEntry:
-    """An entry of a shape computation held by a constant: input ``index`` of ``node``, at ``position``."""
+    """An entry of a shape computation held by a constant: input ``index`` of ``node``, at ``position``;
+    ``via`` are the (node, input index) steps from the node that reads the shape down to ``node``."""
 
     node: gs.Node
     index: int
     position: int
+    via: tuple[tuple[gs.Node, int], ...] = field(default=(), compare=False)
 
 
 # Shape computations are short; longer chains are not followed.
@@ -346,16 +352,16 @@ _ENTRY_DEPTH = 12
 def shape_entry(node: gs.Node, index: int, position: int, depth: int = 0) -> SizeOf | ConstantEntry | None:
     """Where entry ``position`` of the 1-D integer input ``index`` of ``node`` comes from: a tensor's size
     (Shape -> Slice / Gather -> Unsqueeze -> Concat, as TorchScript writes ``F.interpolate(x, size=y.shape[-2:])``),
-    or a constant that only this chain reads, which can then be rewritten; None where it cannot be followed."""
+    or a constant, which ``RewriteView.replace_entry`` rewrites for ``node`` alone; None where it cannot be
+    followed."""
     tensor = node.inputs[index]
     if isinstance(tensor, gs.Constant):
         return ConstantEntry(node, index, position)
     if depth > _ENTRY_DEPTH or len(tensor.inputs) != 1:
         return None
-    producer = tensor.inputs[0]
-    entry = _producer_entry(producer, position, depth)
-    if isinstance(entry, ConstantEntry) and len(tensor.outputs) != 1:
-        return None  # a constant that other nodes read too cannot be rewritten for this one
+    entry = _producer_entry(tensor.inputs[0], position, depth)
+    if isinstance(entry, ConstantEntry):
+        return replace(entry, via=((node, index), *entry.via))
     return entry
 
 

@@ -195,9 +195,11 @@ class ReshapeRule(Rule):
         self._follow_target(node, ctx)
 
     def _follow_target(self, node: gs.Node, ctx: ChannelContext) -> None:
-        """A constant target is rewritten with the kept count; one computed at run time must read the output's
-        channel count off a tensor with the same channels (PyTorch's GroupNorm export with a dynamic image
-        size reshapes back to Shape(x)), which then keeps it right."""
+        """A constant target is rewritten with the kept count. One computed at run time must get the output's
+        channel count from a constant that only it reads (rewritten too: onnxsim's Reshape back to 3-D after
+        the Gemm it makes of a MatMul, Concat(Shape(x)[:2], [C])), or read it off a tensor with the same
+        channels (PyTorch's GroupNorm export with a dynamic image size reshapes back to Shape(x)), which then
+        keeps it right; its other entries must not count channels."""
         if ctx.const(node.inputs[1]) is not None:
             ctx.add_rewrite(self, node)
             return
@@ -207,15 +209,17 @@ class ReshapeRule(Rule):
             read = ctx.channel(other.tensor) if isinstance(other, SizeOf) else None
             if position != y.axis and (other is None or read is not None and read.axis == other.axis):
                 raise Unprunable("its target shape is computed at run time")  # it may count other channels
-        if not ctx.follow_size(shape_entry(node, 1, y.axis), y):
+        entry = shape_entry(node, 1, y.axis)
+        if isinstance(entry, ConstantEntry) and _entry_value(entry) in (y.size, -1):
+            ctx.add_rewrite(self, node)
+        elif not ctx.follow_size(entry, y):
             raise Unprunable("its target shape is computed at run time")
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
-        target = np.array(node.inputs[1].values, dtype=np.int64)
         y = view.channel(node.outputs[0].name)
-        if target[y.axis] > 0:
-            target[y.axis] = len(view.kept(y.name))
-            view.replace_input(node, 1, target)
+        entry = shape_entry(node, 1, y.axis)
+        if _entry_value(entry) > 0:  # -1 infers the kept count itself
+            view.replace_entry(entry, len(view.kept(y.name)))
 
 
 # Ops that read channels on axis 1 of their first input, and elementwise ops that pass a tensor's axes on.
@@ -347,10 +351,11 @@ class ExpandRule(Rule):
             ctx.add_rewrite(self, node)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
-        entry = _shape_entry(node, view.channel(node.outputs[0].name).axis)
-        values = np.array(entry.node.inputs[entry.index].values)
-        values[entry.position] = 1
-        view.replace_input(entry.node, entry.index, values)
+        view.replace_entry(_shape_entry(node, view.channel(node.outputs[0].name).axis), 1)
+
+
+def _entry_value(entry: ConstantEntry) -> int:
+    return int(np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position])
 
 
 def _shape_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | None:

@@ -109,10 +109,7 @@ class ResizeRule(Rule):
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         x = view.channel(node.inputs[0].name)
-        entry = shape_entry(node, 3, self._position(node, x.axis))
-        values = np.array(entry.node.inputs[entry.index].values)
-        values.reshape(-1)[entry.position] = len(view.kept(x.name))
-        view.replace_input(entry.node, entry.index, values)
+        view.replace_entry(shape_entry(node, 3, self._position(node, x.axis)), len(view.kept(x.name)))
 
 
 class ReduceRule(Rule):
