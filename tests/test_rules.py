@@ -429,16 +429,21 @@ def test_a_traced_op_of_the_model_input_is_named_as_such_not_as_unprunable():
     assert "comes from Concat node 'focus_cat', fed by the model input 'x'" in reason
 
 
-def test_a_constant_map_expanded_to_the_batch_at_run_time_joins_prunable_features():
+@pytest.mark.parametrize("folded", [False, True])
+def test_a_constant_map_expanded_to_the_batch_at_run_time_joins_prunable_features(folded):
     # CoordConv exported by TorchScript with a symbolic batch: coords.expand(b, 1, 8, 8), the sizes
     # computed as Where(Equal(s, -1), 1, s) from Shape(a); ONNX's inference leaves its channel count
-    # unknown (it pinned the whole Concat), the computed shape gives it.
+    # unknown (it pinned the whole Concat), the computed shape gives it. onnxslim folds the Equal into a
+    # boolean constant (no size is ever -1).
     inits = [weight("coords", (1, 1, 8, 1), 7)] + [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
                                                    [("zero", 0), ("ax0", [0]), ("rest", [1, 8, 8]), ("minus", [-1] * 4),
                                                     ("ones", [1] * 4)]]
+    equal = helper.make_node("Equal", ["s", "minus"], ["is_free"])
+    if folded:
+        inits.append(numpy_helper.from_array(np.zeros(4, bool), "is_free"))
     nodes = [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Gather", ["a_shape", "zero"], ["n"]),
              helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]), helper.make_node("Concat", ["n1", "rest"], ["s"], axis=0),
-             helper.make_node("Equal", ["s", "minus"], ["is_free"]), helper.make_node("Where", ["is_free", "ones", "s"], ["sizes"]),
+             *([] if folded else [equal]), helper.make_node("Where", ["is_free", "ones", "s"], ["sizes"]),
              helper.make_node("Expand", ["coords", "sizes"], ["grid"]),
              helper.make_node("Concat", ["a", "grid"], ["m"], axis=1)]
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
