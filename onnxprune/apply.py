@@ -68,7 +68,8 @@ def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:
     """Remove the plan's channels from ``analysis.graph`` in place.
 
     Returns:
-        One NodeChange for every node whose parameters were sliced.
+        One NodeChange for every node whose parameters were sliced, or whose inputs lost channels that it
+        multiplies over (a MatMul of two activations, which has no parameters).
     """
     ctx = analysis.context
     removed_units = plan.removed_units(analysis)
@@ -78,10 +79,13 @@ def apply_plan(analysis: Analysis, plan: Plan) -> list[NodeChange]:
     for rule, node in ctx.rewrites:
         rule.rewrite(node, rewriter)
     analysis.graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    sliced_names = {node.name for node in sliced_nodes}
     changes = []
-    for node in sliced_nodes:
+    for node in sliced_nodes + [n for n in analysis.graph.nodes if n.name in ctx.node_io and n.name not in sliced_names]:
         in_name, out_name = ctx.node_io.get(node.name, (None, None))
-        changes.append(NodeChange(node.name, node.op, rewriter.removed(in_name), rewriter.removed(out_name)))
+        change = NodeChange(node.name, node.op, rewriter.removed(in_name), rewriter.removed(out_name))
+        if node.name in sliced_names or change.in_removed or change.out_removed:
+            changes.append(change)
     return changes
 
 

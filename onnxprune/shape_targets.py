@@ -16,10 +16,23 @@ sizes are the same names.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-Dim = int | str | None  # a size: known, symbolic (ONNX dim_param), or unknown
+
+@dataclass(frozen=True)
+class Product:
+    """A product of symbolic sizes and a constant: tf2onnx's einsum merges the batch with the heads so
+    (ReduceProd of two sizes of a Shape)."""
+
+    symbols: tuple[str, ...]  # sorted, with repeats
+    factor: int
+
+
+Dim = int | str | Product | None  # a size: known, symbolic (ONNX dim_param), a product of them, or unknown
 # Shape computations are short; longer chains or larger constants are not followed.
 MAX_DEPTH = 24
 MAX_ELEMENTS = 16
@@ -50,6 +63,8 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
             # One size left unknown (a product such as batch x length): every valid run gives it the
             # element count over the others, which is what -1 infers.
             constant[constant.index(None)] = -1
+        elif constant.count(None) == 1 and constant.count(-1) == 1:
+            _solve_product(constant, target, data_shape)
         if None not in constant:
             if node.attrs.get("allowzero", 0):
                 # The dynamo exporter sets allowzero, where 0 means a size of zero, not "copy". Copying
@@ -60,6 +75,47 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
             node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_target"), np.array(constant, dtype=np.int64))
             replaced += 1
     return replaced
+
+
+def _solve_product(constant: list[int | None], target: list[Dim], data_shape: list) -> None:
+    """Where a target has both -1 and one symbolic product ([B x H, -1, T] of a [B, H, D, T] tensor), the
+    size -1 stands for is the element count over the others when that is a plain number: it becomes that
+    number and the product -1 instead ([-1, D, T]), in place."""
+    unknown, inferred = constant.index(None), constant.index(-1)
+    total = _product([d for d in data_shape])
+    others = [target[unknown]] + [data_shape[a] if c == 0 else c for a, c in enumerate(constant) if a not in (unknown, inferred)]
+    rest = _product(others)
+    if total is None or rest is None or rest.factor == 0 or total.factor % rest.factor:
+        return
+    left = Counter(total.symbols)
+    left.subtract(rest.symbols)
+    if any(left.values()):
+        return  # the size -1 stands for would be symbolic
+    constant[inferred], constant[unknown] = total.factor // rest.factor, -1
+
+
+def _product(sizes: list[Dim]) -> Product | None:
+    """The product of sizes that are known, symbolic or products themselves (None where one is unknown)."""
+    symbols: list[str] = []
+    factor = 1
+    for size in sizes:
+        if isinstance(size, (int, np.integer)) and size >= 0:
+            factor *= int(size)
+        elif isinstance(size, str):
+            symbols.append(size)
+        elif isinstance(size, Product):
+            symbols += size.symbols
+            factor *= size.factor
+        else:
+            return None
+    return Product(tuple(sorted(symbols)), factor)
+
+
+def _simplest(product: Product) -> Dim:
+    """A product as a plain number or symbolic size where it is one."""
+    if not product.symbols:
+        return product.factor
+    return product.symbols[0] if len(product.symbols) == 1 and product.factor == 1 else product
 
 
 def constant_slice_bounds(graph: gs.Graph) -> int:
@@ -256,26 +312,23 @@ def merged_head_attentions(graph: gs.Graph) -> int:
     rest is unchanged (MatMul broadcasts the extra axis; the end Reshape reads the same elements in the
     same order). Only regions whose every tensor flows into one of those ops are lifted.
     """
-    starts = {}
+    starts: dict[int, tuple[gs.Node, list[int], int]] = {}  # Reshape -> its lifted target, the merged axis
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs:
             continue
-        shape, target = node.inputs[0].shape, _values(node.inputs[1], 0)
-        if shape is None or target is None or len(shape) != 3 or len(target) != 3 or not isinstance(shape[2], int):
-            continue
-        size = target[2]
-        if (isinstance(size, int) and 0 < size < shape[2] and shape[2] % size == 0 and target[0] in (shape[0], 0)
-                and not (node.attrs.get("allowzero", 0) and 0 in target)):
-            starts[id(node)] = (node, shape[2] // size, size)
+        target = _values(node.inputs[1], 0)
+        lifted = _lifted_target(node.inputs[0].shape, target)
+        if lifted is not None and not (node.attrs.get("allowzero", 0) and 0 in target):  # 0: a size of zero
+            starts[id(node)] = (node, *lifted)
     while starts:
         region = _merged_region(graph, starts)
         if isinstance(region, set):  # the starts these reach a node that would see the new axis
             starts = {key: value for key, value in starts.items() if key not in region}
             continue
         taken = _names(graph)
-        for node, heads, size in starts.values():
-            node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
-            node.attrs["allowzero"] = 0
+        for node, target, _ in starts.values():
+            node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_heads"), np.array(target, dtype=np.int64))
+            node.attrs.pop("allowzero", None)  # the default, 0 (before opset 14 there is no such attribute)
         for node, position in region:
             if node.op == "Transpose":
                 expand = {a: [a] if a < position else [a, a + 1] if a == position else [a + 1] for a in range(3)}
@@ -287,13 +340,31 @@ def merged_head_attentions(graph: gs.Graph) -> int:
     return 0
 
 
-def _merged_region(graph: gs.Graph, starts: dict[int, tuple[gs.Node, int, int]]) -> list[tuple[gs.Node, int]] | set[int]:
+def _lifted_target(shape: list | None, target: list[Dim] | None) -> tuple[list[int], int] | None:
+    """The target that keeps the heads an axis of their own, and the merged axis, of a Reshape from
+    ``shape`` to ``target`` that starts an attention computed with the heads merged into another axis."""
+    if shape is None or target is None or len(target) != 3:
+        return None
+    if len(shape) == 3 and isinstance(shape[2], int):  # [T, N, E] -> [T, N x heads, D]
+        size = target[2]
+        if isinstance(size, int) and 0 < size < shape[2] and shape[2] % size == 0 and target[0] in (shape[0], 0):
+            return [0, 0, shape[2] // size, size], 1
+        return None
+    # tf2onnx's einsum: [N, heads, 1, D, T] or [N, heads, T, 1, D] -> [-1, .., ..] (1s where it unsqueezed)
+    sizes = [d for d in shape if d != 1]
+    if (len(shape) >= 4 and shape[0] != 1 and len(sizes) == 4 and target[0] == -1 and list(target[1:]) == sizes[2:]
+            and all(isinstance(d, int) and d > 1 for d in [sizes[1], *target[1:]])):
+        return [0, sizes[1], *target[1:]], 0
+    return None
+
+
+def _merged_region(graph: gs.Graph, starts: dict[int, tuple[gs.Node, list[int], int]]) -> list[tuple[gs.Node, int]] | set[int]:
     """The nodes fed from ``starts`` (see ``merged_head_attentions``) with the merged axis of their input,
     or the keys of the starts that reach a node that cannot take the lifted axis."""
     positions: dict[str, int] = {}  # the merged axis of each tensor reached
     origins: dict[str, set[int]] = {}  # the starts each tensor comes from
-    for key, (node, _, _) in starts.items():
-        positions[node.outputs[0].name], origins[node.outputs[0].name] = 1, {key}
+    for key, (node, _, position) in starts.items():
+        positions[node.outputs[0].name], origins[node.outputs[0].name] = position, {key}
     region: list[tuple[gs.Node, int]] = []
     done: set[int] = set()
     pending = [node.outputs[0] for node, _, _ in starts.values()]
@@ -508,7 +579,7 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
     for node in graph.nodes:
         if node.op == "Expand" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
             target, shape = _values(node.inputs[1], 0), list(node.inputs[0].shape)
-            if target is None or None in target:
+            if target is None or not all(isinstance(t, (int, str)) for t in target):
                 continue
             shape = [1] * (len(target) - len(shape)) + shape
             target = [1] * (len(shape) - len(target)) + target
@@ -574,12 +645,24 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
         return _slice(node, inputs)
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1])
+    if node.op == "ReduceProd" and len(inputs) == 1 and inputs[0] is not None and node.attrs.get("axes", [0]) in ([0], [-1]):
+        product = _product(inputs[0])  # of a 1-D shape tensor: one element whatever keepdims says
+        return [None if product is None else _simplest(product)]
+    if node.op in ("Max", "Min") and inputs and None not in inputs:
+        return _broadcast(lambda *sizes: _extreme(node.op, sizes), *inputs)
     if node.op == "Equal" and len(inputs) == 2 and None not in inputs:
         return _broadcast(_equal, *inputs)
     if node.op == "Where" and len(inputs) == 3 and None not in inputs:
         # TorchScript's expand(b, 1, h, w) replaces -1 sizes so: Where(Equal(s, -1), 1, s).
         return _broadcast(lambda c, x, y: x if c == 1 else y if c == 0 else None, *inputs)
     return None
+
+
+def _extreme(op: str, sizes: tuple[Dim, ...]) -> Dim:
+    """The largest (Max) or smallest (Min) of sizes that are all known, or all the same size."""
+    if all(isinstance(d, int) for d in sizes):
+        return max(sizes) if op == "Max" else min(sizes)
+    return sizes[0] if sizes[0] is not None and all(d == sizes[0] for d in sizes) else None
 
 
 def _equal(a: Dim, b: Dim) -> int | None:
@@ -621,6 +704,9 @@ def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
 def _arithmetic(op: str, a: list[Dim], b: list[Dim]) -> list[Dim] | None:
     """Element-wise ``op`` of two shape computations (broadcast from one element); unknown where a size is not an int."""
     def element(x: Dim, y: Dim) -> Dim:
+        if isinstance(x, (str, Product)) or isinstance(y, (str, Product)):
+            product = _product([x, y]) if op == "Mul" else None
+            return None if product is None else _simplest(product)
         if not isinstance(x, int) or not isinstance(y, int) or op == "Div" and y == 0:
             return None
         if op == "Div":

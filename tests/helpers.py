@@ -48,9 +48,19 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(diff / norm) if norm else float(diff)
 
 
-def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
+def _zero_inputs(node: gs.Node, removed: list[int]) -> gs.Node | None:
+    """Zero the weights that read the removed input channels; a product of two activations gets a Mul that
+    zeroes them in its first input instead, which is returned to be added to the graph."""
     if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "RNN", "GRU", "LSTM"):
         return  # per-channel constants (a bias Add, say) are sliced with their channels: nothing reads them
+    if node.op == "MatMul" and _two_activations(node):  # removed channels are those it multiplies over
+        mask = np.ones(node.inputs[0].shape[-1], np.float32)
+        mask[removed] = 0
+        masked = gs.Variable(f"{node.inputs[0].name}__masked_{node.name}", dtype=node.inputs[0].dtype)
+        multiply = gs.Node("Mul", name=f"{node.name}__mask", outputs=[masked],
+                           inputs=[node.inputs[0], gs.Constant(f"{node.name}__mask_values", mask)])
+        node.inputs[0] = masked
+        return multiply
     holder, index = node, 1
     if not isinstance(node.inputs[1], gs.Constant):  # a weight stored in bfloat16 and Cast up
         holder, index = node.inputs[1].inputs[0], 0
@@ -76,6 +86,14 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> None:
     holder.inputs[index] = gs.Constant(f"{old.name}__masked_{node.name}", weight, export_dtype=old.export_dtype)
 
 
+def _two_activations(node: gs.Node) -> bool:
+    """A MatMul whose second input is neither a constant nor a stored weight cast up."""
+    second = node.inputs[1]
+    if isinstance(second, gs.Constant):
+        return False
+    return not (second.inputs and second.inputs[0].op == "Cast" and isinstance(second.inputs[0].inputs[0], gs.Constant))
+
+
 def _zero_recurrence(node: gs.Node, removed: list[int]) -> None:
     """Zero the columns of R [directions, gates x hidden, hidden] that read the removed hidden units."""
     recurrence = np.array(node.inputs[2].values)
@@ -90,10 +108,12 @@ def masked_reference(original: onnx.ModelProto, report: dict) -> onnx.ModelProto
     nodes = {n.name: n for n in graph.nodes}
     for entry in report["nodes"]:
         if entry["in_removed"]:
-            _zero_inputs(nodes[entry["name"]], entry["in_removed"])
+            mask = _zero_inputs(nodes[entry["name"]], entry["in_removed"])
+            if mask is not None:
+                graph.nodes.append(mask)
         if entry["out_removed"] and entry["op_type"] in ("RNN", "GRU", "LSTM"):
             _zero_recurrence(nodes[entry["name"]], entry["out_removed"])
-    graph.cleanup()
+    graph.cleanup().toposort()
     return export_graph(graph, original)
 
 

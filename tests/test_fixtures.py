@@ -18,7 +18,7 @@ def test_fixtures_are_present():
     for arch in ("resnet", "mobilenetv2", "se_hardswish", "concat_net", "yolo", "unet", "bn_keep", "shufflenet", "vit",
                  "vit_mha", "gpt", "fashion_mnist", "crnn"):
         assert f"{arch}.ts.onnx" in names and f"{arch}.dynamo.onnx" in names
-    assert {"mobilenetv3_keras.tf2onnx.onnx", "mobilenetv3_paddle.paddle2onnx.onnx"} <= names
+    assert {"mobilenetv3_keras.tf2onnx.onnx", "mobilenetv3_paddle.paddle2onnx.onnx", "vit_keras.tf2onnx.onnx"} <= names
     assert {"gpt.onnxsim.onnx", "vit_mha.onnxsim.onnx"} <= names
 
 
@@ -45,6 +45,16 @@ def test_other_exporters_mobilenetv3_prunes_every_block(name):
     groups = result.report["groups"]
     assert len(groups) >= 25 and sum(g["pinned_reason"] is not None for g in groups) == 2
     assert result.pruned.macs < 0.35 * result.original.macs
+
+
+def test_keras_multi_head_attention_through_tf2onnx_prunes_its_heads():
+    # tf2onnx writes MultiHeadAttention's einsums with the heads merged into the batch by Reshapes whose
+    # targets are computed at run time (ReduceProd of two sizes): lifted, the heads prune as the feed-forward
+    # layers do; the residual stream stays whole (LayerNormalization normalises over it).
+    result = onnxprune.prune(MODELS / "vit_keras.tf2onnx.onnx", ratio=0.5, round_to=1, latency=False)
+    free = [g for g in result.report["groups"] if g["pinned_reason"] is None]
+    assert sorted((g["channels"], g["kept"]) for g in free) == [(4, 2), (4, 2), (96, 48), (96, 48)]
+    assert result.pruned.macs < 0.65 * result.original.macs
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)

@@ -798,10 +798,16 @@ def test_the_constant_target_never_takes_the_name_of_a_tensor_in_use():
     assert group_of(result, "reshape_target")["kept"] == 3
 
 
-def test_a_computed_target_that_moves_the_batch_stays_computed_and_pinned():
-    # [8, N, -1]: the batch lands on an axis where the input has 8, so 0 ("copy") would not be the same.
-    result = onnxprune.prune(_tokens_model([("gather", 1), ("gather", 0), ("const", -1)]), ratio=0.5, round_to=1)
-    assert "computed at run time" in group_of(result, "a")["pinned_reason"]
+def test_a_computed_target_that_moves_the_batch_gets_it_as_minus_one_and_pins_the_channels():
+    # [8, N, -1]: the batch lands on an axis where the input has 8, so 0 ("copy") would not be the same;
+    # the -1 stands for 64 whatever N is, so the target becomes [8, -1, 64]. It moves the channels: pinned.
+    # (The model runs only with a batch of 8, which the MLP then reads as its features.)
+    model = _tokens_model([("gather", 1), ("gather", 0), ("const", -1)])
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert "spreads the channel axis" in group_of(result, "a")["pinned_reason"]
+    assert list(node_of(result, "reshape").inputs[1].values) == [8, -1, 64]
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    assert run(result.model, {"x": x})[0].shape == run(model, {"x": x})[0].shape == (8, 64, 5)
 
 
 def test_flattening_the_spatial_axes_of_any_image_size_keeps_the_channels():
@@ -1022,6 +1028,128 @@ def test_attention_on_merged_batch_and_heads_is_lifted_to_prune_heads(scores_out
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
         assert run(result.model, {"x": x})[0].shape == (6 * batch, 8)
+
+
+def _einsum_attention() -> onnx.ModelProto:
+    """Keras' MultiHeadAttention as tf2onnx writes its einsums: q, k, v [N, 6, 12] -> [N, 6, 4 heads, 3],
+    an Unsqueeze and a Transpose to 5-D, then a Reshape merging the batch with the heads whose target is
+    computed at run time ([ReduceProd(batch, heads), -1, last size]), a 3-D MatMul, and a Reshape back to
+    [Max(batch), Max(heads), .., 1] computed too, squeezed."""
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("heads", [-1, 6, 4, 3]), ("rows", [-1, 6, 12]), ("minus_one", [-1]), ("one", [1]), ("lead", [0, 1]),
+              ("last", [4]), ("two", [2]), ("three", [3]), ("ax1", [1]), ("ax2", [2]), ("ax3", [3]), ("ax4", [4]))]
+    inits += [numpy_helper.from_array(np.array(3 ** -0.5, np.float32), "scale"), weight("out.w", (12, 8), 9)]
+    nodes = []
+
+    def node(op, inputs, name, **attrs):
+        if name not in {n.name for n in nodes}:  # a size read twice is one node
+            nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def size(tensor, index):  # Gather(Shape(tensor), index), as tf2onnx reads sizes
+        return node("Gather", [node("Shape", [tensor], f"{tensor}_shape"), index], f"{tensor}_size_{index}")
+
+    def merged(tensor):  # [N, heads, .., a, b] -> [N x heads, -1, b]
+        batch_heads = node("ReduceProd", [size(tensor, "lead")], f"{tensor}_nh", keepdims=1)
+        target = node("Concat", [batch_heads, "minus_one", size(tensor, "last")], f"{tensor}_target", axis=0)
+        return node("Reshape", [tensor, target], f"{tensor}_merged")
+
+    def split(product, left, right, left_axis, right_axis):  # back to [N, heads, rows, columns, 1]
+        lead = node("Max", [size(left, "lead"), size(right, "lead")], f"{product}_lead")
+        target = node("Concat", [lead, size(left, left_axis), size(right, right_axis), "one"], f"{product}_target", axis=0)
+        return node("Squeeze", [node("Reshape", [product, target], f"{product}_split"), "ax4"], f"{product}_4d")
+
+    for seed, name in enumerate("qkv"):
+        inits.append(weight(f"{name}.w", (8, 12), seed + 1))
+        node("Reshape", [node("MatMul", ["x", f"{name}.w"], f"{name}_flat"), "heads"], f"{name}_heads")
+    q = node("Transpose", [node("Unsqueeze", ["q_heads", "ax3"], "q5")], "q_t", perm=[0, 2, 1, 3, 4])  # [N, 4, 6, 1, 3]
+    k = node("Transpose", [node("Unsqueeze", ["k_heads", "ax1"], "k5")], "k_t", perm=[0, 3, 1, 2, 4])  # [N, 4, 1, 6, 3]
+    v = node("Transpose", [node("Unsqueeze", ["v_heads", "ax2"], "v5")], "v_t", perm=[0, 3, 2, 4, 1])  # [N, 4, 1, 3, 6]
+    scores = node("MatMul", [merged(q), node("Transpose", [merged(k)], "k_swapped", perm=[0, 2, 1])], "scores")
+    weights = node("Softmax", [node("Mul", [split(scores, q, k, "two", "three"), "scale"], "scaled")], "weights", axis=-1)
+    w = node("Unsqueeze", [weights, "ax3"], "w5")  # [N, 4, 6, 1, 6]
+    mixed = node("MatMul", [merged(w), node("Transpose", [merged(v)], "v_swapped", perm=[0, 2, 1])], "mixed")
+    tokens = node("Transpose", [split(mixed, w, v, "two", "three")], "tokens", perm=[0, 2, 1, 3])
+    nodes.append(helper.make_node("MatMul", [node("Reshape", [tokens, "rows"], "merged_rows"), "out.w"], ["y"], name="out"))
+    return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits, opset=13)
+
+
+def test_attention_written_as_tf2onnx_einsums_prunes_whole_heads():
+    # The merged [N x heads, ..] Reshapes are lifted to [N, heads, ..] once their computed targets are
+    # constant (the ReduceProd of two sizes becomes -1, the size -1 stood for a number): before, every group
+    # was pinned ("the leading dimensions are not known statically").
+    model = _einsum_attention()
+    result = prune_checked(model)
+    projection = group_of(result, "q_flat")
+    assert (projection["channels"], projection["kept"], projection["pinned_reason"]) == (4, 2, None)
+    assert group_of(result, "v_flat") is projection
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
+
+
+def _non_local_block() -> onnx.ModelProto:
+    """A non-local (position attention) block on conv1's 8 channels: query and key 1x1 convs of 4 channels
+    flattened to [N, 4, HW], energy = query^T key [N, HW, HW] (multiplied over the 4), its softmax mixing the
+    8 value channels [N, 8, HW] @ attention^T, reshaped back and added to the block's input."""
+    convs = [conv(name, "a", f"{name}_map", 8, size, seed, k=1) for name, size, seed in (("query", 4, 3), ("key", 4, 4), ("value", 8, 5))]
+    inits = [init for _, conv_inits in convs for init in conv_inits]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("flat", [0, 0, -1]), ("map", [0, 0, 8, 8]))]
+    nodes = [node for node, _ in convs]
+    nodes += [helper.make_node("Reshape", [f"{name}_map", "flat"], [f"{name}_flat"]) for name in ("query", "key", "value")]
+    nodes += [helper.make_node("Transpose", ["query_flat"], ["query_rows"], perm=[0, 2, 1]),
+              helper.make_node("MatMul", ["query_rows", "key_flat"], ["energy"], name="energy"),
+              helper.make_node("Softmax", ["energy"], ["attention"], axis=-1),
+              helper.make_node("Transpose", ["attention"], ["attention_t"], perm=[0, 2, 1]),
+              helper.make_node("MatMul", ["value_flat", "attention_t"], ["mixed"], name="mixed"),
+              helper.make_node("Reshape", ["mixed", "map"], ["mixed_map"]),
+              helper.make_node("Add", ["mixed_map", "a"], ["m"])]
+    return chain(nodes, inits)
+
+
+def test_non_local_attention_prunes_the_channels_its_energy_multiplies_over():
+    # The query and key channels go together (the energy loses their terms); the value channels are the
+    # rows of the mixed product and go with the block's input, which the residual Add ties them to.
+    result = prune_checked(_non_local_block())
+    query = group_of(result, "query_map")
+    assert group_of(result, "key_map") is query and (query["channels"], query["kept"], query["pinned_reason"]) == (4, 2, None)
+    values = group_of(result, "value_map")
+    assert group_of(result, "a") is values and values["kept"] == 4
+    energy = next(n for n in result.report["nodes"] if n["name"] == "energy")
+    assert len(energy["in_removed"]) == 2 and energy["out_removed"] == []
+    assert node_of(result, "energy").inputs[0].shape[-1] == 2
+
+
+def test_a_channel_attention_energy_pins_the_channels_it_would_carry_on_two_axes():
+    # DANet's channel attention: energy = X X^T over the positions is [N, C, C], a channel on each axis.
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("flat", [0, 0, -1]), ("map", [0, 0, 8, 8]))]
+    nodes = [helper.make_node("Reshape", ["a", "flat"], ["rows"]),
+             helper.make_node("Transpose", ["rows"], ["columns"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["rows", "columns"], ["energy"], name="energy"),
+             helper.make_node("Softmax", ["energy"], ["attention"], axis=-1),
+             helper.make_node("MatMul", ["attention", "rows"], ["mixed"], name="mixed"),
+             helper.make_node("Reshape", ["mixed", "map"], ["mixed_map"]),
+             helper.make_node("Add", ["mixed_map", "a"], ["m"])]
+    result = prune_checked(chain(nodes, inits))
+    assert "would carry channels on two axes" in group_of(result, "a")["pinned_reason"]
+
+
+def test_dot_product_attention_without_heads_prunes_query_key_and_value_channels():
+    # Keras' Attention layer: scores = q k^T over the channels, softmax, times v [N, T, C] (whose channels
+    # are the product's columns); here k is v, as Attention()([q, v]) does.
+    inits = [weight("q.w", (8, 6), 1), weight("v.w", (8, 6), 2), weight("out.w", (12, 5), 3)]
+    nodes = [helper.make_node("MatMul", ["x", "q.w"], ["q"], name="q_proj"),
+             helper.make_node("MatMul", ["x", "v.w"], ["v"], name="v_proj"),
+             helper.make_node("Transpose", ["v"], ["v_t"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "v_t"], ["scores"], name="scores"),
+             helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+             helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mixed"),
+             helper.make_node("Concat", ["q", "mixed"], ["joined"], axis=-1),
+             helper.make_node("MatMul", ["joined", "out.w"], ["y"], name="out")]
+    result = prune_checked(make_model(nodes, {"x": ["N", 7, 8]}, ["y"], inits))
+    group = group_of(result, "q")
+    assert group_of(result, "v") is group is group_of(result, "mixed") and (group["channels"], group["kept"]) == (6, 3)
+    assert list(node_of(result, "out").inputs[1].shape) == [6, 5]
 
 
 def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():

@@ -1,7 +1,8 @@
-"""Export the fixtures made by other exporters than PyTorch's: a Keras MobileNetV3-Small through tf2onnx
-and a Paddle MobileNetV3-Small through paddle2onnx (random weights, 10 classes, 32x32 images), and the
+"""Export the fixtures made by other exporters than PyTorch's: a Keras MobileNetV3-Small and a small Keras
+vision transformer (``keras_vit``) through tf2onnx and a Paddle MobileNetV3-Small through paddle2onnx
+(random weights, 10 classes, 32x32 images), and the
 TorchScript exports of the gpt and vit_mha fixtures simplified by onnxsim (as deployment pipelines often do
-before anything else), into ``models/`` with their entries in ``models/MANIFEST.json``. At their initial weights both models' outputs
+before anything else), into ``models/`` with their entries in ``models/MANIFEST.json``. At their initial weights both MobileNetV3s' outputs
 barely depend on the input (Keras' is 0.1 for every class and image): the BatchNorm scales and shifts are
 drawn at random and the moving statistics set from one batch of random inputs, so that they do.
 
@@ -92,6 +93,38 @@ def export_keras(path: Path) -> str:
     return f"tensorflow {tf.__version__}, tf2onnx {tf2onnx.__version__}"
 
 
+def keras_vit(tf):
+    """A small vision transformer in Keras: 8x8 patches of a 32x32 image, two encoder blocks of 4-head
+    attention (``MultiHeadAttention``, whose projections tf2onnx writes as einsums of the heads merged
+    with the batch) and a tanh-approximated GELU feed-forward, mean-pooled to 10 classes."""
+    layers = tf.keras.layers
+    inputs = layers.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Reshape((16, 48))(layers.Conv2D(48, 8, strides=8)(x))
+    for _ in range(2):
+        h = layers.LayerNormalization(epsilon=1e-6)(x)
+        x = layers.Add()([x, layers.MultiHeadAttention(num_heads=4, key_dim=12)(h, h)])
+        h = layers.LayerNormalization(epsilon=1e-6)(x)
+        h = layers.Dense(96, activation=lambda v: tf.keras.activations.gelu(v, approximate=True))(h)
+        x = layers.Add()([x, layers.Dense(48)(h)])
+    x = layers.GlobalAveragePooling1D()(layers.LayerNormalization(epsilon=1e-6)(x))
+    return tf.keras.Model(inputs, layers.Dense(10)(x))
+
+
+def export_keras_vit(path: Path) -> str:
+    """``keras_vit`` through a SavedModel and tf2onnx; returns the versions used."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    import tf2onnx
+
+    tf.keras.utils.set_random_seed(SEED)
+    with tempfile.TemporaryDirectory() as folder:
+        keras_vit(tf).export(folder, verbose=False)
+        subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", folder, "--opset", "13",
+                        "--output", str(path)], check=True, capture_output=True)
+    return f"tensorflow {tf.__version__}, tf2onnx {tf2onnx.__version__}"
+
+
 def export_paddle(path: Path) -> str:
     """Paddle's MobileNetV3-Small through paddle2onnx; returns the versions used."""
     import paddle
@@ -118,8 +151,9 @@ def simplifier(arch: str):
     return simplify
 
 
+WITHOUT_BATCHNORM = {"vit_keras"}
 EXPORTS = {
-    "tf2onnx": [("mobilenetv3_keras", export_keras)],
+    "tf2onnx": [("mobilenetv3_keras", export_keras), ("vit_keras", export_keras_vit)],
     "paddle2onnx": [("mobilenetv3_paddle", export_paddle)],
     "onnxsim": [(arch, simplifier(arch)) for arch in ("gpt", "vit_mha")],
 }
@@ -151,7 +185,8 @@ def write(path: Path, arch: str, exporter: str, export) -> None:
         "arch": arch,
         "exporter": exporter,
         "generator": f"tools/export_foreign_fixtures.py ({versions})"
-                     + ("" if exporter == "onnxsim" else f", random weights, BatchNorm statistics of random inputs, seed {SEED}"),
+                     + ("" if exporter == "onnxsim" else ", random weights"
+                        + ("" if arch in WITHOUT_BATCHNORM else ", BatchNorm statistics of random inputs") + f", seed {SEED}"),
         "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "file_bytes": path.stat().st_size,
         "inputs": [{"name": v.name, "shape": _dims(v)} for v in model.graph.input],

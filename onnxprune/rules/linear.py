@@ -3,7 +3,10 @@
 Gemm: Y = A' B' + C with A [M, K] (features on axis 1), B [K, N] or [N, K] when transB; C broadcasts
 to [M, N] and is sliced on its last axis when it has N entries there.
 MatMul: Y = A @ W with W [K, N]; features are A's last axis and Y's last axis (batched A is fine). A MatMul
-of two activations is traced only where both carry the same channels on a batch axis (attention heads).
+of two activations [.., M, K] @ [.., K, N] passes channels that both carry on a batch axis (attention
+heads), A's on M or B's on N where the other carries none (each row of A, or column of B, is one of Y's),
+and removes a channel k of A's K and B's K together (an attention's scores over query and key channels,
+as in a non-local block: the product loses the term of k).
 Einsum: a label that carries channels and stays in the output keeps them there (every input with that label
 shares them; constants are sliced along it); one that is summed over is a linear layer when the other
 input is a constant 2-D weight, whose other label is the output's channels ("ntd,dh->nth").
@@ -48,11 +51,12 @@ class MatMulRule(Rule):
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         weight = ctx.weight_shape(node.inputs[1])
-        if weight is None and ctx.weight_shape(node.inputs[0]) is None and self._batched(node, ctx):
+        if weight is None and ctx.weight_shape(node.inputs[0]) is None and self._two_activations(node, ctx):
             return
         if weight is None or ctx.weight_shape(node.inputs[0]) is not None:
-            raise Unprunable("only MatMul of an activation by a constant weight, or of two activations over "
-                             "shared channels on a batch axis (attention heads), is pruned")
+            raise Unprunable("only MatMul of an activation by a constant weight, or of two activations with "
+                             "channels on a batch axis of both, on the rows of one or the columns of the other, "
+                             "or on the axis they multiply over, is pruned")
         if len(weight) != 2:
             raise Unprunable(f"its weight has rank {len(weight)}, not 2")
         a = ctx.expect(node.inputs[0], -1)
@@ -62,18 +66,35 @@ class MatMulRule(Rule):
         ctx.record_io(node, a, y)
 
     @staticmethod
-    def _batched(node: gs.Node, ctx: ChannelContext) -> bool:
-        """Two activations [.., heads, M, K] @ [.., heads, K, N] with their channels on the same batch axis
-        (an attention's scores and output per head): each channel is one independent product."""
+    def _two_activations(node: gs.Node, ctx: ChannelContext) -> bool:
+        """Declare the channels of a product of two activations [.., M, K] @ [.., K, N] (see the module
+        docstring); False where neither input's channels can be followed through it."""
         a, b = ctx.channel(node.inputs[0]), ctx.channel(node.inputs[1])
-        if a is None or b is None or a.axis != b.axis or a.size != b.size:
+        rank_a, rank_b, rank_y = (ctx.rank(t) for t in (node.inputs[0], node.inputs[1], node.outputs[0]))
+        if min(rank_a, rank_b) < 2:
+            return False  # a vector's product drops its axis
+        if a is not None and b is not None:
+            if a.size != b.size:
+                return False
+            if a.axis == b.axis and rank_a == rank_b == rank_y and a.axis < rank_y - 2:
+                # [.., heads, M, K] @ [.., heads, K, N] (an attention's scores and output per head)
+                ctx.same_channels(node.outputs[0], a)
+            elif a.axis == rank_a - 1 and b.axis == rank_b - 2:
+                # Multiplied over: Y carries none of them; the report shows what A and B lose.
+                ctx.record_io(node, a, None)
+            elif a.axis == rank_a - 2 and b.axis == rank_b - 1:
+                raise Unprunable("its product would carry channels on two axes, its rows' and its columns' "
+                                 "(a channel attention's energy, X X^T)")
+            else:
+                return False
+            ctx.couple(a.slots, b.slots)
+            return True
+        if a is not None and a.axis == rank_a - 2:
+            ctx.same_channels(node.outputs[0], a, rank_y - 2)
+        elif b is not None and b.axis == rank_b - 1:
+            ctx.same_channels(node.outputs[0], b, rank_y - 1)
+        else:
             return False
-        ranks = {ctx.rank(t) for t in (node.inputs[0], node.inputs[1], node.outputs[0])}
-        if len(ranks) != 1 or a.axis >= ranks.pop() - 2:
-            return False
-        y = ctx.declare(node.outputs[0], a.axis, a.size)
-        ctx.couple(a.slots, b.slots)
-        ctx.couple(a.slots, y.slots)
         return True
 
 
