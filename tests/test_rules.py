@@ -161,13 +161,14 @@ def test_gemm_with_activation_weight_is_pinned():
     assert "not a constant weight" in group_of(result, "a")["pinned_reason"]
 
 
-def _crnn(op: str, gates: int, direction: str, initial_state: float = 0.0) -> onnx.ModelProto:
+def _crnn(op: str, gates: int, direction: str, initial_state: float = 0.0, joined: bool = False) -> onnx.ModelProto:
     """conv1 (3 -> 8) -> mean over the height -> one step per column -> ``op`` (hidden 5, initial states
-    h0 (and c0) filled with ``initial_state`` as exporters write zeros) -> [steps, N, directions x 5] -> fc -> y."""
+    h0 (and c0) filled with ``initial_state`` as exporters write zeros; ``joined``: one per direction,
+    concatenated, as tf2onnx writes them) -> [steps, N, directions x 5] -> fc -> y."""
     dirs = 2 if direction == "bidirectional" else 1
     inits = [weight("w", (dirs, gates * 5, 8), 3), weight("r", (dirs, gates * 5, 5), 4),
              weight("b", (dirs, 2 * gates * 5), 5), weight("fc", (dirs * 5, 4), 6),
-             numpy_helper.from_array(np.array([dirs], np.int64), "dirs"),
+             numpy_helper.from_array(np.array([1 if joined else dirs], np.int64), "dirs"),
              numpy_helper.from_array(np.array([5], np.int64), "hidden"),
              numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merged")]
     states = ["h0", "c0"][:1 + (op == "LSTM")]
@@ -176,8 +177,9 @@ def _crnn(op: str, gates: int, direction: str, initial_state: float = 0.0) -> on
              helper.make_node("Shape", ["seq"], ["seq_shape"]),
              helper.make_node("Gather", ["seq_shape", "one"], ["batch"], axis=0),
              helper.make_node("Concat", ["dirs", "batch", "hidden"], ["state_shape"], axis=0),
-             *[helper.make_node("ConstantOfShape", ["state_shape"], [state],
+             *[helper.make_node("ConstantOfShape", ["state_shape"], [f"{state}_part" if joined else state],
                                 value=numpy_helper.from_array(np.array([initial_state], np.float32))) for state in states],
+             *[helper.make_node("Concat", [f"{state}_part"] * dirs, [state], axis=0) for state in states if joined],
              helper.make_node(op, ["seq", "w", "r", "b", ""] + states, ["hs"], name="rnn", hidden_size=5,
                               direction=direction),
              helper.make_node("Transpose", ["hs"], ["hs_t"], perm=[0, 2, 1, 3]),
@@ -224,6 +226,18 @@ def test_an_lstms_constant_initial_states_and_peepholes_lose_its_hidden_units_to
     kept = group_of(result, "hs")["kept"]
     rnn = node_of(result, "rnn")
     assert 0 < kept < 5 and [t.shape for t in rnn.inputs[5:]] == [[1, 2, kept], [1, 2, kept], [1, 3 * kept]]
+
+
+@pytest.mark.parametrize("initial_state", [0.0, 0.5])
+def test_a_bidirectional_layers_initial_states_joined_from_zeros_per_direction_are_zero(initial_state):
+    # tf2onnx builds a Keras Bidirectional LSTM's zero states per direction and concatenates them.
+    result = prune_checked(_crnn("LSTM", 4, "bidirectional", initial_state=initial_state, joined=True))
+    group = group_of(result, "hs")
+    if initial_state:
+        assert "its initial state 'h0' is computed at run time" in group["pinned_reason"]
+    else:
+        assert group["pinned_reason"] is None and 0 < group["kept"] < 5
+        assert all(t.is_empty() for t in node_of(result, "rnn").inputs[5:])
 
 
 def test_a_recurrent_node_with_a_nonzero_initial_state_made_at_run_time_keeps_its_hidden_units():

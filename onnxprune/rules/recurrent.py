@@ -96,8 +96,8 @@ def _present(node: gs.Node, index: int) -> bool:
 
 
 def _zero(tensor: gs.Tensor, depth: int = 0) -> bool:
-    """Whether ``tensor`` is all zeros by construction: a zero constant, a ConstantOfShape of zero, or an
-    Expand, Slice, Reshape (and the like) of one."""
+    """Whether ``tensor`` is all zeros by construction: a zero constant, a ConstantOfShape of zero, an
+    Expand, Slice, Reshape (and the like) of one, or a Concat of such."""
     if isinstance(tensor, gs.Constant):
         return not np.any(tensor.values)
     if not tensor.inputs or depth > 8:
@@ -106,4 +106,6 @@ def _zero(tensor: gs.Tensor, depth: int = 0) -> bool:
     if producer.op == "ConstantOfShape":
         value = producer.attrs.get("value")
         return value is None or not np.any(value.values if isinstance(value, gs.Constant) else value)
+    if producer.op == "Concat":  # tf2onnx joins a bidirectional layer's two zero states so
+        return all(_zero(part, depth + 1) for part in producer.inputs)
     return producer.op in _SHAPE_ONLY_OPS and bool(producer.inputs) and _zero(producer.inputs[0], depth + 1)
