@@ -57,6 +57,7 @@ class Loaded:
     external: bool
     reference: ReferenceRun | None = None
     unfused: tuple[str, ...] = ()
+    written_as_qdq: tuple[str, ...] = ()
 
 
 def load_with_reference(source: ModelSource, validate: bool, seed: int, data: EvalData | None = None) -> Loaded:
@@ -75,7 +76,7 @@ def load_with_reference(source: ModelSource, validate: bool, seed: int, data: Ev
     model, size = loaded.model, loaded.size_bytes
     if path is None:
         size, reference = _measure_and_run(model, loaded.external_data, validate, seed, data)
-    return Loaded(model, path, size, loaded.external_data, reference, loaded.unfused)
+    return Loaded(model, path, size, loaded.external_data, reference, loaded.unfused, loaded.written_as_qdq)
 
 
 def _measure_and_run(model: onnx.ModelProto, external: bool, validate: bool, seed: int,

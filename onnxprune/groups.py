@@ -43,7 +43,8 @@ class ChannelGroup:
 
 
 # Ops of quantized models in the operator format, whose integer weights onnxprune does not slice (it
-# prunes the QDQ format: QuantizeLinear and DequantizeLinear around float ops).
+# prunes the QDQ format: QuantizeLinear and DequantizeLinear around float ops, and writes most of these so
+# on load, see ``qoperator.py``; those left are the ones it could not).
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                  "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearSigmoid"}
 
@@ -69,8 +70,9 @@ class Analysis:
             return None
         quantized = sorted({node.op for node in self.graph.nodes} & QUANTIZED_OPS)
         if quantized:
-            return (f"the model is quantized ({', '.join(quantized)}): onnxprune prunes float ops and the QDQ "
-                    "format; prune the float model, then quantize it (or quantize to QDQ)")
+            return (f"the model is quantized ({', '.join(quantized)}) in a form onnxprune cannot write in the QDQ "
+                    "format (before opset 13, or with scales computed at run time); prune the float model, then "
+                    "quantize it (or quantize to QDQ)")
         if any(node.domain == "com.microsoft.nchwc" for node in self.graph.nodes):
             # ONNX Runtime's "all" optimization level saves convs in its blocked layout for this machine's CPU.
             return ("it was saved by ONNX Runtime at the 'all' optimization level (com.microsoft.nchwc ops, a "

@@ -24,6 +24,7 @@ from onnxprune.contrib import (
     unfuse_contrib_ops,
 )
 from onnxprune.errors import InputError
+from onnxprune.qoperator import has_operator_format, write_as_qdq
 from onnxprune.shape_targets import (
     batch_head_round_trips,
     computed_sizes,
@@ -60,12 +61,14 @@ PROTOBUF_SAFE_BYTES = 1_800_000_000
 @dataclass(frozen=True)
 class LoadedModel:
     """A model and how it was stored: ``external_data`` when its weights lived in side files; ``unfused``
-    names the ONNX Runtime fusions that loading split into standard ops (see ``contrib.py``)."""
+    names the ONNX Runtime fusions that loading split into standard ops (see ``contrib.py``), and
+    ``written_as_qdq`` the integer ops it wrote in the QDQ format (see ``qoperator.py``)."""
 
     model: onnx.ModelProto
     external_data: bool
     size_bytes: int | None
     unfused: tuple[str, ...] = ()
+    written_as_qdq: tuple[str, ...] = ()  # integer ops of the operator format (see ``qoperator.py``)
 
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
@@ -89,6 +92,11 @@ def read_model(source: ModelSource) -> LoadedModel:
         graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
         unfused = unfuse_contrib_ops(graph)
         loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused)
+    if has_operator_format(loaded.model):
+        graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
+        written = write_as_qdq(graph)
+        if written:
+            loaded = replace(loaded, model=export_graph(graph, loaded.model), written_as_qdq=written)
     return loaded
 
 

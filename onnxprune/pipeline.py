@@ -139,16 +139,23 @@ def find_groups(model: ModelSource, config: PruneConfig | None = None, **options
     # A dry run records no activations: activation criteria are previewed with L1.
     scores = importance_scores(analysis, Importance.L1 if config.importance.needs_activations else config.importance)
     plan = _single_plan(analysis, scores, config)
-    notes = _loading_notes(loaded.unfused, analysis, calibrated=False)
+    notes = _loading_notes(loaded.unfused, loaded.written_as_qdq, analysis, calibrated=False)
     if config.importance.needs_activations:
         notes.append(f"--importance {config.importance.value} needs activations, which a dry run does not record: "
                      "the kept counts rank by l1")
     return GroupsResult(group_rows(analysis, plan), plan, analysis.why_nothing_is_prunable(), notes)
 
 
-def _loading_notes(unfused: tuple[str, ...], analysis: Analysis, calibrated: bool) -> list[str]:
-    """Notes on what loading changed (ONNX Runtime fusions split) and on symbolic sizes in the MAC count."""
+def _loading_notes(unfused: tuple[str, ...], written_as_qdq: tuple[str, ...], analysis: Analysis,
+                   calibrated: bool) -> list[str]:
+    """Notes on what loading changed (ONNX Runtime fusions split, integer ops written as QDQ) and on
+    symbolic sizes in the MAC count."""
     notes = []
+    if written_as_qdq:
+        counts = Counter(written_as_qdq)
+        notes.append("the model's integer ops (" + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+                     + ") were written in the QDQ format, DequantizeLinear -> float op -> QuantizeLinear, which "
+                     "ONNX Runtime fuses back into the same integer ops when it loads the pruned model")
     if unfused:
         counts = Counter(unfused)
         optimizer_only = _optimizer_only(unfused)
@@ -192,13 +199,13 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     notes: list[str] = []
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
-    unfused = loaded.unfused
+    unfused, written_as_qdq = loaded.unfused, loaded.written_as_qdq
     del loaded  # the builder holds it, and may release it
     why_nothing = analysis.why_nothing_is_prunable()
     if why_nothing:
         notes.append(f"nothing can be pruned: {why_nothing}")
     before = graph_stats(analysis.graph, builder.loaded.size, analysis.mac_scales)
-    notes[:0] = _loading_notes(unfused, analysis, calibration is not None)
+    notes[:0] = _loading_notes(unfused, written_as_qdq, analysis, calibration is not None)
     scores = builder.scores(analysis, config.importance)
     release_freed_memory()
     chosen, sensitivity = _choose(builder, analysis, scores, config, settings)

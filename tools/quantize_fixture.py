@@ -1,8 +1,9 @@
-"""Quantize the Fashion-MNIST fixture to the QDQ format with ONNX Runtime, for the README's QDQ figures.
+"""Quantize the Fashion-MNIST fixture with ONNX Runtime, for the README's figures on quantized models: to
+the QDQ format, or with ``--operator-format`` to QLinearConv, QLinearAdd and QGemm.
 
 Usage::
 
-    python tools/quantize_fixture.py /tmp/fashion_qdq.onnx [--per-tensor]
+    python tools/quantize_fixture.py /tmp/fashion_qdq.onnx [--per-tensor] [--operator-format]
     python tools/quantize_fixture.py --calib /tmp/fashion_calib.npz    # 2,000 test images with labels
     onnxprune /tmp/fashion_qdq.onnx --target-macs 0.5 --calib /tmp/fashion_calib.npz
 """
@@ -38,10 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", nargs="?", type=Path)
     parser.add_argument("--per-tensor", action="store_true", help="one scale per weight, not per channel")
+    parser.add_argument("--operator-format", action="store_true", help="integer ops (QuantFormat.QOperator), not QDQ")
     parser.add_argument("--calib", type=Path, help="also write 2,000 test images with labels to this .npz")
     args = parser.parse_args()
     if args.output:
-        quantize_static(str(FIXTURE), str(args.output), _Batches(test_images(64)[0]), quant_format=QuantFormat.QDQ,
+        quantize_static(str(FIXTURE), str(args.output), _Batches(test_images(64)[0]), quant_format=QuantFormat.QOperator if args.operator_format else QuantFormat.QDQ,
                         per_channel=not args.per_tensor, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
         print(f"written: {args.output}")

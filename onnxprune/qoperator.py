@@ -1,0 +1,192 @@
+"""Quantized models in the operator format, written in the QDQ format on load.
+
+ONNX Runtime's ``quantize_static`` with ``QuantFormat.QOperator`` (and older int8 models) computes with
+integer ops that hold their weights, scales and zero points as inputs: QLinearConv and QLinearMatMul, and
+in the ``com.microsoft`` domain QGemm, QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid,
+QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool and QLinearSoftmax. Each stands for the
+float op between DequantizeLinear of its inputs and QuantizeLinear of its output (QLinearConv's int32
+bias is dequantized on the input scale times the weight scale), which is the QDQ format that the channel
+rules, criteria and compensation already handle. ONNX Runtime fuses that form back into the same integer
+kernels when it loads the pruned model. A node whose form this cannot write exactly (a scale computed at
+run time, QGemm's alpha other than 1, a channels-last pool) is left as it is, and pins its channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+CONTRIB_DOMAIN = "com.microsoft"
+_POOL_ATTRIBUTES = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
+
+
+def has_operator_format(model: onnx.ModelProto) -> bool:
+    """Whether ``model``'s graph holds an integer op that :func:`write_as_qdq` rewrites."""
+    return any((node.domain or "", node.op_type) in _WRITERS for node in model.graph.node)
+
+
+def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
+    """Replace the operator-format integer ops of ``graph`` with their QDQ form, in place; returns the op
+    types rewritten, one entry per node."""
+    if graph.opset < 13:
+        return ()  # per-channel DequantizeLinear (its axis) comes with opset 13
+    written = []
+    for node in list(graph.nodes):
+        writer = _WRITERS.get((node.domain or "", node.op))
+        node.name = node.name or f"{node.op}_{node.outputs[0].name}"
+        replacement = writer(_Writer(node)) if writer is not None else None
+        if replacement is None:
+            continue
+        node.inputs.clear()
+        node.outputs.clear()
+        graph.nodes.extend(replacement)
+        written.append(node.op)
+    if written:
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return tuple(written)
+
+
+class _Writer:
+    """Builds the QDQ form of one integer node: dequantized inputs, the float op, the quantized output."""
+
+    def __init__(self, node: gs.Node) -> None:
+        self.node = node
+        self.nodes: list[gs.Node] = []
+
+    def input(self, index: int) -> gs.Tensor | None:
+        inputs = self.node.inputs
+        return inputs[index] if len(inputs) > index and not inputs[index].is_empty() else None
+
+    def scale_type(self) -> np.dtype:
+        scale = next((t for t in self.node.inputs if isinstance(t, gs.Constant) and t.values.dtype.kind == "f"), None)
+        return scale.values.dtype if scale is not None else np.dtype(np.float32)
+
+    def dequantized(self, x: int, scale: int, zero_point: int | None, axis: int | None = None) -> gs.Variable:
+        """DequantizeLinear of input ``x`` on the scale and zero point at those inputs."""
+        inputs = [self.node.inputs[x], self.node.inputs[scale]]
+        if zero_point is not None and self.input(zero_point) is not None:
+            inputs.append(self.node.inputs[zero_point])
+        return self.dequantize(inputs, f"{self.node.name}_dq{x}", axis)
+
+    def dequantize(self, inputs: list[gs.Tensor], name: str, axis: int | None = None) -> gs.Variable:
+        out = gs.Variable(f"{name}_out", dtype=self.scale_type())
+        per_channel = isinstance(inputs[1], gs.Constant) and inputs[1].values.size > 1
+        attrs = {"axis": axis} if per_channel and axis is not None else {}
+        self.nodes.append(gs.Node("DequantizeLinear", name, attrs, inputs, [out]))
+        return out
+
+    def float_op(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None) -> gs.Variable:
+        out = gs.Variable(f"{self.node.name}_float", dtype=self.scale_type())
+        self.nodes.append(gs.Node(op, f"{self.node.name}_{op}", attrs or {}, inputs, [out]))
+        return out
+
+    def quantized(self, x: gs.Variable, scale: int, zero_point: int | None) -> list[gs.Node]:
+        """QuantizeLinear of ``x`` into the node's output, on the scale and zero point at those inputs;
+        returns every node built."""
+        inputs = [x, self.node.inputs[scale]]
+        if zero_point is not None and self.input(zero_point) is not None:
+            inputs.append(self.node.inputs[zero_point])
+        self.nodes.append(gs.Node("QuantizeLinear", f"{self.node.name}_q", inputs=inputs, outputs=[self.node.outputs[0]]))
+        return self.nodes
+
+    def constant_scales(self, *indices: int) -> bool:
+        """Whether the inputs at ``indices`` (scales and zero points) are present constants or absent."""
+        return all(self.input(i) is None or isinstance(self.input(i), gs.Constant) for i in indices)
+
+
+def _conv(w: _Writer) -> list[gs.Node] | None:
+    # QLinearConv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B)
+    if not w.constant_scales(1, 4, 5) or not isinstance(w.node.inputs[3], gs.Constant):
+        return None
+    inputs = [w.dequantized(0, 1, 2), w.dequantized(3, 4, 5, axis=0)]
+    bias = w.input(8)
+    if bias is not None:
+        if not isinstance(bias, gs.Constant):
+            return None
+        # The int32 bias is on the input scale times each weight scale, zero point 0.
+        scale = (w.node.inputs[1].values * w.node.inputs[4].values).astype(w.scale_type()).reshape(-1)
+        bias_scale = gs.Constant(f"{w.node.name}_bias_scale", scale if scale.size > 1 else scale.reshape(()))
+        inputs.append(w.dequantize([bias, bias_scale], f"{w.node.name}_dq8", axis=0))
+    attrs = {k: v for k, v in w.node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+    return w.quantized(w.float_op("Conv", inputs, attrs), 6, 7)
+
+
+def _matmul(w: _Writer) -> list[gs.Node] | None:
+    # QLinearMatMul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point); b's scale
+    # may hold one entry per column.
+    if not w.constant_scales(1, 4, 5):
+        return None
+    b_shape, per_column = w.node.inputs[3].shape, w.node.inputs[4].values.size > 1
+    if per_column and b_shape is None:
+        return None
+    inputs = [w.dequantized(0, 1, 2), w.dequantized(3, 4, 5, axis=len(b_shape) - 1 if per_column else None)]
+    return w.quantized(w.float_op("MatMul", inputs), 6, 7)
+
+
+def _gemm(w: _Writer) -> list[gs.Node] | None:
+    # QGemm(A, a_scale, a_zero_point, B, b_scale, b_zero_point, C, y_scale, y_zero_point): C is int32 on
+    # a_scale times b_scale; without y_scale the output is float.
+    if float(w.node.attrs.get("alpha", 1.0)) != 1.0 or not w.constant_scales(1, 4, 5):
+        return None
+    trans_b = int(w.node.attrs.get("transB", 0))
+    inputs = [w.dequantized(0, 1, 2), w.dequantized(3, 4, 5, axis=0 if trans_b else 1)]
+    bias = w.input(6)
+    if bias is not None:
+        if not isinstance(bias, gs.Constant):
+            return None
+        scale = (w.node.inputs[1].values * w.node.inputs[4].values).astype(w.scale_type()).reshape(-1)
+        bias_scale = gs.Constant(f"{w.node.name}_bias_scale", scale if scale.size > 1 else scale.reshape(()))
+        inputs.append(w.dequantize([bias, bias_scale], f"{w.node.name}_dq6", axis=0))
+    attrs = {"transA": int(w.node.attrs.get("transA", 0)), "transB": trans_b}
+    if w.input(7) is None:  # a float output: the Gemm writes it
+        w.nodes.append(gs.Node("Gemm", f"{w.node.name}_Gemm", attrs, inputs, [w.node.outputs[0]]))
+        return w.nodes
+    return w.quantized(w.float_op("Gemm", inputs, attrs), 7, 8)
+
+
+def _binary(op: str) -> Callable[[_Writer], list[gs.Node] | None]:
+    def write(w: _Writer) -> list[gs.Node] | None:
+        # QLinearAdd / QLinearMul(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point)
+        return w.quantized(w.float_op(op, [w.dequantized(0, 1, 2), w.dequantized(3, 4, 5)]), 6, 7)
+    return write
+
+
+def _unary(op: str, attributes: tuple[str, ...] = ()) -> Callable[[_Writer], list[gs.Node] | None]:
+    def write(w: _Writer) -> list[gs.Node] | None:
+        # QLinearSigmoid and the like (X, X_scale, X_zero_point, Y_scale, Y_zero_point)
+        if int(w.node.attrs.get("channels_last", 0)):
+            return None
+        attrs = {k: v for k, v in w.node.attrs.items() if k in attributes}
+        return w.quantized(w.float_op(op, [w.dequantized(0, 1, 2)], attrs), 3, 4)
+    return write
+
+
+def _softmax(w: _Writer) -> list[gs.Node] | None:
+    # QLinearSoftmax's axis follows Softmax's meaning in the opset it names (before 13: flattened to 2-D).
+    if int(w.node.attrs.get("opset", 13)) < 13:
+        return None
+    return _unary("Softmax", ("axis",))(w)
+
+
+def _concat(w: _Writer) -> list[gs.Node] | None:
+    # QLinearConcat(Y_scale, Y_zero_point, X1, X1_scale, X1_zero_point, X2, ...)
+    parts = [w.dequantized(i, i + 1, i + 2) for i in range(2, len(w.node.inputs), 3)]
+    return w.quantized(w.float_op("Concat", parts, {"axis": int(w.node.attrs["axis"])}), 0, 1)
+
+
+_WRITERS: dict[tuple[str, str], Callable[[_Writer], list[gs.Node] | None]] = {
+    ("", "QLinearConv"): _conv,
+    ("", "QLinearMatMul"): _matmul,
+    (CONTRIB_DOMAIN, "QGemm"): _gemm,
+    (CONTRIB_DOMAIN, "QLinearAdd"): _binary("Add"),
+    (CONTRIB_DOMAIN, "QLinearMul"): _binary("Mul"),
+    (CONTRIB_DOMAIN, "QLinearConcat"): _concat,
+    (CONTRIB_DOMAIN, "QLinearSigmoid"): _unary("Sigmoid"),
+    (CONTRIB_DOMAIN, "QLinearLeakyRelu"): _unary("LeakyRelu", ("alpha",)),
+    (CONTRIB_DOMAIN, "QLinearAveragePool"): _unary("AveragePool", _POOL_ATTRIBUTES),
+    (CONTRIB_DOMAIN, "QLinearGlobalAveragePool"): _unary("GlobalAveragePool"),
+    (CONTRIB_DOMAIN, "QLinearSoftmax"): _softmax,
+}
