@@ -71,7 +71,7 @@ class Analysis:
         quantized = sorted({node.op for node in self.graph.nodes} & QUANTIZED_OPS)
         if quantized:
             return (f"the model is quantized ({', '.join(quantized)}) in a form onnxprune cannot write in the QDQ "
-                    "format (before opset 13, or with scales computed at run time); prune the float model, then "
+                    "format (scales per channel before opset 13, or computed at run time); prune the float model, then "
                     "quantize it (or quantize to QDQ)")
         if any(node.domain == "com.microsoft.nchwc" for node in self.graph.nodes):
             # ONNX Runtime's "all" optimization level saves convs in its blocked layout for this machine's CPU.

@@ -7,8 +7,9 @@ QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool and QLinearSoftma
 float op between DequantizeLinear of its inputs and QuantizeLinear of its output (QLinearConv's int32
 bias is dequantized on the input scale times the weight scale), which is the QDQ format that the channel
 rules, criteria and compensation already handle. ONNX Runtime fuses that form back into the same integer
-kernels when it loads the pruned model. A node whose form this cannot write exactly (a scale computed at
-run time, QGemm's alpha other than 1, a channels-last pool) is left as it is, and pins its channels.
+kernels when it loads the pruned model. A node whose form this cannot write exactly (a scale per channel
+before opset 13, whose DequantizeLinear has no axis; a scale computed at run time; QGemm's alpha other
+than 1; a channels-last pool) is left as it is, and pins its channels.
 """
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ def has_operator_format(model: onnx.ModelProto) -> bool:
 def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
     """Replace the operator-format integer ops of ``graph`` with their QDQ form, in place; returns the op
     types rewritten, one entry per node."""
-    if graph.opset < 13:
-        return ()  # per-channel DequantizeLinear (its axis) comes with opset 13
+    if graph.opset < 10:
+        return ()  # DequantizeLinear comes with opset 10
     written = []
     for node in list(graph.nodes):
         writer = _WRITERS.get((node.domain or "", node.op))
+        if writer is None:
+            continue
         node.name = node.name or f"{node.op}_{node.outputs[0].name}"
-        replacement = writer(_Writer(node)) if writer is not None else None
+        try:
+            replacement = writer(_Writer(node, graph.opset))
+        except _NotWritable:
+            replacement = None
         if replacement is None:
             continue
         node.inputs.clear()
@@ -49,11 +55,16 @@ def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
     return tuple(written)
 
 
+class _NotWritable(Exception):
+    """The node's QDQ form needs what its graph's opset lacks."""
+
+
 class _Writer:
     """Builds the QDQ form of one integer node: dequantized inputs, the float op, the quantized output."""
 
-    def __init__(self, node: gs.Node) -> None:
+    def __init__(self, node: gs.Node, opset: int) -> None:
         self.node = node
+        self.opset = opset
         self.nodes: list[gs.Node] = []
 
     def input(self, index: int) -> gs.Tensor | None:
@@ -74,6 +85,8 @@ class _Writer:
     def dequantize(self, inputs: list[gs.Tensor], name: str, axis: int | None = None) -> gs.Variable:
         out = gs.Variable(f"{name}_out", dtype=self.scale_type())
         per_channel = isinstance(inputs[1], gs.Constant) and inputs[1].values.size > 1
+        if per_channel and self.opset < 13:
+            raise _NotWritable  # DequantizeLinear's axis, for a scale per channel, comes with opset 13
         attrs = {"axis": axis} if per_channel and axis is not None else {}
         self.nodes.append(gs.Node("DequantizeLinear", name, attrs, inputs, [out]))
         return out
@@ -165,8 +178,9 @@ def _unary(op: str, attributes: tuple[str, ...] = ()) -> Callable[[_Writer], lis
 
 
 def _softmax(w: _Writer) -> list[gs.Node] | None:
-    # QLinearSoftmax's axis follows Softmax's meaning in the opset it names (before 13: flattened to 2-D).
-    if int(w.node.attrs.get("opset", 13)) < 13:
+    # QLinearSoftmax's axis follows Softmax's meaning in the opset it names (before 13: flattened to 2-D),
+    # the Softmax written the graph's.
+    if (int(w.node.attrs.get("opset", 13)) >= 13) != (w.opset >= 13):
         return None
     return _unary("Softmax", ("axis",))(w)
 
