@@ -35,6 +35,7 @@ from onnxprune.shape_targets import (
     packed_projection_selects,
     reshape_round_trips,
     sliced_sizes,
+    strided_identity_views,
 )
 
 G_LOGGER.severity = G_LOGGER.ERROR
@@ -276,8 +277,9 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         infer_graph_shapes(graph, model)
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
-        if not (flattened_linears(graph) + reshape_round_trips(graph) + batch_head_round_trips(graph) + packed_projection_selects(graph)
-                + merged_head_attentions(graph) + constant_reshape_targets(graph) + constant_slice_bounds(graph)):
+        if not (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
+                + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
+                + constant_reshape_targets(graph) + constant_slice_bounds(graph)):
             break
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)

@@ -26,7 +26,7 @@ _POOL_ATTRIBUTES = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape"
 
 def has_operator_format(model: onnx.ModelProto) -> bool:
     """Whether ``model``'s graph holds an integer op that :func:`write_as_qdq` rewrites."""
-    return any((node.domain or "", node.op_type) in _WRITERS for node in model.graph.node)
+    return any(_key(node.domain, node.op_type) in _WRITERS for node in model.graph.node)
 
 
 def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
@@ -36,7 +36,7 @@ def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
         return ()  # DequantizeLinear comes with opset 10
     written = []
     for node in list(graph.nodes):
-        writer = _WRITERS.get((node.domain or "", node.op))
+        writer = _WRITERS.get(_key(node.domain, node.op))
         if writer is None:
             continue
         node.name = node.name or f"{node.op}_{node.outputs[0].name}"
@@ -53,6 +53,10 @@ def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
     if written:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
     return tuple(written)
+
+
+def _key(domain: str | None, op: str) -> tuple[str, str]:
+    return ("" if domain in (None, "", "ai.onnx") else domain, op)
 
 
 class _NotWritable(Exception):

@@ -1,7 +1,8 @@
 """Reshape targets computed at run time from sizes the graph already has, made constant; and reshape
 patterns of attention exports rewritten as the simpler ops they amount to (``reshape_round_trips``,
 ``batch_head_round_trips``, ``packed_projection_selects``, ``flattened_linears``), so that the channel rules
-see the heads.
+see the heads; and the dynamo exporter's identity ``as_strided`` of a channels-last tensor made the Reshape
+it is (``strided_identity_views``).
 
 The TorchScript exporter writes ``x.flatten(2)`` or ``x.reshape(b, n, 3, heads, d)`` with a symbolic batch
 as a target built at run time: Shape -> Slice / Gather -> Unsqueeze -> Concat with constants. ONNX shape
@@ -266,6 +267,88 @@ def flattened_linears(graph: gs.Graph) -> int:
     if replaced:
         graph.toposort()
     return replaced
+
+
+def strided_identity_views(graph: gs.Graph) -> int:
+    """Replace Gather(Reshape(x, [-1]), indices) whose indices, computed at run time from x's batch size,
+    read every element of x in order (an identity ``as_strided``) with a Reshape of x to the indices'
+    shape; returns how many were replaced.
+
+    The dynamo exporter writes a view of a tensor in PyTorch's channels-last memory format so (a flatten
+    after global pooling, in a model moved to ``torch.channels_last``): Range(0, N) times a stride, plus
+    constant offsets per axis. The indices are checked for batches of 1, 2 and 3: affine in the batch index
+    as they are built, they are then the identity for every batch.
+    """
+    replaced = 0
+    taken = _names(graph)
+    for node in list(graph.nodes):
+        if node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0 or len(node.inputs) != 2:
+            continue
+        flat, indices = node.inputs
+        if len(flat.inputs) != 1 or flat.inputs[0].op != "Reshape" or _values(flat.inputs[0].inputs[1], 0) != [-1]:
+            continue
+        source = flat.inputs[0].inputs[0]
+        shape = source.shape
+        if not shape or not isinstance(shape[0], str) or not all(isinstance(d, int) for d in shape[1:]):
+            continue
+        per_sample = int(np.prod(shape[1:]))
+        layout = None
+        for batch in (1, 2, 3):
+            value = _evaluated(indices, shape[0], batch, 0)
+            if value is None or value.size != batch * per_sample or not np.array_equal(value.reshape(-1), np.arange(value.size)):
+                break
+            if value.shape[0] != batch:
+                break
+            layout = list(value.shape[1:])
+        else:
+            target = gs.Constant(_unique(taken, f"{node.name}_shape"), np.array([-1, *layout], np.int64))
+            graph.nodes.append(gs.Node("Reshape", name=_unique(taken, f"{node.name}_view"), inputs=[source, target],
+                                       outputs=[node.outputs[0]]))
+            node.outputs.clear()
+            replaced += 1
+    if replaced:
+        graph.toposort()
+    return replaced
+
+
+def _evaluated(tensor: gs.Tensor, batch_symbol: str, batch: int, depth: int) -> np.ndarray | None:
+    """The value of a small index computation from constants and tensor sizes, with the symbolic size
+    ``batch_symbol`` set to ``batch``; None where it uses anything else (another symbolic size, an op not
+    listed here)."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values) if tensor.values.size <= 4096 else None
+    if depth > MAX_DEPTH or len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    if node.op == "Shape":
+        dims = node.inputs[0].shape
+        if dims is None:
+            return None
+        sizes = [batch if d == batch_symbol else d for d in dims][slice(node.attrs.get("start", 0), node.attrs.get("end"))]
+        return np.array(sizes, np.int64) if all(isinstance(d, int) for d in sizes) else None
+    inputs = [_evaluated(t, batch_symbol, batch, depth + 1) if t.name else None for t in node.inputs]
+    if any(value is None for value in inputs):
+        return None
+    if node.op == "Range" and all(v.size == 1 for v in inputs):
+        return np.arange(*(v.reshape(()) for v in inputs))
+    if node.op in ("Add", "Mul", "Sub") and len(inputs) == 2:
+        return {"Add": np.add, "Mul": np.multiply, "Sub": np.subtract}[node.op](*inputs)
+    if node.op in ("Unsqueeze", "Squeeze"):
+        axes = inputs[1] if len(inputs) > 1 else node.attrs.get("axes")
+        if axes is None:
+            return np.squeeze(inputs[0]) if node.op == "Squeeze" else None
+        axes = [int(a) for a in np.asarray(axes).reshape(-1)]
+        if node.op == "Squeeze":
+            return np.squeeze(inputs[0], axis=tuple(axes))
+        return np.expand_dims(inputs[0], [a % (inputs[0].ndim + len(axes)) for a in axes])
+    if node.op == "Gather" and len(inputs) == 2:
+        return np.take(inputs[0], inputs[1], axis=int(node.attrs.get("axis", 0)))
+    if node.op in ("Cast", "Identity"):
+        return inputs[0]
+    if node.op == "Reshape" and len(inputs) == 2 and inputs[1].size:
+        target = [d if d else inputs[0].shape[i] for i, d in enumerate(inputs[1].tolist())]
+        return inputs[0].reshape(target)
+    return None
 
 
 def _linear_weight(gemm: gs.Node, taken: set[str]) -> gs.Tensor | None:

@@ -805,6 +805,40 @@ def test_a_computed_product_of_sizes_in_a_target_becomes_minus_one():
         assert run(result.model, {"x": x})[0].shape == (batch * 64, 5)
 
 
+def _channels_last_flatten(offsets: list[int]) -> onnx.ModelProto:
+    """conv1 (3 -> 8) -> global mean [N, 8, 1, 1] -> the dynamo exporter's as_strided of a channels-last
+    tensor: Gather(Reshape(x, [-1]), Range(0, N) x 8 + ``offsets`` per channel) -> [-1, 8] -> Gemm."""
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("flat", [-1]), ("rows", [-1, 8]), ("zero", 0), ("step", 1), ("stride", 8), ("axes", [1, 2, 3]),
+              ("offsets", np.array(offsets).reshape(1, 8, 1, 1)))]
+    inits += [weight("fc.w", (4, 8), 5), weight("fc.b", (4,), 6)]
+    nodes = [helper.make_node("ReduceMean", ["a"], ["pooled"], axes=[2, 3], keepdims=1),
+             helper.make_node("Reshape", ["pooled", "flat"], ["flat_pooled"]),
+             helper.make_node("Shape", ["x"], ["batch_1d"], start=0, end=1),
+             helper.make_node("Squeeze", ["batch_1d"], ["batch"]),
+             helper.make_node("Range", ["zero", "batch", "step"], ["samples"]),
+             helper.make_node("Mul", ["samples", "stride"], ["starts"]),
+             helper.make_node("Unsqueeze", ["starts", "axes"], ["starts_4d"]),
+             helper.make_node("Add", ["starts_4d", "offsets"], ["indices"]),
+             helper.make_node("Gather", ["flat_pooled", "indices"], ["strided"], name="as_strided", axis=0),
+             helper.make_node("Reshape", ["strided", "rows"], ["features"]),
+             helper.make_node("Gemm", ["features", "fc.w", "fc.b"], ["y"], name="fc", transB=1)]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    return make_model([first, *nodes], X, ["y"], inits1 + inits)
+
+
+def test_an_identity_as_strided_of_a_channels_last_map_is_a_reshape():
+    # Offsets 0..7 read every element in order: the view is the tensor itself, and conv1's channels prune.
+    result = prune_checked(_channels_last_flatten(list(range(8))))
+    assert group_of(result, "a")["kept"] == 4
+    assert "Gather" not in {n.op for n in import_graph(result.model).nodes}
+
+
+def test_an_as_strided_that_reorders_the_channels_stays_and_pins_them():
+    result = prune_checked(_channels_last_flatten([1, 0, 2, 3, 4, 5, 6, 7]))
+    assert group_of(result, "a")["pinned_reason"] is not None
+
+
 def test_the_constant_target_never_takes_the_name_of_a_tensor_in_use():
     # The new constant is named after its node ("reshape_target"); here an activation has that name.
     model = _tokens_model([("slice", 2), ("const", -1)], hidden="reshape_target")

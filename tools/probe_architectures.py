@@ -3,7 +3,8 @@
 The README's figures for single-head attention (the linear row of the ops table: DANet's position and
 channel attention, SAGAN's self-attention, a non-local block, a Keras-style dot-product attention without
 heads) and its list of architectures checked by hand (a Swin transformer's window attention with its
-relative position bias, a Conformer's convolution module with GLU, a MobileViT block) come from here. The
+relative position bias, a Conformer's convolution module with GLU, a MobileViT block, a small CNN in
+PyTorch's channels-last memory format) come from here. The
 convolutional blocks sit between a 32-channel stem conv and a classifier head; all have random weights and
 BatchNorm statistics; images are 16x16 (32x32 for Swin and MobileViT). Each export is pruned at
 ``--ratio 0.5 --round-to 1``; the script prints its MACs before and after, whether it meets the masking
@@ -98,6 +99,19 @@ class Classifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.block(self.stem(x)))
+
+
+class SmallCNN(nn.Module):
+    """Two convs, global pooling, flatten, a linear layer: probed in PyTorch's channels-last memory format,
+    whose flatten the dynamo exporter writes as a Gather of computed indices (``as_strided``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                                    nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.layers(x)
 
 
 class DotProductAttention(nn.Module):
@@ -215,6 +229,7 @@ MODELS = {
     "swin": Swin,
     "conformer": Conformer,
     "mobilevit": MobileViT,
+    "channels_last_cnn": lambda: SmallCNN().to(memory_format=torch.channels_last),
 }
 INPUTS = {"dot_product_attention": (2, 10, 12), "conformer": (2, 12, 20), "swin": (2, 3, 32, 32), "mobilevit": (2, 3, 32, 32)}
 
@@ -233,6 +248,8 @@ def main() -> None:
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.data.uniform_(0.5, 1.5)
         x = torch.randn(*INPUTS.get(name, (2, 3, 16, 16)))
+        if name == "channels_last_cnn":
+            x = x.to(memory_format=torch.channels_last)
         for exporter in ("ts", "dynamo"):
             path = folder / f"{name}.{exporter}.onnx"
             if exporter == "ts":
