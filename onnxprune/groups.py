@@ -45,8 +45,8 @@ class ChannelGroup:
 # Ops of quantized models in the operator format, whose integer weights onnxprune does not slice (it
 # prunes the QDQ format: QuantizeLinear and DequantizeLinear around float ops, and writes most of these so
 # on load, see ``qoperator.py``; those left are the ones it could not).
-QUANTIZED_OPS = {"DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-                 "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearSigmoid"}
+QUANTIZED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+                 "QLinearConcat", "QLinearGlobalAveragePool", "QLinearSigmoid"}
 
 
 @dataclass

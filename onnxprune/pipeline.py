@@ -153,9 +153,12 @@ def _loading_notes(unfused: tuple[str, ...], written_as_qdq: tuple[str, ...], an
     notes = []
     if written_as_qdq:
         counts = Counter(written_as_qdq)
+        dynamic = {"ConvInteger", "MatMulInteger"} & set(counts)
         notes.append("the model's integer ops (" + ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
-                     + ") were written in the QDQ format, DequantizeLinear -> float op -> QuantizeLinear, which "
-                     "ONNX Runtime fuses back into the same integer ops when it loads the pruned model")
+                     + ") were written in the QDQ format (DequantizeLinear, the float op, QuantizeLinear), which "
+                     "ONNX Runtime fuses into integer ops again when it loads the pruned model"
+                     + ("; of dynamic quantization, it fuses the MatMuls and runs the convs in float on their "
+                        "dequantized weights" if dynamic else ""))
     if unfused:
         counts = Counter(unfused)
         optimizer_only = _optimizer_only(unfused)

@@ -7,9 +7,16 @@ QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool and QLinearSoftma
 float op between DequantizeLinear of its inputs and QuantizeLinear of its output (QLinearConv's int32
 bias is dequantized on the input scale times the weight scale), which is the QDQ format that the channel
 rules, criteria and compensation already handle. ONNX Runtime fuses that form back into the same integer
-kernels when it loads the pruned model. A node whose form this cannot write exactly (a scale per channel
-before opset 13, whose DequantizeLinear has no axis; a scale computed at run time; QGemm's alpha other
-than 1; a channels-last pool) is left as it is, and pins its channels.
+kernels when it loads the pruned model.
+
+Dynamic quantization (``quantize_dynamic``) writes ConvInteger and MatMulInteger of an input quantized
+at run time (DynamicQuantizeLinear), then a Cast to float and a Mul by the input's scale times the
+weight's: that is the Conv or MatMul of the input and weight dequantized on those scales, and is written
+so (ONNX Runtime fuses the MatMuls back into its integer ones; the convs run in float).
+
+A node whose form this cannot write exactly (a scale per channel before opset 13, whose DequantizeLinear
+has no axis; a scale computed at run time; QGemm's alpha other than 1; a channels-last pool) is left as
+it is, and pins its channels.
 """
 
 from __future__ import annotations
@@ -40,11 +47,15 @@ def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
         if writer is None:
             continue
         node.name = node.name or f"{node.op}_{node.outputs[0].name}"
+        built = _Writer(node, graph.opset)
         try:
-            replacement = writer(_Writer(node, graph.opset))
+            replacement = writer(built)
         except _NotWritable:
             replacement = None
         if replacement is None:
+            for unused in built.nodes:  # graphsurgeon links a node to its tensors when it is made
+                unused.inputs.clear()
+                unused.outputs.clear()
             continue
         node.inputs.clear()
         node.outputs.clear()
@@ -195,7 +206,59 @@ def _concat(w: _Writer) -> list[gs.Node] | None:
     return w.quantized(w.float_op("Concat", parts, {"axis": int(w.node.attrs["axis"])}), 0, 1)
 
 
+def _integer_product(w: _Writer) -> list[gs.Node] | None:
+    # Dynamic quantization: ConvInteger / MatMulInteger(A, W, A's zero point, W's zero point) -> Cast to
+    # float -> Mul by A's scale times W's (one, or one per output channel). Its float value is the Conv or
+    # MatMul of A and W dequantized on those scales, whichever scalar A's scale is.
+    node = w.node
+    cast = _only_reader(node.outputs[0])
+    scaled = _only_reader(cast.outputs[0]) if cast is not None and cast.op == "Cast" else None
+    if scaled is None or scaled.op != "Mul" or not isinstance(node.inputs[1], gs.Constant):
+        return None
+    scale = scaled.inputs[1] if scaled.inputs[0] is cast.outputs[0] else scaled.inputs[0]
+    factors = scale.inputs[0].inputs if len(scale.inputs) == 1 and scale.inputs[0].op == "Mul" else []
+    weight_scale = next((t for t in factors if isinstance(t, gs.Constant)), None)
+    input_scale = next((t for t in factors if t is not weight_scale), None)
+    if weight_scale is None or input_scale is None or input_scale.shape is None or any(d != 1 for d in input_scale.shape):
+        return None
+    zero = w.input(3)
+    if zero is not None and not isinstance(zero, gs.Constant):
+        return None
+    channels = weight_scale.values.size
+    if zero is not None and zero.values.size not in (1, channels) and channels == 1:
+        channels = zero.values.size
+    # DequantizeLinear wants the weight's scale and zero point of one shape.
+    scales = np.broadcast_to(weight_scale.values.reshape(-1), (channels,)).astype(weight_scale.values.dtype)
+    weight_inputs = [node.inputs[1], gs.Constant(f"{node.name}_weight_scale", scales if channels > 1 else scales.reshape(()))]
+    if zero is not None:
+        zeros = np.broadcast_to(zero.values.reshape(-1), (channels,)).astype(zero.values.dtype)
+        weight_inputs.append(gs.Constant(f"{node.name}_weight_zero", zeros if channels > 1 else zeros.reshape(())))
+    shape = node.inputs[1].shape
+    axis = 0 if node.op == "ConvInteger" else (len(shape) - 1 if shape is not None else None)
+    if channels > 1 and axis is None:
+        return None
+    if list(input_scale.shape):  # DequantizeLinear's scale for the whole tensor is a scalar
+        scalar = gs.Variable(f"{node.name}_input_scale", dtype=w.scale_type())
+        w.nodes.append(gs.Node("Reshape", f"{node.name}_input_scale", outputs=[scalar],
+                               inputs=[input_scale, gs.Constant(f"{node.name}_scalar", np.zeros(0, np.int64))]))
+        input_scale = scalar
+    inputs = [w.dequantize([node.inputs[0], input_scale] + ([node.inputs[2]] if w.input(2) is not None else []), f"{node.name}_dq0"),
+              w.dequantize(weight_inputs, f"{node.name}_dq1", axis)]
+    op = "Conv" if node.op == "ConvInteger" else "MatMul"
+    attrs = {k: v for k, v in node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+    result = scaled.outputs[0]
+    scaled.outputs.clear()
+    w.nodes.append(gs.Node(op, f"{node.name}_{op}", attrs, inputs, [result]))
+    return w.nodes
+
+
+def _only_reader(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
+
+
 _WRITERS: dict[tuple[str, str], Callable[[_Writer], list[gs.Node] | None]] = {
+    ("", "ConvInteger"): _integer_product,
+    ("", "MatMulInteger"): _integer_product,
     ("", "QLinearConv"): _conv,
     ("", "QLinearMatMul"): _matmul,
     (CONTRIB_DOMAIN, "QGemm"): _gemm,

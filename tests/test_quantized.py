@@ -1,5 +1,6 @@
 """Quantized models in the QDQ format (ONNX Runtime's quantize_static): int8 weights and int32 biases behind
-DequantizeLinear, activations through QuantizeLinear and DequantizeLinear pairs."""
+DequantizeLinear, activations through QuantizeLinear and DequantizeLinear pairs; and models in the operator
+format (static and dynamic quantization), which are written in the QDQ format on load."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
-from helpers import assert_matches_masked, conv, make_model, run
+from helpers import assert_matches_masked, conv, make_model, relative_error, run
 from onnx import helper, numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 import onnxprune
 from onnxprune.calibrate import consumer_inputs
@@ -254,6 +255,59 @@ def test_a_scale_per_channel_before_opset_13_is_refused_with_a_reason(tmp_path, 
     message = capsys.readouterr()
     assert "QLinearConv" in message.out + message.err and "opset 13" in message.out + message.err
     assert not output.exists()
+
+
+def dynamically_quantized(model: onnx.ModelProto | Path, tmp_path: Path, per_channel: bool) -> Path:
+    """``model`` quantized by ONNX Runtime's quantize_dynamic (int8 weights; activations quantized at run
+    time by DynamicQuantizeLinear, products in ConvInteger and MatMulInteger)."""
+    source, target = tmp_path / "float.onnx", tmp_path / f"dynamic_{'pc' if per_channel else 'pt'}.onnx"
+    onnx.save(model, source) if isinstance(model, onnx.ModelProto) else source.write_bytes(model.read_bytes())
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel)
+    return target
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_a_dynamically_quantized_model_is_pruned_in_its_qdq_form(tmp_path, per_channel):
+    # ConvInteger -> Cast -> Mul by the input's scale times the weight's is the Conv of the dequantized
+    # input and weight: written so, its channels prune as the QDQ model's do. The masking oracle holds
+    # within a step of the quantization: removing channels changes the range that the next
+    # DynamicQuantizeLinear quantizes on.
+    path = dynamically_quantized(conv_chain(), tmp_path, per_channel)
+    assert Counter(n.op_type for n in onnx.load(path).graph.node)["ConvInteger"] == 3
+    written = read_model(str(path))
+    assert written.written_as_qdq == ("ConvInteger",) * 3
+    x = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    original = run(onnx.load(path), {"x": x})[0]
+    assert relative_error(original, run(written.model, {"x": x})[0]) < 1e-2
+    result = onnxprune.prune(str(path), ratio=0.5, round_to=1, compensate=False)
+    assert sorted(g["kept"] for g in result.report["groups"] if g["pinned_reason"] is None) == [4, 4]
+    assert result.pruned.macs == onnxprune.prune(conv_chain(), ratio=0.5, round_to=1, compensate=False).pruned.macs
+    assert_matches_masked(written.model, result.model, result.report, tol=2e-2)
+    assert any("dynamic quantization" in note for note in result.report["notes"])
+
+
+def test_a_dynamically_quantized_classifier_is_compensated(tmp_path):
+    # The Fashion-MNIST fixture through quantize_dynamic (ConvInteger, and MatMulInteger for its two
+    # linear layers): half its MACs go, and compensation on calibration data keeps its predictions.
+    data = np.load(MODELS / "fashion_mnist_test.npz")
+    x = ((data["x"][:600].astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
+    path = dynamically_quantized(MODELS / "fashion_mnist.ts.onnx", tmp_path, per_channel=True)
+    assert {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"} <= {n.op_type for n in onnx.load(path).graph.node}
+    calib = [{"input": x, "labels": data["labels"][:600].astype(np.int64)}]
+    agreement = {compensate: onnxprune.prune(str(path), target_macs=0.5, calib=calib, compensate=compensate)
+                 .report["fidelity"]["top1_agreement"] for compensate in (True, False)}
+    assert agreement[True] >= 0.9 > agreement[False]
+
+
+def test_a_dynamically_quantized_transformer_keeps_its_fused_integer_matmuls(tmp_path):
+    # The gpt fixture's MatMulIntegers, written as QDQ and pruned, are fused by ONNX Runtime into the same
+    # integer MatMuls as before (MatMulIntegerToFloat, DynamicQuantizeMatMul).
+    path = dynamically_quantized(MODELS / "gpt.ts.onnx", tmp_path, per_channel=False)
+    result = onnxprune.prune(str(path), ratio=0.5, round_to=1, latency=False)
+    assert result.pruned.macs == onnxprune.prune(MODELS / "gpt.ts.onnx", ratio=0.5, round_to=1, latency=False).pruned.macs
+    before, after = fused_ops(onnx.load(path), tmp_path), fused_ops(result.model, tmp_path)
+    for op in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
+        assert after[op] == before[op] > 0
 
 
 def test_a_relu_folded_into_unsigned_quantization_is_known_to_be_nonnegative(tmp_path):

@@ -4,7 +4,8 @@ Unary ops (Relu, Sigmoid, Clip, Cast, ...) keep channels index for index. Broadc
 Where, PRelu, ...) align inputs to the right: every input whose aligned channel axis has the full
 channel count is coupled with the output (residual Adds, squeeze-excite Muls, x*sigmoid(x)); a constant
 with the full count there is sliced; a size-1 axis broadcasts and is left alone. QuantizeLinear and
-DequantizeLinear of activations (QDQ models) keep channels too; per-channel scales are sliced with them.
+DequantizeLinear of activations (QDQ models) keep channels too; per-channel scales are sliced with them
+(one scale for the whole tensor may be computed at run time), and so does DynamicQuantizeLinear.
 """
 
 from __future__ import annotations
@@ -87,6 +88,18 @@ class BroadcastRule(Rule):
             ctx.record_io(node, y, y)
 
 
+class DynamicQuantizeRule(Rule):
+    """DynamicQuantizeLinear: its integer output keeps the input's channels (its scale and zero point,
+    computed at run time, are one for the whole tensor)."""
+
+    op_types = ("DynamicQuantizeLinear",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is not None:
+            ctx.same_channels(node.outputs[0], x)
+
+
 class QuantizeRule(Rule):
     op_types = ("QuantizeLinear", "DequantizeLinear")
 
@@ -95,8 +108,11 @@ class QuantizeRule(Rule):
         if x is None:
             return  # a weight's dequantization: sliced with the weight (see ``stored_constant``)
         extras = [index for index in (1, 2) if index < len(node.inputs) and not node.inputs[index].is_empty()]
-        if not all(isinstance(node.inputs[index], gs.Constant) for index in extras):
-            raise Unprunable("its scale or zero point is computed at run time")
+        computed = [index for index in extras if not isinstance(node.inputs[index], gs.Constant)]
+        if any(ctx.shape(node.inputs[index]) is None or any(d != 1 for d in ctx.shape(node.inputs[index]))
+               for index in computed):
+            # (One for the whole tensor, as DynamicQuantizeLinear computes them, is fine.)
+            raise Unprunable("its scale or zero point is computed at run time, per channel")
         if node.attrs.get("block_size", 0):
             raise Unprunable("it quantizes in blocks")
         axis = quantization_axis(node, ctx.rank(node.inputs[0]))
