@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_matches_masked, conv, make_model, run, weight
+from helpers import assert_matches_masked, conv, make_model, masked_reference, relative_error, run, weight
 from onnx import helper, numpy_helper
 
 import onnxprune
@@ -1205,6 +1205,21 @@ def test_heads_round_to_whole_multiples_of_the_rounding_in_channels():
     result = onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.5, round_to=16)
     assert group_of(result, "scores")["kept"] == 2
     assert group_of(onnxprune.prune(_attention(heads=4, head_size=8), ratio=0.3, round_to=16), "scores")["kept"] == 4
+
+
+def test_an_embedding_table_loses_the_columns_its_consumers_lose():
+    # Gather(table [50, 8], token ids [N, 12]) -> [N, 12, 8]: the table's columns are channels.
+    inits = [weight("table", (50, 8), 1), weight("w1", (8, 6), 2), weight("w2", (6, 4), 3)]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"], name="lookup", axis=0),
+             helper.make_node("MatMul", ["emb", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"], name="fc2")]
+    ids = helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", 12])
+    model = make_model(nodes, {}, ["y"], inits, extra_inputs=(ids,))
+    result = prune_checked(model)
+    assert group_of(result, "emb")["kept"] == 4 and list(node_of(result, "lookup").inputs[0].shape) == [50, 4]
+    tokens = {"ids": np.random.default_rng(0).integers(0, 50, (3, 12))}
+    expected = run(masked_reference(model, result.report), tokens)[0]
+    assert relative_error(expected, run(result.model, tokens)[0]) < 1e-5
 
 
 def test_channel_shuffle_removes_whole_shuffle_groups():

@@ -4,7 +4,7 @@ The README's figures for single-head attention (the linear row of the ops table:
 channel attention, SAGAN's self-attention, a non-local block, a Keras-style dot-product attention without
 heads) and its list of architectures checked by hand (a Swin transformer's window attention with its
 relative position bias, a Conformer's convolution module with GLU, a MobileViT block, a small CNN in
-PyTorch's channels-last memory format) come from here. The
+PyTorch's channels-last memory format, and text models whose embeddings prune) come from here. The
 convolutional blocks sit between a 32-channel stem conv and a classifier head; all have random weights and
 BatchNorm statistics; images are 16x16 (32x32 for Swin and MobileViT). Each export is pruned at
 ``--ratio 0.5 --round-to 1``; the script prints its MACs before and after, whether it meets the masking
@@ -112,6 +112,39 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.layers(x)
+
+
+class TextCNN(nn.Module):
+    """An embedding of 32 (100 tokens), a Conv1d of 24, max over time, a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding, self.conv, self.out = nn.Embedding(100, 32), nn.Conv1d(32, 24, 3, padding=1), nn.Linear(24, 4)
+
+    def forward(self, ids):
+        return self.out(torch.relu(self.conv(self.embedding(ids).transpose(1, 2))).amax(-1))
+
+
+class TextLSTM(nn.Module):
+    """An embedding of 32, an LSTM of 20, its last step classified."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding, self.lstm, self.out = nn.Embedding(100, 32), nn.LSTM(32, 20, batch_first=True), nn.Linear(20, 4)
+
+    def forward(self, ids):
+        return self.out(self.lstm(self.embedding(ids))[0][:, -1])
+
+
+class FastText(nn.Module):
+    """The mean of the tokens' embeddings of 32, then two linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding, self.hidden, self.out = nn.Embedding(100, 32), nn.Linear(32, 16), nn.Linear(16, 4)
+
+    def forward(self, ids):
+        return self.out(torch.relu(self.hidden(self.embedding(ids).mean(1))))
 
 
 class DotProductAttention(nn.Module):
@@ -230,7 +263,11 @@ MODELS = {
     "conformer": Conformer,
     "mobilevit": MobileViT,
     "channels_last_cnn": lambda: SmallCNN().to(memory_format=torch.channels_last),
+    "text_cnn": TextCNN,
+    "text_lstm": TextLSTM,
+    "fasttext": FastText,
 }
+TOKEN_INPUTS = ("text_cnn", "text_lstm", "fasttext")  # token ids [2, 12] of 100
 INPUTS = {"dot_product_attention": (2, 10, 12), "conformer": (2, 12, 20), "swin": (2, 3, 32, 32), "mobilevit": (2, 3, 32, 32)}
 
 
@@ -247,7 +284,7 @@ def main() -> None:
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.data.uniform_(0.5, 1.5)
-        x = torch.randn(*INPUTS.get(name, (2, 3, 16, 16)))
+        x = torch.randint(0, 100, (2, 12)) if name in TOKEN_INPUTS else torch.randn(*INPUTS.get(name, (2, 3, 16, 16)))
         if name == "channels_last_cnn":
             x = x.to(memory_format=torch.channels_last)
         for exporter in ("ts", "dynamo"):

@@ -54,6 +54,7 @@ class SplitRule(Rule):
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         x = ctx.channel(node.inputs[0])
         if x is None:
+            self._embedding(node, ctx)
             return
         axis = int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0])
         if axis != x.axis:
@@ -149,6 +150,7 @@ class GatherRule(Rule):
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         x = ctx.channel(node.inputs[0])
         if x is None:
+            self._embedding(node, ctx)
             return
         axis = int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0])
         index_rank = ctx.rank(node.inputs[1])
@@ -166,6 +168,18 @@ class GatherRule(Rule):
         y = ctx.declare(node.outputs[0], x.axis, len(indices))
         ctx.couple(x.slots[indices % x.size], y.slots)
         ctx.add_rewrite(self, node)
+
+    @staticmethod
+    def _embedding(node: gs.Node, ctx: ChannelContext) -> None:
+        """A lookup in a constant float table [V, D] by indices computed at run time (an embedding): the
+        table's D columns are the output's channels, on the axis after the indices' axes, and are sliced."""
+        table = ctx.weight_shape(node.inputs[0])
+        if (table is None or len(table) != 2 or int(node.attrs.get("axis", 0)) % 2 != 0
+                or ctx.weight_shape(node.inputs[1]) is not None
+                or np.dtype(node.outputs[0].dtype or np.int64).kind != "f"):
+            return
+        y = ctx.declare(node.outputs[0], ctx.rank(node.inputs[1]), table[1])
+        ctx.slice_param(node, 0, 1, y.slots, scored=True)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         x = view.channel(node.inputs[0].name)
