@@ -120,6 +120,19 @@ class _Writer:
         self.nodes.append(gs.Node("QuantizeLinear", f"{self.node.name}_q", inputs=inputs, outputs=[self.node.outputs[0]]))
         return self.nodes
 
+    def add_bias(self, inputs: list[gs.Tensor], index: int) -> bool:
+        """Append the dequantized int32 bias at ``index`` (if any) to ``inputs``: it is on the input scale
+        (input 1) times each weight scale (input 4), zero point 0. False where it is not a constant."""
+        bias = self.input(index)
+        if bias is None:
+            return True
+        if not isinstance(bias, gs.Constant):
+            return False
+        scale = (self.node.inputs[1].values * self.node.inputs[4].values).astype(self.scale_type()).reshape(-1)
+        bias_scale = gs.Constant(f"{self.node.name}_bias_scale", scale if scale.size > 1 else scale.reshape(()))
+        inputs.append(self.dequantize([bias, bias_scale], f"{self.node.name}_dq{index}", axis=0))
+        return True
+
     def constant_scales(self, *indices: int) -> bool:
         """Whether the inputs at ``indices`` (scales and zero points) are present constants or absent."""
         return all(self.input(i) is None or isinstance(self.input(i), gs.Constant) for i in indices)
@@ -130,14 +143,8 @@ def _conv(w: _Writer) -> list[gs.Node] | None:
     if not w.constant_scales(1, 4, 5) or not isinstance(w.node.inputs[3], gs.Constant):
         return None
     inputs = [w.dequantized(0, 1, 2), w.dequantized(3, 4, 5, axis=0)]
-    bias = w.input(8)
-    if bias is not None:
-        if not isinstance(bias, gs.Constant):
-            return None
-        # The int32 bias is on the input scale times each weight scale, zero point 0.
-        scale = (w.node.inputs[1].values * w.node.inputs[4].values).astype(w.scale_type()).reshape(-1)
-        bias_scale = gs.Constant(f"{w.node.name}_bias_scale", scale if scale.size > 1 else scale.reshape(()))
-        inputs.append(w.dequantize([bias, bias_scale], f"{w.node.name}_dq8", axis=0))
+    if not w.add_bias(inputs, 8):
+        return None
     attrs = {k: v for k, v in w.node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
     return w.quantized(w.float_op("Conv", inputs, attrs), 6, 7)
 
@@ -161,13 +168,8 @@ def _gemm(w: _Writer) -> list[gs.Node] | None:
         return None
     trans_b = int(w.node.attrs.get("transB", 0))
     inputs = [w.dequantized(0, 1, 2), w.dequantized(3, 4, 5, axis=0 if trans_b else 1)]
-    bias = w.input(6)
-    if bias is not None:
-        if not isinstance(bias, gs.Constant):
-            return None
-        scale = (w.node.inputs[1].values * w.node.inputs[4].values).astype(w.scale_type()).reshape(-1)
-        bias_scale = gs.Constant(f"{w.node.name}_bias_scale", scale if scale.size > 1 else scale.reshape(()))
-        inputs.append(w.dequantize([bias, bias_scale], f"{w.node.name}_dq6", axis=0))
+    if not w.add_bias(inputs, 6):
+        return None
     attrs = {"transA": int(w.node.attrs.get("transA", 0)), "transB": trans_b}
     if w.input(7) is None:  # a float output: the Gemm writes it
         w.nodes.append(gs.Node("Gemm", f"{w.node.name}_Gemm", attrs, inputs, [w.node.outputs[0]]))
