@@ -47,13 +47,19 @@ def unfuse_contrib_ops(graph: gs.Graph) -> tuple[str, ...]:
         replacement = split(node, graph) if split is not None else None
         if replacement is None:
             continue
-        node.inputs.clear()
-        node.outputs.clear()
-        graph.nodes.extend(replacement)
+        swap_in(graph, node, replacement)
         split_ops.append(node.op)
     if split_ops:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
     return tuple(split_ops)
+
+
+def swap_in(graph: gs.Graph, node: gs.Node, replacement: list[gs.Node]) -> None:
+    """Put ``replacement`` (which writes ``node``'s outputs) in place of ``node``, which is left unlinked
+    for ``graph.cleanup`` to drop."""
+    node.inputs.clear()
+    node.outputs.clear()
+    graph.nodes.extend(replacement)
 
 
 def _float_type(node: gs.Node) -> np.dtype:

@@ -89,15 +89,11 @@ def read_model(source: ModelSource) -> LoadedModel:
     else:
         loaded = _read_model_file(Path(source))
     _check_loadable(loaded.model)
-    if has_fused_contrib_ops(loaded.model):
+    if has_fused_contrib_ops(loaded.model) or has_operator_format(loaded.model):
         graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
-        unfused = unfuse_contrib_ops(graph)
-        loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused)
-    if has_operator_format(loaded.model):
-        graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
-        written = write_as_qdq(graph)
-        if written:
-            loaded = replace(loaded, model=export_graph(graph, loaded.model), written_as_qdq=written)
+        unfused, written = unfuse_contrib_ops(graph), write_as_qdq(graph)
+        if unfused or written:
+            loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused, written_as_qdq=written)
     return loaded
 
 

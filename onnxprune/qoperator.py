@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-CONTRIB_DOMAIN = "com.microsoft"
+from onnxprune.contrib import CONTRIB_DOMAIN, swap_in
+
 _POOL_ATTRIBUTES = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides")
 
 
@@ -57,9 +58,7 @@ def write_as_qdq(graph: gs.Graph) -> tuple[str, ...]:
                 unused.inputs.clear()
                 unused.outputs.clear()
             continue
-        node.inputs.clear()
-        node.outputs.clear()
-        graph.nodes.extend(replacement)
+        swap_in(graph, node, replacement)
         written.append(node.op)
     if written:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()

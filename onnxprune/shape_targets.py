@@ -83,7 +83,7 @@ def _solve_product(constant: list[int | None], target: list[Dim], data_shape: li
     size -1 stands for is the element count over the others when that is a plain number: it becomes that
     number and the product -1 instead ([-1, D, T]), in place."""
     unknown, inferred = constant.index(None), constant.index(-1)
-    total = _product([d for d in data_shape])
+    total = _product(list(data_shape))
     others = [target[unknown]] + [data_shape[a] if c == 0 else c for a, c in enumerate(constant) if a not in (unknown, inferred)]
     rest = _product(others)
     if total is None or rest is None or rest.factor == 0 or total.factor % rest.factor:
