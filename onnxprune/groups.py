@@ -10,6 +10,7 @@ all of its units are.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,10 +109,17 @@ def trace_channels(graph: gs.Graph, opset: int, registry: RuleRegistry) -> Chann
         if rule is None:
             ctx.pin_node(node, f"onnxprune has no channel rule for op type '{node.op}'")
             continue
+        params, rewrites = len(ctx.params), len(ctx.rewrites)
         try:
             rule.analyse(node, ctx)
         except Unprunable as exc:
             ctx.pin_node(node, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - a rule's bug keeps that node's channels, not the whole run
+            if os.environ.get("ONNXPRUNE_DEBUG"):
+                raise
+            del ctx.params[params:], ctx.rewrites[rewrites:]
+            ctx.pin_node(node, f"onnxprune's channel rule for '{node.op}' failed ({type(exc).__name__}: {exc}); "
+                               "please report it")
     for node in graph.nodes:
         ctx.node = node
         for name in _subgraph_inputs(node):

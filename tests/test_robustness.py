@@ -468,3 +468,28 @@ def test_an_op_onnx_has_no_schema_of_is_left_to_the_run_but_a_standard_op_at_a_w
     assert check_pruned(rms.SerializeToString(), clean).samples > 0
     with pytest.raises(PrunedModelError, match="No Op registered for Trilu"):  # Trilu came in opset 14
         check_pruned(model("Trilu", 13).SerializeToString(), clean)
+
+
+def test_a_channel_rule_that_fails_keeps_its_nodes_channels_and_the_rest_prunes(monkeypatch):
+    from onnxprune.rules.elementwise import UnaryRule
+
+    def broken(self, node, ctx):  # declares the output's channels, then fails
+        traced(self, node, ctx)
+        raise KeyError("a bug")
+
+    traced = UnaryRule.analyse
+    monkeypatch.setattr(UnaryRule, "analyse", broken)
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    mid, inits2 = conv("conv2", "a", "b", 8, 8, seed=2)
+    last, inits3 = conv("conv3", "r", "y", 8, 4, seed=3)
+    model = make_model([first, mid, helper.make_node("Relu", ["b"], ["r"], name="relu"), last], X, ["y"],
+                       inits1 + inits2 + inits3)
+    monkeypatch.delenv("ONNXPRUNE_DEBUG", raising=False)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    reasons = {m["tensor"]: g["pinned_reason"] for g in result.report["groups"] for m in g["members"]}
+    assert "channel rule for 'Relu' failed (KeyError" in reasons["b"]
+    assert reasons["a"] is None and result.pruned.macs < result.original.macs  # conv1's channels still go
+    assert_matches_masked(model, result.model, result.report)
+    monkeypatch.setenv("ONNXPRUNE_DEBUG", "1")
+    with pytest.raises(KeyError):
+        onnxprune.prune(model, ratio=0.5, round_to=1)

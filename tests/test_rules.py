@@ -349,6 +349,20 @@ def test_split_sizes_are_rewritten(opset, style):
     assert shapes == [2, 2]
 
 
+def test_a_split_of_a_tensor_without_channels_leaves_the_groups_to_prune():
+    # YOLOv8/11's DFL head: a one-channel conv's map reshaped to [N, 4, anchors], chunked in two.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "a", "y", 8, 4, seed=2)
+    single, inits3 = conv("conv3", "a", "d", 8, 1, seed=3)
+    nodes = [first, last, single, helper.make_node("Reshape", ["d", "rows"], ["dr"]),
+             helper.make_node("Split", ["dr"], ["s1", "s2"], axis=1, num_outputs=2),
+             helper.make_node("Sub", ["s2", "s1"], ["z"])]
+    rows = numpy_helper.from_array(np.array([0, 8, 8], np.int64), "rows")
+    model = make_model(nodes, X, ["y", "z"], inits1 + inits2 + inits3 + [rows], opset=18)
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
+
+
 def test_slice_on_the_channel_axis_rewrites_bounds():
     inits = [numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((2, "st"), (7, "en"), (1, "ax"))]
     nodes = [helper.make_node("Slice", ["a", "st", "en", "ax"], ["m"], name="slice")]

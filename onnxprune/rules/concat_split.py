@@ -54,7 +54,6 @@ class SplitRule(Rule):
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         x = ctx.channel(node.inputs[0])
         if x is None:
-            self._embedding(node, ctx)
             return
         axis = int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0])
         if axis != x.axis:
