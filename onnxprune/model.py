@@ -28,6 +28,7 @@ from onnxprune.qoperator import has_operator_format, write_as_qdq
 from onnxprune.shape_targets import (
     batch_head_round_trips,
     computed_sizes,
+    consecutive_reshapes,
     constant_reshape_targets,
     constant_slice_bounds,
     flattened_linears,
@@ -274,6 +275,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
         if not (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
+                + consecutive_reshapes(graph)
                 + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
                 + constant_reshape_targets(graph) + constant_slice_bounds(graph)):
             break
@@ -312,8 +314,11 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
             break
         fixed |= kept
         _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
-        if not kept:
+        # A size found reaches the next op that inference cannot follow (a Reshape's -1, ...).
+        found = {name: shape for name, shape in computed_sizes(graph).items() if name not in fixed}
+        if not kept and not found:
             break
+        fixed |= found
 
 
 # Ops whose output has their input's shape and dtype, where ONNX shape inference gives none

@@ -37,6 +37,9 @@ Dim = int | str | Product | None  # a size: known, symbolic (ONNX dim_param), a 
 # Shape computations are short; longer chains or larger constants are not followed.
 MAX_DEPTH = 24
 MAX_ELEMENTS = 16
+# ONNX shape inference names a size it makes up unk__0, unk__1, ... afresh on every run: a Reshape's -1 is
+# only given such a name where it is a size of the model's own (the next run may call another size so).
+FRESH_SIZE = "unk__"
 
 
 def constant_reshape_targets(graph: gs.Graph) -> int:
@@ -177,6 +180,30 @@ def reshape_round_trips(graph: gs.Graph) -> int:
     return replaced
 
 
+def consecutive_reshapes(graph: gs.Graph) -> int:
+    """Let a Reshape whose input is another Reshape's output (with a size that shape inference made up)
+    read that Reshape's input instead, which is the same; returns how many were so joined.
+
+    ``nn.MultiheadAttention`` as the dynamo exporter writes it flattens its heads' output [T, N, heads, D]
+    to [T x N, E] and reshapes that to [T, -1, E]: ONNX shape inference cannot tell T x N / T, so the
+    batch size is lost for the rest of the model. Joined, the -1 is the batch again (``computed_sizes``).
+    """
+    joined = 0
+    for node in graph.nodes:
+        if node.op != "Reshape" or len(node.inputs) != 2 or len(node.inputs[0].inputs) != 1:
+            continue
+        first = node.inputs[0].inputs[0]
+        target = _values(node.inputs[1], 0)
+        if first.op != "Reshape" or target is None or (0 in target and not node.attrs.get("allowzero", 0)):
+            continue  # a 0 copies a size of the first Reshape's output
+        source, middle = first.inputs[0].shape, node.inputs[0].shape
+        if source is None or middle is None or all(isinstance(d, int) or d in source for d in middle):
+            continue
+        node.inputs[0] = first.inputs[0]
+        joined += 1
+    return joined
+
+
 def _swap_after_reshape(node: gs.Node, perm: list[int]) -> gs.Node | None:
     """The Transpose with ``perm`` that is the only consumer of ``node``, a Reshape (or None)."""
     if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs or len(node.outputs[0].outputs) != 1:
@@ -241,14 +268,21 @@ def flattened_linears(graph: gs.Graph) -> int:
         if flatten.op != "Reshape" or len(flatten.inputs) < 2 or not flatten.outputs or len(flatten.outputs[0].outputs) != 1:
             continue
         source, shape, gemm = flatten.inputs[0], flatten.inputs[0].shape, flatten.outputs[0].outputs[0]
-        if shape is None or len(shape) < 3 or not isinstance(shape[-1], int) or _values(flatten.inputs[1], 0) != [-1, shape[-1]]:
-            continue
-        if gemm.op != "Gemm" or gemm.inputs[0] is not flatten.outputs[0] or gemm.attrs.get("transA", 0):
+        target = _values(flatten.inputs[1], 0)
+        merged = _merged_trailing(shape, target)
+        if merged is None or gemm.op != "Gemm" or gemm.inputs[0] is not flatten.outputs[0] or gemm.attrs.get("transA", 0):
             continue
         weight = _linear_weight(gemm, taken)
         bias = _linear_bias(gemm, taken, weight.shape[1] if weight is not None and weight.shape else None)
         if weight is None or bias is None:
             continue
+        if merged > 1:  # [T, N, heads, D] -> [T, N, heads x D]
+            rows = gs.Variable(_unique(taken, f"{flatten.name}_rows"), dtype=source.dtype)
+            keep = np.array([0] * (len(shape) - merged) + [target[1]], dtype=np.int64)
+            graph.nodes.append(gs.Node("Reshape", name=_unique(taken, f"{flatten.name}_rows"),
+                                       inputs=[source, gs.Constant(_unique(taken, f"{flatten.name}_rows_shape"), keep)],
+                                       outputs=[rows]))
+            source = rows
         flat = gemm.outputs[0]
         gemm.outputs.clear()
         product = gs.Variable(_unique(taken, f"{gemm.name}_unflattened"), dtype=flat.dtype)
@@ -267,6 +301,21 @@ def flattened_linears(graph: gs.Graph) -> int:
     if replaced:
         graph.toposort()
     return replaced
+
+
+def _merged_trailing(shape: list[Dim] | None, target: list[Dim] | None) -> int | None:
+    """How many trailing axes of ``shape`` a Reshape to ``target`` = [-1, C] merges into its C features,
+    leaving at least two leading axes to flatten into its rows (None if it does not)."""
+    if shape is None or target is None or len(target) != 2 or target[0] != -1 or not isinstance(target[1], int):
+        return None
+    product = 1
+    for merged in range(1, len(shape) - 1):
+        if not isinstance(shape[-merged], int):
+            return None
+        product *= shape[-merged]
+        if product == target[1]:
+            return merged
+    return None
 
 
 def strided_identity_views(graph: gs.Graph) -> int:
@@ -669,12 +718,32 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
             result = [t if d == 1 else d if t == 1 or t == d else None for d, t in zip(shape, target)]
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
+        elif node.op == "Reshape" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
+            result = _wildcard_as_symbol(list(node.inputs[0].shape), _values(node.inputs[1], 0), node.attrs)
         else:
             continue
         current = node.outputs[0].shape
         if result and all(isinstance(d, (int, str)) for d in result) and list(current or []) != result:
             fixed[node.outputs[0].name] = result
     return fixed
+
+
+def _wildcard_as_symbol(shape: list[Dim], target: list | None, attrs: dict) -> list[Dim] | None:
+    """A Reshape's output shape where its -1 stands for the one symbolic size S of its input: the input holds
+    S times constants whose product the target's other entries match (``view(-1, c, h, w)`` of [N, h x w, c]
+    transposed, which ONNX shape inference gives a fresh size); None otherwise."""
+    if target is None or target.count(-1) != 1 or not all(isinstance(t, int) for t in target):
+        return None
+    if 0 in target and attrs.get("allowzero", 0):  # dynamo sets allowzero; its targets have no 0 but an empty tensor's
+        return None
+    target = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target)]
+    symbols = [d for d in shape if not isinstance(d, int)]
+    if (len(symbols) != 1 or not isinstance(symbols[0], str) or symbols[0].startswith(FRESH_SIZE)
+            or not all(isinstance(t, int) for t in target)):
+        return None
+    if int(np.prod([d for d in shape if isinstance(d, int)])) != -int(np.prod(target)):
+        return None
+    return [symbols[0] if t == -1 else t for t in target]
 
 
 def _broadcast_with(tensor: gs.Tensor, axis: int, size: str, depth: int) -> bool:

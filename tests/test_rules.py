@@ -819,14 +819,23 @@ def test_a_computed_product_of_sizes_in_a_target_becomes_minus_one():
         assert run(result.model, {"x": x})[0].shape == (batch * 64, 5)
 
 
-def _channels_last_flatten(offsets: list[int]) -> onnx.ModelProto:
+def _channels_last_flatten(offsets: list[int], through_sequence: bool = False) -> onnx.ModelProto:
     """conv1 (3 -> 8) -> global mean [N, 8, 1, 1] -> the dynamo exporter's as_strided of a channels-last
-    tensor: Gather(Reshape(x, [-1]), Range(0, N) x 8 + ``offsets`` per channel) -> [-1, 8] -> Gemm."""
+    tensor: Gather(Reshape(x, [-1]), Range(0, N) x 8 + ``offsets`` per channel) -> [-1, 8] -> Gemm.
+    ``through_sequence``: conv1's map goes to [-1, 8, 64] and back to [-1, 8, 8, 8] first (as a transformer
+    on the map's positions does, RT-DETR's), where ONNX shape inference loses the batch size N."""
     inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
              (("flat", [-1]), ("rows", [-1, 8]), ("zero", 0), ("step", 1), ("stride", 8), ("axes", [1, 2, 3]),
-              ("offsets", np.array(offsets).reshape(1, 8, 1, 1)))]
+              ("offsets", np.array(offsets).reshape(1, 8, 1, 1)), ("sequence", [-1, 8, 64]), ("map", [-1, 8, 8, 8]))]
     inits += [weight("fc.w", (4, 8), 5), weight("fc.b", (4,), 6)]
-    nodes = [helper.make_node("ReduceMean", ["a"], ["pooled"], axes=[2, 3], keepdims=1),
+    mapped = "a"
+    if through_sequence:
+        mapped = "a_map"
+        inits.append(numpy_helper.from_array(np.array([[0.5]], np.float32), "half"))
+    nodes = [helper.make_node("Reshape", ["a", "sequence"], ["a_sequence"], allowzero=1),
+             helper.make_node("Mul", ["a_sequence", "half"], ["a_scaled"]),
+             helper.make_node("Reshape", ["a_scaled", "map"], ["a_map"], allowzero=1)] if through_sequence else []
+    nodes += [helper.make_node("ReduceMean", [mapped], ["pooled"], axes=[2, 3], keepdims=1),
              helper.make_node("Reshape", ["pooled", "flat"], ["flat_pooled"]),
              helper.make_node("Shape", ["x"], ["batch_1d"], start=0, end=1),
              helper.make_node("Squeeze", ["batch_1d"], ["batch"]),
@@ -844,6 +853,16 @@ def _channels_last_flatten(offsets: list[int]) -> onnx.ModelProto:
 def test_an_identity_as_strided_of_a_channels_last_map_is_a_reshape():
     # Offsets 0..7 read every element in order: the view is the tensor itself, and conv1's channels prune.
     result = prune_checked(_channels_last_flatten(list(range(8))))
+    assert group_of(result, "a")["kept"] == 4
+    assert "Gather" not in {n.op for n in import_graph(result.model).nodes}
+
+
+def test_an_as_strided_after_a_reshape_with_minus_one_still_knows_the_batch_size():
+    # [N, 8, 8, 8] -> [-1, 8, 64] -> [-1, 8, 8, 8]: each -1 is N (8 x 8 x 8 elements a sample either side).
+    model = _channels_last_flatten(list(range(8)), through_sequence=True)
+    shapes = {t.name: t.shape for t in import_graph(model).tensors().values()}
+    assert shapes["a_sequence"] == ["N", 8, 64] and shapes["a_map"] == ["N", 8, 8, 8]
+    result = prune_checked(model)
     assert group_of(result, "a")["kept"] == 4
     assert "Gather" not in {n.op for n in import_graph(result.model).nodes}
 
@@ -1509,6 +1528,35 @@ def test_a_linear_flattened_for_a_gemm_is_unflattened_so_that_its_heads_prune():
     result = prune_checked(model)
     assert (group_of(result, "r")["kept"], group_of(result, "qr")["kept"]) == (4, 2)
     assert "Gemm" not in {n.op for n in import_graph(result.model).nodes}
+
+
+def test_heads_flattened_for_a_gemm_are_merged_in_place_and_the_batch_size_survives():
+    # The dynamo exporter's nn.MultiheadAttention output projection: heads [T, N, 2, 4] -> [-1, 8], Gemm,
+    # [T, -1, 8]. As a MatMul of [T, N, 8] the -1 is N again, which the rest of the model needs.
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["v"]), helper.make_node("Reshape", ["v", "split"], ["vh"]),
+             helper.make_node("Relu", ["vh"], ["vr"]), helper.make_node("Reshape", ["vr", "flat"], ["f"], allowzero=1),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["g"], transB=1, name="gemm"),
+             helper.make_node("Reshape", ["g", "back"], ["o"], allowzero=1), helper.make_node("Add", ["o", "x"], ["y"])]
+    inits = [weight("w0", (8, 8), 1), weight("w1", (8, 8), 2), weight("b1", (8,), 3),
+             _ints("split", [0, 0, 2, 4]), _ints("flat", [-1, 8]), _ints("back", [6, -1, 8])]
+    model = make_model(nodes, {"x": [6, "N", 8]}, ["y"], inits)
+    assert {t.name: t.shape for t in import_graph(model).tensors().values()}["o"] == [6, "N", 8]
+    result = prune_checked(model)
+    assert group_of(result, "vr")["kept"] == 1
+    assert "Gemm" not in {n.op for n in import_graph(result.model).nodes}
+
+
+def test_a_reshape_of_a_reshape_that_merged_the_channels_into_the_batch_reads_the_first_input():
+    # [N, 8, 4, 4] -> [-1, 4, 4] (the batch times the channels) -> [-1, 8, 16]: the same as reshaping the
+    # map at once, which keeps the channels (and the batch size) apart.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    nodes = [first, helper.make_node("Reshape", ["a", "maps"], ["m"], allowzero=1),
+             helper.make_node("Reshape", ["m", "rows"], ["b"], allowzero=1), helper.make_node("Relu", ["b"], ["r"]),
+             helper.make_node("Reshape", ["r", "flat"], ["f"]), helper.make_node("Gemm", ["f", "fc.w"], ["y"], transB=1)]
+    inits = inits1 + [_ints("maps", [-1, 4, 4]), _ints("rows", [-1, 8, 16]), _ints("flat", [0, -1]), weight("fc.w", (4, 128), 2)]
+    model = make_model(nodes, {"x": ["N", 3, 4, 4]}, ["y"], inits)
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
 
 
 def test_a_shape_computation_shared_by_reshapes_of_different_groups_is_rewritten_for_each_alone():

@@ -271,10 +271,12 @@ TOKEN_INPUTS = ("text_cnn", "text_lstm", "fasttext")  # token ids [2, 12] of 100
 INPUTS = {"dot_product_attention": (2, 10, 12), "conformer": (2, 12, 20), "swin": (2, 3, 32, 32), "mobilevit": (2, 3, 32, 32)}
 
 
-def main() -> None:
+def main(models: dict = MODELS, token_inputs: tuple[str, ...] = TOKEN_INPUTS, inputs: dict = INPUTS) -> None:
+    """Export, prune and check each of ``models`` (those named on the command line, or all): token ids for
+    ``token_inputs``, random inputs of the sizes ``inputs`` gives (2 x 3 x 16 x 16 otherwise)."""
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/architectures")
     folder.mkdir(parents=True, exist_ok=True)
-    for name, build in MODELS.items():
+    for name, build in models.items():
         if sys.argv[2:] and name not in sys.argv[2:]:
             continue
         torch.manual_seed(0)
@@ -284,7 +286,7 @@ def main() -> None:
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.data.uniform_(0.5, 1.5)
-        x = torch.randint(0, 100, (2, 12)) if name in TOKEN_INPUTS else torch.randn(*INPUTS.get(name, (2, 3, 16, 16)))
+        x = torch.randint(0, 100, (2, 12)) if name in token_inputs else torch.randn(*inputs.get(name, (2, 3, 16, 16)))
         if name == "channels_last_cnn":
             x = x.to(memory_format=torch.channels_last)
         for exporter in ("ts", "dynamo"):

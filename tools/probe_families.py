@@ -1,0 +1,474 @@
+"""Prune small PyTorch models of today's common families, exported by both PyTorch exporters.
+
+The README's list of model families checked by hand comes from here: a LLaMA-style decoder (RMSNorm,
+rotary position embedding, grouped-query attention, SwiGLU), a T5-style encoder (relative position bias
+per head, RMSNorm), a Whisper-style encoder (Conv1d stem, pre-norm transformer), a wav2vec 2.0-style
+feature extractor (GroupNorm per channel), a TCN (dilated causal Conv1d, chomped by slicing), ConvNeXt,
+GhostNet, RegNet (grouped convs), RepVGG (training-time branches), an HRNet-style fusion of two
+resolutions, YOLO11 (C3k2, SPPF, C2PSA attention, the Detect head with its DFL box decoding), YOLOv10
+(SCDown, C2fCIB with RepVGGDW) and RT-DETR's AIFI (a transformer on the top map with a sin-cos position
+embedding, back to a map). Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
+--round-to 1`` and checked with the masking oracle (see ``probe_architectures.py``, whose ``main`` this
+runs). Needs PyTorch and onnxscript::
+
+    python tools/probe_families.py /tmp/families [NAME ...]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from probe_architectures import Classifier, main  # noqa: E402
+
+
+# ---- transformers -------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.rand(d) + 0.5), eps
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    """Pre-norm decoder block: 4 query heads sharing 2 key/value heads (repeat_interleave), rotary position
+    embedding on q and k, causal mask, SwiGLU MLP of 86."""
+
+    def __init__(self, d: int = 32, heads: int = 4, kv_heads: int = 2, hidden: int = 86, tokens: int = 12) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_size = heads, kv_heads, d // heads
+        self.norm1, self.norm2 = RMSNorm(d), RMSNorm(d)
+        self.q, self.o = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.k, self.v = nn.Linear(d, kv_heads * self.head_size, bias=False), nn.Linear(d, kv_heads * self.head_size, bias=False)
+        self.gate, self.up = nn.Linear(d, hidden, bias=False), nn.Linear(d, hidden, bias=False)
+        self.down = nn.Linear(hidden, d, bias=False)
+        inverse = 1.0 / (10000 ** (torch.arange(0, self.head_size, 2).float() / self.head_size))
+        angles = torch.outer(torch.arange(tokens).float(), inverse)
+        angles = torch.cat((angles, angles), -1)
+        self.register_buffer("cos", angles.cos())
+        self.register_buffer("sin", angles.sin())
+        self.register_buffer("mask", torch.full((tokens, tokens), float("-inf")).triu(1))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.norm1(x)
+        q = self.q(h).view(b, t, self.heads, self.head_size).transpose(1, 2)
+        k = self.k(h).view(b, t, self.kv_heads, self.head_size).transpose(1, 2)
+        v = self.v(h).view(b, t, self.kv_heads, self.head_size).transpose(1, 2)
+        q, k = q * self.cos + rotate_half(q) * self.sin, k * self.cos + rotate_half(k) * self.sin
+        repeat = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        attention = (q @ k.transpose(-2, -1) / math.sqrt(self.head_size) + self.mask).softmax(-1)
+        x = x + self.o((attention @ v).transpose(1, 2).reshape(b, t, d))
+        h = self.norm2(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Llama(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.blocks = nn.Embedding(100, 32), nn.Sequential(LlamaBlock(), LlamaBlock())
+        self.norm, self.head = RMSNorm(32), nn.Linear(32, 100, bias=False)
+
+    def forward(self, ids):
+        return self.head(self.norm(self.blocks(self.embed(ids))))
+
+
+class T5Block(nn.Module):
+    """4 heads with a learned relative position bias per head, RMSNorm, ReLU MLP of 64, no biases."""
+
+    def __init__(self, d: int = 32, heads: int = 4, hidden: int = 64, tokens: int = 12) -> None:
+        super().__init__()
+        self.heads, self.head_size = heads, d // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.bias = nn.Parameter(torch.randn(1, heads, tokens, tokens) * 0.1)
+        self.wi, self.wo = nn.Linear(d, hidden, bias=False), nn.Linear(hidden, d, bias=False)
+        self.norm1, self.norm2 = RMSNorm(d), RMSNorm(d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.norm1(x)
+        q, k, v = (m(h).view(b, t, self.heads, self.head_size).transpose(1, 2) for m in (self.q, self.k, self.v))
+        attention = (q @ k.transpose(-1, -2) + self.bias).softmax(-1)
+        x = x + self.o((attention @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.wo(F.relu(self.wi(self.norm2(x))))
+
+
+class T5(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.blocks, self.head = nn.Embedding(100, 32), nn.Sequential(T5Block(), T5Block()), nn.Linear(32, 4)
+
+    def forward(self, ids):
+        return self.head(self.blocks(self.embed(ids)).mean(1))
+
+
+class WhisperEncoder(nn.Module):
+    """Two Conv1d with GELU over 16 mel bins (the second strided), a position table, a pre-norm layer."""
+
+    def __init__(self, mels: int = 16, d: int = 32, frames: int = 20) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(mels, d, 3, padding=1), nn.Conv1d(d, d, 3, stride=2, padding=1)
+        self.register_buffer("positions", torch.randn(frames // 2, d) * 0.1)
+        self.layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 5)
+
+    def forward(self, x):
+        x = F.gelu(self.conv2(F.gelu(self.conv1(x)))).permute(0, 2, 1)
+        return self.head(self.norm(self.layer(x + self.positions)))
+
+
+class Wav2VecFeatures(nn.Module):
+    """wav2vec 2.0's feature extractor: strided Conv1d, GroupNorm with a group per channel, GELU, then a
+    LayerNorm and a projection of the frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.norm0 = nn.Conv1d(1, 32, 10, 5, bias=False), nn.GroupNorm(32, 32)
+        self.conv1, self.norm, self.projection = nn.Conv1d(32, 32, 3, 2, bias=False), nn.LayerNorm(32), nn.Linear(32, 16)
+
+    def forward(self, x):
+        h = F.gelu(self.conv1(F.gelu(self.norm0(self.conv0(x[:, None])))))
+        return self.projection(self.norm(h.transpose(1, 2)))
+
+
+class TCN(nn.Module):
+    """Dilated causal Conv1d padded on both sides and chomped to the input's length, with a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(20, 32, 3, padding=2, dilation=1), nn.Conv1d(32, 32, 3, padding=4, dilation=2)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):  # [N, T, 20]
+        x = x.transpose(1, 2)
+        steps = x.shape[-1]
+        h = F.relu(self.conv1(x)[..., :steps])
+        h = F.relu(self.conv2(h)[..., :steps]) + h
+        return self.head(h[..., -1])
+
+
+# ---- convolutional networks -----------------------------------------------------------------------------
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.dw, self.norm = nn.Conv2d(c, c, 7, padding=3, groups=c), nn.LayerNorm(c)
+        self.pw1, self.pw2, self.gamma = nn.Linear(c, 4 * c), nn.Linear(4 * c, c), nn.Parameter(torch.rand(c))
+
+    def forward(self, x):
+        y = self.gamma * self.pw2(F.gelu(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1)))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class GhostModule(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        primary = math.ceil(c_out / 2)
+        self.c_out = c_out
+        self.primary = nn.Sequential(nn.Conv2d(c_in, primary, 1, bias=False), nn.BatchNorm2d(primary), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(primary, primary, 3, padding=1, groups=primary, bias=False),
+                                   nn.BatchNorm2d(primary), nn.ReLU())
+
+    def forward(self, x):
+        a = self.primary(x)
+        return torch.cat([a, self.cheap(a)], 1)[:, :self.c_out]
+
+
+class GhostBottleneck(nn.Module):
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.expand, self.project = GhostModule(c, 64), GhostModule(64, c)
+
+    def forward(self, x):
+        return x + self.project(self.expand(x))
+
+
+def conv_bn(c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, act: nn.Module | None = None) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*layers, act) if act is not None else nn.Sequential(*layers)
+
+
+class RegNetBlock(nn.Module):
+    def __init__(self, c: int = 32, width: int = 64, group_width: int = 8) -> None:
+        super().__init__()
+        self.a, self.c = conv_bn(c, width, act=nn.ReLU()), conv_bn(width, c)
+        self.b = conv_bn(width, width, 3, groups=width // group_width, act=nn.ReLU())
+
+    def forward(self, x):
+        return F.relu(x + self.c(self.b(self.a(x))))
+
+
+class RepVGGBlock(nn.Module):
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.k3, self.k1, self.identity = conv_bn(c, c, 3), conv_bn(c, c, 1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(self.k3(x) + self.k1(x) + self.identity(x))
+
+
+class HRFusion(nn.Module):
+    """Two resolutions exchanged: the low one upsampled (nearest) into the high, the high strided down."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.low, self.high = conv_bn(c, 2 * c, 3, 2, act=nn.ReLU()), conv_bn(c, c, 3, act=nn.ReLU())
+        self.up, self.down = conv_bn(2 * c, c), conv_bn(c, 2 * c, 3, 2)
+
+    def forward(self, x):
+        low, high = self.low(x), self.high(x)
+        fused_high = F.relu(high + F.interpolate(self.up(low), scale_factor=2, mode="nearest"))
+        fused_low = F.relu(low + self.down(high))
+        return fused_high + F.interpolate(fused_low[:, :32], scale_factor=2)
+
+
+# ---- YOLO11 and YOLOv10 (after ultralytics' modules) ------------------------------------------------------
+class Conv(nn.Module):
+    def __init__(self, c_in: int, c_out: int, k: int = 1, s: int = 1, g: int = 1, act: bool = True) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c_in, c_out, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(c_out)
+        self.act = nn.SiLU() if act else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, c_in: int, c_out: int, shortcut: bool = True, e: float = 0.5) -> None:
+        super().__init__()
+        self.cv1, self.cv2 = Conv(c_in, int(c_out * e), 3), Conv(int(c_out * e), c_out, 3)
+        self.add = shortcut and c_in == c_out
+
+    def forward(self, x):
+        return x + self.cv2(self.cv1(x)) if self.add else self.cv2(self.cv1(x))
+
+
+class C3(nn.Module):
+    def __init__(self, c_in: int, c_out: int, n: int = 1) -> None:
+        super().__init__()
+        hidden = c_out // 2
+        self.cv1, self.cv2, self.cv3 = Conv(c_in, hidden), Conv(c_in, hidden), Conv(2 * hidden, c_out)
+        self.m = nn.Sequential(*(Bottleneck(hidden, hidden, e=1.0) for _ in range(n)))
+
+    def forward(self, x):
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class C2f(nn.Module):
+    def __init__(self, c_in: int, c_out: int, n: int = 1, shortcut: bool = False, e: float = 0.5) -> None:
+        super().__init__()
+        self.c = int(c_out * e)
+        self.cv1, self.cv2 = Conv(c_in, 2 * self.c), Conv((2 + n) * self.c, c_out)
+        self.m = nn.ModuleList(Bottleneck(self.c, self.c, shortcut, 1.0) for _ in range(n))
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+class C3k2(C2f):
+    def __init__(self, c_in: int, c_out: int, c3k: bool = False, e: float = 0.5) -> None:
+        super().__init__(c_in, c_out, 1, True, e)
+        self.m = nn.ModuleList([C3(self.c, self.c, 2) if c3k else Bottleneck(self.c, self.c)])
+
+
+class SPPF(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.cv1, self.cv2, self.m = Conv(c_in, c_in // 2), Conv(c_in // 2 * 4, c_out), nn.MaxPool2d(5, 1, 2)
+
+    def forward(self, x):
+        y = [self.cv1(x)]
+        y.extend(self.m(y[-1]) for _ in range(3))
+        return self.cv2(torch.cat(y, 1))
+
+
+class PSAAttention(nn.Module):
+    """q, k, v of each head split from one 1x1 conv viewed [N, heads, 2 key + head, H x W]; a depthwise
+    positional conv of v added to the attention's output."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_size = heads, dim // heads
+        self.key_size = self.head_size // 2
+        self.scale = self.key_size ** -0.5
+        self.qkv = Conv(dim, dim + 2 * self.key_size * heads, act=False)
+        self.proj, self.pe = Conv(dim, dim, act=False), Conv(dim, dim, 3, g=dim, act=False)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).view(b, self.heads, 2 * self.key_size + self.head_size, h * w).split(
+            [self.key_size, self.key_size, self.head_size], dim=2)
+        attention = ((q.transpose(-2, -1) @ k) * self.scale).softmax(dim=-1)
+        x = (v @ attention.transpose(-2, -1)).view(b, c, h, w) + self.pe(v.reshape(b, c, h, w))
+        return self.proj(x)
+
+
+class C2PSA(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c = c // 2
+        self.cv1, self.cv2 = Conv(c, 2 * self.c), Conv(2 * self.c, c)
+        self.attention = PSAAttention(self.c, self.c // 16)
+        self.ffn = nn.Sequential(Conv(self.c, 2 * self.c), Conv(2 * self.c, self.c, act=False))
+
+    def forward(self, x):
+        a, b = self.cv1(x).split((self.c, self.c), dim=1)
+        b = b + self.attention(b)
+        return self.cv2(torch.cat((a, b + self.ffn(b)), 1))
+
+
+def make_anchors(maps: list, strides: tuple[int, ...]):
+    points, stride_of = [], []
+    for feature, stride in zip(maps, strides):
+        _, _, h, w = feature.shape
+        sy, sx = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5,
+                                indexing="ij")
+        points.append(torch.stack((sx, sy), -1).view(-1, 2))
+        stride_of.append(torch.full((h * w, 1), float(stride)))
+    return torch.cat(points).transpose(0, 1), torch.cat(stride_of).transpose(0, 1)
+
+
+class Detect(nn.Module):
+    """YOLO11's head: per level a box branch (4 x 16 bins) and a class branch of depthwise-separable convs,
+    joined, flattened over the anchors, the bins' softmax expectation by a fixed 1x1 conv (DFL), boxes
+    decoded against the anchors, class scores through a sigmoid."""
+
+    def __init__(self, classes: int = 8, channels: tuple[int, ...] = (32, 64), strides: tuple[int, ...] = (8, 16)) -> None:
+        super().__init__()
+        self.classes, self.bins, self.strides = classes, 16, strides
+        box, cls = max(16, channels[0] // 4, 64), max(channels[0], classes)
+        self.box = nn.ModuleList(nn.Sequential(Conv(c, box, 3), Conv(box, box, 3), nn.Conv2d(box, 64, 1)) for c in channels)
+        self.cls = nn.ModuleList(nn.Sequential(Conv(c, c, 3, g=c), Conv(c, cls), Conv(cls, cls, 3, g=cls), Conv(cls, cls),
+                                               nn.Conv2d(cls, classes, 1)) for c in channels)
+        self.dfl = nn.Conv2d(16, 1, 1, bias=False).requires_grad_(False)
+        self.dfl.weight.data[:] = torch.arange(16, dtype=torch.float32).view(1, 16, 1, 1)
+
+    def forward(self, maps):
+        b = maps[0].shape[0]
+        maps = [torch.cat((box(x), cls(x)), 1) for box, cls, x in zip(self.box, self.cls, maps)]
+        anchors, strides = make_anchors(maps, self.strides)
+        joined = torch.cat([x.view(b, 64 + self.classes, -1) for x in maps], 2)
+        distances, scores = joined.split((64, self.classes), 1)
+        a = distances.shape[-1]
+        distances = self.dfl(distances.view(b, 4, 16, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+        lt, rb = distances.chunk(2, 1)
+        x1y1, x2y2 = anchors.unsqueeze(0) - lt, anchors.unsqueeze(0) + rb
+        boxes = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
+        return torch.cat((boxes, scores.sigmoid()), 1)
+
+
+class Yolo11(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.p3 = nn.Sequential(Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C3k2(32, 32, e=0.25), Conv(32, 32, 3, 2), C3k2(32, 32, True))
+        self.p4 = nn.Sequential(Conv(32, 64, 3, 2), C3k2(64, 64, True), SPPF(64, 64), C2PSA(64))
+        self.up, self.top_down, self.down, self.bottom_up = nn.Upsample(None, 2, "nearest"), C3k2(96, 32), Conv(32, 32, 3, 2), C3k2(96, 64, True)
+        self.detect = Detect()
+
+    def forward(self, x):
+        p3 = self.p3(x)
+        p4 = self.p4(p3)
+        n3 = self.top_down(torch.cat([self.up(p4), p3], 1))
+        return self.detect([n3, self.bottom_up(torch.cat([self.down(n3), p4], 1))])
+
+
+class RepVGGDW(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.conv1 = Conv(c, c, 7, g=c, act=False), Conv(c, c, 3, g=c, act=False)
+
+    def forward(self, x):
+        return F.silu(self.conv(x) + self.conv1(x))
+
+
+class CIB(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.cv1 = nn.Sequential(Conv(c, c, 3, g=c), Conv(c, c), RepVGGDW(c), Conv(c, c), Conv(c, c, 3, g=c))
+
+    def forward(self, x):
+        return x + self.cv1(x)
+
+
+class C2fCIB(C2f):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 1, True)
+        self.m = nn.ModuleList([CIB(self.c)])
+
+
+class YoloV10(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C2f(32, 32, 1, True),
+                                      nn.Sequential(Conv(32, 64), Conv(64, 64, 3, 2, g=64, act=False)),  # SCDown
+                                      C2fCIB(64, 64), SPPF(64, 64))
+        self.head = nn.Sequential(Conv(64, 32, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+class AIFI(nn.Module):
+    """RT-DETR's: one transformer encoder layer on the flattened top map plus a 2-D sin-cos embedding of
+    the positions (computed in the graph), viewed back as a map."""
+
+    def __init__(self, c: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.fc1, self.fc2, self.norm1, self.norm2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c), nn.LayerNorm(c), nn.LayerNorm(c)
+
+    @staticmethod
+    def positions(w: int, h: int, dim: int):
+        gw, gh = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij")
+        omega = 1.0 / (10000.0 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4)))
+        ow, oh = gw.flatten()[..., None] @ omega[None], gh.flatten()[..., None] @ omega[None]
+        return torch.cat([ow.sin(), ow.cos(), oh.sin(), oh.cos()], 1)[None]
+
+    def forward(self, x):
+        c, h, w = x.shape[1:]
+        tokens = x.flatten(2).permute(0, 2, 1)
+        q = tokens + self.positions(w, h, c)
+        tokens = self.norm1(tokens + self.attention(q, q, value=tokens, need_weights=False)[0])
+        tokens = self.norm2(tokens + self.fc2(F.gelu(self.fc1(tokens))))
+        return tokens.permute(0, 2, 1).view(-1, c, h, w)
+
+
+class RTDETREncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(Conv(3, 32, 3, 2), Conv(32, 64, 3, 2), Conv(64, 64, act=False))
+        self.aifi, self.head = AIFI(), nn.Sequential(Conv(64, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(self.aifi(self.backbone(x)))
+
+
+MODELS = {
+    "llama": Llama, "t5": T5, "whisper_encoder": WhisperEncoder, "wav2vec_features": Wav2VecFeatures, "tcn": TCN,
+    "convnext": lambda: Classifier(ConvNeXtBlock()), "ghostnet": lambda: Classifier(GhostBottleneck()),
+    "regnet": lambda: Classifier(RegNetBlock()), "repvgg": lambda: Classifier(RepVGGBlock()),
+    "hrnet": lambda: Classifier(HRFusion()), "yolo11": Yolo11, "yolov10": YoloV10, "rtdetr_aifi": RTDETREncoder,
+}
+TOKEN_INPUTS = ("llama", "t5")
+INPUTS = {"whisper_encoder": (2, 16, 20), "wav2vec_features": (2, 400), "tcn": (2, 16, 20), "yolo11": (2, 3, 64, 64),
+          "yolov10": (2, 3, 64, 64), "rtdetr_aifi": (2, 3, 32, 32)}
+
+
+if __name__ == "__main__":
+    main(MODELS, TOKEN_INPUTS, INPUTS)
