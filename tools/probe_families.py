@@ -6,8 +6,10 @@ per head, RMSNorm), a Whisper-style encoder (Conv1d stem, pre-norm transformer),
 feature extractor (GroupNorm per channel), a TCN (dilated causal Conv1d, chomped by slicing), ConvNeXt,
 GhostNet, RegNet (grouped convs), RepVGG (training-time branches), an HRNet-style fusion of two
 resolutions, YOLO11 (C3k2, SPPF, C2PSA attention, the Detect head with its DFL box decoding), YOLOv10
-(SCDown, C2fCIB with RepVGGDW) and RT-DETR's AIFI (a transformer on the top map with a sin-cos position
-embedding, back to a map). Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
+(SCDown, C2fCIB with RepVGGDW), RT-DETR's AIFI (a transformer on the top map with a sin-cos position
+embedding, back to a map), EfficientNet's MBConv, MLP-Mixer, SegFormer (efficient self-attention, Mix-FFN),
+a diffusion U-Net (time embedding added per channel, GroupNorm, self-attention on the map), a DETR decoder
+(learned queries expanded to the batch) and PoolFormer. Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
 --round-to 1`` and checked with the masking oracle (see ``probe_architectures.py``, whose ``main`` this
 runs). Needs PyTorch and onnxscript::
 
@@ -459,15 +461,160 @@ class RTDETREncoder(nn.Module):
         return self.head(self.aifi(self.backbone(x)))
 
 
+# ---- more families ------------------------------------------------------------------------------------------
+class MBConv(nn.Module):
+    """EfficientNet's: expand 4x, depthwise, squeeze-excite (SiLU, reduced to C / 4), project, residual."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        hidden = 4 * c
+        self.expand, self.dw = conv_bn(c, hidden, act=nn.SiLU()), conv_bn(hidden, hidden, 3, groups=hidden, act=nn.SiLU())
+        self.squeeze, self.excite, self.project = nn.Conv2d(hidden, c // 4, 1), nn.Conv2d(c // 4, hidden, 1), conv_bn(hidden, c)
+
+    def forward(self, x):
+        h = self.dw(self.expand(x))
+        h = h * torch.sigmoid(self.excite(F.silu(self.squeeze(h.mean((2, 3), keepdim=True)))))
+        return x + self.project(h)
+
+
+class MLPMixer(nn.Module):
+    """Patches of 4 x 4 embedded to 32, a token-mixing MLP (16 tokens -> 32 -> 16) and a channel MLP."""
+
+    def __init__(self, tokens: int = 16, d: int = 32) -> None:
+        super().__init__()
+        self.embed, self.norm1, self.norm2, self.head = nn.Conv2d(3, d, 4, 4), nn.LayerNorm(d), nn.LayerNorm(d), nn.Linear(d, 10)
+        self.token_mlp = nn.Sequential(nn.Linear(tokens, 2 * tokens), nn.GELU(), nn.Linear(2 * tokens, tokens))
+        self.channel_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return self.head((x + self.channel_mlp(self.norm2(x))).mean(1))
+
+
+class SegFormerBlock(nn.Module):
+    """Efficient self-attention (keys and values from the map reduced by a strided conv, 2 heads) and the
+    Mix-FFN (a depthwise conv on the hidden tokens viewed as a map)."""
+
+    def __init__(self, d: int = 32, heads: int = 2, hidden: int = 128) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2, self.reduced_norm = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.kv, self.proj, self.reduce = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d), nn.Conv2d(d, d, 2, 2)
+        self.fc1, self.dw, self.fc2 = nn.Linear(d, hidden), nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden), nn.Linear(hidden, d)
+
+    def forward(self, x, h: int, w: int):
+        b, n, c = x.shape
+        y = self.norm1(x)
+        q = self.q(y).reshape(b, n, self.heads, c // self.heads).permute(0, 2, 1, 3)
+        reduced = self.reduced_norm(self.reduce(y.permute(0, 2, 1).reshape(b, c, h, w)).reshape(b, c, -1).permute(0, 2, 1))
+        k, v = self.kv(reduced).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attention = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
+        x = x + self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+        hidden = self.fc1(self.norm2(x))
+        hidden = self.dw(hidden.transpose(1, 2).view(b, -1, h, w)).flatten(2).transpose(1, 2)
+        return x + self.fc2(F.gelu(hidden))
+
+
+class SegFormer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.norm, self.block, self.head = nn.Conv2d(3, 32, 7, 4, 3), nn.LayerNorm(32), SegFormerBlock(), nn.Conv2d(32, 5, 1)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        x = self.block(self.norm(x.flatten(2).transpose(1, 2)), h, w)
+        return self.head(x.transpose(1, 2).reshape(b, c, h, w))
+
+
+class TimeResBlock(nn.Module):
+    """A diffusion U-Net's residual block: GroupNorm(8), SiLU, conv, plus the time embedding projected per
+    channel and added to the map."""
+
+    def __init__(self, c: int = 32, hidden: int = 64, time: int = 16) -> None:
+        super().__init__()
+        self.norm1, self.conv1, self.time = nn.GroupNorm(8, c), nn.Conv2d(c, hidden, 3, padding=1), nn.Linear(time, hidden)
+        self.norm2, self.conv2 = nn.GroupNorm(8, hidden), nn.Conv2d(hidden, c, 3, padding=1)
+
+    def forward(self, x, t):
+        h = self.conv1(F.silu(self.norm1(x))) + self.time(F.silu(t))[:, :, None, None]
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class MapAttention(nn.Module):
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.norm, self.qkv, self.proj = nn.GroupNorm(8, c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).chunk(3, 1)
+        attention = torch.softmax(q.flatten(2).transpose(1, 2) @ k.flatten(2) / math.sqrt(c), -1)
+        return x + self.proj((v.flatten(2) @ attention.transpose(1, 2)).view(b, c, h, w))
+
+
+class DiffusionUNet(nn.Module):
+    """Sinusoidal time embedding (of a fixed step, computed in the graph) through an MLP, residual blocks at
+    two resolutions, self-attention at the lower one, a transposed conv up and a skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs, self.time = nn.Conv2d(3, 32, 3, padding=1), nn.Sequential(nn.Linear(16, 16), nn.SiLU(), nn.Linear(16, 16))
+        self.block1, self.down, self.block2, self.attention = TimeResBlock(), nn.Conv2d(32, 32, 3, 2, 1), TimeResBlock(), MapAttention()
+        self.up, self.block3 = nn.ConvTranspose2d(32, 32, 2, 2), TimeResBlock()
+        self.out = nn.Sequential(nn.GroupNorm(8, 32), nn.SiLU(), nn.Conv2d(32, 3, 3, padding=1))
+
+    def forward(self, x):
+        angles = torch.ones(x.shape[0], 1) * 0.5 * torch.exp(-math.log(10000) * torch.arange(8) / 8)[None]
+        t = self.time(torch.cat([angles.sin(), angles.cos()], 1))
+        h1 = self.block1(self.inputs(x), t)
+        h2 = self.attention(self.block2(self.down(h1), t))
+        return self.out(self.block3(self.up(h2) + h1, t))
+
+
+class DETRDecoder(nn.Module):
+    """Learned object queries expanded to the batch, a transformer decoder layer over a conv's tokens, class
+    and box heads."""
+
+    def __init__(self, d: int = 32, queries: int = 6) -> None:
+        super().__init__()
+        self.backbone, self.queries = nn.Sequential(nn.Conv2d(3, d, 4, 4), nn.ReLU()), nn.Parameter(torch.randn(queries, d))
+        self.layer = nn.TransformerDecoderLayer(d, 4, 64, dropout=0.0, batch_first=True)
+        self.classes, self.box = nn.Linear(d, 5), nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+
+    def forward(self, x):
+        memory = self.backbone(x).flatten(2).transpose(1, 2)
+        h = self.layer(self.queries.unsqueeze(0).expand(x.shape[0], -1, -1), memory)
+        return torch.cat([self.classes(h), self.box(h).sigmoid()], -1)
+
+
+class PoolFormerBlock(nn.Module):
+    """Average pooling as the token mixer (minus the input), GroupNorm(1), layer scales per channel."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.pool = nn.GroupNorm(1, c), nn.GroupNorm(1, c), nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.mlp = nn.Sequential(nn.Conv2d(c, 4 * c, 1), nn.GELU(), nn.Conv2d(4 * c, c, 1))
+        self.scale1, self.scale2 = nn.Parameter(torch.rand(c, 1, 1)), nn.Parameter(torch.rand(c, 1, 1))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.scale1 * (self.pool(y) - y)
+        return x + self.scale2 * self.mlp(self.norm2(x))
+
+
 MODELS = {
     "llama": Llama, "t5": T5, "whisper_encoder": WhisperEncoder, "wav2vec_features": Wav2VecFeatures, "tcn": TCN,
     "convnext": lambda: Classifier(ConvNeXtBlock()), "ghostnet": lambda: Classifier(GhostBottleneck()),
     "regnet": lambda: Classifier(RegNetBlock()), "repvgg": lambda: Classifier(RepVGGBlock()),
     "hrnet": lambda: Classifier(HRFusion()), "yolo11": Yolo11, "yolov10": YoloV10, "rtdetr_aifi": RTDETREncoder,
+    "efficientnet_mbconv": lambda: Classifier(MBConv()), "mlp_mixer": MLPMixer, "segformer": SegFormer,
+    "diffusion_unet": DiffusionUNet, "detr_decoder": DETRDecoder, "poolformer": lambda: Classifier(PoolFormerBlock()),
 }
 TOKEN_INPUTS = ("llama", "t5")
 INPUTS = {"whisper_encoder": (2, 16, 20), "wav2vec_features": (2, 400), "tcn": (2, 16, 20), "yolo11": (2, 3, 64, 64),
-          "yolov10": (2, 3, 64, 64), "rtdetr_aifi": (2, 3, 32, 32)}
+          "yolov10": (2, 3, 64, 64), "rtdetr_aifi": (2, 3, 32, 32), "segformer": (2, 3, 32, 32)}
 
 
 if __name__ == "__main__":
