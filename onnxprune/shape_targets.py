@@ -197,11 +197,16 @@ def consecutive_reshapes(graph: gs.Graph) -> int:
         if first.op != "Reshape" or target is None or (0 in target and not node.attrs.get("allowzero", 0)):
             continue  # a 0 copies a size of the first Reshape's output
         source, middle = first.inputs[0].shape, node.inputs[0].shape
-        if source is None or middle is None or all(isinstance(d, int) or d in source for d in middle):
+        if source is None or middle is None or not any(_made_up(d) for d in middle) or any(_made_up(d) for d in source):
             continue
         node.inputs[0] = first.inputs[0]
         joined += 1
     return joined
+
+
+def _made_up(size: Dim) -> bool:
+    """Whether a size is unknown, or one that ONNX shape inference made up."""
+    return size is None or isinstance(size, str) and size.startswith(FRESH_SIZE)
 
 
 def _swap_after_reshape(node: gs.Node, perm: list[int]) -> gs.Node | None:
@@ -268,21 +273,14 @@ def flattened_linears(graph: gs.Graph) -> int:
         if flatten.op != "Reshape" or len(flatten.inputs) < 2 or not flatten.outputs or len(flatten.outputs[0].outputs) != 1:
             continue
         source, shape, gemm = flatten.inputs[0], flatten.inputs[0].shape, flatten.outputs[0].outputs[0]
-        target = _values(flatten.inputs[1], 0)
-        merged = _merged_trailing(shape, target)
-        if merged is None or gemm.op != "Gemm" or gemm.inputs[0] is not flatten.outputs[0] or gemm.attrs.get("transA", 0):
+        if shape is None or len(shape) < 3 or not isinstance(shape[-1], int) or _values(flatten.inputs[1], 0) != [-1, shape[-1]]:
+            continue
+        if gemm.op != "Gemm" or gemm.inputs[0] is not flatten.outputs[0] or gemm.attrs.get("transA", 0):
             continue
         weight = _linear_weight(gemm, taken)
         bias = _linear_bias(gemm, taken, weight.shape[1] if weight is not None and weight.shape else None)
         if weight is None or bias is None:
             continue
-        if merged > 1:  # [T, N, heads, D] -> [T, N, heads x D]
-            rows = gs.Variable(_unique(taken, f"{flatten.name}_rows"), dtype=source.dtype)
-            keep = np.array([0] * (len(shape) - merged) + [target[1]], dtype=np.int64)
-            graph.nodes.append(gs.Node("Reshape", name=_unique(taken, f"{flatten.name}_rows"),
-                                       inputs=[source, gs.Constant(_unique(taken, f"{flatten.name}_rows_shape"), keep)],
-                                       outputs=[rows]))
-            source = rows
         flat = gemm.outputs[0]
         gemm.outputs.clear()
         product = gs.Variable(_unique(taken, f"{gemm.name}_unflattened"), dtype=flat.dtype)
@@ -301,21 +299,6 @@ def flattened_linears(graph: gs.Graph) -> int:
     if replaced:
         graph.toposort()
     return replaced
-
-
-def _merged_trailing(shape: list[Dim] | None, target: list[Dim] | None) -> int | None:
-    """How many trailing axes of ``shape`` a Reshape to ``target`` = [-1, C] merges into its C features,
-    leaving at least two leading axes to flatten into its rows (None if it does not)."""
-    if shape is None or target is None or len(target) != 2 or target[0] != -1 or not isinstance(target[1], int):
-        return None
-    product = 1
-    for merged in range(1, len(shape) - 1):
-        if not isinstance(shape[-merged], int):
-            return None
-        product *= shape[-merged]
-        if product == target[1]:
-            return merged
-    return None
 
 
 def strided_identity_views(graph: gs.Graph) -> int:
@@ -719,7 +702,7 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
         elif node.op == "Reshape" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
-            result = _wildcard_as_symbol(list(node.inputs[0].shape), _values(node.inputs[1], 0), node.attrs)
+            result = _wildcard_as_symbol(node)
         else:
             continue
         current = node.outputs[0].shape
@@ -728,22 +711,66 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
     return fixed
 
 
-def _wildcard_as_symbol(shape: list[Dim], target: list | None, attrs: dict) -> list[Dim] | None:
-    """A Reshape's output shape where its -1 stands for the one symbolic size S of its input: the input holds
-    S times constants whose product the target's other entries match (``view(-1, c, h, w)`` of [N, h x w, c]
-    transposed, which ONNX shape inference gives a fresh size); None otherwise."""
+def _wildcard_as_symbol(node: gs.Node) -> list[Dim] | None:
+    """A Reshape's output shape where its -1 stands for a symbolic size S of the model: its input holds S
+    times constants (followed back through a flattening to rows, see ``_rows``) whose product the target's
+    other entries match; None otherwise. ``view(-1, c, h, w)`` of a transformer's [N, h x w, c] tokens, or
+    the dynamo exporter's [T, -1, E] after nn.MultiheadAttention's output projection of [T x N, E] rows:
+    ONNX shape inference gives each a size of its own, and the batch size is lost for the rest of the model."""
+    target = _values(node.inputs[1], 0)
     if target is None or target.count(-1) != 1 or not all(isinstance(t, int) for t in target):
         return None
-    if 0 in target and attrs.get("allowzero", 0):  # dynamo sets allowzero; its targets have no 0 but an empty tensor's
+    shape = list(node.inputs[0].shape)
+    if 0 in target and node.attrs.get("allowzero", 0):  # dynamo sets allowzero; a 0 then means an empty tensor
         return None
     target = [shape[i] if t == 0 and i < len(shape) else t for i, t in enumerate(target)]
-    symbols = [d for d in shape if not isinstance(d, int)]
-    if (len(symbols) != 1 or not isinstance(symbols[0], str) or symbols[0].startswith(FRESH_SIZE)
-            or not all(isinstance(t, int) for t in target)):
+    elements = _elements(node.inputs[0], 0)
+    if elements is None or not all(isinstance(t, int) for t in target) or elements[1] != -int(np.prod(target)):
         return None
-    if int(np.prod([d for d in shape if isinstance(d, int)])) != -int(np.prod(target)):
+    return [elements[0] if t == -1 else t for t in target]
+
+
+def _elements(tensor: gs.Tensor, depth: int) -> tuple[str, int] | None:
+    """A tensor's element count as (S, k) for S x k, S a symbolic size of the model, where it is so."""
+    shape = tensor.shape
+    if shape is None or depth > MAX_DEPTH:
         return None
-    return [symbols[0] if t == -1 else t for t in target]
+    known = int(np.prod([d for d in shape if isinstance(d, int)]))
+    unknown = [(axis, d) for axis, d in enumerate(shape) if not isinstance(d, int)]
+    if len(unknown) != 1 or not isinstance(unknown[0][1], str):
+        return None
+    axis, size = unknown[0]
+    if not _made_up(size):
+        return size, known
+    rows = _rows(tensor, depth) if axis == 0 else None
+    return (rows[0], rows[1] * known) if rows is not None else None
+
+
+# Ops whose output has their first input's rows (its first axis): linear layers and elementwise ops.
+_ROW_KEEPING_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Gelu", "Erf",
+                    "Identity", "Cast", "Softmax", "LayerNormalization")
+
+
+def _rows(tensor: gs.Tensor, depth: int) -> tuple[str, int] | None:
+    """The size of the first axis of a 2-D or wider tensor of rows, as (S, k), followed back through ops
+    that keep the rows to the Reshape that flattened them (target [-1, ...])."""
+    if len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    if node.op == "Reshape" and len(node.inputs) == 2:
+        target = _values(node.inputs[1], 0)
+        if target is None or not target or target[0] != -1 or not all(isinstance(t, int) and t > 0 for t in target[1:]):
+            return None
+        elements = _elements(node.inputs[0], depth + 1)
+        inner = int(np.prod(target[1:]))
+        return (elements[0], elements[1] // inner) if elements is not None and elements[1] % inner == 0 else None
+    if node.op not in _ROW_KEEPING_OPS or node.op == "Gemm" and node.attrs.get("transA", 0):
+        return None
+    rank = len(tensor.shape)
+    for source in node.inputs[:2]:
+        if source.shape is not None and len(source.shape) == rank and source.shape[0] == tensor.shape[0]:
+            return _rows(source, depth + 1)
+    return None
 
 
 def _broadcast_with(tensor: gs.Tensor, axis: int, size: str, depth: int) -> bool:

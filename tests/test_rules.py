@@ -1530,20 +1530,24 @@ def test_a_linear_flattened_for_a_gemm_is_unflattened_so_that_its_heads_prune():
     assert "Gemm" not in {n.op for n in import_graph(result.model).nodes}
 
 
-def test_heads_flattened_for_a_gemm_are_merged_in_place_and_the_batch_size_survives():
-    # The dynamo exporter's nn.MultiheadAttention output projection: heads [T, N, 2, 4] -> [-1, 8], Gemm,
-    # [T, -1, 8]. As a MatMul of [T, N, 8] the -1 is N again, which the rest of the model needs.
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["v"]), helper.make_node("Reshape", ["v", "split"], ["vh"]),
+def test_the_batch_size_survives_heads_flattened_to_rows_for_a_gemm_and_reshaped_back():
+    # The dynamo exporter's nn.MultiheadAttention output projection: heads [T, N, 2, 4] -> [-1, 8] (T x N
+    # rows), Gemm, [T, -1, 8]: the -1 is N (the Gemm keeps the rows), which the rest of the model needs.
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("MatMul", ["xt", "w0"], ["v"]), helper.make_node("Reshape", ["v", "split"], ["vh"]),
              helper.make_node("Relu", ["vh"], ["vr"]), helper.make_node("Reshape", ["vr", "flat"], ["f"], allowzero=1),
-             helper.make_node("Gemm", ["f", "w1", "b1"], ["g"], transB=1, name="gemm"),
-             helper.make_node("Reshape", ["g", "back"], ["o"], allowzero=1), helper.make_node("Add", ["o", "x"], ["y"])]
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["g"], transB=1, name="gemm"), helper.make_node("Relu", ["g"], ["gr"]),
+             helper.make_node("Reshape", ["gr", "back"], ["o"], allowzero=1), helper.make_node("Add", ["o", "xt"], ["y"])]
     inits = [weight("w0", (8, 8), 1), weight("w1", (8, 8), 2), weight("b1", (8,), 3),
              _ints("split", [0, 0, 2, 4]), _ints("flat", [-1, 8]), _ints("back", [6, -1, 8])]
-    model = make_model(nodes, {"x": [6, "N", 8]}, ["y"], inits)
+    model = make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits)
     assert {t.name: t.shape for t in import_graph(model).tensors().values()}["o"] == [6, "N", 8]
     result = prune_checked(model)
     assert group_of(result, "vr")["kept"] == 1
-    assert "Gemm" not in {n.op for n in import_graph(result.model).nodes}
+    # Statistics and refits are recorded on the model as loaded: the Gemm's input is there as it was.
+    calib = [{"x": np.random.default_rng(i).standard_normal((16, 6, 8)).astype(np.float32)} for i in range(4)]
+    calibrated = onnxprune.prune(model, ratio=0.5, round_to=1, importance="activation", calib=calib)
+    assert any(r["node"] == "gemm" and r["method"] in ("ls", "refit") for r in calibrated.report["compensation"])
 
 
 def test_a_reshape_of_a_reshape_that_merged_the_channels_into_the_batch_reads_the_first_input():
