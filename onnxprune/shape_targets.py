@@ -38,7 +38,7 @@ Dim = int | str | Product | None  # a size: known, symbolic (ONNX dim_param), a 
 MAX_DEPTH = 24
 MAX_ELEMENTS = 16
 # ONNX shape inference names a size it makes up unk__0, unk__1, ... afresh on every run: a Reshape's -1 is
-# only given such a name where it is a size of the model's own (the next run may call another size so).
+# only given a size of the model's own (the next run may give such a name to another size).
 FRESH_SIZE = "unk__"
 
 
@@ -184,9 +184,9 @@ def consecutive_reshapes(graph: gs.Graph) -> int:
     """Let a Reshape whose input is another Reshape's output (with a size that shape inference made up)
     read that Reshape's input instead, which is the same; returns how many were so joined.
 
-    ``nn.MultiheadAttention`` as the dynamo exporter writes it flattens its heads' output [T, N, heads, D]
-    to [T x N, E] and reshapes that to [T, -1, E]: ONNX shape inference cannot tell T x N / T, so the
-    batch size is lost for the rest of the model. Joined, the -1 is the batch again (``computed_sizes``).
+    ``x.view(-1, h, w).view(-1, c, h * w)`` of a map [N, C, H, W] merges the channels into the batch for a
+    moment, which pins them, and ONNX shape inference cannot tell N x C / C, so the batch size is lost for
+    the rest of the model. Joined, the channels stay apart and the -1 is N (``computed_sizes``).
     """
     joined = 0
     for node in graph.nodes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -30,6 +31,7 @@ def test_prune_writes_beside_input_and_leaves_input_alone(model_copy, capsys):
     written = model_copy.with_name("resnet.pruned.onnx")
     assert written.exists() and f"written: {written}" in out
     assert "params" in out and "MACs" in out and "file size" in out and "pinned" in out
+    assert float(re.search(r"relative L2 error <= ([0-9.e+-]+)", out).group(1)) > 0
     assert model_copy.read_bytes() == before
     pruned = onnx.load(written)
     onnx.checker.check_model(pruned, full_check=True)
