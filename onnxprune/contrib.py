@@ -3,7 +3,8 @@
 A model that ONNX Runtime's optimizer saved (``SessionOptions.optimized_model_filepath``, or the
 transformer optimizer) holds fusions in the ``com.microsoft`` domain: FusedConv and FusedGemm (a Conv
 or Gemm with its activation, and FusedConv's residual Add), FusedMatMul (a MatMul of transposed inputs,
-scaled), BiasGelu and FastGelu (a bias Add before the activation), SkipLayerNormalization, and BERT's
+scaled), BiasGelu and FastGelu (a bias Add before the activation), SkipLayerNormalization and
+SkipSimplifiedLayerNormalization (a residual Add before a LayerNorm or an RMS norm), and BERT's
 Attention (a packed q/k/v projection, heads, a padding mask), MultiHeadAttention (the same after the
 projections) and EmbedLayerNormalization. Split into the standard ops they stand for, every rule,
 criterion and compensation step applies to them; ONNX Runtime fuses them again when it loads the pruned
@@ -158,12 +159,15 @@ def _bias_activation(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
 def _skip_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     # SkipLayerNormalization(input, skip, gamma, beta, bias) = LayerNormalization(input + skip + bias)
     # over the last axis; its fourth output is that sum. Mean and inverse deviation outputs stay fused.
+    # SkipSimplifiedLayerNormalization(input, skip, gamma, bias) is the RMS norm's: the norm is written as
+    # the SimplifiedLayerNormalization that ONNX Runtime registers in ONNX's domain (and itself writes).
     used = [t for t in node.outputs[1:3] if not t.is_empty() and (t.outputs or t in graph.outputs)]
-    if graph.opset < 17 or used:  # LayerNormalization is a standard op from opset 17
+    simplified = node.op == "SkipSimplifiedLayerNormalization"
+    if graph.opset < 17 and not simplified or used:  # LayerNormalization is a standard op from opset 17
         return None
     x, skip, gamma = node.inputs[:3]
-    beta = node.inputs[3] if len(node.inputs) > 3 and not node.inputs[3].is_empty() else None
-    bias = node.inputs[4] if len(node.inputs) > 4 and not node.inputs[4].is_empty() else None
+    optional = [t if not t.is_empty() else None for t in node.inputs[3:5]] + [None, None]
+    beta, bias = (None, optional[0]) if simplified else optional[:2]
     out = node.outputs[0]
     total = node.outputs[3] if len(node.outputs) > 3 and not node.outputs[3].is_empty() else \
         gs.Variable(f"{out.name}_sum", dtype=out.dtype)
@@ -173,7 +177,8 @@ def _skip_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
         nodes.append(gs.Node("Add", f"{node.name}_bias", inputs=[summed, bias], outputs=[total]))
     attrs = {"axis": -1, "epsilon": float(node.attrs.get("epsilon", 1e-5))}
     norm_inputs = [total, gamma] + ([beta] if beta is not None else [])
-    return [*nodes, gs.Node("LayerNormalization", node.name, attrs, norm_inputs, [out])]
+    norm = "SimplifiedLayerNormalization" if simplified else "LayerNormalization"
+    return [*nodes, gs.Node(norm, node.name, attrs, norm_inputs, [out])]
 
 
 class _Chain:
@@ -360,5 +365,6 @@ def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
 
 _SPLITTERS = {"FusedConv": _fused_conv, "FusedGemm": _fused_gemm, "FusedMatMul": _fused_matmul,
               "BiasGelu": _bias_activation, "FastGelu": _bias_activation, "SkipLayerNormalization": _skip_layer_norm,
+              "SkipSimplifiedLayerNormalization": _skip_layer_norm,
               "Attention": _attention, "MultiHeadAttention": _multi_head_attention,
               "EmbedLayerNormalization": _embed_layer_norm}

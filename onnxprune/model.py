@@ -104,10 +104,23 @@ def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
     ``model`` itself where its weights are too big to copy through protobuf."""
     if external_data_bytes(model) > PROTOBUF_SAFE_BYTES:
         return model
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except onnx.shape_inference.InferenceError:
-        return model
+    inferred = model
+    for _ in range(MAX_RESHAPE_PASSES):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(inferred, strict_mode=False, data_prop=True)
+        except onnx.shape_inference.InferenceError:
+            return inferred
+        # Inference stops at ops it has no schema of; those that keep their input's shape pass it on.
+        known = {v.name: v for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+        passed = [onnx.ValueInfoProto(name=node.output[0], type=known[node.input[0]].type)
+                  for node in inferred.graph.node
+                  if node.input and node.output and node.input[0] in known and node.output[0] not in known
+                  and (node.op_type in _CONTRIB_SHAPE_KEEPING_OPS if node.domain == CONTRIB_DOMAIN
+                       else node.op_type in _UNINFERRED_SHAPE_KEEPING_OPS and node.domain in ("", "ai.onnx"))]
+        if not passed:
+            return inferred
+        inferred.graph.value_info.extend(passed)
+    return inferred
 
 
 def check_model_file(path: str | os.PathLike) -> None:

@@ -107,6 +107,9 @@ CASES = {
     "SkipLayerNormalization and its sum": _model(
         [_contrib("SkipLayerNormalization", ["x", "s", "g", "beta", "b"], ["y", "", "", "sum"], epsilon=1e-3)],
         {"x": [2, 3, 6], "s": [2, 3, 6]}, ["y", "sum"], [_vector("g", 6, 1), _vector("beta", 6, 2), _vector("b", 6, 3)]),
+    "SkipSimplifiedLayerNormalization and its sum": _model(  # an RMS norm, written as ORT's own op in ONNX's domain
+        [_contrib("SkipSimplifiedLayerNormalization", ["x", "s", "g", "b"], ["y", "", "", "sum"], epsilon=1e-3)],
+        {"x": [2, 3, 6], "s": [2, 3, 6]}, ["y", "sum"], [_vector("g", 6, 1), _vector("b", 6, 3)]),
 }
 
 
@@ -305,6 +308,29 @@ def test_an_rms_norm_that_onnx_cannot_size_keeps_the_channels_after_it_prunable(
     result = onnxprune.prune(model, ratio=0.5, round_to=1)
     kept = {i.name: list(i.dims) for i in result.model.graph.initializer}
     assert kept["w1"] == [16, 16] and kept["w4"] == [16, 4]  # both hidden layers lose half their units
+    feeds = feeds_for(model)
+    assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
+    assert _contrib_ops(load_model(model)) == set()  # the skip variant is split into an Add and the norm
+    if norm == "SimplifiedLayerNormalization":
+        stream = next(g for g in result.report["groups"] if "h" in [m["tensor"] for m in g["members"]])
+        assert "it normalises over the channel axis (an RMS norm of the channels)" in stream["pinned_reason"]
+
+
+def test_a_fused_matmul_after_an_rms_norm_that_onnx_cannot_size_is_split():
+    # A LLaMA block as ONNX Runtime saves it: RMS norm (SimplifiedLayerNormalization), then q @ k^T * scale
+    # as a FusedMatMul. ONNX's inference stopped at the norm, which left k's rank unknown and the
+    # FusedMatMul (and the attention's channels) fused; the norm's input shape now passes on.
+    nodes = [helper.make_node("SimplifiedLayerNormalization", ["x", "gamma"], ["n"], axis=-1, epsilon=1e-5)]
+    nodes += [helper.make_node("MatMul", ["n", f"w{p}"], [p]) for p in "qkv"]
+    nodes += [_contrib("FusedMatMul", ["q", "k"], ["scores"], transB=1, alpha=0.5),
+              helper.make_node("Softmax", ["scores"], ["attn"], axis=-1), helper.make_node("MatMul", ["attn", "v"], ["c"]),
+              helper.make_node("MatMul", ["c", "wo"], ["y"])]
+    inits = [_vector("gamma", 16, 1), *(weight(f"w{p}", (16, 8), i) for i, p in enumerate("qkv", 2)), weight("wo", (8, 4), 5)]
+    model = _model(nodes, {"x": ["batch", 5, 16]}, ["y"], inits)
+    assert _contrib_ops(load_model(model)) == set()
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    kept = {i.name: list(i.dims) for i in result.model.graph.initializer}
+    assert kept["wq"] == [16, 4] and kept["wk"] == [16, 4] and kept["wo"] == [4, 4]
     feeds = feeds_for(model)
     assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
 

@@ -3,7 +3,8 @@
 Both normalise each channel on its own (over batch and space), so channels pass through unchanged in
 number and order; scale, bias, mean and variance lose the removed channels' entries. LayerNormalization
 normalises over the channels themselves (a transformer's token stream, a ConvNeXt block): removing one
-changes every other's output, so its channels are pinned, unless it normalises only axes after them.
+changes every other's output, so its channels are pinned, unless it normalises only axes after them; so do
+the RMS norms (SimplifiedLayerNormalization, RMSNormalization).
 GroupNormalization normalises each group of consecutive channels together: a group's channels are one
 unit, removed whole (the other groups' statistics stay as they were), and ``num_groups`` is rewritten.
 """
@@ -30,7 +31,9 @@ class PerChannelNormRule(Rule):
 
 
 class LayerNormRule(Rule):
-    op_types = ("LayerNormalization",)
+    # ONNX Runtime's optimizer writes an RMS norm as SimplifiedLayerNormalization, which it registers in
+    # ONNX's own domain; opset 23 has it as RMSNormalization. Both normalise as LayerNormalization does.
+    op_types = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         x = ctx.channel(node.inputs[0])
@@ -38,7 +41,8 @@ class LayerNormRule(Rule):
             return
         axis = int(node.attrs.get("axis", -1)) % ctx.rank(node.inputs[0])
         if x.axis >= axis:
-            raise Unprunable("it normalises over the channel axis (a LayerNorm of the channels)")
+            raise Unprunable("it normalises over the channel axis (a LayerNorm of the channels)" if node.op == "LayerNormalization"
+                             else "it normalises over the channel axis (an RMS norm of the channels)")
         if any(not t.is_empty() and t.outputs for t in node.outputs[1:]):
             raise Unprunable("its mean and inverse standard deviation are read")
         ctx.same_channels(node.outputs[0], x)  # scale and bias span the normalised axes only
