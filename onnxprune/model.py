@@ -95,6 +95,15 @@ def read_model(source: ModelSource) -> LoadedModel:
         unfused, written = unfuse_contrib_ops(graph), write_as_qdq(graph)
         if unfused or written:
             loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused, written_as_qdq=written)
+        # A split op's output gets a shape, which may give the rank that a fused op after it waited for
+        # (attention's FusedMatMul of a Softmax of another FusedMatMul).
+        for _ in range(MAX_RESHAPE_PASSES):
+            if not unfused or not has_fused_contrib_ops(loaded.model):
+                break
+            graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
+            unfused = unfuse_contrib_ops(graph)
+            if unfused:
+                loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=loaded.unfused + unfused)
     return loaded
 
 
@@ -111,7 +120,9 @@ def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
         except onnx.shape_inference.InferenceError:
             return inferred
         # Inference stops at ops it has no schema of; those that keep their input's shape pass it on.
-        known = {v.name: v for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+        # (ONNX Runtime saves the types of their outputs, without shapes.)
+        known = {v.name: v for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+                 if v.type.tensor_type.HasField("shape")}
         passed = [onnx.ValueInfoProto(name=node.output[0], type=known[node.input[0]].type)
                   for node in inferred.graph.node
                   if node.input and node.output and node.input[0] in known and node.output[0] not in known
@@ -119,7 +130,10 @@ def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
                        else node.op_type in _UNINFERRED_SHAPE_KEEPING_OPS and node.domain in ("", "ai.onnx"))]
         if not passed:
             return inferred
-        inferred.graph.value_info.extend(passed)
+        names = {v.name for v in passed}
+        kept = [v for v in inferred.graph.value_info if v.name not in names]
+        del inferred.graph.value_info[:]
+        inferred.graph.value_info.extend(kept + passed)
     return inferred
 
 
@@ -322,7 +336,7 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
     _set_inferred(graph, known)
     fixed = sliced_sizes(graph) | computed_sizes(graph)
     for _ in range(MAX_RESHAPE_PASSES):
-        kept = _kept_shapes(graph)
+        kept = _kept_shapes(graph, fixed)
         if not fixed and not kept:
             break
         fixed |= kept
@@ -379,12 +393,15 @@ def _uninferred_output(node: gs.Node) -> tuple[list, object] | None:
     return None
 
 
-def _kept_shapes(graph: gs.Graph) -> dict[str, list]:
-    """Shapes of the outputs that inference left unknown and ``_uninferred_output`` knows (dtypes set)."""
+def _kept_shapes(graph: gs.Graph, fixed: dict[str, list]) -> dict[str, list]:
+    """Shapes of the outputs that inference left unknown and ``_uninferred_output`` knows (dtypes set), and
+    of those given so before (in ``fixed``) whose input's shape has changed since."""
     kept = {}
     for node in graph.nodes:
-        known = _uninferred_output(node) if node.outputs and node.outputs[0].shape is None else None
-        if known is not None:
+        if not node.outputs or node.outputs[0].shape is not None and node.outputs[0].name not in fixed:
+            continue
+        known = _uninferred_output(node)
+        if known is not None and fixed.get(node.outputs[0].name) != known[0]:
             node.outputs[0].dtype = known[1]
             kept[node.outputs[0].name] = known[0]
     return kept

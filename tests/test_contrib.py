@@ -335,6 +335,29 @@ def test_a_fused_matmul_after_an_rms_norm_that_onnx_cannot_size_is_split():
     assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
 
 
+def test_fused_matmuls_that_wait_on_each_other_and_on_an_activation_are_all_split():
+    # YOLO11's attention as ONNX Runtime saves it: (q^T k) * scale and v attn^T as FusedMatMuls, the second
+    # reading a Softmax of the first (sized only once the first is split), after a QuickGelu (SiLU) whose
+    # output ONNX Runtime saved with a type but no shape.
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), _contrib("QuickGelu", ["h"], ["g"], alpha=1.0)]
+    nodes += [helper.make_node("MatMul", ["g", f"w{p}"], [p]) for p in "qkv"]
+    nodes += [_contrib("FusedMatMul", ["q", "k"], ["scores"], transB=1, alpha=0.5),
+              helper.make_node("Softmax", ["scores"], ["attn"], axis=-1),
+              helper.make_node("Transpose", ["v"], ["vt"], perm=[0, 2, 1]),
+              _contrib("FusedMatMul", ["vt", "attn"], ["c"], transB=1),  # v^T attn^T: [batch, 8, tokens]
+              helper.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 1]), helper.make_node("MatMul", ["ct", "wo"], ["y"])]
+    inits = [weight("w", (16, 16), 1), *(weight(f"w{p}", (16, 8), i) for i, p in enumerate("qkv", 2)), weight("wo", (8, 4), 5)]
+    model = _model(nodes, {"x": ["batch", 5, 16]}, ["y"], inits)
+    model.graph.value_info.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
+    unfused = load_model(model)
+    assert _contrib_ops(unfused) == {"QuickGelu"}
+    feeds = feeds_for(model)
+    assert relative_error(run(model, feeds)[0], run(unfused, feeds)[0]) < 1e-5
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    kept = {i.name: list(i.dims) for i in result.model.graph.initializer}
+    assert kept["w"] == [16, 8] and kept["wq"] == [8, 4] and kept["wv"] == [8, 4]
+
+
 def _timm_attention(fused: bool) -> onnx.ModelProto:
     """timm's ViT attention: a packed projection reshaped to [3, batch, heads, tokens, size], q, k and v
     Gathered from it, (q @ k^T) * scale, softmax, @ v, heads merged, output projection. ``fused``: as

@@ -867,6 +867,20 @@ def test_an_as_strided_after_a_reshape_with_minus_one_still_knows_the_batch_size
     assert "Gather" not in {n.op for n in import_graph(result.model).nodes}
 
 
+def test_a_size_found_late_reaches_past_an_op_onnx_cannot_size():
+    # As ONNX Runtime saves it, the map's SiLU is a QuickGelu (no ONNX schema: its output takes its input's
+    # shape). That shape was taken while the batch size was still lost, and kept after it was found.
+    model = _channels_last_flatten(list(range(8)), through_sequence=True)
+    pool = next(n for n in model.graph.node if n.op_type == "ReduceMean")
+    pool.input[0] = "a_act"
+    index = list(model.graph.node).index(pool)
+    model.graph.node.insert(index, helper.make_node("QuickGelu", ["a_map"], ["a_act"], domain="com.microsoft", alpha=1.0))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert {t.name: t.shape for t in import_graph(model).tensors().values()}["a_act"] == ["N", 8, 8, 8]
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
+
+
 def test_an_as_strided_that_reorders_the_channels_stays_and_pins_them():
     result = prune_checked(_channels_last_flatten([1, 0, 2, 3, 4, 5, 6, 7]))
     assert group_of(result, "a")["pinned_reason"] is not None
