@@ -113,14 +113,24 @@ def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
     ``model`` itself where its weights are too big to copy through protobuf."""
     if external_data_bytes(model) > PROTOBUF_SAFE_BYTES:
         return model
-    inferred = model
+    graph = model.graph
+    weights = {t.name for t in graph.initializer}
+    # Inference runs on a copy without the large weights (typed inputs stand in), since it may run again
+    # and again: once more for each op it has no schema of that keeps its input's shape (ONNX Runtime's
+    # SkipLayerNormalization, one or two a layer), which passes that shape on; ORT saves their outputs'
+    # types without shapes.
+    small = [t for t in graph.initializer if int(np.prod(t.dims)) <= SKELETON_MAX_ELEMENTS]
+    stand_ins = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                 for t in graph.initializer if int(np.prod(t.dims)) > SKELETON_MAX_ELEMENTS]
+    inferred = helper.make_model(helper.make_graph(graph.node, graph.name, [*graph.input, *stand_ins], graph.output,
+                                                   small, value_info=graph.value_info),
+                                 opset_imports=model.opset_import, ir_version=model.ir_version)
+    inferred.functions.extend(model.functions)
     for _ in range(MAX_RESHAPE_PASSES):
         try:
             inferred = onnx.shape_inference.infer_shapes(inferred, strict_mode=False, data_prop=True)
         except onnx.shape_inference.InferenceError:
-            return inferred
-        # Inference stops at ops it has no schema of; those that keep their input's shape pass it on.
-        # (ONNX Runtime saves the types of their outputs, without shapes.)
+            break
         known = {v.name: v for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
                  if v.type.tensor_type.HasField("shape")}
         passed = [onnx.ValueInfoProto(name=node.output[0], type=known[node.input[0]].type)
@@ -129,12 +139,16 @@ def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
                   and (node.op_type in _CONTRIB_SHAPE_KEEPING_OPS if node.domain == CONTRIB_DOMAIN
                        else node.op_type in _UNINFERRED_SHAPE_KEEPING_OPS and node.domain in ("", "ai.onnx"))]
         if not passed:
-            return inferred
+            break
         names = {v.name for v in passed}
         kept = [v for v in inferred.graph.value_info if v.name not in names]
         del inferred.graph.value_info[:]
         inferred.graph.value_info.extend(kept + passed)
-    return inferred
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.value_info[:]
+    result.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in weights)
+    return result
 
 
 def check_model_file(path: str | os.PathLike) -> None:
@@ -545,8 +559,11 @@ def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     """Export a graph keeping the template's opsets, IR version and metadata."""
     model = gs.export_onnx(graph)
     model.ir_version = template.ir_version
+    # graphsurgeon adds the domains its nodes use (ONNX Runtime's transformer optimizer writes contrib ops
+    # without importing com.microsoft, which ONNX's shape inference then refuses).
+    added = [entry for entry in model.opset_import if entry.domain not in {t.domain for t in template.opset_import}]
     del model.opset_import[:]
-    model.opset_import.extend(template.opset_import)
+    model.opset_import.extend([*template.opset_import, *added])
     model.producer_name = template.producer_name
     model.producer_version = template.producer_version
     del model.metadata_props[:]
