@@ -90,20 +90,19 @@ def read_model(source: ModelSource) -> LoadedModel:
     else:
         loaded = _read_model_file(Path(source))
     _check_loadable(loaded.model)
-    if has_fused_contrib_ops(loaded.model) or has_operator_format(loaded.model):
+    if not has_fused_contrib_ops(loaded.model) and not has_operator_format(loaded.model):
+        return loaded
+    # A split op's output gets a shape, which may give the rank that a fused op after it waited for
+    # (attention's FusedMatMul of a Softmax of another FusedMatMul): split again while that helps.
+    for _ in range(MAX_RESHAPE_PASSES):
         graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
         unfused, written = unfuse_contrib_ops(graph), write_as_qdq(graph)
-        if unfused or written:
-            loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=unfused, written_as_qdq=written)
-        # A split op's output gets a shape, which may give the rank that a fused op after it waited for
-        # (attention's FusedMatMul of a Softmax of another FusedMatMul).
-        for _ in range(MAX_RESHAPE_PASSES):
-            if not unfused or not has_fused_contrib_ops(loaded.model):
-                break
-            graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
-            unfused = unfuse_contrib_ops(graph)
-            if unfused:
-                loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=loaded.unfused + unfused)
+        if not unfused and not written:
+            break
+        loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=loaded.unfused + unfused,
+                         written_as_qdq=loaded.written_as_qdq + written)
+        if not has_fused_contrib_ops(loaded.model):
+            break
     return loaded
 
 
@@ -136,8 +135,7 @@ def _with_inferred_ranks(model: onnx.ModelProto) -> onnx.ModelProto:
         passed = [onnx.ValueInfoProto(name=node.output[0], type=known[node.input[0]].type)
                   for node in inferred.graph.node
                   if node.input and node.output and node.input[0] in known and node.output[0] not in known
-                  and (node.op_type in _CONTRIB_SHAPE_KEEPING_OPS if node.domain == CONTRIB_DOMAIN
-                       else node.op_type in _UNINFERRED_SHAPE_KEEPING_OPS and node.domain in ("", "ai.onnx"))]
+                  and _keeps_uninferred_shape(node.op_type, node.domain)]
         if not passed:
             break
         names = {v.name for v in passed}
@@ -374,10 +372,10 @@ _CONTRIB_SHAPE_KEEPING_OPS = (*CONTRIB_UNARY_OPS, "SkipLayerNormalization", "Ski
                               "RotaryEmbedding")
 
 
-def _keeps_uninferred_shape(node: gs.Node) -> bool:
-    if node.domain == CONTRIB_DOMAIN:
-        return node.op in _CONTRIB_SHAPE_KEEPING_OPS
-    return node.op in _UNINFERRED_SHAPE_KEEPING_OPS
+def _keeps_uninferred_shape(op: str, domain: str | None) -> bool:
+    if domain == CONTRIB_DOMAIN:
+        return op in _CONTRIB_SHAPE_KEEPING_OPS
+    return op in _UNINFERRED_SHAPE_KEEPING_OPS
 
 
 def _uninferred_output(node: gs.Node) -> tuple[list, object] | None:
@@ -388,7 +386,7 @@ def _uninferred_output(node: gs.Node) -> tuple[list, object] | None:
     x = node.inputs[0] if node.inputs else None
     if x is None or x.shape is None:
         return None
-    if _keeps_uninferred_shape(node):
+    if _keeps_uninferred_shape(node.op, node.domain):
         return list(x.shape), x.dtype
     if node.domain != CONTRIB_DOMAIN:
         return None
@@ -561,7 +559,8 @@ def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     model.ir_version = template.ir_version
     # graphsurgeon adds the domains its nodes use (ONNX Runtime's transformer optimizer writes contrib ops
     # without importing com.microsoft, which ONNX's shape inference then refuses).
-    added = [entry for entry in model.opset_import if entry.domain not in {t.domain for t in template.opset_import}]
+    imported = {entry.domain for entry in template.opset_import}
+    added = [entry for entry in model.opset_import if entry.domain not in imported]
     del model.opset_import[:]
     model.opset_import.extend([*template.opset_import, *added])
     model.producer_name = template.producer_name
