@@ -353,8 +353,9 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
             break
         fixed |= kept
         _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
-        # A size found reaches the next op that inference cannot follow (a Reshape's -1, ...).
-        found = {name: shape for name, shape in computed_sizes(graph).items() if name not in fixed}
+        # A size found reaches the next op that inference cannot follow (a Reshape's -1, ...), and may
+        # refine one computed before it was known (a mask expanded to a batch size found since).
+        found = {name: shape for name, shape in computed_sizes(graph).items() if fixed.get(name) != shape}
         if not kept and not found:
             break
         fixed |= found

@@ -17,6 +17,7 @@ sizes are the same names.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -698,7 +699,7 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
                 continue
             shape = [1] * (len(target) - len(shape)) + shape
             target = [1] * (len(shape) - len(target)) + target
-            result = [t if d == 1 else d if t == 1 or t == d else None for d, t in zip(shape, target)]
+            result = [_expanded(d, t) for d, t in zip(shape, target)]
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
         elif node.op == "Reshape" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
@@ -709,6 +710,16 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
         if result and all(isinstance(d, (int, str)) for d in result) and list(current or []) != result:
             fixed[node.outputs[0].name] = result
     return fixed
+
+
+def _expanded(size: Dim, target: Dim) -> Dim:
+    """An Expand's output size from its input's ``size`` and the target's: whichever is not 1 (a run where
+    both are other than 1 and differ fails), or None where that is not known."""
+    if size == 1 or isinstance(target, int) and target > 1:
+        return target
+    if target == 1 or target == size or isinstance(size, int) and size > 1:
+        return size
+    return None
 
 
 def _wildcard_as_symbol(node: gs.Node) -> list[Dim] | None:
@@ -793,14 +804,21 @@ def _broadcast_with(tensor: gs.Tensor, axis: int, size: str, depth: int) -> bool
     return False
 
 
+def shape_values(tensor: gs.Tensor) -> list[Dim] | None:
+    """The elements of a small integer shape computation: ints, symbolic sizes, or None where unknown; None
+    where it cannot be followed at all."""
+    return _values(tensor, 0)
+
+
 def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
     """The elements of a small integer shape computation (a scalar as one element), or None where it
     cannot be followed."""
     if isinstance(tensor, gs.Constant):
         values = np.asarray(tensor.values)
-        if values.dtype.kind not in "iub" or values.size > MAX_ELEMENTS:  # booleans: a folded Equal (onnxslim)
+        if values.dtype.kind not in "iubf" or values.size > MAX_ELEMENTS:  # booleans: a folded Equal (onnxslim)
             return None
-        return [int(v) for v in values.reshape(-1)]
+        # Floats: TorchScript computes sizes such as int(ceil(h / p) * p) in floating point.
+        return [float(v) if values.dtype.kind == "f" else int(v) for v in values.reshape(-1)]
     if depth > MAX_DEPTH or len(tensor.inputs) != 1:
         return None
     node = tensor.inputs[0]
@@ -811,7 +829,18 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
         dims: list[Dim] = [d if isinstance(d, (int, np.integer)) and d >= 0 else (d if isinstance(d, str) else None)
                            for d in shape]
         return dims[slice(node.attrs.get("start", 0), node.attrs.get("end"))]
-    if node.op in ("Identity", "Unsqueeze", "Squeeze", "Cast", "Reshape"):
+    if node.op == "Cast":
+        values = _values(node.inputs[0], depth + 1)
+        if values is None:
+            return None
+        to_float = node.attrs.get("to") in _FLOAT_TYPES
+        return [_cast(v, to_float) for v in values]
+    if node.op in ("Ceil", "Floor"):
+        values = _values(node.inputs[0], depth + 1)
+        rounding = math.ceil if node.op == "Ceil" else math.floor
+        return None if values is None else [float(rounding(v)) if isinstance(v, float) and math.isfinite(v)
+                                            else v if isinstance(v, int) else None for v in values]
+    if node.op in ("Identity", "Unsqueeze", "Squeeze", "Reshape"):
         return _values(node.inputs[0], depth + 1)  # on 0-D and 1-D shape tensors these keep the elements
     inputs = [_values(t, depth + 1) if t.name else None for t in node.inputs]
     if node.op == "Concat" and all(v is not None for v in inputs):
@@ -829,12 +858,31 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
         return [None if product is None else _simplest(product)]
     if node.op in ("Max", "Min") and inputs and None not in inputs:
         return _broadcast(lambda *sizes: _extreme(node.op, sizes), *inputs)
+    if node.op == "ConstantOfShape" and inputs and inputs[0] is not None and len(inputs[0]) == 1:
+        value = node.attrs.get("value")  # a one-element tensor; float 0 without it
+        values = np.asarray(value.values if value is not None else [0.0]).reshape(-1)
+        count = inputs[0][0]
+        if values.dtype.kind in "iu" and isinstance(count, int) and 0 <= count <= MAX_ELEMENTS:
+            return [int(values[0])] * count
     if node.op == "Equal" and len(inputs) == 2 and None not in inputs:
         return _broadcast(_equal, *inputs)
     if node.op == "Where" and len(inputs) == 3 and None not in inputs:
         # TorchScript's expand(b, 1, h, w) replaces -1 sizes so: Where(Equal(s, -1), 1, s).
         return _broadcast(lambda c, x, y: x if c == 1 else y if c == 0 else None, *inputs)
     return None
+
+
+_FLOAT_TYPES = (1, 10, 11, 16)  # ONNX's FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def _cast(value: Dim | float, to_float: bool) -> Dim | float:
+    """A size cast to a float type or to an integer type (truncated, as ONNX's Cast does); a symbolic size
+    keeps its name either way."""
+    if isinstance(value, float):
+        return value if to_float else int(value) if math.isfinite(value) and abs(value) < 2**52 else None
+    if isinstance(value, int) and to_float:
+        return float(value)
+    return value
 
 
 def _extreme(op: str, sizes: tuple[Dim, ...]) -> Dim:
@@ -886,8 +934,10 @@ def _arithmetic(op: str, a: list[Dim], b: list[Dim]) -> list[Dim] | None:
         if isinstance(x, (str, Product)) or isinstance(y, (str, Product)):
             product = _product([x, y]) if op == "Mul" else None
             return None if product is None else _simplest(product)
-        if not isinstance(x, int) or not isinstance(y, int) or op == "Div" and y == 0:
+        if not isinstance(x, (int, float)) or not isinstance(y, (int, float)) or op == "Div" and y == 0:
             return None
+        if isinstance(x, float) or isinstance(y, float):
+            return float({"Add": x + y, "Sub": x - y, "Mul": x * y, "Div": x / y if y else 0.0}[op])
         if op == "Div":
             return int(np.trunc(x / y)) if abs(x) < 2**52 else None  # integer Div truncates
         return {"Add": x + y, "Sub": x - y, "Mul": x * y}[op]

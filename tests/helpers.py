@@ -136,13 +136,16 @@ def weight(name: str, shape: tuple[int, ...], seed: int) -> onnx.TensorProto:
     return numpy_helper.from_array(values.astype(np.float32), name)
 
 
-def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, list], outputs: list[str],
+def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, list], outputs: list[str | tuple[str, list]],
                initializers: list[onnx.TensorProto], opset: int = 17, extra_inputs: tuple = ()) -> onnx.ModelProto:
-    """A float32 model from nodes; inputs maps names to shapes (strings are symbolic dims)."""
+    """A float32 model from nodes; inputs maps names to shapes (strings are symbolic dims); an output is a
+    name, or a name and its shape where shape inference cannot give one."""
     graph = helper.make_graph(
         nodes, "test",
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()] + list(extra_inputs),
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [helper.make_tensor_value_info(*(output if isinstance(output, tuple) else (output, None)))
+         for output in ((o[0], TensorProto.FLOAT, o[1]) if isinstance(o, tuple) else (o, TensorProto.FLOAT, None)
+                        for o in outputs)],
         initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -499,16 +499,20 @@ def test_concat_with_a_model_input_or_a_constant_prunes_the_other_channels(joine
     assert f"and {width - 8} more that stay" in onnxprune.report.format_groups(result.report["groups"])
 
 
-@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat", "sliced_shape"])
+@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat", "sliced_shape", "torchscript_expand"])
 def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
-    # a * sigmoid(mean(a)).expand_as(a): the shape is a constant [1, 8, 8, 8], Shape(a), [N] ++ [8, 8, 8], or
-    # Shape(a)[0:2] ++ [8, 8] (the channel entry read off a through a Slice).
+    # a * sigmoid(mean(a)).expand_as(a): the shape is a constant [1, 8, 8, 8], Shape(a), [N] ++ [8, 8, 8],
+    # Shape(a)[0:2] ++ [8, 8] (the channel entry read off a through a Slice), or Shape(a) with TorchScript's
+    # Where(Equal(s, -1), 1, s) (the Hugging Face LLaMA's repeat_kv: its key/value heads were pinned).
     inits = []
     nodes = [helper.make_node("GlobalAveragePool", ["a"], ["pooled"]), helper.make_node("Sigmoid", ["pooled"], ["gate"])]
     if shape_from == "constant":
         inits.append(numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "shape"))
     elif shape_from == "shape_of":
         nodes.append(helper.make_node("Shape", ["a"], ["shape"]))
+    elif shape_from == "torchscript_expand":
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "minus_one"))
+        nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), *_torchscript_expand_target(["a_shape"], "shape")]
     elif shape_from == "sliced_shape":
         inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("zero", [0]), ("two", [2]), ("hw", [8, 8])]]
         nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Slice", ["a_shape", "zero", "two"], ["nc"]),
@@ -921,6 +925,30 @@ def test_flattening_the_spatial_axes_of_any_image_size_keeps_the_channels():
         assert run(result.model, {"x": x})[0].shape == (2, size * size, 5)
 
 
+def test_a_target_computed_in_floating_point_is_made_constant():
+    # Hugging Face's MobileViT unfolds patches to a target of int(ceil(h / p) * p) computed in float32:
+    # [N, 8, 8, 8] -> [N, 8, ceil(8 / 2) x 2 x 8] -> tokens -> MLP. The target was left computed, pinning a.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    inits = inits1 + [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("nc_end", [2]), ("zero", [0]),
+                                                                                    ("two", 2), ("three", 3), ("axes", [0]))]
+    inits += [numpy_helper.from_array(np.array(2.0, np.float32), "patch"), weight("w1", (8, 6), 3), weight("w2", (6, 5), 4)]
+    nodes = [first, helper.make_node("Shape", ["a"], ["a_shape"]),
+             helper.make_node("Slice", ["a_shape", "zero", "nc_end"], ["nc"]),
+             helper.make_node("Gather", ["a_shape", "two"], ["h"]), helper.make_node("Gather", ["a_shape", "three"], ["w"]),
+             helper.make_node("Cast", ["h"], ["h_f"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("Div", ["h_f", "patch"], ["patches_f"]), helper.make_node("Ceil", ["patches_f"], ["ceiled"]),
+             helper.make_node("Mul", ["ceiled", "patch"], ["new_h_f"]),
+             helper.make_node("Cast", ["new_h_f"], ["new_h"], to=onnx.TensorProto.INT64),
+             helper.make_node("Mul", ["new_h", "w"], ["hw"]), helper.make_node("Unsqueeze", ["hw", "axes"], ["hw1"]),
+             helper.make_node("Concat", ["nc", "hw1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["a", "target"], ["r"], name="reshape"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "w1"], ["h1"], name="fc1"), helper.make_node("Relu", ["h1"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["y"], name="fc2")]
+    result = prune_checked(make_model(nodes, X, ["y"], inits))
+    assert group_of(result, "a")["kept"] == 4 and list(node_of(result, "reshape").inputs[1].values) == [0, 4, 64]
+
+
 def _attention(heads: int, head_size: int) -> onnx.ModelProto:
     """tokens [N, 6, 8] -> q, k, v projections to heads x head_size, each reshaped to [N, 6, heads, head_size]
     and moved to [N, heads, 6, head_size]; softmax(q k^T) v; back to [N, 6, heads x head_size]; output Linear."""
@@ -1033,6 +1061,87 @@ def test_heads_are_removed_whole_where_the_key_transpose_merges_batch_and_heads(
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
+
+
+def _torchscript_expand_target(sizes: list[str], name: str) -> list[onnx.NodeProto]:
+    """TorchScript's ``expand(*sizes)``: the sizes joined, then Where(Equal(s, -1), 1, s), the -1s written as
+    ConstantOfShape(Shape(s)) x -1, as the Hugging Face models' exports have it."""
+    one = helper.make_tensor("one", onnx.TensorProto.INT64, [1], [1])
+    return [helper.make_node("Concat", sizes, [f"{name}_s"], axis=0),
+            helper.make_node("Shape", [f"{name}_s"], [f"{name}_len"]),
+            helper.make_node("ConstantOfShape", [f"{name}_len"], [f"{name}_ones"], value=one),
+            helper.make_node("Mul", [f"{name}_ones", "minus_one"], [f"{name}_minus"]),
+            helper.make_node("Equal", [f"{name}_s", f"{name}_minus"], [f"{name}_is_wild"]),
+            helper.make_node("Where", [f"{name}_is_wild", f"{name}_ones", f"{name}_s"], [name])]
+
+
+def _causal_attention(batch_from: str, bias: bool) -> onnx.ModelProto:
+    """``_attention`` (4 heads of 3) with a causal mask added to its scores, built as TorchScript writes a
+    Hugging Face decoder's: Range(0, T) rows <= columns, [1, 1, ?, ?] to inference, expanded to [N, 1, T, T]
+    by a target computed at run time (``_torchscript_expand_target``), whose batch is read off the tokens
+    (``batch_from`` "x") or off an embedding of token ids reshaped to [-1, T] first ("ids", as OPT does).
+    With ``bias`` the mask selects a constant bias per head [1, 4, T, T] (T5's relative position bias as
+    the dynamo exporter folds it) rather than 0."""
+    attention = _attention(heads=4, head_size=3)
+    nodes, inits = [], list(attention.graph.initializer)
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("minus_one", [-1]), ("one_entry", [1]),
+                                                                             ("first", 0), ("second", 1), ("start", 0),
+                                                                             ("step", 1), ("ids_target_tail", [1]))]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero_f", 0.0), ("masked", -1e9))]
+    extra = ()
+    if batch_from == "ids":
+        inits.append(weight("embedding", (50, 8), 11))
+        nodes += [helper.make_node("Shape", ["ids"], ["ids_shape"]),
+                  helper.make_node("Gather", ["ids_shape", "ids_target_tail"], ["ids_len"]),
+                  helper.make_node("Concat", ["minus_one", "ids_len"], ["ids_target"], axis=0),
+                  helper.make_node("Reshape", ["ids", "ids_target"], ["ids_rows"]),
+                  helper.make_node("Gather", ["embedding", "ids_rows"], ["x"])]
+        extra = (helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", 6]),)
+    nodes += [helper.make_node("Shape", ["x"], ["x_shape"]),
+              helper.make_node("Gather", ["x_shape", "first"], ["n"]),
+              helper.make_node("Gather", ["x_shape", "second"], ["t"]),
+              helper.make_node("Cast", ["t"], ["t_cast"], to=onnx.TensorProto.INT64),  # not folded: see import_graph
+              helper.make_node("Range", ["start", "t_cast", "step"], ["positions"]),
+              helper.make_node("Unsqueeze", ["positions", "rows_axes"], ["rows"]),
+              helper.make_node("Unsqueeze", ["positions", "columns_axes"], ["columns"]),
+              helper.make_node("LessOrEqual", ["columns", "rows"], ["causal"]),
+              helper.make_node("Unsqueeze", ["n", "first_axis"], ["n1"]),
+              helper.make_node("Unsqueeze", ["t", "first_axis"], ["t1"]),
+              *_torchscript_expand_target(["n1", "one_entry", "t1", "t1"], "mask_shape"),
+              helper.make_node("Expand", ["causal", "mask_shape"], ["mask"]),
+              helper.make_node("Where", ["mask", "bias" if bias else "zero_f", "masked"], ["mask_add"])]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n)
+              for n, v in (("rows_axes", [0, 1, 3]), ("columns_axes", [0, 1, 2]), ("first_axis", [0]))]
+    if bias:
+        inits.append(weight("bias", (1, 4, 6, 6), 13))
+    # The heads merged back as ``reshape(*x.shape[:2], -1)``: a target read off the tokens at run time.
+    nodes += [helper.make_node("Shape", ["x"], ["x_batch_length"], start=0, end=2),
+              helper.make_node("Concat", ["x_batch_length", "minus_one"], ["merge_target"], axis=0)]
+    for node in attention.graph.node:
+        if node.name == "merge":
+            node.input[1] = "merge_target"
+        nodes.append(node)
+        if node.name == "scores":
+            node.output[0] = "raw_scores"
+            nodes.append(helper.make_node("Add", ["raw_scores", "mask_add"], ["scores"], name="masked_scores"))
+    inputs = {} if batch_from == "ids" else {"x": ["N", 6, 8]}
+    return make_model(nodes, inputs, [("y", ["N", 6, 8])], inits, extra_inputs=extra)
+
+
+@pytest.mark.parametrize("batch_from, bias", [("x", False), ("ids", False), ("x", True)])
+def test_a_causal_mask_expanded_to_a_computed_shape_keeps_the_heads_prunable(batch_from, bias):
+    # The mask's heads axis was unknown to shape inference ("has unk__4 entries on the channel axis"): the
+    # Hugging Face decoders' TorchScript exports (GPT-2, OPT, Phi, GPT-NeoX, LLaMA) kept every head.
+    model = _causal_attention(batch_from, bias)
+    result = prune_checked(model)
+    assert group_of(result, "raw_scores")["kept"] == 2
+    if bias:  # the bias loses the removed heads' planes
+        assert tuple(node_of(result, "masked_scores").inputs[1].inputs[0].inputs[1].shape) == (1, 2, 6, 6)
+    name = "ids" if batch_from == "ids" else "x"
+    for batch in (1, 3):
+        rng = np.random.default_rng(batch)
+        feed = rng.integers(0, 50, (batch, 6)) if name == "ids" else rng.standard_normal((batch, 6, 8)).astype(np.float32)
+        assert run(result.model, {name: feed})[0].shape == (batch, 6, 8)
 
 
 @pytest.mark.parametrize("perm, axis, rewritten", [([2, 0, 1, 3], 0, True), ([2, 0, 1, 3], 1, False),

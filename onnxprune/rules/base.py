@@ -15,6 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.model import Dim, constant_value, static_shape
+from onnxprune.shape_targets import shape_values
 
 
 class Unprunable(Exception):
@@ -388,6 +389,19 @@ def _producer_entry(producer: gs.Node, position: int, depth: int) -> SizeOf | Co
                 return shape_entry(producer, index, position - offset, depth + 1)
             offset += size
         return None
+    if producer.op == "Where" and len(producer.inputs) == 3:
+        # TorchScript writes expand(b, -1, ..) so: Where(Equal(s, -1), 1, s); where the condition's element
+        # is known, the entry is that of the input it picks (if that input has one per position).
+        condition = shape_values(producer.inputs[0])
+        if condition is None or not condition:
+            return None
+        picked = condition[position if len(condition) > 1 else 0] if position < len(condition) or len(condition) == 1 else None
+        if picked not in (0, 1):
+            return None
+        source = producer.inputs[2 - picked]
+        if source.shape is None or len(source.shape) != 1 or producer.outputs[0].shape != source.shape:
+            return None
+        return shape_entry(producer, 2 - picked, position, depth + 1)
     if producer.op == "Gather" and int(producer.attrs.get("axis", 0)) == 0 and isinstance(length, int):
         indices = constant_value(producer.inputs[1])
         if indices is None or indices.size <= position:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from onnxprune.contrib import CONTRIB_DOMAIN, CONTRIB_UNARY_OPS
-from onnxprune.rules.base import ChannelContext, Rule, Unprunable, broadcast_axis, quantization_axis
+from onnxprune.rules.base import ChannelContext, ChannelTensor, Rule, Unprunable, broadcast_axis, quantization_axis
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -75,9 +75,13 @@ class BroadcastRule(Rule):
                 continue
             if dim != count:
                 raise Unprunable(f"input '{tensor.name}' has {dim} entries on the channel axis, expected {count} or 1")
-            if ctx.weight_shape(tensor) is None:
+            if ctx.weight_shape(tensor) is not None:
+                to_slice.append((index, local_axis))
+                continue
+            derived = _constant_derived_channels(tensor, local_axis, count, ctx)
+            if derived is None:
                 raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
-            to_slice.append((index, local_axis))
+            channel_inputs.append((index, derived, ctx.rank(tensor)))
         y = ctx.declare(node.outputs[0], axis, count)
         for _, channel, _ in channel_inputs:
             if channel.size == count:
@@ -86,6 +90,38 @@ class BroadcastRule(Rule):
             ctx.slice_param(node, index, local_axis, y.slots)
         if to_slice:
             ctx.record_io(node, y, y)
+
+
+def _constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext) -> ChannelTensor | None:
+    """Channels on ``axis`` for a tensor that a broadcasting op computes from constants with ``count``
+    entries there and inputs that broadcast over it, and that only broadcasting ops read: its constants
+    are sliced with it. (The dynamo exporter folds T5's relative position bias, shared by every layer,
+    into a constant [1, heads, T, T] that a Where masks.)"""
+    producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    if (producer is None or producer.op not in BROADCAST_OPS or producer.outputs[0] is not tensor
+            or any(consumer.op not in BROADCAST_OPS for consumer in tensor.outputs)):
+        return None
+    rank = ctx.rank(tensor)
+    to_slice = []
+    for index, source in enumerate(producer.inputs):
+        if source.is_empty():
+            continue
+        shape = ctx.shape(source)
+        local_axis = axis - (rank - len(shape)) if shape is not None else None
+        if local_axis is not None and local_axis < 0:
+            continue
+        if local_axis is None or shape[local_axis] != 1 and (
+                shape[local_axis] != count or ctx.channel(source) is not None or ctx.weight_shape(source) is None):
+            return None
+        if shape[local_axis] == count:
+            to_slice.append((index, local_axis))
+    if not to_slice:
+        return None
+    channel = ctx.declare(tensor, axis, count)
+    for index, local_axis in to_slice:
+        ctx.slice_param(producer, index, local_axis, channel.slots)
+    ctx.record_io(producer, channel, channel)
+    return channel
 
 
 class DynamicQuantizeRule(Rule):

@@ -1,0 +1,151 @@
+"""Export small Hugging Face ``transformers`` models (random weights, built from configs: nothing is
+downloaded) with both PyTorch exporters, for ``probe_folder.py`` to prune and check.
+
+These are the models users most often export to ONNX, written by the library's own modelling code with
+its habits (attention masks built at run time, position ids, tied embeddings, shared ALBERT layers,
+BLOOM's ALiBi, DeBERTa's relative attention). ``transformers`` installs beside PyTorch in an environment
+of its own::
+
+    python -m venv --system-site-packages /tmp/hfenv && /tmp/hfenv/bin/pip install transformers
+    /tmp/hfenv/bin/python tools/probe_transformers.py /tmp/hf [names...]
+    python tools/probe_folder.py /tmp/hf
+
+Each model takes one input (token ids [N, 12], images [N, 3, 32, 32], audio or features) with a
+symbolic batch size, and gives one output (logits or the last hidden state).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import transformers as hf
+from torch import nn
+
+TOKENS = 12
+SMALL_TEXT = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=64)
+SMALL_VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=64, num_channels=3)
+
+
+def text(config_class, model_class, **changes):
+    return lambda: model_class(config_class(**{**SMALL_TEXT, **changes}))
+
+
+def decoder(config_class, model_class, **changes):
+    """A causal LM with a small config (grouped key/value heads where the config has them)."""
+    return text(config_class, model_class, **changes)
+
+
+MODELS = {
+    "bert": text(hf.BertConfig, hf.BertForSequenceClassification),
+    "roberta": text(hf.RobertaConfig, hf.RobertaForSequenceClassification, pad_token_id=1),
+    "distilbert": lambda: hf.DistilBertForSequenceClassification(hf.DistilBertConfig(
+        vocab_size=128, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)),
+    "albert": text(hf.AlbertConfig, hf.AlbertForSequenceClassification, embedding_size=16),
+    "electra": text(hf.ElectraConfig, hf.ElectraForSequenceClassification, embedding_size=16),
+    "deberta_v2": text(hf.DebertaV2Config, hf.DebertaV2ForSequenceClassification, relative_attention=True,
+                       pos_att_type=["p2c", "c2p"], max_relative_positions=16),
+    "gpt2": lambda: hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)),
+    "llama": decoder(hf.LlamaConfig, hf.LlamaForCausalLM, num_key_value_heads=2),
+    "qwen2": decoder(hf.Qwen2Config, hf.Qwen2ForCausalLM, num_key_value_heads=2),
+    "mistral": decoder(hf.MistralConfig, hf.MistralForCausalLM, num_key_value_heads=2),
+    "gemma": decoder(hf.GemmaConfig, hf.GemmaForCausalLM, num_key_value_heads=2, head_dim=8),
+    "phi": decoder(hf.PhiConfig, hf.PhiForCausalLM),
+    "gpt_neox": decoder(hf.GPTNeoXConfig, hf.GPTNeoXForCausalLM),
+    "opt": lambda: hf.OPTForCausalLM(hf.OPTConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                                                  num_attention_heads=4, ffn_dim=64, max_position_embeddings=64,
+                                                  word_embed_proj_dim=32)),
+    "bloom": lambda: hf.BloomForCausalLM(hf.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=4)),
+    "t5_encoder": lambda: hf.T5EncoderModel(hf.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                        num_heads=4)),
+    "vit": lambda: hf.ViTForImageClassification(hf.ViTConfig(**SMALL_VISION, num_labels=10)),
+    "deit": lambda: hf.DeiTForImageClassification(hf.DeiTConfig(**SMALL_VISION, num_labels=10)),
+    "beit": lambda: hf.BeitForImageClassification(hf.BeitConfig(**SMALL_VISION, num_labels=10,
+                                                                 use_relative_position_bias=True)),
+    "dinov2": lambda: hf.Dinov2Model(hf.Dinov2Config(**{**SMALL_VISION, "patch_size": 4}, mlp_ratio=2)),
+    "swin": lambda: hf.SwinForImageClassification(hf.SwinConfig(image_size=32, patch_size=2, embed_dim=16,
+                                                                depths=[1, 1], num_heads=[2, 4], window_size=4,
+                                                                num_labels=10)),
+    "convnext": lambda: hf.ConvNextForImageClassification(hf.ConvNextConfig(num_stages=2, hidden_sizes=[16, 32],
+                                                                            depths=[1, 1],
+                                                                            num_labels=10)),
+    "resnet": lambda: hf.ResNetForImageClassification(hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32],
+                                                                      depths=[1, 1], layer_type="bottleneck",
+                                                                      num_labels=10)),
+    "mobilevit": lambda: hf.MobileViTForImageClassification(hf.MobileViTConfig(
+        image_size=32, hidden_sizes=[32, 40, 48], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64], num_labels=10)),
+    "segformer": lambda: hf.SegformerForSemanticSegmentation(hf.SegformerConfig(
+        hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, sr_ratios=[2, 1], num_attention_heads=[1, 2],
+        patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=5)),
+    "clip_vision": lambda: hf.CLIPVisionModelWithProjection(hf.CLIPVisionConfig(**SMALL_VISION, projection_dim=16)),
+    "whisper_encoder": lambda: hf.WhisperForAudioClassification(hf.WhisperConfig(
+        num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
+        max_source_positions=10, num_labels=5)),
+    "wav2vec2": lambda: hf.Wav2Vec2ForSequenceClassification(hf.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, num_labels=5)),
+}
+# Inputs other than token ids [N, TOKENS]: their shapes without the batch.
+INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
+          "convnext": (3, 32, 32), "resnet": (3, 32, 32), "mobilevit": (3, 32, 32), "segformer": (3, 32, 32),
+          "clip_vision": (3, 32, 32), "whisper_encoder": (16, 20), "wav2vec2": (400,)}
+
+
+class FirstOutput(nn.Module):
+    """The model with its one input and the first tensor of its output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out[0] if isinstance(out, tuple) else next(v for v in out.values() if isinstance(v, torch.Tensor))
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/hf")
+    folder.mkdir(parents=True, exist_ok=True)
+    warnings.simplefilter("ignore")
+    for name, build in MODELS.items():
+        if sys.argv[2:] and name not in sys.argv[2:]:
+            continue
+        torch.manual_seed(0)
+        try:
+            model = FirstOutput(build().eval()).eval()
+        except Exception as exc:  # noqa: BLE001 - a probe reports every model
+            print(f"{name}: BUILD FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
+            continue
+        for module in model.modules():  # BatchNorm statistics that are not the identity
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+        shape = INPUTS.get(name)
+        x = torch.randint(0, 100, (2, TOKENS)) if shape is None else torch.randn(2, *shape)
+        for exporter in ("ts", "dynamo"):
+            path = folder / f"{name}.{exporter}.onnx"
+            try:
+                with torch.no_grad():
+                    if exporter == "ts":
+                        # The TorchScript exporter cannot write scaled_dot_product_attention with grouped
+                        # key/value heads: the eager attention, as such exports use.
+                        model.model.config._attn_implementation = "eager"
+                        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
+                                          output_names=["y"], dynamic_axes={"x": {0: "N"}})
+                    else:
+                        model.model.config._attn_implementation = "sdpa"
+                        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18, input_names=["x"],
+                                          output_names=["y"], dynamic_shapes=({0: torch.export.Dim("N", min=2)},))
+                print(f"{path.name}: exported", flush=True)
+            except Exception as exc:  # noqa: BLE001 - a probe reports every model
+                path.unlink(missing_ok=True)
+                print(f"{path.name}: EXPORT FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
