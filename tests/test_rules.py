@@ -987,6 +987,29 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
+def test_heads_of_a_projection_fused_per_head_are_removed_whole():
+    # BLOOM's fused query_key_value: [N, 6, 36] -> [N, 6, 4 heads, 3, 3] -> q, k, v picked along the 3
+    # (fused_qkv[..., i, :]); the heads, not the 3, are the channels (they were pinned: "takes channel 0 alone").
+    inits = [numpy_helper.from_array(np.array([0, 0, 4, 3, 3], np.int64), "split_heads"),
+             numpy_helper.from_array(np.array([0, 0, 12], np.int64), "merge_heads"), weight("qkv.w", (8, 36), 1),
+             weight("out.w", (12, 8), 9)] + [numpy_helper.from_array(np.array(i, np.int64), f"part{i}") for i in range(3)]
+    nodes = [helper.make_node("MatMul", ["x", "qkv.w"], ["fused"], name="qkv_proj"),
+             helper.make_node("Reshape", ["fused", "split_heads"], ["per_head"], name="qkv_reshape")]
+    for index, name in enumerate("qkv"):
+        nodes += [helper.make_node("Gather", ["per_head", f"part{index}"], [f"{name}_heads"], axis=3),
+                  helper.make_node("Transpose", [f"{name}_heads"], [name], perm=[0, 2, 1, 3] if name != "k" else [0, 2, 3, 1])]
+    nodes += [helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
+              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"], name="merge"),
+              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    result = prune_checked(make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits))
+    assert group_of(result, "scores")["kept"] == 2
+    assert list(node_of(result, "qkv_reshape").inputs[1].values) == [0, 0, 2, 3, 3]
+    assert node_of(result, "qkv_proj").inputs[1].shape[1] == 18
+
+
 def _attention_sized_from_ids(heads: int, head_size: int) -> onnx.ModelProto:
     """As the dynamo exporter writes a token model: ids [N, S] -> embedding + a position table sliced to S
     -> x, then ``_attention``'s heads, whose reshape targets are computed from Shape(ids), with allowzero."""

@@ -140,6 +140,8 @@ class ReshapeRule(Rule):
             if block_in == [x.axis] and len(block_out) > 1:
                 read = _channel_axes_read(node.outputs[0])
                 axis = read.pop() if len(read) == 1 and read <= set(block_out) else block_out[-2]
+                if not read and len(block_out) >= 3 and _selected_along(node.outputs[0], axis):
+                    axis = block_out[-3]  # BLOOM's fused [.., heads, 3, head size]: q, k and v picked along the 3
                 self._split_channels(node, ctx, x, [out_shape[j] for j in block_out], block_out, axis)
                 return
             if self._groups(node, ctx, x, block_in, block_out, out_shape):
@@ -220,6 +222,14 @@ class ReshapeRule(Rule):
         entry = shape_entry(node, 1, y.axis)
         if _entry_value(entry) > 0:  # -1 infers the kept count itself
             view.replace_entry(entry, len(view.kept(y.name)))
+
+
+def _selected_along(tensor: gs.Tensor, axis: int) -> bool:
+    """Whether every op reading ``tensor`` picks single entries along ``axis`` (Gathers of one index there)."""
+    rank = len(tensor.shape)
+    return bool(tensor.outputs) and all(
+        node.op == "Gather" and node.inputs[0] is tensor and int(node.attrs.get("axis", 0)) % rank == axis
+        and isinstance(node.inputs[1], gs.Constant) and node.inputs[1].values.size == 1 for node in tensor.outputs)
 
 
 # Ops that read channels on axis 1 of their first input, and elementwise ops that pass a tensor's axes on.
