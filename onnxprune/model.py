@@ -335,7 +335,11 @@ def _rearranges_a_weight(node: gs.Node) -> bool:
 
 
 def _keeps_storage_type(node: gs.Node) -> bool:
-    """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type."""
+    """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type. A Cast
+    of 32- or 64-bit integers is a shape computation (the TorchScript exporter casts the pads Hugging Face's
+    MobileNetV2 computes for its TensorFlow-style padding), and is folded."""
+    if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None:
+        return np.dtype(node.inputs[0].dtype) not in (np.int64, np.int32, np.bool_)
     return node.op in ("Cast", "CastLike", "DequantizeLinear")
 
 

@@ -557,6 +557,17 @@ SPATIAL = [
 ]
 
 
+def test_pads_cast_from_integer_constants_are_folded():
+    # Hugging Face's MobileNetV2 and EfficientNet pad TensorFlow-style, and TorchScript casts the pads:
+    # Pad(a, Cast(constant)). Casts were never folded (weights keep their storage type), so the padded map had
+    # no shape, and the two models pruned nothing.
+    inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads_i64")]
+    nodes = [helper.make_node("Cast", ["pads_i64"], ["pads"], to=onnx.TensorProto.INT64),
+             helper.make_node("Pad", ["a", "pads"], ["m"], name="pad")]
+    result = prune_checked(chain(nodes, inits))
+    assert group_of(result, "a")["kept"] == 4
+
+
 @pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])
 def test_spatial_ops_keep_channels(op, attrs, extra):
     inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),

@@ -89,11 +89,54 @@ MODELS = {
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4, num_labels=5)),
+    "phi3": decoder(hf.Phi3Config, hf.Phi3ForCausalLM, num_key_value_heads=2, pad_token_id=0),
+    "qwen3": decoder(hf.Qwen3Config, hf.Qwen3ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "gemma2": decoder(hf.Gemma2Config, hf.Gemma2ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "stablelm": decoder(hf.StableLmConfig, hf.StableLmForCausalLM, num_key_value_heads=2),
+    "olmo": decoder(hf.OlmoConfig, hf.OlmoForCausalLM, pad_token_id=0),
+    "falcon": lambda: hf.FalconForCausalLM(hf.FalconConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                                                           num_attention_heads=4, new_decoder_architecture=True,
+                                                           num_kv_heads=2)),
+    "gptj": lambda: hf.GPTJForCausalLM(hf.GPTJConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4, rotary_dim=4,
+                                                     n_positions=64)),
+    "codegen": lambda: hf.CodeGenForCausalLM(hf.CodeGenConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4,
+                                                              rotary_dim=4, n_positions=64, n_ctx=64)),
+    "mixtral": decoder(hf.MixtralConfig, hf.MixtralForCausalLM, num_key_value_heads=2, num_local_experts=4,
+                       num_experts_per_tok=2),
+    "mamba": lambda: hf.MambaForCausalLM(hf.MambaConfig(vocab_size=128, hidden_size=32, state_size=8,
+                                                        num_hidden_layers=2, expand=2, conv_kernel=4)),
+    "mpnet": text(hf.MPNetConfig, hf.MPNetForSequenceClassification),
+    "bart_encoder": lambda: hf.BartModel(hf.BartConfig(vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=1,
+                                                       encoder_attention_heads=4, decoder_attention_heads=4,
+                                                       encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                                       max_position_embeddings=64)).get_encoder(),
+    "clip_text": lambda: hf.CLIPTextModelWithProjection(hf.CLIPTextConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, projection_dim=16)),
+    "yolos": lambda: hf.YolosForObjectDetection(hf.YolosConfig(**{**SMALL_VISION, "image_size": [32, 32]},
+                                                                         num_detection_tokens=4, num_labels=5)),
+    "swinv2": lambda: hf.Swinv2ForImageClassification(hf.Swinv2Config(image_size=32, patch_size=2, embed_dim=16,
+                                                                      depths=[1, 1], num_heads=[2, 4], window_size=4,
+                                                                      num_labels=10)),
+    "convnextv2": lambda: hf.ConvNextV2ForImageClassification(hf.ConvNextV2Config(
+        num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=10)),
+    "efficientnet": lambda: hf.EfficientNetForImageClassification(hf.EfficientNetConfig(
+        image_size=32, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, num_labels=10)),
+    "regnet": lambda: hf.RegNetForImageClassification(hf.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32],
+                                                                      depths=[1, 1], groups_width=8, num_labels=10)),
+    "mobilenet_v2": lambda: hf.MobileNetV2ForImageClassification(hf.MobileNetV2Config(
+        image_size=32, depth_multiplier=0.35, num_labels=10)),
+    "levit": lambda: hf.LevitForImageClassification(hf.LevitConfig(
+        image_size=32, hidden_sizes=[32, 48], num_attention_heads=[2, 3], depths=[1, 1], key_dim=[8, 8],
+        drop_path_rate=0, mlp_ratio=[2, 2], attention_ratio=[2, 2], down_ops=[["Subsample", 8, 2, 2, 2, 2]],
+        num_labels=10)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
           "convnext": (3, 32, 32), "resnet": (3, 32, 32), "mobilevit": (3, 32, 32), "segformer": (3, 32, 32),
-          "clip_vision": (3, 32, 32), "whisper_encoder": (16, 20), "wav2vec2": (400,)}
+          "clip_vision": (3, 32, 32), "whisper_encoder": (16, 20), "wav2vec2": (400,),
+          "yolos": (3, 32, 32), "swinv2": (3, 32, 32), "convnextv2": (3, 32, 32), "efficientnet": (3, 32, 32),
+          "regnet": (3, 32, 32), "mobilenet_v2": (3, 32, 32), "levit": (3, 32, 32)}
 
 
 class FirstOutput(nn.Module):
