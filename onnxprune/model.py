@@ -339,7 +339,7 @@ def _keeps_storage_type(node: gs.Node) -> bool:
     of 32- or 64-bit integers is a shape computation (the TorchScript exporter casts the pads Hugging Face's
     MobileNetV2 computes for its TensorFlow-style padding), and is folded."""
     if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None:
-        return np.dtype(node.inputs[0].dtype) not in (np.int64, np.int32, np.bool_)
+        return node.inputs[0].dtype not in (np.int64, np.int32, np.bool_)  # (bfloat16 is ONNX's type number)
     return node.op in ("Cast", "CastLike", "DequantizeLinear")
 
 

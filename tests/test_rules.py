@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from helpers import assert_matches_masked, conv, make_model, masked_reference, relative_error, run, weight
 from onnx import helper, numpy_helper
@@ -499,11 +500,13 @@ def test_concat_with_a_model_input_or_a_constant_prunes_the_other_channels(joine
     assert f"and {width - 8} more that stay" in onnxprune.report.format_groups(result.report["groups"])
 
 
-@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat", "sliced_shape", "torchscript_expand"])
+@pytest.mark.parametrize("shape_from", ["constant", "shape_of", "concat", "sliced_shape", "torchscript_expand",
+                                        "torchscript_wildcard"])
 def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
     # a * sigmoid(mean(a)).expand_as(a): the shape is a constant [1, 8, 8, 8], Shape(a), [N] ++ [8, 8, 8],
     # Shape(a)[0:2] ++ [8, 8] (the channel entry read off a through a Slice), or Shape(a) with TorchScript's
-    # Where(Equal(s, -1), 1, s) (the Hugging Face LLaMA's repeat_kv: its key/value heads were pinned).
+    # Where(Equal(s, -1), 1, s) (the Hugging Face LLaMA's repeat_kv: its key/value heads were pinned), or
+    # TorchScript's expand(n, -1, 8, 8), the -1 for the channels (MPNet's position bias, expanded so).
     inits = []
     nodes = [helper.make_node("GlobalAveragePool", ["a"], ["pooled"]), helper.make_node("Sigmoid", ["pooled"], ["gate"])]
     if shape_from == "constant":
@@ -513,6 +516,11 @@ def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
     elif shape_from == "torchscript_expand":
         inits.append(numpy_helper.from_array(np.array([-1], np.int64), "minus_one"))
         nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), *_torchscript_expand_target(["a_shape"], "shape")]
+    elif shape_from == "torchscript_wildcard":
+        inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("minus_one", [-1]), ("hw", [8, 8])]]
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "first")]
+        nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Gather", ["a_shape", "first"], ["n"]),
+                  *_torchscript_expand_target(["n", "minus_one", "hw"], "shape")]
     elif shape_from == "sliced_shape":
         inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("zero", [0]), ("two", [2]), ("hw", [8, 8])]]
         nodes += [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Slice", ["a_shape", "zero", "two"], ["nc"]),
@@ -998,17 +1006,26 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
-def test_heads_of_a_projection_fused_per_head_are_removed_whole():
+@pytest.mark.parametrize("query", ["gather", "slice"])
+def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
     # BLOOM's fused query_key_value: [N, 6, 36] -> [N, 6, 4 heads, 3, 3] -> q, k, v picked along the 3
     # (fused_qkv[..., i, :]); the heads, not the 3, are the channels (they were pinned: "takes channel 0 alone").
+    # Falcon slices its queries ([..., :-2, :], here one per head) and gathers its key and value so.
     inits = [numpy_helper.from_array(np.array([0, 0, 4, 3, 3], np.int64), "split_heads"),
              numpy_helper.from_array(np.array([0, 0, 12], np.int64), "merge_heads"), weight("qkv.w", (8, 36), 1),
              weight("out.w", (12, 8), 9)] + [numpy_helper.from_array(np.array(i, np.int64), f"part{i}") for i in range(3)]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n)
+              for n, v in (("q_start", [0]), ("q_end", [-2]), ("q_axes", [3]), ("q_target", [0, 0, 4, 3]))]
     nodes = [helper.make_node("MatMul", ["x", "qkv.w"], ["fused"], name="qkv_proj"),
              helper.make_node("Reshape", ["fused", "split_heads"], ["per_head"], name="qkv_reshape")]
     for index, name in enumerate("qkv"):
-        nodes += [helper.make_node("Gather", ["per_head", f"part{index}"], [f"{name}_heads"], axis=3),
-                  helper.make_node("Transpose", [f"{name}_heads"], [name], perm=[0, 2, 1, 3] if name != "k" else [0, 2, 3, 1])]
+        if name == "q" and query == "slice":
+            nodes += [helper.make_node("Slice", ["per_head", "q_start", "q_end", "q_axes"], ["q_parts"]),
+                      helper.make_node("Reshape", ["q_parts", "q_target"], ["q_heads"])]
+        else:
+            nodes.append(helper.make_node("Gather", ["per_head", f"part{index}"], [f"{name}_heads"], axis=3))
+        nodes.append(helper.make_node("Transpose", [f"{name}_heads"], [name],
+                                      perm=[0, 2, 1, 3] if name != "k" else [0, 2, 3, 1]))
     nodes += [helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
               helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
               helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
@@ -1109,13 +1126,13 @@ def _torchscript_expand_target(sizes: list[str], name: str) -> list[onnx.NodePro
             helper.make_node("Where", [f"{name}_is_wild", f"{name}_ones", f"{name}_s"], [name])]
 
 
-def _causal_attention(batch_from: str, bias: bool) -> onnx.ModelProto:
+def _causal_attention(batch_from: str, bias: str | None) -> onnx.ModelProto:
     """``_attention`` (4 heads of 3) with a causal mask added to its scores, built as TorchScript writes a
     Hugging Face decoder's: Range(0, T) rows <= columns, [1, 1, ?, ?] to inference, expanded to [N, 1, T, T]
     by a target computed at run time (``_torchscript_expand_target``), whose batch is read off the tokens
     (``batch_from`` "x") or off an embedding of token ids reshaped to [-1, T] first ("ids", as OPT does).
-    With ``bias`` the mask selects a constant bias per head [1, 4, T, T] (T5's relative position bias as
-    the dynamo exporter folds it) rather than 0."""
+    With ``bias`` "masked" the mask selects a constant bias per head [1, 4, T, T] (T5's relative position
+    bias as the dynamo exporter folds it) rather than 0; "expanded" adds that bias expanded to the batch."""
     attention = _attention(heads=4, head_size=3)
     nodes, inits = [], list(attention.graph.initializer)
     inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("minus_one", [-1]), ("one_entry", [1]),
@@ -1143,7 +1160,11 @@ def _causal_attention(batch_from: str, bias: bool) -> onnx.ModelProto:
               helper.make_node("Unsqueeze", ["t", "first_axis"], ["t1"]),
               *_torchscript_expand_target(["n1", "one_entry", "t1", "t1"], "mask_shape"),
               helper.make_node("Expand", ["causal", "mask_shape"], ["mask"]),
-              helper.make_node("Where", ["mask", "bias" if bias else "zero_f", "masked"], ["mask_add"])]
+              helper.make_node("Where", ["mask", "bias" if bias == "masked" else "zero_f", "masked"], ["mask_add"])]
+    if bias == "expanded":  # MPNet's bias.expand(n, -1, t, t) as the dynamo exporter writes it, added to the mask
+        nodes += [helper.make_node("Concat", ["n1", "one_entry", "t1", "t1"], ["bias_shape"], axis=0),
+                  helper.make_node("Expand", ["bias", "bias_shape"], ["bias_expanded"]),
+                  helper.make_node("Add", ["mask_add", "bias_expanded"], ["mask_and_bias"])]
     inits += [numpy_helper.from_array(np.array(v, np.int64), n)
               for n, v in (("rows_axes", [0, 1, 3]), ("columns_axes", [0, 1, 2]), ("first_axis", [0]))]
     if bias:
@@ -1157,12 +1178,13 @@ def _causal_attention(batch_from: str, bias: bool) -> onnx.ModelProto:
         nodes.append(node)
         if node.name == "scores":
             node.output[0] = "raw_scores"
-            nodes.append(helper.make_node("Add", ["raw_scores", "mask_add"], ["scores"], name="masked_scores"))
+            nodes.append(helper.make_node("Add", ["raw_scores", "mask_and_bias" if bias == "expanded" else "mask_add"],
+                                          ["scores"], name="masked_scores"))
     inputs = {} if batch_from == "ids" else {"x": ["N", 6, 8]}
     return make_model(nodes, inputs, [("y", ["N", 6, 8])], inits, extra_inputs=extra)
 
 
-@pytest.mark.parametrize("batch_from, bias", [("x", False), ("ids", False), ("x", True)])
+@pytest.mark.parametrize("batch_from, bias", [("x", None), ("ids", None), ("x", "masked"), ("x", "expanded")])
 def test_a_causal_mask_expanded_to_a_computed_shape_keeps_the_heads_prunable(batch_from, bias):
     # The mask's heads axis was unknown to shape inference ("has unk__4 entries on the channel axis"): the
     # Hugging Face decoders' TorchScript exports (GPT-2, OPT, Phi, GPT-NeoX, LLaMA) kept every head.
@@ -1170,7 +1192,8 @@ def test_a_causal_mask_expanded_to_a_computed_shape_keeps_the_heads_prunable(bat
     result = prune_checked(model)
     assert group_of(result, "raw_scores")["kept"] == 2
     if bias:  # the bias loses the removed heads' planes
-        assert tuple(node_of(result, "masked_scores").inputs[1].inputs[0].inputs[1].shape) == (1, 2, 6, 6)
+        assert tuple(next(t for t in import_graph(result.model).tensors().values() if t.name.startswith("bias")
+                          and isinstance(t, gs.Constant)).shape) == (1, 2, 6, 6)
     name = "ids" if batch_from == "ids" else "x"
     for batch in (1, 3):
         rng = np.random.default_rng(batch)

@@ -10,10 +10,21 @@ DequantizeLinear of activations (QDQ models) keep channels too; per-channel scal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_graphsurgeon as gs
 
 from onnxprune.contrib import CONTRIB_DOMAIN, CONTRIB_UNARY_OPS
-from onnxprune.rules.base import ChannelContext, ChannelTensor, Rule, Unprunable, broadcast_axis, quantization_axis
+from onnxprune.rules.base import (
+    ChannelContext,
+    ChannelTensor,
+    ConstantEntry,
+    Rule,
+    Unprunable,
+    broadcast_axis,
+    quantization_axis,
+)
+from onnxprune.rules.shape import ExpandRule, entry_value, expand_shape_entry
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -25,6 +36,10 @@ BROADCAST_OPS = (
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Less",
     "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift",
 )
+
+
+# How many ops back a tensor computed from per-channel constants is followed (see ``_constant_derived_channels``).
+_DERIVED_DEPTH = 4
 
 
 class UnaryRule(Rule):
@@ -92,36 +107,75 @@ class BroadcastRule(Rule):
             ctx.record_io(node, y, y)
 
 
+@dataclass
+class _DerivedStep:
+    """A tensor to give channels: its producer's constant inputs to slice with it (input index, axis), the
+    tensors it is computed from that get channels first, and whether its Expand's shape entry is rewritten."""
+
+    tensor: gs.Tensor
+    axis: int
+    slices: list[tuple[int, int]]
+    sources: list[gs.Tensor]
+    rewrite_expand: bool = False
+
+
 def _constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext) -> ChannelTensor | None:
-    """Channels on ``axis`` for a tensor that a broadcasting op computes from constants with ``count``
-    entries there and inputs that broadcast over it, and that only broadcasting ops read: its constants
-    are sliced with it. (The dynamo exporter folds T5's relative position bias, shared by every layer,
-    into a constant [1, heads, T, T] that a Where masks.)"""
+    """Channels on ``axis`` for a tensor computed from constants with ``count`` entries there by broadcasting
+    ops and Expands (with inputs that broadcast over the axis), and read only by broadcasting ops: its
+    constants are sliced with it. The dynamo exporter folds T5's relative position bias, shared by every
+    layer, into a constant [1, heads, T, T] that a Where masks, and MPNet's into one expanded to the batch."""
+    steps = _derived_steps(tensor, axis, count, ctx, 0)
+    if steps is None:
+        return None
+    channels: dict[str, ChannelTensor] = {}
+    for step in steps:  # sources first
+        producer = step.tensor.inputs[0]
+        channel = channels[step.tensor.name] = ctx.declare(step.tensor, step.axis, count)
+        for index, local_axis in step.slices:
+            ctx.slice_param(producer, index, local_axis, channel.slots)
+        for source in step.sources:
+            ctx.couple(channels[source.name].slots, channel.slots)
+        if step.rewrite_expand:
+            ctx.add_rewrite(ExpandRule(), producer)
+        ctx.record_io(producer, channel, channel)
+    return channels[tensor.name]
+
+
+def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext, depth: int) -> list[_DerivedStep] | None:
+    """The steps of ``_constant_derived_channels`` (sources first), or None where it does not apply."""
     producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
-    if (producer is None or producer.op not in BROADCAST_OPS or producer.outputs[0] is not tensor
+    if (depth > _DERIVED_DEPTH or producer is None or producer.op not in (*BROADCAST_OPS, "Expand")
+            or producer.outputs[0] is not tensor or ctx.channel(tensor) is not None
             or any(consumer.op not in BROADCAST_OPS for consumer in tensor.outputs)):
         return None
     rank = ctx.rank(tensor)
-    to_slice = []
-    for index, source in enumerate(producer.inputs):
-        if source.is_empty():
-            continue
-        shape = ctx.shape(source)
+    step, steps = _DerivedStep(tensor, axis, [], []), []
+    for index, source in enumerate(producer.inputs[:1] if producer.op == "Expand" else producer.inputs):
+        shape = ctx.shape(source) if not source.is_empty() else ()
         local_axis = axis - (rank - len(shape)) if shape is not None else None
         if local_axis is not None and local_axis < 0:
             continue
-        if local_axis is None or shape[local_axis] != 1 and (
-                shape[local_axis] != count or ctx.channel(source) is not None or ctx.weight_shape(source) is None):
+        if local_axis is None or shape[local_axis] != 1 and (shape[local_axis] != count or ctx.channel(source) is not None):
             return None
-        if shape[local_axis] == count:
-            to_slice.append((index, local_axis))
-    if not to_slice:
-        return None
-    channel = ctx.declare(tensor, axis, count)
-    for index, local_axis in to_slice:
-        ctx.slice_param(producer, index, local_axis, channel.slots)
-    ctx.record_io(producer, channel, channel)
-    return channel
+        if shape[local_axis] == 1:
+            continue
+        if ctx.weight_shape(source) is not None:
+            step.slices.append((index, local_axis))
+            continue
+        inner = _derived_steps(source, local_axis, count, ctx, depth + 1)
+        if inner is None:
+            return None
+        steps += inner
+        step.sources.append(source)
+    if producer.op == "Expand":
+        try:
+            entry = expand_shape_entry(producer, axis)
+        except Unprunable:
+            return None
+        if entry is not None and not (isinstance(entry, ConstantEntry) and entry_value(entry) in (1, count)):
+            return None
+        step.rewrite_expand = entry is not None and entry_value(entry) != 1
+    return steps + [step] if step.slices or step.sources else None
 
 
 class DynamicQuantizeRule(Rule):

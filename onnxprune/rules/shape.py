@@ -32,6 +32,7 @@ from onnxprune.rules.base import (
     Unprunable,
     shape_entry,
 )
+from onnxprune.shape_targets import shape_values
 
 
 def _couple_flattened(ctx: ChannelContext, x: ChannelTensor, out: gs.Tensor, out_axis: int, inner: int,
@@ -212,7 +213,7 @@ class ReshapeRule(Rule):
             if position != y.axis and (other is None or read is not None and read.axis == other.axis):
                 raise Unprunable("its target shape is computed at run time")  # it may count other channels
         entry = shape_entry(node, 1, y.axis)
-        if isinstance(entry, ConstantEntry) and _entry_value(entry) in (y.size, -1):
+        if isinstance(entry, ConstantEntry) and entry_value(entry) in (y.size, -1):
             ctx.add_rewrite(self, node)
         elif not ctx.follow_size(entry, y):
             raise Unprunable("its target shape is computed at run time")
@@ -220,16 +221,27 @@ class ReshapeRule(Rule):
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         y = view.channel(node.outputs[0].name)
         entry = shape_entry(node, 1, y.axis)
-        if _entry_value(entry) > 0:  # -1 infers the kept count itself
+        if entry_value(entry) > 0:  # -1 infers the kept count itself
             view.replace_entry(entry, len(view.kept(y.name)))
 
 
 def _selected_along(tensor: gs.Tensor, axis: int) -> bool:
-    """Whether every op reading ``tensor`` picks single entries along ``axis`` (Gathers of one index there)."""
+    """Whether every op reading ``tensor`` picks parts along ``axis``: a Gather of one index there, or a
+    Slice of that axis alone (Falcon's fused [.., key/value heads, queries per head + 2, head size] takes
+    the queries as [..., :-2, :])."""
     rank = len(tensor.shape)
-    return bool(tensor.outputs) and all(
-        node.op == "Gather" and node.inputs[0] is tensor and int(node.attrs.get("axis", 0)) % rank == axis
-        and isinstance(node.inputs[1], gs.Constant) and node.inputs[1].values.size == 1 for node in tensor.outputs)
+
+    def picks(node: gs.Node) -> bool:
+        if node.inputs[0] is not tensor:
+            return False
+        if node.op == "Gather":
+            return (int(node.attrs.get("axis", 0)) % rank == axis and isinstance(node.inputs[1], gs.Constant)
+                    and node.inputs[1].values.size == 1)
+        axes = node.inputs[3] if node.op == "Slice" and len(node.inputs) > 3 else None
+        return (isinstance(axes, gs.Constant) and axes.values.size == 1
+                and int(np.asarray(axes.values).reshape(-1)[0]) % rank == axis)
+
+    return bool(tensor.outputs) and all(picks(node) for node in tensor.outputs)
 
 
 # Ops that read channels on axis 1 of their first input, and elementwise ops that pass a tensor's axes on.
@@ -354,21 +366,21 @@ class ExpandRule(Rule):
         if size != x.size:
             raise Unprunable("it broadcasts a single channel")
         y = ctx.same_channels(node.outputs[0], x, axis)
-        entry = _shape_entry(node, axis)
+        entry = expand_shape_entry(node, axis)
         if isinstance(entry, SizeOf) and not ctx.follow_size(entry, y):
             raise Unprunable(f"its shape is read off '{entry.tensor.name}', whose channels are not its input's")
         if isinstance(entry, ConstantEntry):
             ctx.add_rewrite(self, node)
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
-        view.replace_entry(_shape_entry(node, view.channel(node.outputs[0].name).axis), 1)
+        view.replace_entry(expand_shape_entry(node, view.channel(node.outputs[0].name).axis), 1)
 
 
-def _entry_value(entry: ConstantEntry) -> int:
+def entry_value(entry: ConstantEntry) -> int:
     return int(np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position])
 
 
-def _shape_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | None:
+def expand_shape_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | None:
     """Where an Expand's shape gets its size for output axis ``axis`` (see ``shape_entry``); None where the
     shape is too short to reach it."""
     shape = node.inputs[1]
@@ -379,6 +391,9 @@ def _shape_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | None:
         return None
     entry = shape_entry(node, 1, position)
     if entry is None:
+        values = shape_values(shape)
+        if values is not None and position < len(values) and values[position] == 1:
+            return None  # 1 at run time, however computed: the input's size (MPNet's expand(n, -1, t, t))
         raise Unprunable("the size of its channel axis is computed at run time")
     return entry
 
