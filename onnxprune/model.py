@@ -34,6 +34,7 @@ from onnxprune.shape_targets import (
     flattened_linears,
     merged_head_attentions,
     packed_projection_selects,
+    refines_shape,
     reshape_round_trips,
     sliced_sizes,
     strided_identity_views,
@@ -359,7 +360,7 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
         _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
         # A size found reaches the next op that inference cannot follow (a Reshape's -1, ...), and may
         # refine one computed before it was known (a mask expanded to a batch size found since).
-        found = {name: shape for name, shape in computed_sizes(graph).items() if fixed.get(name) != shape}
+        found = {name: shape for name, shape in computed_sizes(graph).items() if refines_shape(shape, fixed.get(name))}
         if not kept and not found:
             break
         fixed |= found

@@ -210,6 +210,14 @@ def _made_up(size: Dim) -> bool:
     return size is None or isinstance(size, str) and size.startswith(FRESH_SIZE)
 
 
+def refines_shape(new: list[Dim], old: list[Dim] | None) -> bool:
+    """Whether shape ``new`` tells a size that ``old`` does not (sizes made up afresh on every inference run
+    tell nothing, so two runs that only renamed them agree)."""
+    if old is None or len(new) != len(old):
+        return True
+    return any(not _made_up(n) and n != o for n, o in zip(new, old))
+
+
 def _swap_after_reshape(node: gs.Node, perm: list[int]) -> gs.Node | None:
     """The Transpose with ``perm`` that is the only consumer of ``node``, a Reshape (or None)."""
     if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs or len(node.outputs[0].outputs) != 1:

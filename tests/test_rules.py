@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 import onnxprune
 from onnxprune.model import export_graph, import_graph
+from onnxprune.shape_targets import refines_shape
 
 X = {"x": ["N", 3, 8, 8]}
 
@@ -1199,6 +1200,14 @@ def test_a_causal_mask_expanded_to_a_computed_shape_keeps_the_heads_prunable(bat
         rng = np.random.default_rng(batch)
         feed = rng.integers(0, 50, (batch, 6)) if name == "ids" else rng.standard_normal((batch, 6, 8)).astype(np.float32)
         assert run(result.model, {name: feed})[0].shape == (batch, 6, 8)
+
+
+def test_a_computed_shape_is_refined_only_by_sizes_it_did_not_know():
+    # ONNX shape inference names the sizes it makes up afresh on every run: a computed shape that only
+    # renamed one counted as refined, and inference ran all its 256 passes (BEiT's export: 34 s, now 2 s).
+    assert not refines_shape(["N", "unk__7", 6], ["N", "unk__2", 6])
+    assert refines_shape(["N", 1, 6], ["unk__3", 1, 6]) and refines_shape(["N", 6], ["N", None])
+    assert refines_shape(["N", 6], None) and refines_shape(["N", 6, 1], ["N", 6])
 
 
 @pytest.mark.parametrize("perm, axis, rewritten", [([2, 0, 1, 3], 0, True), ([2, 0, 1, 3], 1, False),
