@@ -566,6 +566,25 @@ SPATIAL = [
 ]
 
 
+def test_a_layer_pinned_before_its_channels_are_known_is_named_with_its_reason():
+    # Pads computed from the image size leave the padded input without a shape: the first conv is pinned
+    # before it declares any channels, so no group showed why (the next conv's group only said that conv1
+    # "cannot be pruned").
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in (("two", 2), ("zeros", [0, 0]), ("axes", [0]), ("zeros4", [0, 0, 0, 0]))]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "two"], ["h"]),
+             helper.make_node("Mod", ["h", "two"], ["p"]), helper.make_node("Unsqueeze", ["p", "axes"], ["p1"]),
+             helper.make_node("Concat", ["zeros", "p1", "p1", "zeros4"], ["pads"], axis=0),
+             helper.make_node("Pad", ["x", "pads"], ["xp"], name="pad0")]
+    layers = [conv("conv1", "xp", "a", 3, 8, seed=1), conv("conv2", "a", "b", 8, 8, seed=2), conv("conv3", "b", "y", 8, 4, seed=3)]
+    model = make_model(nodes + [node for node, _ in layers], {"x": ["N", 3, "H", "W"]}, ["y"],
+                       inits + [i for _, layer_inits in layers for i in layer_inits])
+    result = prune_checked(model)
+    assert group_of(result, "b")["kept"] == 4
+    assert group_of(result, "a")["pinned_reason"].endswith(
+        "comes from Conv node 'conv1', which cannot be pruned (the channel count of 'xp' is unknown after shape inference)")
+
+
 def test_pads_cast_from_integer_constants_are_folded():
     # Hugging Face's MobileNetV2 and EfficientNet pad TensorFlow-style, and TorchScript casts the pads:
     # Pad(a, Cast(constant)). Casts were never folded (weights keep their storage type), so the padded map had

@@ -107,6 +107,7 @@ class ChannelContext:
         self.edges: list[tuple[np.ndarray, np.ndarray]] = []
         self.pins: list[tuple[np.ndarray, str]] = []
         self.pinned_nodes: set[str] = set()  # nodes without a rule, or whose rule raised Unprunable
+        self.unshown_reasons: dict[str, str] = {}  # why such a node was pinned, where it had no channels to pin
         self.params: list[ParamSlice] = []
         self.rewrites: list[tuple[Rule, gs.Node]] = []
         self.node_io: dict[str, tuple[str | None, str | None]] = {}
@@ -223,7 +224,8 @@ class ChannelContext:
         producer = tensor.inputs[0]
         where = f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}'"
         if producer.name in self.pinned_nodes:
-            return f"{where}, which cannot be pruned"
+            unshown = self.unshown_reasons.get(producer.name)
+            return f"{where}, which cannot be pruned" + (f" ({unshown})" if unshown else "")
         # A traced op whose inputs carry no channels (a Concat of slices of the model input, say): name what
         # feeds it, up the chain of such ops.
         source = producer
@@ -240,7 +242,9 @@ class ChannelContext:
                 return f"{where}, fed by the model input '{feeds[0].name}'"
             source = feeds[0].inputs[0]
             if source.name in self.pinned_nodes:
-                return f"{where}, fed by {source.op} node '{source.name}', which cannot be pruned"
+                unshown = self.unshown_reasons.get(source.name)
+                return (f"{where}, fed by {source.op} node '{source.name}', which cannot be pruned"
+                        + (f" ({unshown})" if unshown else ""))
         return f"{where}, whose channels no prunable layer makes"
 
     # ---- declaring what apply does ------------------------------------------------------
@@ -275,10 +279,14 @@ class ChannelContext:
     def pin_node(self, node: gs.Node, reason: str) -> None:
         """Pin every channel input and output of ``node``; its outputs carry no channels afterwards."""
         self.pinned_nodes.add(node.name)
+        pinned = 0
         for tensor in list(node.inputs) + list(node.outputs):
             channel = self.channel(tensor)
             if channel is not None:
                 self.pin(channel, reason)
+                pinned += 1
+        if not pinned:  # no group shows the reason: the tensors after it name it (see ``_origin``)
+            self.unshown_reasons[node.name] = reason
         for tensor in node.outputs:
             self.channels.pop(tensor.name, None)
 
