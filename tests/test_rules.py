@@ -988,6 +988,17 @@ def test_a_target_computed_in_floating_point_is_made_constant():
     assert group_of(result, "a")["kept"] == 4 and list(node_of(result, "reshape").inputs[1].values) == [0, 4, 64]
 
 
+def _attention_products() -> list[onnx.NodeProto]:
+    """q [N, H, T, D], k [N, H, D, T], v [N, H, T, D] -> softmax(q k) v -> back to tokens [N, T, H x D] ->
+    the output Linear: the nodes after the projections of ``_attention``."""
+    return [helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
+            helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+            helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
+            helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"], name="merge"),
+            helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+
+
 def _attention(heads: int, head_size: int) -> onnx.ModelProto:
     """tokens [N, 6, 8] -> q, k, v projections to heads x head_size, each reshaped to [N, 6, heads, head_size]
     and moved to [N, heads, 6, head_size]; softmax(q k^T) v; back to [N, 6, heads x head_size]; output Linear."""
@@ -1000,12 +1011,7 @@ def _attention(heads: int, head_size: int) -> onnx.ModelProto:
         nodes += [helper.make_node("MatMul", ["x", f"{name}.w"], [f"{name}_flat"], name=f"{name}_proj"),
                   helper.make_node("Reshape", [f"{name}_flat", "split_heads"], [f"{name}_split"], name=f"{name}_reshape"),
                   helper.make_node("Transpose", [f"{name}_split"], [name], perm=[0, 2, 1, 3] if name != "k" else [0, 2, 3, 1])]
-    nodes += [helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
-              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
-              helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
-              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"], name="merge"),
-              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    nodes += _attention_products()
     return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits)
 
 
@@ -1046,12 +1052,7 @@ def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
             nodes.append(helper.make_node("Gather", ["per_head", f"part{index}"], [f"{name}_heads"], axis=3))
         nodes.append(helper.make_node("Transpose", [f"{name}_heads"], [name],
                                       perm=[0, 2, 1, 3] if name != "k" else [0, 2, 3, 1]))
-    nodes += [helper.make_node("MatMul", ["q", "k"], ["scores"], name="scores"),
-              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
-              helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
-              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"], name="merge"),
-              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    nodes += _attention_products()
     result = prune_checked(make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits))
     assert group_of(result, "scores")["kept"] == 2
     assert list(node_of(result, "qkv_reshape").inputs[1].values) == [0, 0, 2, 3, 3]
