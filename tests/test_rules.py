@@ -1158,7 +1158,8 @@ def _causal_attention(batch_from: str, bias: str | None) -> onnx.ModelProto:
     nodes, inits = [], list(attention.graph.initializer)
     inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("minus_one", [-1]), ("one_entry", [1]),
                                                                              ("first", 0), ("second", 1), ("start", 0),
-                                                                             ("step", 1), ("ids_target_tail", [1]))]
+                                                                             ("step", 1), ("ids_target_tail", [1]),
+                                                                             ("heads_entry", [4]))]
     inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero_f", 0.0), ("masked", -1e9))]
     extra = ()
     if batch_from == "ids":
@@ -1182,8 +1183,10 @@ def _causal_attention(batch_from: str, bias: str | None) -> onnx.ModelProto:
               *_torchscript_expand_target(["n1", "one_entry", "t1", "t1"], "mask_shape"),
               helper.make_node("Expand", ["causal", "mask_shape"], ["mask"]),
               helper.make_node("Where", ["mask", "bias" if bias == "masked" else "zero_f", "masked"], ["mask_add"])]
-    if bias == "expanded":  # MPNet's bias.expand(n, -1, t, t) as the dynamo exporter writes it, added to the mask
-        nodes += [helper.make_node("Concat", ["n1", "one_entry", "t1", "t1"], ["bias_shape"], axis=0),
+    if bias and bias.startswith("expanded"):  # MPNet's bias.expand(n, -1, t, t) by the dynamo exporter, added to
+        # the mask; "expanded_to_heads" writes the heads' count where dynamo writes 1 (rewritten to 1)
+        heads_entry = "heads_entry" if bias == "expanded_to_heads" else "one_entry"
+        nodes += [helper.make_node("Concat", ["n1", heads_entry, "t1", "t1"], ["bias_shape"], axis=0),
                   helper.make_node("Expand", ["bias", "bias_shape"], ["bias_expanded"]),
                   helper.make_node("Add", ["mask_add", "bias_expanded"], ["mask_and_bias"])]
     inits += [numpy_helper.from_array(np.array(v, np.int64), n)
@@ -1199,13 +1202,15 @@ def _causal_attention(batch_from: str, bias: str | None) -> onnx.ModelProto:
         nodes.append(node)
         if node.name == "scores":
             node.output[0] = "raw_scores"
-            nodes.append(helper.make_node("Add", ["raw_scores", "mask_and_bias" if bias == "expanded" else "mask_add"],
+            nodes.append(helper.make_node("Add", ["raw_scores", "mask_and_bias" if bias and bias.startswith("expanded")
+                                                     else "mask_add"],
                                           ["scores"], name="masked_scores"))
     inputs = {} if batch_from == "ids" else {"x": ["N", 6, 8]}
     return make_model(nodes, inputs, [("y", ["N", 6, 8])], inits, extra_inputs=extra)
 
 
-@pytest.mark.parametrize("batch_from, bias", [("x", None), ("ids", None), ("x", "masked"), ("x", "expanded")])
+@pytest.mark.parametrize("batch_from, bias", [("x", None), ("ids", None), ("x", "masked"), ("x", "expanded"),
+                                              ("x", "expanded_to_heads")])
 def test_a_causal_mask_expanded_to_a_computed_shape_keeps_the_heads_prunable(batch_from, bias):
     # The mask's heads axis was unknown to shape inference ("has unk__4 entries on the channel axis"): the
     # Hugging Face decoders' TorchScript exports (GPT-2, OPT, Phi, GPT-NeoX, LLaMA) kept every head.

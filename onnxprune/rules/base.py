@@ -403,7 +403,9 @@ def _producer_entry(producer: gs.Node, position: int, depth: int) -> SizeOf | Co
         condition = shape_values(producer.inputs[0])
         if condition is None or not condition:
             return None
-        picked = condition[position if len(condition) > 1 else 0] if position < len(condition) or len(condition) == 1 else None
+        if len(condition) > 1 and position >= len(condition):
+            return None
+        picked = condition[position if len(condition) > 1 else 0]
         if picked not in (0, 1):
             return None
         source = producer.inputs[2 - picked]
