@@ -158,6 +158,10 @@ class CandidateBuilder:
         self.opset = default_opset(loaded.model) or 1
         self._stats: tuple[onnx.ModelProto | None, bool, dict[str, ChannelStats]] | None = None
         self._mac_scales: dict[str, float] | None = None
+        # The last model imported and its graph before analysis: each analysis starts from a copy, since
+        # importing (folding, rewriting reshapes, many rounds of shape inference) costs a transformer's
+        # calibrated run most of its time (GPT-2 from TorchScript: 12 imports of about 1 s each).
+        self._imported: tuple[onnx.ModelProto, gs.Graph] | None = None
         # (serial, MACs, evaluation) of every validated candidate, for the trade-off in the report.
         self.history: list[tuple[int, int, Evaluation]] = []
 
@@ -190,7 +194,9 @@ class CandidateBuilder:
     def analysis(self, model: onnx.ModelProto | None = None) -> Analysis:
         """A fresh analysis of the original (or of ``model``); applying a plan consumes it."""
         model = model or self.original()
-        analysis = analyse_graph(import_graph(model), default_opset(model) or 1)
+        if self._imported is None or self._imported[0] is not model:  # the model itself is the key: ids get reused
+            self._imported = (model, import_graph(model))
+        analysis = analyse_graph(self._imported[1].copy(), default_opset(model) or 1)
         if self._mac_scales is None:
             self._mac_scales = self._scales_at_data_sizes(analysis.graph, model)
         analysis.mac_scales = self._mac_scales
@@ -260,7 +266,7 @@ class CandidateBuilder:
         pruned = export_graph(analysis.graph, template)
         if last and self.loaded.path:
             _detach_constants(analysis.graph)
-            self.loaded.model = None
+            self.loaded.model = self._imported = None
         del analysis, template
         release_freed_memory()
         external = self.loaded.external or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
