@@ -1032,11 +1032,12 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
-@pytest.mark.parametrize("query", ["gather", "slice"])
+@pytest.mark.parametrize("query", ["gather", "slice", "split"])
 def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
     # BLOOM's fused query_key_value: [N, 6, 36] -> [N, 6, 4 heads, 3, 3] -> q, k, v picked along the 3
     # (fused_qkv[..., i, :]); the heads, not the 3, are the channels (they were pinned: "takes channel 0 alone").
-    # Falcon slices its queries ([..., :-2, :], here one per head) and gathers its key and value so.
+    # Falcon slices its queries ([..., :-2, :], here one per head) and gathers its key and value so;
+    # ONNX Runtime's optimizer fuses such picks into a Split of the parts, each part squeezed.
     inits = [numpy_helper.from_array(np.array([0, 0, 4, 3, 3], np.int64), "split_heads"),
              numpy_helper.from_array(np.array([0, 0, 12], np.int64), "merge_heads"), weight("qkv.w", (8, 36), 1),
              weight("out.w", (12, 8), 9)] + [numpy_helper.from_array(np.array(i, np.int64), f"part{i}") for i in range(3)]
@@ -1044,8 +1045,14 @@ def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
               for n, v in (("q_start", [0]), ("q_end", [-2]), ("q_axes", [3]), ("q_target", [0, 0, 4, 3]))]
     nodes = [helper.make_node("MatMul", ["x", "qkv.w"], ["fused"], name="qkv_proj"),
              helper.make_node("Reshape", ["fused", "split_heads"], ["per_head"], name="qkv_reshape")]
+    if query == "split":
+        inits += [numpy_helper.from_array(np.array([1, 1, 1], np.int64), "parts"),
+                  numpy_helper.from_array(np.array([3], np.int64), "parts_axis")]
+        nodes.append(helper.make_node("Split", ["per_head", "parts"], ["q_part", "k_part", "v_part"], axis=3))
     for index, name in enumerate("qkv"):
-        if name == "q" and query == "slice":
+        if query == "split":
+            nodes.append(helper.make_node("Squeeze", [f"{name}_part", "parts_axis"], [f"{name}_heads"]))
+        elif name == "q" and query == "slice":
             nodes += [helper.make_node("Slice", ["per_head", "q_start", "q_end", "q_axes"], ["q_parts"]),
                       helper.make_node("Reshape", ["q_parts", "q_target"], ["q_heads"])]
         else:

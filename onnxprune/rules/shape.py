@@ -226,9 +226,9 @@ class ReshapeRule(Rule):
 
 
 def _selected_along(tensor: gs.Tensor, axis: int) -> bool:
-    """Whether every op reading ``tensor`` picks parts along ``axis``: a Gather of one index there, or a
-    Slice of that axis alone (Falcon's fused [.., key/value heads, queries per head + 2, head size] takes
-    the queries as [..., :-2, :])."""
+    """Whether every op reading ``tensor`` picks parts along ``axis``: a Gather of one index there, a Slice
+    of that axis alone (Falcon's fused [.., key/value heads, queries per head + 2, head size] takes the
+    queries as [..., :-2, :]) or a Split of it."""
     rank = len(tensor.shape)
 
     def picks(node: gs.Node) -> bool:
@@ -237,6 +237,8 @@ def _selected_along(tensor: gs.Tensor, axis: int) -> bool:
         if node.op == "Gather":
             return (int(node.attrs.get("axis", 0)) % rank == axis and isinstance(node.inputs[1], gs.Constant)
                     and node.inputs[1].values.size == 1)
+        if node.op == "Split":  # ONNX Runtime fuses those Gathers and Slices into one Split
+            return int(node.attrs.get("axis", 0)) % rank == axis
         axes = node.inputs[3] if node.op == "Slice" and len(node.inputs) > 3 else None
         return (isinstance(axes, gs.Constant) and axes.values.size == 1
                 and int(np.asarray(axes.values).reshape(-1)[0]) % rank == axis)
