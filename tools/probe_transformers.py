@@ -32,12 +32,8 @@ SMALL_VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_laye
 
 
 def text(config_class, model_class, **changes):
+    """A builder of ``model_class`` with a small text config (``changes`` on top: grouped key/value heads...)."""
     return lambda: model_class(config_class(**{**SMALL_TEXT, **changes}))
-
-
-def decoder(config_class, model_class, **changes):
-    """A causal LM with a small config (grouped key/value heads where the config has them)."""
-    return text(config_class, model_class, **changes)
 
 
 MODELS = {
@@ -50,12 +46,12 @@ MODELS = {
     "deberta_v2": text(hf.DebertaV2Config, hf.DebertaV2ForSequenceClassification, relative_attention=True,
                        pos_att_type=["p2c", "c2p"], max_relative_positions=16),
     "gpt2": lambda: hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64)),
-    "llama": decoder(hf.LlamaConfig, hf.LlamaForCausalLM, num_key_value_heads=2),
-    "qwen2": decoder(hf.Qwen2Config, hf.Qwen2ForCausalLM, num_key_value_heads=2),
-    "mistral": decoder(hf.MistralConfig, hf.MistralForCausalLM, num_key_value_heads=2),
-    "gemma": decoder(hf.GemmaConfig, hf.GemmaForCausalLM, num_key_value_heads=2, head_dim=8),
-    "phi": decoder(hf.PhiConfig, hf.PhiForCausalLM),
-    "gpt_neox": decoder(hf.GPTNeoXConfig, hf.GPTNeoXForCausalLM),
+    "llama": text(hf.LlamaConfig, hf.LlamaForCausalLM, num_key_value_heads=2),
+    "qwen2": text(hf.Qwen2Config, hf.Qwen2ForCausalLM, num_key_value_heads=2),
+    "mistral": text(hf.MistralConfig, hf.MistralForCausalLM, num_key_value_heads=2),
+    "gemma": text(hf.GemmaConfig, hf.GemmaForCausalLM, num_key_value_heads=2, head_dim=8),
+    "phi": text(hf.PhiConfig, hf.PhiForCausalLM),
+    "gpt_neox": text(hf.GPTNeoXConfig, hf.GPTNeoXForCausalLM),
     "opt": lambda: hf.OPTForCausalLM(hf.OPTConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
                                                   num_attention_heads=4, ffn_dim=64, max_position_embeddings=64,
                                                   word_embed_proj_dim=32)),
@@ -89,11 +85,11 @@ MODELS = {
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4, num_labels=5)),
-    "phi3": decoder(hf.Phi3Config, hf.Phi3ForCausalLM, num_key_value_heads=2, pad_token_id=0),
-    "qwen3": decoder(hf.Qwen3Config, hf.Qwen3ForCausalLM, num_key_value_heads=2, head_dim=8),
-    "gemma2": decoder(hf.Gemma2Config, hf.Gemma2ForCausalLM, num_key_value_heads=2, head_dim=8),
-    "stablelm": decoder(hf.StableLmConfig, hf.StableLmForCausalLM, num_key_value_heads=2),
-    "olmo": decoder(hf.OlmoConfig, hf.OlmoForCausalLM, pad_token_id=0),
+    "phi3": text(hf.Phi3Config, hf.Phi3ForCausalLM, num_key_value_heads=2, pad_token_id=0),
+    "qwen3": text(hf.Qwen3Config, hf.Qwen3ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "gemma2": text(hf.Gemma2Config, hf.Gemma2ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "stablelm": text(hf.StableLmConfig, hf.StableLmForCausalLM, num_key_value_heads=2),
+    "olmo": text(hf.OlmoConfig, hf.OlmoForCausalLM, pad_token_id=0),
     "falcon": lambda: hf.FalconForCausalLM(hf.FalconConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
                                                            num_attention_heads=4, new_decoder_architecture=True,
                                                            num_kv_heads=2)),
@@ -101,7 +97,7 @@ MODELS = {
                                                      n_positions=64)),
     "codegen": lambda: hf.CodeGenForCausalLM(hf.CodeGenConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4,
                                                               rotary_dim=4, n_positions=64, n_ctx=64)),
-    "mixtral": decoder(hf.MixtralConfig, hf.MixtralForCausalLM, num_key_value_heads=2, num_local_experts=4,
+    "mixtral": text(hf.MixtralConfig, hf.MixtralForCausalLM, num_key_value_heads=2, num_local_experts=4,
                        num_experts_per_tok=2),
     "mamba": lambda: hf.MambaForCausalLM(hf.MambaConfig(vocab_size=128, hidden_size=32, state_size=8,
                                                         num_hidden_layers=2, expand=2, conv_kernel=4)),
