@@ -349,21 +349,19 @@ def infer_graph_shapes(graph: gs.Graph, template: onnx.ModelProto) -> None:
     sizes of sliced position tables that a valid run proves, where inference lost them: ``sliced_sizes``,
     from shapes computed at run time for an Expand or a Resize: ``computed_sizes``,
     and from the input of an op that keeps its shape but that inference does not reach)."""
-    known = _inferred_types(graph, template)
-    _set_inferred(graph, known)
-    fixed = sliced_sizes(graph) | computed_sizes(graph)
+    _set_inferred(graph, _inferred_types(graph, template))
+    fixed: dict[str, list] = {}
+    found = sliced_sizes(graph) | computed_sizes(graph)
     for _ in range(MAX_RESHAPE_PASSES):
-        kept = _kept_shapes(graph, fixed)
-        if not fixed and not kept:
-            break
-        fixed |= kept
-        _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
-        # A size found reaches the next op that inference cannot follow (a Reshape's -1, ...), and may
-        # refine one computed before it was known (a mask expanded to a batch size found since).
-        found = {name: shape for name, shape in computed_sizes(graph).items() if refines_shape(shape, fixed.get(name))}
-        if not kept and not found:
+        # Shapes passed through ops inference does not reach, or recomputed (a size found reaches the next
+        # op that inference cannot follow, a Reshape's -1, and may refine a shape computed before it was
+        # known, a mask expanded to a batch size found since), each only where it tells something new.
+        found |= _kept_shapes(graph, fixed | found)
+        if not found:
             break
         fixed |= found
+        _set_inferred(graph, _inferred_types(graph, template, fixed=fixed))
+        found = {name: shape for name, shape in computed_sizes(graph).items() if refines_shape(shape, fixed.get(name))}
 
 
 # Ops whose output has their input's shape and dtype, where ONNX shape inference gives none
@@ -419,7 +417,7 @@ def _kept_shapes(graph: gs.Graph, fixed: dict[str, list]) -> dict[str, list]:
         if not node.outputs or node.outputs[0].shape is not None and node.outputs[0].name not in fixed:
             continue
         known = _uninferred_output(node)
-        if known is not None and fixed.get(node.outputs[0].name) != known[0]:
+        if known is not None and refines_shape(known[0], fixed.get(node.outputs[0].name)):
             node.outputs[0].dtype = known[1]
             kept[node.outputs[0].name] = known[0]
     return kept

@@ -140,12 +140,11 @@ def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, list], outputs: li
                initializers: list[onnx.TensorProto], opset: int = 17, extra_inputs: tuple = ()) -> onnx.ModelProto:
     """A float32 model from nodes; inputs maps names to shapes (strings are symbolic dims); an output is a
     name, or a name and its shape where shape inference cannot give one."""
+    shaped_outputs = [output if isinstance(output, tuple) else (output, None) for output in outputs]
     graph = helper.make_graph(
         nodes, "test",
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs.items()] + list(extra_inputs),
-        [helper.make_tensor_value_info(*(output if isinstance(output, tuple) else (output, None)))
-         for output in ((o[0], TensorProto.FLOAT, o[1]) if isinstance(o, tuple) else (o, TensorProto.FLOAT, None)
-                        for o in outputs)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in shaped_outputs],
         initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
