@@ -100,9 +100,11 @@ def connected_labels(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return labels
 
 
-def trace_channels(graph: gs.Graph, opset: int, registry: RuleRegistry) -> ChannelContext:
-    """Walk the (topologically sorted) graph and let each node's rule declare its channels."""
-    ctx = ChannelContext(opset)
+def trace_channels(graph: gs.Graph, opset: int, registry: RuleRegistry, head_dims: frozenset[str] = frozenset()
+                   ) -> ChannelContext:
+    """Walk the (topologically sorted) graph and let each node's rule declare its channels (``head_dims``: see
+    ``ChannelContext``)."""
+    ctx = ChannelContext(opset, head_dims)
     for node in graph.nodes:
         ctx.node = node
         rule = registry.get(node.op, node.domain or "")
@@ -234,6 +236,29 @@ def _touching_nodes(members: tuple[ChannelTensor, ...], tensors: dict[str, gs.Te
 
 
 def analyse_graph(graph: gs.Graph, opset: int, registry: RuleRegistry | None = None) -> Analysis:
-    """Trace channels through ``graph`` and build its groups."""
-    ctx = trace_channels(graph, opset, registry or RuleRegistry())
-    return build_groups(graph, ctx)
+    """Trace channels through ``graph`` and build its groups.
+
+    Attention heads that cannot be pruned are traced again with the dimensions within the heads as the
+    channels (each the same dimension of every head), and keep those where they can be pruned: DeBERTa's
+    and BLOOM's attention merge the batch with the heads, which pins the heads but not the dimensions.
+    """
+    registry = registry or RuleRegistry()
+    analysis = build_groups(graph, trace_channels(graph, opset, registry))
+    pinned = _pinned_splits(analysis, analysis.context.head_splits)
+    if not pinned:
+        return analysis
+    within = build_groups(graph, trace_channels(graph, opset, registry, pinned))
+    still = _pinned_splits(within, {node: analysis.context.head_splits[node] for node in pinned})
+    if still == pinned:
+        return analysis
+    return build_groups(graph, trace_channels(graph, opset, registry, pinned - still)) if still else within
+
+
+def _pinned_splits(analysis: Analysis, splits: dict[str, str]) -> frozenset[str]:
+    """The nodes of ``splits`` (node name: output name) whose output's channels are all pinned."""
+    pinned_units = np.zeros(analysis.unit_count, dtype=bool)
+    for group in analysis.groups:
+        pinned_units[group.units] = group.pinned_reason is not None
+    channels = analysis.context.channels
+    return frozenset(node for node, tensor in splits.items()
+                     if tensor not in channels or pinned_units[analysis.unit_of_slot[channels[tensor].slots]].all())

@@ -695,10 +695,11 @@ def sliced_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
 
 
 def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
-    """Shapes of Expand and Resize outputs that a shape computed at run time gives but ONNX shape inference
-    does not follow, by tensor name: TorchScript's ``coords.expand(b, 1, h, w)`` (the input's shape
-    broadcast with the computed one) and, before opset 13 or so, its ``F.interpolate(x, size=y.shape[-2:])``
-    (the computed sizes), where every size is known or symbolic."""
+    """Shapes of Expand, Tile and Resize outputs that a shape computed at run time gives but ONNX shape
+    inference does not follow, by tensor name: TorchScript's ``coords.expand(b, 1, h, w)`` (the input's shape
+    broadcast with the computed one), a constant tiled to the batch (DeBERTa's relative position keys) and,
+    before opset 13 or so, TorchScript's ``F.interpolate(x, size=y.shape[-2:])`` (the computed sizes), where
+    every size is known or symbolic."""
     fixed: dict[str, list[Dim]] = {}
     for node in graph.nodes:
         if node.op == "Expand" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
@@ -708,6 +709,16 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
             shape = [1] * (len(target) - len(shape)) + shape
             target = [1] * (len(shape) - len(target)) + target
             result = [_expanded(d, t) for d, t in zip(shape, target)]
+        elif node.op == "Tile" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
+            repeats, shape = _values(node.inputs[1], 0), list(node.inputs[0].shape)
+            if repeats is None or len(repeats) != len(shape):
+                continue
+            result = [_tiled(d, r) for d, r in zip(shape, repeats)]
+            current = node.outputs[0].shape
+            if current is not None and len(current) == len(result) and not all(_made_up(t) for t in result):
+                # The sizes it knows, beside those inference made up (TorchScript computes DeBERTa's repeats
+                # from a batch x heads size, divided by the heads).
+                result = [t if t is not None else c for t, c in zip(result, current)]
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
         elif node.op == "Reshape" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
@@ -728,6 +739,16 @@ def _expanded(size: Dim, target: Dim) -> Dim:
     if target == 1 or target == size or isinstance(size, int) and size > 1:
         return size
     return None
+
+
+def _tiled(size: Dim, repeats: Dim) -> Dim:
+    """A Tile's output size from its input's ``size`` and ``repeats``; a product with a symbolic size is a
+    symbol of its own, named as ONNX shape inference names products ("4*N"), or None where unknown."""
+    if repeats == 1 or size == 1:
+        return repeats if size == 1 else size
+    if isinstance(size, int) and isinstance(repeats, int):
+        return size * repeats
+    return f"{size}*{repeats}" if isinstance(size, (int, str)) and isinstance(repeats, (int, str)) else None
 
 
 def _wildcard_as_symbol(node: gs.Node) -> list[Dim] | None:

@@ -1066,6 +1066,64 @@ def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
     assert node_of(result, "qkv_proj").inputs[1].shape[1] == 18
 
 
+def _merged_heads_attention(repeats: str) -> onnx.ModelProto:
+    """DeBERTa's attention: q, k, v [N, 5, 2 heads, 4] moved to [N, heads, 5, 4] and merged to [N x heads, 5, 4];
+    softmax(q k^T + q r^T) v with r a constant per head [heads, 5 positions, 4] tiled to the batch, ``repeats``
+    read off the input ("shape": [N, 1, 1]) or, as TorchScript writes it, the merged size divided by the heads
+    ("divided"); then back to [N, 5, 8] and the output Linear."""
+    inits = [numpy_helper.from_array(np.array([0, 5, 2, 4], np.int64), "split_heads"),
+             numpy_helper.from_array(np.array([-1, 5, 4], np.int64), "merge_batch"),
+             numpy_helper.from_array(np.array([-1, 2, 5, 4], np.int64), "unmerge_batch"),
+             numpy_helper.from_array(np.array([0, 5, 8], np.int64), "merge_heads"),
+             numpy_helper.from_array(np.array([1, 1], np.int64), "ones"),
+             numpy_helper.from_array(np.array([2], np.int64), "heads"),
+             weight("positions", (2, 5, 4), 7), weight("out.w", (8, 8), 9)]
+    nodes = []
+    for seed, name in enumerate("qkv"):
+        inits.append(weight(f"{name}.w", (8, 8), seed + 1))
+        nodes += [helper.make_node("MatMul", ["x", f"{name}.w"], [f"{name}_flat"], name=f"{name}_proj"),
+                  helper.make_node("Reshape", [f"{name}_flat", "split_heads"], [f"{name}_split"], name=f"{name}_reshape"),
+                  helper.make_node("Transpose", [f"{name}_split"], [f"{name}_heads"], perm=[0, 2, 1, 3]),
+                  helper.make_node("Reshape", [f"{name}_heads", "merge_batch"], [name], name=f"{name}_merge")]
+    if repeats == "shape":
+        nodes.append(helper.make_node("Shape", ["x"], ["batch"], end=1))
+    else:
+        nodes += [helper.make_node("Shape", ["q"], ["merged_size"], end=1),
+                  helper.make_node("Div", ["merged_size", "heads"], ["batch"])]
+    nodes += [helper.make_node("Concat", ["batch", "ones"], ["repeats"], axis=0),
+              helper.make_node("Tile", ["positions", "repeats"], ["tiled"]),
+              helper.make_node("Transpose", ["tiled"], ["r"], perm=[0, 2, 1]),
+              helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
+              helper.make_node("MatMul", ["q", "k_t"], ["content"], name="content"),
+              helper.make_node("MatMul", ["q", "r"], ["relative"], name="relative"),
+              helper.make_node("Add", ["content", "relative"], ["scores"]),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
+              helper.make_node("Reshape", ["mixed", "unmerge_batch"], ["mixed_heads"]),
+              helper.make_node("Transpose", ["mixed_heads"], ["tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"], name="merge"),
+              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    return make_model(nodes, {"x": ["N", 5, 8]}, ["y"], inits)
+
+
+@pytest.mark.parametrize("repeats", ["shape", "divided"])
+def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
+    # The merged [N x heads, ..] axis pins the heads ("the leading dimensions are not known statically"), so the
+    # dimensions within the heads are the channels: the same ones go from every head, from q, k and the constant
+    # relative position keys together (they are multiplied over), and from v with the output Linear's rows.
+    result = prune_checked(_merged_heads_attention(repeats))
+    query_key, value = group_of(result, "q_flat"), group_of(result, "v_flat")
+    assert query_key["channels"] == value["channels"] == 4 and query_key["kept"] == value["kept"] == 2
+    assert {"k_flat", "q", "k_t", "tiled", "r"} <= {m["tensor"] for m in query_key["members"]}
+    assert {"mixed", "merged"} <= {m["tensor"] for m in value["members"]}
+    assert list(node_of(result, "q_proj").inputs[1].shape) == [8, 4]
+    assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 5, 2, 2]
+    assert list(node_of(result, "q_merge").inputs[1].values) == [-1, 5, 2]
+    assert list(node_of(result, "merge").inputs[1].values) == [0, 5, 4]
+    assert next(i for i in result.model.graph.initializer if i.name == "positions").dims == [2, 5, 2]
+    assert result.pruned.macs == 3 * 5 * 8 * 4 + 2 * (2 * 5 * 5 * 2) + 2 * 5 * 5 * 2 + 5 * 4 * 8
+
+
 def _attention_sized_from_ids(heads: int, head_size: int) -> onnx.ModelProto:
     """As the dynamo exporter writes a token model: ids [N, S] -> embedding + a position table sliced to S
     -> x, then ``_attention``'s heads, whose reshape targets are computed from Shape(ids), with allowzero."""

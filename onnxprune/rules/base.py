@@ -99,8 +99,12 @@ _JOINING_OPS = {"Concat", "Add", "Sub", "Mul", "Div", "Where", "Max", "Min", "Su
 class ChannelContext:
     """What the graph walk knows about channels; rules read and extend it."""
 
-    def __init__(self, opset: int) -> None:
+    def __init__(self, opset: int, head_dims: frozenset[str] = frozenset()) -> None:
         self.opset = opset
+        # Reshapes that split channels into [.., heads, head size]: those whose channels go on the head size
+        # (the same dimension of every head), and the others, whose channels are the heads, with their output.
+        self.head_dims = head_dims
+        self.head_splits: dict[str, str] = {}
         self.channels: dict[str, ChannelTensor] = {}
         self.extra_spaces: list[ChannelTensor] = []
         self.slot_count = 0

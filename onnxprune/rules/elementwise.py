@@ -25,6 +25,7 @@ from onnxprune.rules.base import (
     quantization_axis,
 )
 from onnxprune.rules.shape import ExpandRule, entry_value, expand_shape_entry
+from onnxprune.shape_targets import shape_values
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -38,7 +39,7 @@ BROADCAST_OPS = (
 )
 
 
-# How many ops back a tensor computed from per-channel constants is followed (see ``_constant_derived_channels``).
+# How many ops back a tensor computed from per-channel constants is followed (see ``constant_derived_channels``).
 _DERIVED_DEPTH = 4
 
 
@@ -93,7 +94,7 @@ class BroadcastRule(Rule):
             if ctx.weight_shape(tensor) is not None:
                 to_slice.append((index, local_axis))
                 continue
-            derived = _constant_derived_channels(tensor, local_axis, count, ctx)
+            derived = constant_derived_channels(tensor, local_axis, count, ctx)
             if derived is None:
                 raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
             channel_inputs.append((index, derived, ctx.rank(tensor)))
@@ -119,12 +120,15 @@ class _DerivedStep:
     rewrite_expand: bool = False
 
 
-def _constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext) -> ChannelTensor | None:
+def constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext,
+                              readers: tuple[str, ...] = BROADCAST_OPS) -> ChannelTensor | None:
     """Channels on ``axis`` for a tensor computed from constants with ``count`` entries there by broadcasting
-    ops and Expands (with inputs that broadcast over the axis), and read only by broadcasting ops: its
-    constants are sliced with it. The dynamo exporter folds T5's relative position bias, shared by every
-    layer, into a constant [1, heads, T, T] that a Where masks, and MPNet's into one expanded to the batch."""
-    steps = _derived_steps(tensor, axis, count, ctx, 0)
+    ops, Expands, Tiles and Transposes (with inputs that broadcast over the axis, or repeat it once), and
+    read only by ``readers``: its constants are sliced with it. The dynamo exporter folds T5's relative
+    position bias, shared by every layer, into a constant [1, heads, T, T] that a Where masks, MPNet's into
+    one expanded to the batch, and DeBERTa's relative position keys into a constant [heads, positions, head
+    size] tiled to the batch and transposed for a MatMul."""
+    steps = _derived_steps(tensor, axis, count, ctx, 0, readers)
     if steps is None:
         return None
     channels: dict[str, ChannelTensor] = {}
@@ -141,18 +145,22 @@ def _constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: Ch
     return channels[tensor.name]
 
 
-def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext, depth: int) -> list[_DerivedStep] | None:
-    """The steps of ``_constant_derived_channels`` (sources first), or None where it does not apply."""
+# Ops a tensor computed from constants may pass through on the way (see ``constant_derived_channels``).
+_DERIVING_OPS = (*BROADCAST_OPS, "Expand", "Tile", "Transpose")
+
+
+def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext, depth: int,
+                   readers: tuple[str, ...]) -> list[_DerivedStep] | None:
+    """The steps of ``constant_derived_channels`` (sources first), or None where it does not apply."""
     producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
-    if (depth > _DERIVED_DEPTH or producer is None or producer.op not in (*BROADCAST_OPS, "Expand")
+    if (depth > _DERIVED_DEPTH or producer is None or producer.op not in _DERIVING_OPS
             or producer.outputs[0] is not tensor or ctx.channel(tensor) is not None
-            or any(consumer.op not in BROADCAST_OPS for consumer in tensor.outputs)):
+            or any(consumer.op not in readers for consumer in tensor.outputs)):
         return None
     rank = ctx.rank(tensor)
     step, steps = _DerivedStep(tensor, axis, [], []), []
-    for index, source in enumerate(producer.inputs[:1] if producer.op == "Expand" else producer.inputs):
+    for index, source, local_axis in _derived_inputs(producer, axis, rank, ctx):
         shape = ctx.shape(source) if not source.is_empty() else ()
-        local_axis = axis - (rank - len(shape)) if shape is not None else None
         if local_axis is not None and local_axis < 0:
             continue
         if local_axis is None or shape[local_axis] != 1 and (shape[local_axis] != count or ctx.channel(source) is not None):
@@ -162,7 +170,7 @@ def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext
         if ctx.weight_shape(source) is not None:
             step.slices.append((index, local_axis))
             continue
-        inner = _derived_steps(source, local_axis, count, ctx, depth + 1)
+        inner = _derived_steps(source, local_axis, count, ctx, depth + 1, _DERIVING_OPS)
         if inner is None:
             return None
         steps += inner
@@ -176,6 +184,24 @@ def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext
             return None
         step.rewrite_expand = entry is not None and entry_value(entry) != 1
     return steps + [step] if step.slices or step.sources else None
+
+
+def _derived_inputs(producer: gs.Node, axis: int, rank: int, ctx: ChannelContext) -> list[tuple[int, gs.Tensor, int | None]]:
+    """(input index, input, its axis that becomes ``axis`` of the output, None where unknown) of the inputs
+    a step of ``_derived_steps`` follows; [(0, input, None)] where the step cannot be followed."""
+    source = producer.inputs[0]
+    if producer.op == "Transpose":
+        perm = producer.attrs.get("perm", list(range(rank))[::-1])
+        return [(0, source, int(perm[axis]))]
+    if producer.op == "Tile":
+        repeats = shape_values(producer.inputs[1])
+        return [(0, source, axis if repeats is not None and len(repeats) == rank and repeats[axis] == 1 else None)]
+    inputs = producer.inputs[:1] if producer.op == "Expand" else producer.inputs
+    found = []
+    for index, tensor in enumerate(inputs):
+        shape = ctx.shape(tensor) if not tensor.is_empty() else ()
+        found.append((index, tensor, axis - (rank - len(shape)) if shape is not None else None))
+    return found
 
 
 class DynamicQuantizeRule(Rule):

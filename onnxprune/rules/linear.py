@@ -6,7 +6,8 @@ MatMul: Y = A @ W with W [K, N]; features are A's last axis and Y's last axis (b
 of two activations [.., M, K] @ [.., K, N] passes channels that both carry on a batch axis (attention
 heads), A's on M or B's on N where the other carries none (each row of A, or column of B, is one of Y's),
 and removes a channel k of A's K and B's K together (an attention's scores over query and key channels,
-as in a non-local block: the product loses the term of k).
+as in a non-local block: the product loses the term of k); where one of them is computed from constants
+(tiled, transposed), those are sliced.
 Einsum: a label that carries channels and stays in the output keeps them there (every input with that label
 shares them; constants are sliced along it); one that is summed over is a linear layer when the other
 input is a constant 2-D weight, whose other label is the output's channels ("ntd,dh->nth").
@@ -17,6 +18,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import ChannelContext, Rule, Unprunable
+from onnxprune.rules.elementwise import constant_derived_channels
 
 
 class GemmRule(Rule):
@@ -73,6 +75,11 @@ class MatMulRule(Rule):
         rank_a, rank_b, rank_y = (ctx.rank(t) for t in (node.inputs[0], node.inputs[1], node.outputs[0]))
         if min(rank_a, rank_b) < 2:
             return False  # a vector's product drops its axis
+        # Multiplied over constants (tiled, transposed): DeBERTa's queries by its relative position keys.
+        if a is not None and b is None and a.axis == rank_a - 1:
+            b = constant_derived_channels(node.inputs[1], rank_b - 2, a.size, ctx, ("MatMul",))
+        elif b is not None and a is None and b.axis == rank_b - 2:
+            a = constant_derived_channels(node.inputs[0], rank_a - 1, b.size, ctx, ("MatMul",))
         if a is not None and b is not None:
             if a.size != b.size:
                 return False

@@ -140,9 +140,15 @@ class ReshapeRule(Rule):
                 continue
             if block_in == [x.axis] and len(block_out) > 1:
                 read = _channel_axes_read(node.outputs[0])
-                axis = read.pop() if len(read) == 1 and read <= set(block_out) else block_out[-2]
-                if not read and len(block_out) >= 3 and _selected_along(node.outputs[0], axis):
-                    axis = block_out[-3]  # BLOOM's fused [.., heads, 3, head size]: q, k and v picked along the 3
+                if len(read) == 1 and read <= set(block_out):
+                    axis = read.pop()
+                elif node.name in ctx.head_dims:  # traced again within the heads (see groups.analyse_graph)
+                    axis = block_out[-1]
+                else:
+                    axis = block_out[-2]
+                    if not read and len(block_out) >= 3 and _selected_along(node.outputs[0], axis):
+                        axis = block_out[-3]  # BLOOM's fused [.., heads, 3, head size]: q, k and v picked along the 3
+                    ctx.head_splits[node.name] = node.outputs[0].name
                 self._split_channels(node, ctx, x, [out_shape[j] for j in block_out], block_out, axis)
                 return
             if self._groups(node, ctx, x, block_in, block_out, out_shape):
