@@ -1124,6 +1124,13 @@ def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     assert result.pruned.macs == 3 * 5 * 8 * 4 + 2 * (2 * 5 * 5 * 2) + 2 * 5 * 5 * 2 + 5 * 4 * 8
 
 
+def test_a_mac_target_counts_the_products_that_lose_dimensions_within_heads():
+    # q k^T and q r^T carry no channels but are multiplied over q's: the plan counts their MACs as lost with
+    # them (it counted them as kept, and removing 61% of the MACs met a target of 50%).
+    result = onnxprune.prune(_merged_heads_attention("shape"), target_macs=0.5, round_to=1)
+    assert result.pruned.macs / result.original.macs == pytest.approx(0.5, abs=0.02)
+
+
 def _attention_sized_from_ids(heads: int, head_size: int) -> onnx.ModelProto:
     """As the dynamo exporter writes a token model: ids [N, S] -> embedding + a position table sliced to S
     -> x, then ``_attention``'s heads, whose reshape targets are computed from Shape(ids), with allowzero."""
