@@ -115,26 +115,28 @@ def _fused_gemm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
 
 
 def _fused_matmul(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
-    # FusedMatMul: Y = alpha * op(A) @ op(B), op a swap of the last two axes. A constant is transposed in
-    # place; an activation gets a Transpose where its rank is known (ONNX Runtime saves its value infos).
-    # Transposed batches are left fused.
-    if node.attrs.get("transBatchA", 0) or node.attrs.get("transBatchB", 0):
-        return None
+    # FusedMatMul: Y = alpha * op(A) @ op(B), op a swap of the last two axes, after moving the first axis
+    # behind the other batch axes with transBatch (A [d0, d1, .., dr-1] as [d1, .., d0, dr-1]: ONNX Runtime
+    # fuses such a Transpose of an attention's [tokens, batch x heads, head size]). A constant is transposed
+    # in place; an activation gets a Transpose where its rank is known (ONNX Runtime saves its value infos).
     out = node.outputs[0]
     nodes: list[gs.Node] = []
     operands = []
-    for tensor, flag in zip(node.inputs[:2], ("transA", "transB")):
-        if node.attrs.get(flag, 0):
+    for tensor, batch_flag, flag in zip(node.inputs[:2], ("transBatchA", "transBatchB"), ("transA", "transB")):
+        moved, swapped = node.attrs.get(batch_flag, 0), node.attrs.get(flag, 0)
+        if moved or swapped:
             rank = tensor.values.ndim if isinstance(tensor, gs.Constant) else len(tensor.shape or [])
             if rank < 2:
                 return None
+            perm = [*range(1, rank - 1), 0, rank - 1] if moved else list(range(rank))
+            if swapped:
+                perm[-2:] = perm[-1], perm[-2]
             if isinstance(tensor, gs.Constant):
-                tensor = gs.Constant(f"{out.name}_{flag}", np.ascontiguousarray(np.swapaxes(tensor.values, -1, -2)))
+                tensor = gs.Constant(f"{out.name}_{flag}", np.ascontiguousarray(np.transpose(tensor.values, perm)))
             else:
-                swapped = gs.Variable(f"{out.name}_{flag}", dtype=tensor.dtype)
-                perm = [*range(rank - 2), rank - 1, rank - 2]
-                nodes.append(gs.Node("Transpose", f"{node.name}_{flag}", {"perm": perm}, [tensor], [swapped]))
-                tensor = swapped
+                transposed = gs.Variable(f"{out.name}_{flag}", dtype=tensor.dtype)
+                nodes.append(gs.Node("Transpose", f"{node.name}_{flag}", {"perm": perm}, [tensor], [transposed]))
+                tensor = transposed
         operands.append(tensor)
     alpha = float(node.attrs.get("alpha", 1.0))
     if alpha == 1.0:

@@ -193,12 +193,13 @@ def build_groups(graph: gs.Graph, ctx: ChannelContext) -> Analysis:
 
 
 def _unit_widths(ctx: ChannelContext, unit_of_slot: np.ndarray, unit_count: int) -> np.ndarray:
-    """Per unit, the fewest positions it owns on a weight axis (1 where no weight holds it)."""
+    """Per unit, the fewest output features it owns in a weight (1 where no weight holds it): its positions on
+    the sliced axis, times the head size where the weight holds heads on one axis and their sizes on others."""
     widths = np.full(unit_count, np.iinfo(np.int64).max, dtype=np.int64)
     for param in ctx.params:
         if param.scored and param.slots.size:
             units, counts = np.unique(unit_of_slot[param.slots], return_counts=True)
-            np.minimum.at(widths, units, counts)
+            np.minimum.at(widths, units, counts * param.width)
     widths[widths == np.iinfo(np.int64).max] = 1
     return widths
 

@@ -708,17 +708,12 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
                 continue
             shape = [1] * (len(target) - len(shape)) + shape
             target = [1] * (len(shape) - len(target)) + target
-            result = [_expanded(d, t) for d, t in zip(shape, target)]
+            result = _with_made_up([_expanded(d, t) for d, t in zip(shape, target)], node.outputs[0].shape)
         elif node.op == "Tile" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
             repeats, shape = _values(node.inputs[1], 0), list(node.inputs[0].shape)
             if repeats is None or len(repeats) != len(shape):
                 continue
-            result = [_tiled(d, r) for d, r in zip(shape, repeats)]
-            current = node.outputs[0].shape
-            if current is not None and len(current) == len(result) and not all(_made_up(t) for t in result):
-                # The sizes it knows, beside those inference made up (TorchScript computes DeBERTa's repeats
-                # from a batch x heads size, divided by the heads).
-                result = [t if t is not None else c for t, c in zip(result, current)]
+            result = _with_made_up([_tiled(d, r) for d, r in zip(shape, repeats)], node.outputs[0].shape)
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
         elif node.op == "Reshape" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
@@ -729,6 +724,16 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
         if result and all(isinstance(d, (int, str)) for d in result) and list(current or []) != result:
             fixed[node.outputs[0].name] = result
     return fixed
+
+
+def _with_made_up(result: list[Dim | None], current: list[Dim] | None) -> list[Dim | None]:
+    """``result``, its unknown sizes (None) taken from ``current`` where that has them (made up by inference), if
+    it knows a size that is not made up: TorchScript computes DeBERTa's repeats from a batch x heads size
+    divided by the heads, and expands RoFormer's mask to [N, 1, T, T] from one whose batch inference
+    made up; the other sizes are still worth knowing."""
+    if current is None or len(current) != len(result) or all(_made_up(size) for size in result):
+        return result
+    return [size if size is not None else old for size, old in zip(result, current)]
 
 
 def _expanded(size: Dim, target: Dim) -> Dim:

@@ -175,7 +175,7 @@ class MacModel:
             if not slots and macs and node.outputs[0].name in channels:
                 # A product of two activations per channel on a batch axis (attention heads): MACs per channel.
                 slots = [channels[node.outputs[0].name].slots]
-            elif not slots and macs and node.op == "MatMul" and product[0] in channels and product[1] is None:
+            elif not slots and macs and node.op in ("MatMul", "Einsum") and product[0] in channels and product[1] is None:
                 slots = [channels[product[0]].slots]  # ...or multiplied over them (dimensions within heads)
             if not slots:
                 self.fixed += macs

@@ -53,9 +53,14 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> gs.Node | None:
     zeroes them in its first input instead, which is returned to be added to the graph."""
     if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "RNN", "GRU", "LSTM"):
         return  # per-channel constants (a bias Add, say) are sliced with their channels: nothing reads them
-    if node.op == "MatMul" and _two_activations(node):  # removed channels are those it multiplies over
-        mask = np.ones(node.inputs[0].shape[-1], np.float32)
-        mask[removed] = 0
+    if node.op in ("MatMul", "Einsum") and _two_activations(node):  # removed channels: those it multiplies over
+        axis = len(node.inputs[0].shape) - 1
+        if node.op == "Einsum":  # the label the inputs share and the output lacks
+            terms, out = einsum_terms(node.attrs["equation"], [len(t.shape) for t in node.inputs])
+            axis = next(i for i, c in enumerate(terms[0]) if c in terms[1] and c not in out)
+        mask = np.ones([node.inputs[0].shape[axis] if i == axis else 1 for i in range(len(node.inputs[0].shape))],
+                       np.float32)
+        mask[(slice(None),) * axis + (removed,)] = 0
         masked = gs.Variable(f"{node.inputs[0].name}__masked_{node.name}", dtype=node.inputs[0].dtype)
         multiply = gs.Node("Mul", name=f"{node.name}__mask", outputs=[masked],
                            inputs=[node.inputs[0], gs.Constant(f"{node.name}__mask_values", mask)])
@@ -87,7 +92,7 @@ def _zero_inputs(node: gs.Node, removed: list[int]) -> gs.Node | None:
 
 
 def _two_activations(node: gs.Node) -> bool:
-    """A MatMul whose second input is neither a constant nor a stored weight cast up."""
+    """A MatMul or Einsum whose second input is neither a constant nor a stored weight cast up."""
     second = node.inputs[1]
     if isinstance(second, gs.Constant):
         return False

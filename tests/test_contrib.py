@@ -100,6 +100,12 @@ CASES = {
     "FusedMatMul of transposed activations": _model(  # q k^T of attention, as ORT fuses the Transpose
         [_contrib("FusedMatMul", ["a", "b"], ["y"], transA=1, transB=1, alpha=0.5)],
         {"a": [2, 6, 3], "b": [2, 5, 6]}, ["y"], []),
+    "FusedMatMul of transposed batches": _model(  # [tokens, batch x heads, head size] moved to the batches
+        [_contrib("FusedMatMul", ["a", "b"], ["y"], transBatchA=1, transBatchB=1, transB=1)],
+        {"a": [5, 2, 3, 4], "b": [6, 2, 3, 4]}, ["y"], []),
+    "FusedMatMul of a transposed batch of a constant": _model(
+        [_contrib("FusedMatMul", ["x", "w"], ["y"], transBatchB=1, transB=1, alpha=0.5)],
+        {"x": [2, 3, 5, 4]}, ["y"], [weight("w", (6, 2, 3, 4), 1)]),
     "BiasGelu": _model(
         [_contrib("BiasGelu", ["x", "b"], ["y"])], {"x": [2, 3, 6]}, ["y"], [_vector("b", 6, 2)]),
     "FastGelu with a bias": _model(
@@ -250,7 +256,6 @@ def test_an_attention_left_fused_keeps_the_rest_of_the_model_prunable(options, f
 
 @pytest.mark.parametrize(("node", "why"), [
     (_contrib("FusedConv", ["x", "w"], ["y"], activation="Softsign"), "an activation with no parameters known"),
-    (_contrib("FusedMatMul", ["x", "w"], ["y"], transBatchA=1), "a transposed batch"),
 ])
 def test_a_fusion_without_a_standard_equivalent_is_left_fused(node, why):
     shape = [2, 4, 6, 6] if node.op_type == "FusedConv" else [2, 6, 4]

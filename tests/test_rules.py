@@ -154,6 +154,45 @@ def test_einsum_summing_channels_of_two_activations_pins_them():
     assert "sums over the channels" in group_of(result, "a")["pinned_reason"]
 
 
+def _einsum_heads_attention(heads: int, head_size: int) -> onnx.ModelProto:
+    """XLNet's attention in Einsums: projections of x [N, 6, 8] to [.., heads, head size] by weights [hidden,
+    heads, head size], the scores and the mixing per head, and the output projection summed over both."""
+    inits = [weight(f"{name}.w", (8, heads, head_size), seed) for seed, name in enumerate("qkvo", start=1)]
+    nodes = [*(helper.make_node("Einsum", ["x", f"{name}.w"], [name], name=f"{name}_proj", equation="nth,hkd->ntkd")
+               for name in "qkv"),
+             helper.make_node("Einsum", ["q", "k"], ["scores"], name="scores", equation="nqkd,nskd->nkqs"),
+             helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+             helper.make_node("Einsum", ["weights", "v"], ["mixed"], name="mix", equation="nkqs,nskd->nqkd"),
+             helper.make_node("Einsum", ["mixed", "o.w"], ["y"], name="out", equation="nqkd,hkd->nqh")]
+    return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits, opset=12)
+
+
+def test_einsum_attention_with_weights_per_head_loses_whole_heads():
+    # The projections' first output label, the heads, carries the channels (were pinned: 3-D weights were
+    # not traced); the output projection loses them from its sum.
+    result = prune_checked(_einsum_heads_attention(heads=2, head_size=3))
+    heads = group_of(result, "scores")
+    assert heads["channels"] == 2 and heads["kept"] == 1
+    assert {"q", "k", "v", "mixed"} <= {m["tensor"] for m in heads["members"]}
+    assert list(node_of(result, "out").inputs[1].shape) == [8, 1, 3]
+    assert result.pruned.macs * 2 == result.original.macs
+    # Rounding counts a head as its head size: heads of 8 go in pairs at the default multiple of 16.
+    assert group_of(onnxprune.prune(_einsum_heads_attention(heads=4, head_size=8), ratio=0.5), "scores")["kept"] == 2
+
+
+def test_einsum_summing_the_channels_of_two_activations_removes_them_from_both():
+    # As MatMul multiplies over the channels of two activations (q k^T): each output loses the removed terms.
+    nodes = [helper.make_node("Einsum", ["a", "b"], ["s"], equation="nchw,nchw->nhw"),
+             helper.make_node("Unsqueeze", ["s", "at"], ["m"])]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    other, inits_b = conv("conv1b", "x", "b", 3, 8, seed=3)
+    last, inits2 = conv("conv2", "m", "y", 1, 4, seed=2)
+    inits = inits1 + inits_b + inits2 + [numpy_helper.from_array(np.array([1], np.int64), "at")]
+    result = prune_checked(make_model([first, other, *nodes, last], X, ["y"], inits, opset=13))
+    group = group_of(result, "a")
+    assert group["kept"] == 4 and "b" in {m["tensor"] for m in group["members"]}
+
+
 def test_gemm_with_activation_weight_is_pinned():
     nodes = [helper.make_node("Gemm", ["a2", "a2"], ["g"], name="gram", transB=1), helper.make_node("Relu", ["g"], ["y"])]
     first, inits = conv("conv1", "x", "a", 3, 8, seed=1)
@@ -1032,6 +1071,31 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
+def test_a_mask_expanded_to_a_computed_shape_keeps_the_sizes_it_knows():
+    # TorchScript's RoFormer expands its mask [M, 1, T, T] (M a batch that inference cannot tie to the input's)
+    # to Where(Equal(s, -1), 1, s) for s = [N, 1, T, T]: the batch stays unknown, but the 1 on the heads axis is
+    # worth knowing (before, every size was dropped and the heads were pinned).
+    model = _attention(heads=4, head_size=3)
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("key_mask", onnx.TensorProto.FLOAT, ["M", 1, 1, 6]))
+    graph.initializer.extend([numpy_helper.from_array(np.ones((1, 1, 6, 1), np.float32), "per_query"),
+                              numpy_helper.from_array(np.array([1, 6, 6], np.int64), "mask_sizes"),
+                              numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
+                              numpy_helper.from_array(np.ones(4, np.int64), "ones")])
+    softmax = next(i for i, n in enumerate(graph.node) if n.op_type == "Softmax")
+    graph.node[softmax].input[0] = "masked_scores"
+    for node in reversed([helper.make_node("Mul", ["key_mask", "per_query"], ["pair_mask"]),
+                          helper.make_node("Shape", ["x"], ["batch"], end=1),
+                          helper.make_node("Concat", ["batch", "mask_sizes"], ["sizes"], axis=0),
+                          helper.make_node("Equal", ["sizes", "minus_one"], ["unset"]),
+                          helper.make_node("Where", ["unset", "ones", "sizes"], ["mask_shape"]),
+                          helper.make_node("Expand", ["pair_mask", "mask_shape"], ["mask"]),
+                          helper.make_node("Add", ["scores", "mask"], ["masked_scores"])]):
+        graph.node.insert(softmax, node)
+    result = prune_checked(model)
+    assert group_of(result, "scores")["kept"] == 2
+
+
 @pytest.mark.parametrize("query", ["gather", "slice", "split"])
 def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
     # BLOOM's fused query_key_value: [N, 6, 36] -> [N, 6, 4 heads, 3, 3] -> q, k, v picked along the 3
@@ -1070,7 +1134,8 @@ def _merged_heads_attention(repeats: str) -> onnx.ModelProto:
     """DeBERTa's attention: q, k, v [N, 5, 2 heads, 4] moved to [N, heads, 5, 4] and merged to [N x heads, 5, 4];
     softmax(q k^T + q r^T) v with r a constant per head [heads, 5 positions, 4] tiled to the batch, ``repeats``
     read off the input ("shape": [N, 1, 1]) or, as TorchScript writes it, the merged size divided by the heads
-    ("divided"); then back to [N, 5, 8] and the output Linear."""
+    ("divided"); or, as SAM's relative positions, q times a constant table per query position [5, 5, 4] in an
+    Einsum ("einsum"); then back to [N, 5, 8] and the output Linear."""
     inits = [numpy_helper.from_array(np.array([0, 5, 2, 4], np.int64), "split_heads"),
              numpy_helper.from_array(np.array([-1, 5, 4], np.int64), "merge_batch"),
              numpy_helper.from_array(np.array([-1, 2, 5, 4], np.int64), "unmerge_batch"),
@@ -1085,17 +1150,21 @@ def _merged_heads_attention(repeats: str) -> onnx.ModelProto:
                   helper.make_node("Reshape", [f"{name}_flat", "split_heads"], [f"{name}_split"], name=f"{name}_reshape"),
                   helper.make_node("Transpose", [f"{name}_split"], [f"{name}_heads"], perm=[0, 2, 1, 3]),
                   helper.make_node("Reshape", [f"{name}_heads", "merge_batch"], [name], name=f"{name}_merge")]
-    if repeats == "shape":
-        nodes.append(helper.make_node("Shape", ["x"], ["batch"], end=1))
+    if repeats == "einsum":
+        inits.append(weight("table", (5, 5, 4), 8))
+        nodes.append(helper.make_node("Einsum", ["q", "table"], ["relative"], name="relative", equation="btd,tkd->btk"))
     else:
-        nodes += [helper.make_node("Shape", ["q"], ["merged_size"], end=1),
-                  helper.make_node("Div", ["merged_size", "heads"], ["batch"])]
-    nodes += [helper.make_node("Concat", ["batch", "ones"], ["repeats"], axis=0),
-              helper.make_node("Tile", ["positions", "repeats"], ["tiled"]),
-              helper.make_node("Transpose", ["tiled"], ["r"], perm=[0, 2, 1]),
-              helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
+        if repeats == "shape":
+            nodes.append(helper.make_node("Shape", ["x"], ["batch"], end=1))
+        else:
+            nodes += [helper.make_node("Shape", ["q"], ["merged_size"], end=1),
+                      helper.make_node("Div", ["merged_size", "heads"], ["batch"])]
+        nodes += [helper.make_node("Concat", ["batch", "ones"], ["repeats"], axis=0),
+                  helper.make_node("Tile", ["positions", "repeats"], ["tiled"]),
+                  helper.make_node("Transpose", ["tiled"], ["r"], perm=[0, 2, 1]),
+                  helper.make_node("MatMul", ["q", "r"], ["relative"], name="relative")]
+    nodes += [helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
               helper.make_node("MatMul", ["q", "k_t"], ["content"], name="content"),
-              helper.make_node("MatMul", ["q", "r"], ["relative"], name="relative"),
               helper.make_node("Add", ["content", "relative"], ["scores"]),
               helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
               helper.make_node("MatMul", ["weights", "v"], ["mixed"], name="mix"),
@@ -1106,7 +1175,7 @@ def _merged_heads_attention(repeats: str) -> onnx.ModelProto:
     return make_model(nodes, {"x": ["N", 5, 8]}, ["y"], inits)
 
 
-@pytest.mark.parametrize("repeats", ["shape", "divided"])
+@pytest.mark.parametrize("repeats", ["shape", "divided", "einsum"])
 def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     # The merged [N x heads, ..] axis pins the heads ("the leading dimensions are not known statically"), so the
     # dimensions within the heads are the channels: the same ones go from every head, from q, k and the constant
@@ -1114,13 +1183,15 @@ def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     result = prune_checked(_merged_heads_attention(repeats))
     query_key, value = group_of(result, "q_flat"), group_of(result, "v_flat")
     assert query_key["channels"] == value["channels"] == 4 and query_key["kept"] == value["kept"] == 2
-    assert {"k_flat", "q", "k_t", "tiled", "r"} <= {m["tensor"] for m in query_key["members"]}
+    members = {m["tensor"] for m in query_key["members"]}
+    assert {"k_flat", "q", "k_t"} <= members and (repeats == "einsum" or {"tiled", "r"} <= members)
     assert {"mixed", "merged"} <= {m["tensor"] for m in value["members"]}
     assert list(node_of(result, "q_proj").inputs[1].shape) == [8, 4]
     assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 5, 2, 2]
     assert list(node_of(result, "q_merge").inputs[1].values) == [-1, 5, 2]
     assert list(node_of(result, "merge").inputs[1].values) == [0, 5, 4]
-    assert next(i for i in result.model.graph.initializer if i.name == "positions").dims == [2, 5, 2]
+    constant = "table" if repeats == "einsum" else "positions"
+    assert next(i for i in result.model.graph.initializer if i.name == constant).dims[-1] == 2
     assert result.pruned.macs == 3 * 5 * 8 * 4 + 2 * (2 * 5 * 5 * 2) + 2 * 5 * 5 * 2 + 5 * 4 * 8
 
 

@@ -126,13 +126,54 @@ MODELS = {
         image_size=32, hidden_sizes=[32, 48], num_attention_heads=[2, 3], depths=[1, 1], key_dim=[8, 8],
         drop_path_rate=0, mlp_ratio=[2, 2], attention_ratio=[2, 2], down_ops=[["Subsample", 8, 2, 2, 2, 2]],
         num_labels=10)),
+    # Added later: windowed and relative-position vision attention, bottlenecked and convolutional text
+    # models, multi-query and ALiBi decoders, Einsum attention, weight-standardised convs.
+    "sam_vision": lambda: hf.SamVisionModel(hf.SamVisionConfig(
+        hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
+        mlp_dim=64, window_size=2, global_attn_indexes=[1], use_rel_pos=True)),
+    "vitdet": lambda: hf.VitDetModel(hf.VitDetConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, image_size=32, pretrain_image_size=32,
+        patch_size=8, window_size=2, window_block_indices=[0], use_relative_position_embeddings=True)),
+    "mobilebert": text(hf.MobileBertConfig, hf.MobileBertForSequenceClassification, embedding_size=16,
+                       intra_bottleneck_size=16, true_hidden_size=16, num_feedforward_networks=2),
+    "squeezebert": text(hf.SqueezeBertConfig, hf.SqueezeBertForSequenceClassification, embedding_size=32,
+                        q_groups=2, k_groups=2, v_groups=2, post_attention_groups=2, intermediate_groups=2,
+                        output_groups=2),
+    "convbert": text(hf.ConvBertConfig, hf.ConvBertForSequenceClassification, embedding_size=16, head_ratio=2,
+                     conv_kernel_size=3),
+    "roformer": text(hf.RoFormerConfig, hf.RoFormerForSequenceClassification, embedding_size=32),
+    "xlnet": lambda: hf.XLNetForSequenceClassification(hf.XLNetConfig(vocab_size=128, d_model=32, n_layer=2, n_head=4,
+                                                                     d_inner=64)),
+    "gpt_bigcode": lambda: hf.GPTBigCodeForCausalLM(hf.GPTBigCodeConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4,
+                                                                        n_positions=64, multi_query=True)),
+    "mpt": lambda: hf.MptForCausalLM(hf.MptConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=4, expansion_ratio=2,
+                                                  max_seq_len=64)),
+    # CvT indexes the drop-path rates of stage s by s: stage s needs at least s + 1 layers.
+    "cvt": lambda: hf.CvtForImageClassification(hf.CvtConfig(
+        embed_dim=[16, 16, 32], num_heads=[1, 1, 2], depth=[1, 2, 3], patch_sizes=[3, 3, 3], patch_stride=[2, 2, 2],
+        patch_padding=[1, 1, 1], drop_path_rate=[0.0, 0.0, 0.0], mlp_ratio=[2.0, 2.0, 2.0], num_labels=10)),
+    "focalnet": lambda: hf.FocalNetForImageClassification(hf.FocalNetConfig(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3],
+        num_labels=10)),
+    "pvt_v2": lambda: hf.PvtV2ForImageClassification(hf.PvtV2Config(
+        image_size=32, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=10)),
+    "bit": lambda: hf.BitForImageClassification(hf.BitConfig(
+        embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="preactivation", num_groups=4,
+        num_labels=10)),
+    "wavlm": lambda: hf.WavLMForSequenceClassification(hf.WavLMConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        num_buckets=32, max_bucket_distance=64, classifier_proj_size=16)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
           "convnext": (3, 32, 32), "resnet": (3, 32, 32), "mobilevit": (3, 32, 32), "segformer": (3, 32, 32),
           "clip_vision": (3, 32, 32), "whisper_encoder": (16, 20), "wav2vec2": (400,),
           "yolos": (3, 32, 32), "swinv2": (3, 32, 32), "convnextv2": (3, 32, 32), "efficientnet": (3, 32, 32),
-          "regnet": (3, 32, 32), "mobilenet_v2": (3, 32, 32), "levit": (3, 32, 32)}
+          "regnet": (3, 32, 32), "mobilenet_v2": (3, 32, 32), "levit": (3, 32, 32), "sam_vision": (3, 32, 32),
+          "vitdet": (3, 32, 32), "cvt": (3, 32, 32), "focalnet": (3, 32, 32), "pvt_v2": (3, 32, 32),
+          "bit": (3, 32, 32), "wavlm": (400,)}
 
 
 class FirstOutput(nn.Module):

@@ -55,6 +55,7 @@ class ParamSlice:
     slots: np.ndarray
     scored: bool = False
     owner: gs.Node | None = None
+    width: int = 1  # output features per position: a head's size, where a weight [.., heads, head size] holds them
 
 
 class RewriteView(Protocol):
@@ -252,8 +253,10 @@ class ChannelContext:
         return f"{where}, whose channels no prunable layer makes"
 
     # ---- declaring what apply does ------------------------------------------------------
-    def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False) -> None:
-        """Slice constant input ``index`` of ``node`` along ``axis``; ``slots[i]`` owns position ``i``."""
+    def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False,
+                    width: int = 1) -> None:
+        """Slice constant input ``index`` of ``node`` along ``axis``; ``slots[i]`` owns position ``i`` (and
+        ``width`` output features, see ``ParamSlice``)."""
         tensor = node.inputs[index]
         stored = stored_constant(tensor)
         if stored is None:
@@ -262,7 +265,7 @@ class ChannelContext:
         if stored.shape[axis] != len(slots):
             raise Unprunable(f"parameter '{tensor.name}' has {stored.shape[axis]} entries on axis {axis}, expected {len(slots)}")
         axis %= len(stored.shape)
-        self.params.append(ParamSlice(holder, holder_index, axis, np.asarray(slots), scored, node))
+        self.params.append(ParamSlice(holder, holder_index, axis, np.asarray(slots), scored, node, width))
         if holder is not node and holder.op == "DequantizeLinear" and quantization_axis(holder, len(stored.shape)) == axis:
             # Per-channel scales (and zero points) along the sliced axis lose the same channels.
             for extra in (1, 2)[:len(holder.inputs) - 1]:

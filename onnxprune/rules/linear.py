@@ -10,10 +10,14 @@ as in a non-local block: the product loses the term of k); where one of them is 
 (tiled, transposed), those are sliced.
 Einsum: a label that carries channels and stays in the output keeps them there (every input with that label
 shares them; constants are sliced along it); one that is summed over is a linear layer when the other
-input is a constant 2-D weight, whose other label is the output's channels ("ntd,dh->nth").
+input is a constant weight, whose other label (the first in the output, where it has several: heads, then
+head size) is the output's channels ("ntd,dh->nth", "ibh,hnd->ibnd"), and otherwise
+loses them from every input with that label, as MatMul does what it multiplies over.
 """
 
 from __future__ import annotations
+
+import math
 
 import onnx_graphsurgeon as gs
 
@@ -120,26 +124,60 @@ class EinsumRule(Rule):
             raise Unprunable("its inputs carry channels on different labels")
         label = labels.pop()
         if label not in out:
-            raise Unprunable("it sums over the channels without a constant 2-D weight (a linear layer)")
+            self._summed_label(node, ctx, terms, label, channels)
+            return
         self._kept_label(node, ctx, terms, out.index(label), label, channels)
 
     @staticmethod
+    def _summed_label(node: gs.Node, ctx: ChannelContext, terms: list[str], label: str, channels: list) -> None:
+        """A label with channels that is summed over, as MatMul multiplies over them: every input with the label
+        loses them together (constants sliced, also through tiles and transposes), and the output carries none
+        (SAM's queries times its relative position table, "bhwc,hkc->bhwk", within each head). A tensor times
+        itself stays whole: a sum of squares over the channels is a norm, which every channel changes."""
+        size = channels[0][1].size
+        if any(channel.size != size for _, channel in channels):
+            raise Unprunable("its inputs carry different channel counts")
+        if len({node.inputs[i].name for i, _ in channels}) < len(channels):
+            raise Unprunable("it sums over the channels of a tensor times itself (a norm over the channels)")
+        first = channels[0][1]
+        for index, tensor in enumerate(node.inputs):
+            if label not in terms[index]:
+                continue
+            position = terms[index].index(label)
+            channel = ctx.channel(tensor)
+            if channel is None and ctx.shape(tensor)[position] == 1:
+                continue  # broadcast
+            if channel is None and ctx.weight_shape(tensor) is not None:
+                ctx.slice_param(node, index, position, first.slots)
+                continue
+            if channel is None:
+                channel = constant_derived_channels(tensor, position, size, ctx, ("Einsum",))
+            if channel is None:
+                raise Unprunable(f"input '{tensor.name}' is summed with the channels but has none that can be traced")
+            ctx.couple(first.slots, channel.slots)
+        ctx.record_io(node, first, None)
+
+    @staticmethod
     def _linear(node: gs.Node, ctx: ChannelContext, terms: list[str], out: str) -> bool:
-        """An activation times a constant 2-D weight over one label, the weight's other label an output axis
-        of its own ("ntd,dh->nth"): a linear layer, traced as MatMul is."""
+        """An activation times a constant weight over one label, the weight's other labels output axes of
+        their own ("ntd,dh->nth", "ibh,hnd->ibnd"): a linear layer, traced as MatMul is."""
         weights = [i for i, t in enumerate(node.inputs) if ctx.weight_shape(t) is not None]
-        if len(node.inputs) != 2 or len(weights) != 1 or len(terms[weights[0]]) != 2:
+        if len(node.inputs) != 2 or len(weights) != 1 or len(terms[weights[0]]) < 2:
             return False
         w_index = weights[0]
         w_terms, x_terms = terms[w_index], terms[1 - w_index]
         summed = [c for c in w_terms if c in x_terms and c not in out]
-        free = [c for c in w_terms if c not in x_terms and c in out]
-        if len(summed) != 1 or len(free) != 1:
+        free = sorted((c for c in w_terms if c not in x_terms and c in out), key=out.index)
+        if len(summed) != 1 or not free or len(summed) + len(free) != len(w_terms):
             return False
+        # A weight with several output labels ("ibh,hnd->ibnd": XLNet's projections to heads x head size): the
+        # first in the output carries the channels (the heads), as a Reshape that splits them does.
+        weight = ctx.weight_shape(node.inputs[w_index])
         x = ctx.expect(node.inputs[1 - w_index], x_terms.index(summed[0]))
-        y = ctx.declare(node.outputs[0], out.index(free[0]), ctx.weight_shape(node.inputs[w_index])[w_terms.index(free[0])])
+        y = ctx.declare(node.outputs[0], out.index(free[0]), weight[w_terms.index(free[0])])
         ctx.slice_param(node, w_index, w_terms.index(summed[0]), x.slots, scored=True)
-        ctx.slice_param(node, w_index, w_terms.index(free[0]), y.slots, scored=True)
+        width = math.prod(weight[w_terms.index(c)] for c in free[1:])  # a head's size
+        ctx.slice_param(node, w_index, w_terms.index(free[0]), y.slots, scored=True, width=width)
         ctx.record_io(node, x, y)
         return True
 
