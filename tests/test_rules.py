@@ -580,12 +580,21 @@ def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
         assert list(node_of(result, "shape_concat").inputs[1].values) == [1, 8, 8]
 
 
-@pytest.mark.parametrize("repeats, kept", [([1, 1, 2, 1], 4), ([1, 2, 1, 1], 8)])
+@pytest.mark.parametrize("repeats, kept", [([1, 1, 2, 1], 4), ([1, 2, 1, 1], 8), ("batch", 4)])
 def test_tile_keeps_the_channels_unless_it_repeats_them(repeats, kept):
-    inits = [numpy_helper.from_array(np.array(repeats, np.int64), "repeats")]
+    # "batch": [N, 1, 1, 1] computed at run time from the input's batch size (WavLM's bias tiled to the batch).
     first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    nodes = [first]
+    if repeats == "batch":
+        inits = [numpy_helper.from_array(np.array([1, 1, 1], np.int64), "ones")]
+        nodes += [helper.make_node("Shape", ["x"], ["batch"], end=1),
+                  helper.make_node("Concat", ["batch", "ones"], ["repeats"], axis=0)]
+        repeats = [2, 1, 1, 1]
+    else:
+        inits = [numpy_helper.from_array(np.array(repeats, np.int64), "repeats")]
     last, inits2 = conv("conv2", "m", "y", 8 * repeats[1], 4, seed=2)
-    model = make_model([first, helper.make_node("Tile", ["a", "repeats"], ["m"]), last], X, ["y"], inits1 + inits + inits2)
+    nodes += [helper.make_node("Tile", ["a", "repeats"], ["m"]), last]
+    model = make_model(nodes, X, [("y", None)], inits1 + inits + inits2)
     if repeats[1] == 1:
         result = prune_checked(model)
     else:
@@ -1193,6 +1202,38 @@ def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     constant = "table" if repeats == "einsum" else "positions"
     assert next(i for i in result.model.graph.initializer if i.name == constant).dims[-1] == 2
     assert result.pruned.macs == 3 * 5 * 8 * 4 + 2 * (2 * 5 * 5 * 2) + 2 * 5 * 5 * 2 + 5 * 4 * 8
+
+
+def test_projections_viewed_with_the_heads_merged_into_the_batch_lose_dimensions_within_heads():
+    # PyTorch's multi_head_attention_forward (WavLM): x [T, N, 8] -> q, k, v viewed [T, N x 2 heads, 4] and moved
+    # to [N x heads, T, 4]; softmax(q k^T) v back to [T, N x heads, 4], viewed [T x N, 8]; the output Linear.
+    inits = [numpy_helper.from_array(np.array([6, -1, 4], np.int64), "merge_heads"),
+             numpy_helper.from_array(np.array([-1, 8], np.int64), "unmerge_heads"),
+             *(weight(f"{name}.w", (8, 8), seed) for seed, name in enumerate("qkvo", start=1))]
+    nodes = []
+    for name in "qkv":
+        nodes += [helper.make_node("MatMul", ["x", f"{name}.w"], [f"{name}_flat"], name=f"{name}_proj"),
+                  helper.make_node("Reshape", [f"{name}_flat", "merge_heads"], [f"{name}_merged"], name=f"{name}_view"),
+                  helper.make_node("Transpose", [f"{name}_merged"], [name], perm=[1, 2, 0] if name == "k" else [1, 0, 2])]
+    # A bias per head, tiled to the batch and merged with it as the scores are (WavLM's gated position bias).
+    inits += [weight("bias", (1, 2, 6, 6), 5), numpy_helper.from_array(np.array([1, 1, 1], np.int64), "ones"),
+              numpy_helper.from_array(np.array([-1, 6, 6], np.int64), "merged_scores")]
+    nodes += [helper.make_node("Shape", ["x"], ["batch"], start=1, end=2),
+              helper.make_node("Concat", ["batch", "ones"], ["repeats"], axis=0),
+              helper.make_node("Tile", ["bias", "repeats"], ["biases"]),
+              helper.make_node("Reshape", ["biases", "merged_scores"], ["merged_biases"]),
+              helper.make_node("MatMul", ["q", "k"], ["products"]), helper.make_node("Add", ["products", "merged_biases"], ["scores"]),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
+              helper.make_node("Transpose", ["mixed"], ["mixed_t"], perm=[1, 0, 2]),
+              helper.make_node("Reshape", ["mixed_t", "unmerge_heads"], ["merged"], name="unmerge"),
+              helper.make_node("MatMul", ["merged", "o.w"], ["y"], name="out")]
+    result = prune_checked(make_model(nodes, {"x": [6, "N", 8]}, ["y"], inits))
+    query_key, value = group_of(result, "q"), group_of(result, "v")
+    assert query_key["channels"] == value["channels"] == 4 and query_key["kept"] == value["kept"] == 2
+    assert "k" in {m["tensor"] for m in query_key["members"]} and "merged" in {m["tensor"] for m in value["members"]}
+    assert list(node_of(result, "q_view").inputs[1].values) == [6, -1, 2]
+    assert list(node_of(result, "unmerge").inputs[1].values) == [-1, 4]
 
 
 def test_a_mac_target_counts_the_products_that_lose_dimensions_within_heads():

@@ -153,6 +153,8 @@ class ReshapeRule(Rule):
                 return
             if self._groups(node, ctx, x, block_in, block_out, out_shape):
                 return
+            if len(block_out) != 1 and self._within_merged_heads(node, ctx, x, block_in, block_out, out_shape):
+                return
             if len(block_out) != 1:
                 raise Unprunable("it spreads the channel axis over several axes (other than into attention heads "
                                  "or normalisation groups)")
@@ -180,6 +182,28 @@ class ReshapeRule(Rule):
         elif first > x.size and first % x.size == 0:
             y = ctx.declare(node.outputs[0], block_out[0], first)  # back from groups
             ctx.couple(x.slots[np.arange(first) // (first // x.size)], y.slots)
+        else:
+            return False
+        self._follow_target(node, ctx)
+        return True
+
+    def _within_merged_heads(self, node: gs.Node, ctx: ChannelContext, x: ChannelTensor, block_in: list[int],
+                             block_out: list[int], out_shape: list[Dim]) -> bool:
+        """[.., N, heads x D] -> [.., N x heads, D], a block that ends with the channel axis and whose last output
+        axis divides it (PyTorch's ``multi_head_attention_forward`` views its projections so, merging the batch
+        with the heads), or the way back, where the channel axis divides the last output axis: the output's
+        channel i is the input's channel i mod D (a reshape keeps the innermost order), so the dimensions
+        within the heads are the channels, the same ones in every head. Returns whether ``node`` is such a
+        reshape."""
+        last = out_shape[block_out[-1]]
+        if block_in[-1] != x.axis or len(block_in) < 2 or not isinstance(last, int) or last <= 1:
+            return False
+        if last < x.size and x.size % last == 0:
+            y = ctx.declare(node.outputs[0], block_out[-1], last)
+            ctx.couple(x.slots, y.slots[np.arange(x.size) % last])
+        elif last > x.size and last % x.size == 0:
+            y = ctx.declare(node.outputs[0], block_out[-1], last)
+            ctx.couple(x.slots[np.arange(last) % x.size], y.slots)
         else:
             return False
         self._follow_target(node, ctx)
@@ -407,7 +431,8 @@ def expand_shape_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | Non
 
 
 class TileRule(Rule):
-    """Tile repeats whole axes: channels stay where the channel axis is repeated once."""
+    """Tile repeats whole axes: channels stay where the channel axis is repeated once (the repeats may be
+    computed at run time: a per-head bias tiled to the batch, [N, 1, 1, 1])."""
 
     op_types = ("Tile",)
 
@@ -415,7 +440,7 @@ class TileRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
-        repeats = ctx.const(node.inputs[1])
-        if repeats is None or int(repeats[x.axis]) != 1:
-            raise Unprunable("it repeats the channel axis, or repeats a number computed at run time")
+        repeats = shape_values(node.inputs[1])
+        if repeats is None or len(repeats) <= x.axis or repeats[x.axis] != 1:
+            raise Unprunable("it repeats the channel axis, or a number of times computed at run time")
         ctx.same_channels(node.outputs[0], x)
