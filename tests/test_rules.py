@@ -1495,12 +1495,14 @@ def _merged_head_attention(heads: int, head_size: int, scores_out: bool) -> onnx
 @pytest.mark.parametrize("scores_out", [False, True])
 def test_attention_on_merged_batch_and_heads_is_lifted_to_prune_heads(scores_out):
     # Lifted to [N, heads, ..] its heads are pruned whole; where the scores are also a model output (whose
-    # shape must not change) nothing is lifted and the heads stay whole.
+    # shape must not change) nothing is lifted, and the dimensions within the heads go instead (they were
+    # kept whole), which leaves the scores' shape as it was.
     model = _merged_head_attention(heads=4, head_size=3, scores_out=scores_out)
     result = prune_checked(model)
-    projection = group_of(result, "q_flat")  # its channels: the heads, or the 12 columns left whole
+    projection = group_of(result, "q_flat")  # its channels: the heads, or the dimensions within them
     if scores_out:
-        assert (projection["channels"], projection["kept"]) == (12, 12)
+        assert (projection["channels"], projection["kept"]) == (3, 2)
+        assert list(node_of(result, "q_reshape").inputs[1].values) == [6, -1, 2]
     else:
         assert (projection["channels"], projection["kept"]) == (4, 2)
         assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 0, 2, 3]
