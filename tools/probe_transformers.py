@@ -165,6 +165,43 @@ MODELS = {
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
         conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
         num_buckets=32, max_bucket_distance=64, classifier_proj_size=16)),
+    # A third batch: local attention, decoders of today, separable and hierarchical vision attention,
+    # convolutional and relative-position speech encoders, Fourier mixing, pooled attention,
+    # a recurrent language model and a video transformer.
+    "gpt_neo": lambda: hf.GPTNeoForCausalLM(hf.GPTNeoConfig(vocab_size=128, hidden_size=32, num_layers=2,
+                                                            attention_types=[[["global", "local"], 1]], num_heads=4,
+                                                            window_size=4, max_position_embeddings=64)),
+    "biogpt": text(hf.BioGptConfig, hf.BioGptForCausalLM),
+    "starcoder2": text(hf.Starcoder2Config, hf.Starcoder2ForCausalLM, num_key_value_heads=2),
+    "cohere": text(hf.CohereConfig, hf.CohereForCausalLM, num_key_value_heads=2),
+    "mobilevitv2": lambda: hf.MobileViTV2ForImageClassification(hf.MobileViTV2Config(
+        image_size=64, width_multiplier=0.25, n_attn_blocks=[1, 1, 1], base_attn_unit_dims=[32, 48, 64],
+        num_labels=10)),
+    "siglip_vision": lambda: hf.SiglipVisionModel(hf.SiglipVisionConfig(**SMALL_VISION)),
+    "dpt": lambda: hf.DPTForDepthEstimation(hf.DPTConfig(
+        **{**SMALL_VISION, "num_hidden_layers": 4}, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 16, 32],
+        fusion_hidden_size=16, head_in_index=-1, reassemble_factors=[4, 2, 1, 0.5])),
+    "hiera": lambda: hf.HieraForImageClassification(hf.HieraConfig(
+        embed_dim=16, image_size=[32, 32], patch_size=[3, 3], patch_stride=[2, 2], patch_padding=[1, 1], depths=[1, 1],
+        num_heads=[1, 2], num_query_pool=1, masked_unit_size=[4, 4], masked_unit_attention=[True, False],
+        num_labels=10)),
+    "swiftformer": lambda: hf.SwiftFormerForImageClassification(hf.SwiftFormerConfig(
+        image_size=32, depths=[1, 1, 1, 1], embed_dims=[16, 16, 32, 32], num_labels=10)),
+    "sew_d": lambda: hf.SEWDForSequenceClassification(hf.SEWDConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        squeeze_factor=2, max_position_embeddings=64, position_buckets=16, classifier_proj_size=16)),
+    "wav2vec2_conformer": lambda: hf.Wav2Vec2ConformerForSequenceClassification(hf.Wav2Vec2ConformerConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        position_embeddings_type="relative", conv_depthwise_kernel_size=3, classifier_proj_size=16)),
+    "fnet": text(hf.FNetConfig, hf.FNetForSequenceClassification),
+    "funnel": lambda: hf.FunnelForSequenceClassification(hf.FunnelConfig(
+        vocab_size=128, block_sizes=[1, 1], d_model=32, n_head=4, d_head=8, d_inner=64, num_decoder_layers=1)),
+    "rwkv": lambda: hf.RwkvForCausalLM(hf.RwkvConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                                                     attention_hidden_size=32, intermediate_size=64, context_length=64)),
+    "videomae": lambda: hf.VideoMAEForVideoClassification(hf.VideoMAEConfig(
+        **SMALL_VISION, num_frames=4, tubelet_size=2, num_labels=10)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -173,7 +210,9 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "yolos": (3, 32, 32), "swinv2": (3, 32, 32), "convnextv2": (3, 32, 32), "efficientnet": (3, 32, 32),
           "regnet": (3, 32, 32), "mobilenet_v2": (3, 32, 32), "levit": (3, 32, 32), "sam_vision": (3, 32, 32),
           "vitdet": (3, 32, 32), "cvt": (3, 32, 32), "focalnet": (3, 32, 32), "pvt_v2": (3, 32, 32),
-          "bit": (3, 32, 32), "wavlm": (400,)}
+          "bit": (3, 32, 32), "wavlm": (400,), "mobilevitv2": (3, 64, 64), "siglip_vision": (3, 32, 32),
+          "dpt": (3, 32, 32), "hiera": (3, 32, 32), "swiftformer": (3, 32, 32), "sew_d": (400,),
+          "wav2vec2_conformer": (400,), "videomae": (4, 3, 32, 32)}
 
 
 class FirstOutput(nn.Module):
