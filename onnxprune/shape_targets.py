@@ -716,6 +716,11 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
             result = _with_made_up([_tiled(d, r) for d, r in zip(shape, repeats)], node.outputs[0].shape)
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
+        elif node.op == "Range" and len(node.inputs) == 3:
+            start, limit, delta = (_values(t, 0) for t in node.inputs)
+            if start != [0] or delta != [1] or limit is None or len(limit) != 1:
+                continue
+            result = limit  # arange(n): TorchScript indexes a mask by arange(batch)
         elif node.op == "Reshape" and len(node.inputs) == 2 and node.inputs[0].shape is not None:
             result = _wildcard_as_symbol(node)
         else:

@@ -1105,6 +1105,34 @@ def test_a_mask_expanded_to_a_computed_shape_keeps_the_sizes_it_knows():
     assert group_of(result, "scores")["kept"] == 2
 
 
+def test_a_mask_indexed_by_a_range_of_the_batch_keeps_the_batch_size():
+    # TorchScript's BioGPT picks its mask's rows by arange(batch): ONNX's inference gives that Range a made-up
+    # length, which reached the Reshape merging the heads back (to [N, 6, -1], computed), whose input's batch
+    # then differed from its target's, and the heads were pinned. Range(0, n, 1) is n long.
+    model = _attention(heads=4, head_size=3)
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array([2], np.int64), "last"),
+                              numpy_helper.from_array(np.array([1, 2], np.int64), "middle"),
+                              numpy_helper.from_array(np.array([6, -1], np.int64), "tokens_width"),
+                              numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                              numpy_helper.from_array(np.array(1, np.int64), "one")])
+    softmax = next(i for i, n in enumerate(graph.node) if n.op_type == "Softmax")
+    graph.node[softmax].input[0] = "masked_scores"
+    merge = next(n for n in graph.node if n.name == "merge")
+    merge.input[1] = "merged_shape"
+    for node in reversed([helper.make_node("ReduceSum", ["x", "last"], ["token_sums"], keepdims=0),
+                          helper.make_node("Shape", ["x"], ["batch"], end=1),
+                          helper.make_node("Squeeze", ["batch"], ["batch_size"]),
+                          helper.make_node("Range", ["zero", "batch_size", "one"], ["rows"]),
+                          helper.make_node("Gather", ["token_sums", "rows"], ["row_mask"], axis=0),
+                          helper.make_node("Unsqueeze", ["row_mask", "middle"], ["key_mask"]),
+                          helper.make_node("Add", ["scores", "key_mask"], ["masked_scores"]),
+                          helper.make_node("Concat", ["batch", "tokens_width"], ["merged_shape"], axis=0)]):
+        graph.node.insert(softmax, node)
+    result = prune_checked(model)
+    assert group_of(result, "scores")["kept"] == 2
+
+
 @pytest.mark.parametrize("query", ["gather", "slice", "split"])
 def test_heads_of_a_projection_fused_per_head_are_removed_whole(query):
     # BLOOM's fused query_key_value: [N, 6, 36] -> [N, 6, 4 heads, 3, 3] -> q, k, v picked along the 3
