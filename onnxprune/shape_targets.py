@@ -695,11 +695,12 @@ def sliced_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
 
 
 def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
-    """Shapes of Expand, Tile and Resize outputs that a shape computed at run time gives but ONNX shape
+    """Shapes of Expand, Tile, Resize and Range outputs that a shape computed at run time gives but ONNX shape
     inference does not follow, by tensor name: TorchScript's ``coords.expand(b, 1, h, w)`` (the input's shape
-    broadcast with the computed one), a constant tiled to the batch (DeBERTa's relative position keys) and,
-    before opset 13 or so, TorchScript's ``F.interpolate(x, size=y.shape[-2:])`` (the computed sizes), where
-    every size is known or symbolic."""
+    broadcast with the computed one), a constant tiled to the batch (DeBERTa's relative position keys),
+    ``arange(n)`` and, before opset 13 or so, TorchScript's ``F.interpolate(x, size=y.shape[-2:])`` (the
+    computed sizes), where every size is known or symbolic (an Expand's or a Tile's other sizes may be
+    those inference made up, see ``_with_made_up``)."""
     fixed: dict[str, list[Dim]] = {}
     for node in graph.nodes:
         if node.op == "Expand" and len(node.inputs) == 2 and node.inputs[0].shape is not None:

@@ -11,8 +11,8 @@ as in a non-local block: the product loses the term of k); where one of them is 
 Einsum: a label that carries channels and stays in the output keeps them there (every input with that label
 shares them; constants are sliced along it); one that is summed over is a linear layer when the other
 input is a constant weight, whose other label (the first in the output, where it has several: heads, then
-head size) is the output's channels ("ntd,dh->nth", "ibh,hnd->ibnd"), and otherwise
-loses them from every input with that label, as MatMul does what it multiplies over.
+head size) is the output's channels ("ntd,dh->nth", "ibh,hnd->ibnd"), and otherwise loses them from every
+input with that label, as MatMul does what it multiplies over.
 """
 
 from __future__ import annotations
