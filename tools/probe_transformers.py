@@ -202,6 +202,28 @@ MODELS = {
                                                      attention_hidden_size=32, intermediate_size=64, context_length=64)),
     "videomae": lambda: hf.VideoMAEForVideoClassification(hf.VideoMAEConfig(
         **SMALL_VISION, num_frames=4, tubelet_size=2, num_labels=10)),
+    # A fourth batch: a detection transformer, depthwise-separable convs, a depth decoder, audio encoders
+    # of spectrograms and of waveforms, and divided space-time attention.
+    "detr": lambda: hf.DetrForObjectDetection(hf.DetrConfig(
+        backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                                        out_features=["stage4"]),
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)),
+    "mobilenet_v1": lambda: hf.MobileNetV1ForImageClassification(hf.MobileNetV1Config(
+        image_size=32, depth_multiplier=0.25, min_depth=8, num_labels=10)),
+    "glpn": lambda: hf.GLPNForDepthEstimation(hf.GLPNConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16)),
+    "blip_vision": lambda: hf.BlipVisionModel(hf.BlipVisionConfig(**SMALL_VISION)),
+    "hubert": lambda: hf.HubertForSequenceClassification(hf.HubertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        classifier_proj_size=16)),
+    "ast": lambda: hf.ASTForAudioClassification(hf.ASTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8,
+        frequency_stride=8, time_stride=8, max_length=32, num_mel_bins=16, num_labels=5)),
+    "timesformer": lambda: hf.TimesformerForVideoClassification(hf.TimesformerConfig(
+        **SMALL_VISION, num_frames=2, num_labels=10)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -212,7 +234,9 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "vitdet": (3, 32, 32), "cvt": (3, 32, 32), "focalnet": (3, 32, 32), "pvt_v2": (3, 32, 32),
           "bit": (3, 32, 32), "wavlm": (400,), "mobilevitv2": (3, 64, 64), "siglip_vision": (3, 32, 32),
           "dpt": (3, 32, 32), "hiera": (3, 32, 32), "swiftformer": (3, 32, 32), "sew_d": (400,),
-          "wav2vec2_conformer": (400,), "videomae": (4, 3, 32, 32)}
+          "wav2vec2_conformer": (400,), "videomae": (4, 3, 32, 32), "detr": (3, 64, 64), "mobilenet_v1": (3, 32, 32),
+          "glpn": (3, 32, 32), "blip_vision": (3, 32, 32), "hubert": (400,), "ast": (32, 16),
+          "timesformer": (2, 3, 32, 32)}
 
 
 class FirstOutput(nn.Module):
