@@ -25,7 +25,7 @@ from onnxprune.calibrate import (
 from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
 from onnxprune.config import DEFAULT_REFIT_PASSES, REFIT_BUDGET_MACS, Importance
 from onnxprune.consumers import consumer_levels, find_consumers
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, PrunedModelError
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import importance_scores
 from onnxprune.model import (
@@ -264,14 +264,28 @@ class CandidateBuilder:
         changes = apply_plan(analysis, plan)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
+        declared = [onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in template.graph.output]
         if last and self.loaded.path:
             _detach_constants(analysis.graph)
             self.loaded.model = self._imported = None
         del analysis, template
         release_freed_memory()
         external = self.loaded.external or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
-        size, evaluation = self._validate(pruned, external)
-        stats = graph_stats(gs.import_onnx(pruned), size, self._mac_scales)
+        measured = gs.import_onnx(pruned)  # with its inferred shapes, which count the MACs
+        try:
+            size, evaluation = self._validate(pruned, external)
+        except PrunedModelError:
+            # The shapes inferred for it follow ONNX Runtime where ONNX's inference disagrees with it, which
+            # the checker refuses, and ONNX Runtime trusts them where they are ONNX's: TorchScript's
+            # Longformer unbinds indices with SplitToSequence (a split of 1, keepdims 0), whose pieces ONNX
+            # keeps 2-D and ONNX Runtime makes 1-D. Without them (and with the outputs declared as the
+            # original declares them) both infer their own, as for the original; a model that still fails raises.
+            del pruned.graph.value_info[:]
+            del pruned.graph.output[:]
+            pruned.graph.output.extend(declared)
+            size, evaluation = self._validate(pruned, external)
+        stats = graph_stats(measured, size, self._mac_scales)
+        del measured
         candidate = Candidate(plan, pruned, groups, changes, evaluation, stats, external, records, len(self.history))
         if evaluation is not None:
             self.history.append((candidate.serial, stats.macs, evaluation))

@@ -717,6 +717,12 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
             result = _with_made_up([_tiled(d, r) for d, r in zip(shape, repeats)], node.outputs[0].shape)
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
+        elif node.op == "SequenceAt" and _squeezed_split(node.inputs[0]) is not None:
+            split, axis = _squeezed_split(node.inputs[0])
+            shape = split.inputs[0].shape
+            if shape is None or not -len(shape) <= axis < len(shape):
+                continue
+            result = [d for i, d in enumerate(shape) if i != axis % len(shape)]
         elif node.op == "Range" and len(node.inputs) == 3:
             start, limit, delta = (_values(t, 0) for t in node.inputs)
             if start != [0] or delta != [1] or limit is None or len(limit) != 1:
@@ -750,6 +756,19 @@ def _expanded(size: Dim, target: Dim) -> Dim:
     if target == 1 or target == size or isinstance(size, int) and size > 1:
         return size
     return None
+
+
+def _squeezed_split(sequence: gs.Tensor) -> tuple[gs.Node, int] | None:
+    """(the SplitToSequence, its axis) where ``sequence`` holds its pieces of size 1 without the axis, as
+    ONNX Runtime runs it: ``keepdims=0`` with no split, or with a split of 1 (TorchScript's ``unbind``, which
+    Longformer applies to the indices of its global tokens), where ONNX's inference keeps the axis; else None."""
+    node = sequence.inputs[0] if len(sequence.inputs) == 1 else None
+    if node is None or node.op != "SplitToSequence" or node.attrs.get("keepdims", 1) != 0:
+        return None
+    split = node.inputs[1] if len(node.inputs) > 1 and not node.inputs[1].is_empty() else None
+    if split is not None and (_values(split, 0) != [1] or split.shape not in ([], ())):
+        return None
+    return node, int(node.attrs.get("axis", 0))
 
 
 def _tiled(size: Dim, repeats: Dim) -> Dim:

@@ -580,6 +580,30 @@ def test_expand_in_a_squeeze_excite_block_keeps_the_channels(shape_from):
         assert list(node_of(result, "shape_concat").inputs[1].values) == [1, 8, 8]
 
 
+def test_pieces_of_a_split_to_sequence_have_the_rank_onnx_runtime_gives_them():
+    # TorchScript's unbind (Longformer's global token indices): SplitToSequence with a split of 1 and keepdims 0.
+    # ONNX's inference keeps the split axis ([N, 1]), ONNX Runtime drops it ([N]). The reshape of a piece to
+    # [its size, 1] was rewritten from the 2-D shape (to [N, 1, 1]), and the shapes written into the pruned
+    # model, which ONNX Runtime trusts, broke Longformer; nothing was written (PrunedModelError). Shapes that
+    # follow ONNX Runtime fail the checker, so the pruned model is written without its inferred shapes.
+    inits = [numpy_helper.from_array(np.array(1, np.int64), "one"), numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "unit")]
+    nodes = [helper.make_node("SplitToSequence", ["z", "one"], ["pieces"], axis=1, keepdims=0),
+             helper.make_node("SequenceAt", ["pieces", "zero"], ["piece"]),
+             helper.make_node("Shape", ["piece"], ["piece_shape"]),
+             helper.make_node("Concat", ["piece_shape", "unit"], ["column"], axis=0),
+             helper.make_node("Reshape", ["piece", "column"], ["piece_column"]),
+             helper.make_node("Flatten", ["piece_column"], ["w"])]
+    model = chain([helper.make_node("Relu", ["a"], ["m"])], [])
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+    model.graph.input.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["N", 2]))
+    model.graph.output.append(helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, ["N", 1]))
+    assert import_graph(model).tensors()["piece"].shape == ["N"]
+    result = prune_checked(model)
+    assert group_of(result, "a")["kept"] == 4
+
+
 @pytest.mark.parametrize("repeats, kept", [([1, 1, 2, 1], 4), ([1, 2, 1, 1], 8), ("batch", 4)])
 def test_tile_keeps_the_channels_unless_it_repeats_them(repeats, kept):
     # "batch": [N, 1, 1, 1] computed at run time from the input's batch size (WavLM's bias tiled to the batch).

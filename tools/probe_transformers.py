@@ -224,6 +224,24 @@ MODELS = {
         frequency_stride=8, time_stride=8, max_length=32, num_mel_bins=16, num_labels=5)),
     "timesformer": lambda: hf.TimesformerForVideoClassification(hf.TimesformerConfig(
         **SMALL_VISION, num_frames=2, num_labels=10)),
+    # A fifth: monocular depth on a DINOv2 backbone, semantic segmentation with a pyramid pooling head, and
+    # long-document and character-level text encoders.
+    "depth_anything": lambda: hf.DepthAnythingForDepthEstimation(hf.DepthAnythingConfig(
+        backbone_config=hf.Dinov2Config(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4,
+                                        num_attention_heads=4, mlp_ratio=2, out_features=["stage1", "stage2", "stage3",
+                                                                                          "stage4"], reshape_hidden_states=False),
+        patch_size=8, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 16, 32], fusion_hidden_size=16,
+        head_hidden_size=8)),
+    "upernet": lambda: hf.UperNetForSemanticSegmentation(hf.UperNetConfig(
+        backbone_config=hf.ConvNextConfig(num_stages=4, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                                          out_features=["stage1", "stage2", "stage3", "stage4"]),
+        hidden_size=16, pool_scales=[1, 2], use_auxiliary_head=False, num_labels=3)),
+    "big_bird": text(hf.BigBirdConfig, hf.BigBirdForSequenceClassification, attention_type="original_full"),
+    "longformer": text(hf.LongformerConfig, hf.LongformerForSequenceClassification, attention_window=4,
+                       pad_token_id=1),
+    "canine": lambda: hf.CanineModel(hf.CanineConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                     intermediate_size=64, downsampling_rate=2, num_hash_functions=2,
+                                                     num_hash_buckets=64, local_transformer_stride=4)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -236,7 +254,7 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "dpt": (3, 32, 32), "hiera": (3, 32, 32), "swiftformer": (3, 32, 32), "sew_d": (400,),
           "wav2vec2_conformer": (400,), "videomae": (4, 3, 32, 32), "detr": (3, 64, 64), "mobilenet_v1": (3, 32, 32),
           "glpn": (3, 32, 32), "blip_vision": (3, 32, 32), "hubert": (400,), "ast": (32, 16),
-          "timesformer": (2, 3, 32, 32)}
+          "timesformer": (2, 3, 32, 32), "depth_anything": (3, 32, 32), "upernet": (3, 64, 64)}
 
 
 class FirstOutput(nn.Module):
