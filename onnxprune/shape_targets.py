@@ -717,8 +717,8 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
             result = _with_made_up([_tiled(d, r) for d, r in zip(shape, repeats)], node.outputs[0].shape)
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
-        elif node.op == "SequenceAt" and _squeezed_split(node.inputs[0]) is not None:
-            split, axis = _squeezed_split(node.inputs[0])
+        elif node.op == "SequenceAt" and (squeezed := _squeezed_split(node.inputs[0])) is not None:
+            split, axis = squeezed
             shape = split.inputs[0].shape
             if shape is None or not -len(shape) <= axis < len(shape):
                 continue

@@ -229,8 +229,7 @@ class ChannelContext:
         producer = tensor.inputs[0]
         where = f"its input '{tensor.name}' comes from {producer.op} node '{producer.name}'"
         if producer.name in self.pinned_nodes:
-            unshown = self.unshown_reasons.get(producer.name)
-            return f"{where}, which cannot be pruned" + (f" ({unshown})" if unshown else "")
+            return f"{where}, {self._cannot_be_pruned(producer)}"
         # A traced op whose inputs carry no channels (a Concat of slices of the model input, say): name what
         # feeds it, up the chain of such ops.
         source = producer
@@ -247,10 +246,13 @@ class ChannelContext:
                 return f"{where}, fed by the model input '{feeds[0].name}'"
             source = feeds[0].inputs[0]
             if source.name in self.pinned_nodes:
-                unshown = self.unshown_reasons.get(source.name)
-                return (f"{where}, fed by {source.op} node '{source.name}', which cannot be pruned"
-                        + (f" ({unshown})" if unshown else ""))
+                return f"{where}, fed by {source.op} node '{source.name}', {self._cannot_be_pruned(source)}"
         return f"{where}, whose channels no prunable layer makes"
+
+    def _cannot_be_pruned(self, node: gs.Node) -> str:
+        """That a pinned ``node`` cannot be pruned, and why where no group of its own shows it."""
+        unshown = self.unshown_reasons.get(node.name)
+        return "which cannot be pruned" + (f" ({unshown})" if unshown else "")
 
     # ---- declaring what apply does ------------------------------------------------------
     def slice_param(self, node: gs.Node, index: int, axis: int, slots: np.ndarray, scored: bool = False,

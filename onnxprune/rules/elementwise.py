@@ -24,8 +24,7 @@ from onnxprune.rules.base import (
     broadcast_axis,
     quantization_axis,
 )
-from onnxprune.rules.shape import ExpandRule, entry_value, expand_shape_entry
-from onnxprune.shape_targets import shape_values
+from onnxprune.rules.shape import ExpandRule, entry_value, expand_shape_entry, tiled_once
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -194,8 +193,7 @@ def _derived_inputs(producer: gs.Node, axis: int, rank: int, ctx: ChannelContext
         perm = producer.attrs.get("perm", list(range(rank))[::-1])
         return [(0, source, int(perm[axis]))]
     if producer.op == "Tile":
-        repeats = shape_values(producer.inputs[1])
-        return [(0, source, axis if repeats is not None and len(repeats) == rank and repeats[axis] == 1 else None)]
+        return [(0, source, axis if tiled_once(producer, axis) else None)]
     inputs = producer.inputs[:1] if producer.op == "Expand" else producer.inputs
     found = []
     for index, tensor in enumerate(inputs):

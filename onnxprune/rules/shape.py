@@ -196,16 +196,13 @@ class ReshapeRule(Rule):
         within the heads are the channels, the same ones in every head. Returns whether ``node`` is such a
         reshape."""
         last = out_shape[block_out[-1]]
-        if block_in[-1] != x.axis or len(block_in) < 2 or not isinstance(last, int) or last <= 1:
+        if block_in[-1] != x.axis or len(block_in) < 2 or not isinstance(last, int) or last <= 1 or last == x.size:
             return False
-        if last < x.size and x.size % last == 0:
-            y = ctx.declare(node.outputs[0], block_out[-1], last)
-            ctx.couple(x.slots, y.slots[np.arange(x.size) % last])
-        elif last > x.size and last % x.size == 0:
-            y = ctx.declare(node.outputs[0], block_out[-1], last)
-            ctx.couple(x.slots[np.arange(last) % x.size], y.slots)
-        else:
+        longer = max(last, x.size)
+        if longer % min(last, x.size):
             return False
+        y = ctx.declare(node.outputs[0], block_out[-1], last)
+        ctx.couple(x.slots[np.arange(longer) % x.size], y.slots[np.arange(longer) % last])
         self._follow_target(node, ctx)
         return True
 
@@ -440,7 +437,12 @@ class TileRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
-        repeats = shape_values(node.inputs[1])
-        if repeats is None or len(repeats) <= x.axis or repeats[x.axis] != 1:
+        if not tiled_once(node, x.axis):
             raise Unprunable("it repeats the channel axis, or a number of times computed at run time")
         ctx.same_channels(node.outputs[0], x)
+
+
+def tiled_once(node: gs.Node, axis: int) -> bool:
+    """Whether the Tile ``node`` repeats ``axis`` once (its repeats followed where computed at run time)."""
+    repeats = shape_values(node.inputs[1])
+    return repeats is not None and axis < len(repeats) and repeats[axis] == 1
