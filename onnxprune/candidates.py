@@ -35,10 +35,12 @@ from onnxprune.model import (
     default_opset,
     export_graph,
     external_data_bytes,
+    forget_made_up_sizes,
     import_graph,
     infer_graph_shapes,
     read_model,
     shapes_at,
+    size_names,
     write_external,
 )
 from onnxprune.plan import Plan
@@ -265,6 +267,7 @@ class CandidateBuilder:
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
         declared = [onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in template.graph.output]
+        sizes = size_names(template)
         if last and self.loaded.path:
             _detach_constants(analysis.graph)
             self.loaded.model = self._imported = None
@@ -272,6 +275,7 @@ class CandidateBuilder:
         release_freed_memory()
         external = self.loaded.external or external_data_bytes(pruned) > PROTOBUF_SAFE_BYTES
         measured = gs.import_onnx(pruned)  # with its inferred shapes, which count the MACs
+        forget_made_up_sizes(pruned, sizes)
         try:
             size, evaluation = self._validate(pruned, external)
         except PrunedModelError:

@@ -26,6 +26,7 @@ from onnxprune.contrib import (
 from onnxprune.errors import InputError
 from onnxprune.qoperator import has_operator_format, write_as_qdq
 from onnxprune.shape_targets import (
+    FRESH_SIZE,
     batch_head_round_trips,
     computed_sizes,
     consecutive_reshapes,
@@ -338,7 +339,10 @@ def _rearranges_a_weight(node: gs.Node) -> bool:
 def _keeps_storage_type(node: gs.Node) -> bool:
     """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type. A Cast
     of 32- or 64-bit integers is a shape computation (the TorchScript exporter casts the pads Hugging Face's
-    MobileNetV2 computes for its TensorFlow-style padding), and is folded."""
+    MobileNetV2 computes for its TensorFlow-style padding), and is folded; so is a Cast to the index types
+    (TorchScript's windowed attention casts constant coordinates to index its relative position tables)."""
+    if node.op == "Cast" and node.attrs.get("to") in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        return False
     if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None:
         return node.inputs[0].dtype not in (np.int64, np.int32, np.bool_)  # (bfloat16 is ONNX's type number)
     return node.op in ("Cast", "CastLike", "DequantizeLinear")
@@ -572,6 +576,27 @@ def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     del model.metadata_props[:]
     model.metadata_props.extend(template.metadata_props)
     return model
+
+
+def size_names(model: onnx.ModelProto) -> set[str]:
+    """The symbolic sizes (dim_params) that ``model`` declares on its inputs, outputs and value infos."""
+    graph = model.graph
+    return {d.dim_param for v in (*graph.input, *graph.output, *graph.value_info)
+            for d in v.type.tensor_type.shape.dim if d.dim_param}
+
+
+def forget_made_up_sizes(model: onnx.ModelProto, declared: set[str]) -> int:
+    """Write the sizes that ONNX shape inference made up (unk__N) as unknown in ``model``'s value infos and
+    outputs, except those in ``declared`` (the original's own); returns how many. Inference names them afresh on
+    every run, so names from different runs can meet in one graph, and ONNX Runtime takes sizes of one name
+    as equal. Unknown sizes are always valid; ONNX Runtime infers its own."""
+    forgotten = 0
+    for value in (*model.graph.output, *model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param.startswith(FRESH_SIZE) and dim.dim_param not in declared:
+                dim.ClearField("dim_param")
+                forgotten += 1
+    return forgotten
 
 
 def save_model_atomic(model: onnx.ModelProto, path: Path, external_data: bool = False) -> None:

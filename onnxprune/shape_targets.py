@@ -49,6 +49,7 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     as each replacement lets inference reach further."""
     replaced = 0
     taken = _names(graph)
+    sizes = _MadeUpSizes(graph)
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
             continue
@@ -69,7 +70,7 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
             # element count over the others, which is what -1 infers.
             constant[constant.index(None)] = -1
         elif constant.count(None) == 1 and constant.count(-1) == 1:
-            _solve_product(constant, target, data_shape)
+            _solve_product(constant, target, node.inputs[0], sizes)
         if None not in constant:
             if node.attrs.get("allowzero", 0):
                 # The dynamo exporter sets allowzero, where 0 means a size of zero, not "copy". Copying
@@ -82,21 +83,113 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     return replaced
 
 
-def _solve_product(constant: list[int | None], target: list[Dim], data_shape: list) -> None:
+def _solve_product(constant: list[int | None], target: list[Dim], data: gs.Tensor, sizes: _MadeUpSizes) -> None:
     """Where a target has both -1 and one symbolic product ([B x H, -1, T] of a [B, H, D, T] tensor), the
     size -1 stands for is the element count over the others when that is a plain number: it becomes that
-    number and the product -1 instead ([-1, D, T]), in place."""
+    number and the product -1 instead ([-1, D, T]), in place. Sizes that inference made up are first
+    written as products of the model's own (see ``_MadeUpSizes``): TorchScript's windowed attention (SAM,
+    ViTDet) reshapes [windows x heads, T, D] to [windows, heads, h, w, -1], the windows read off another
+    tensor, both sizes made up."""
     unknown, inferred = constant.index(None), constant.index(-1)
-    total = _product(list(data_shape))
-    others = [target[unknown]] + [data_shape[a] if c == 0 else c for a, c in enumerate(constant) if a not in (unknown, inferred)]
-    rest = _product(others)
-    if total is None or rest is None or rest.factor == 0 or total.factor % rest.factor:
-        return
+    others = [target[unknown]] + [data.shape[a] if c == 0 else c for a, c in enumerate(constant) if a not in (unknown, inferred)]
+    total, rest = _product(list(data.shape)), _product(others)
+    size = _quotient(total, rest) if total is not None and rest is not None else None
+    if size is None:
+        size = _quotient(sizes.elements(data), sizes.resolved(rest))
+    if size is not None and not size.symbols and size.factor > 0:  # (else the size -1 stands for is symbolic)
+        constant[inferred], constant[unknown] = size.factor, -1
+
+
+def _quotient(total: Product | None, part: Product | None) -> Product | None:
+    """``total`` over ``part`` where that is a product of whole sizes (None otherwise, or without both)."""
+    if total is None or part is None or part.factor == 0 or total.factor % part.factor:
+        return None
     left = Counter(total.symbols)
-    left.subtract(rest.symbols)
-    if any(left.values()):
-        return  # the size -1 stands for would be symbolic
-    constant[inferred], constant[unknown] = total.factor // rest.factor, -1
+    left.subtract(part.symbols)
+    if any(count < 0 for count in left.values()):
+        return None
+    return Product(tuple(sorted(left.elements())), total.factor // part.factor)
+
+
+class _MadeUpSizes:
+    """Sizes that ONNX shape inference made up, as products of the model's own sizes where element counts
+    prove them: a tensor holds as many elements as the one it was reshaped, transposed or squeezed from,
+    a Split's part or a MatMul's product a known share of its input's. Names are only compared within one
+    inference run (the graph as it is now)."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.graph = graph
+        self._holders: dict[str, list[tuple[gs.Tensor, int]]] | None = None
+        self._counts: dict[str, Product | None] = {}
+
+    def elements(self, tensor: gs.Tensor, depth: int = 0) -> Product | None:
+        """The element count of ``tensor`` in the model's own sizes, or None."""
+        if tensor.name in self._counts:
+            return self._counts[tensor.name]
+        count = _product(list(tensor.shape)) if tensor.shape is not None else None
+        if count is not None and any(_made_up(s) for s in count.symbols):
+            count = self._traced(tensor, depth) if depth <= MAX_DEPTH else None
+        self._counts[tensor.name] = count
+        return count
+
+    def _traced(self, tensor: gs.Tensor, depth: int) -> Product | None:
+        node = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        shape = list(tensor.shape)
+        if node is None or not node.inputs:
+            return None
+        source = node.inputs[0]
+        if node.op in _COUNT_KEEPING_OPS:
+            return self.elements(source, depth + 1)
+        if node.op in _BROADCASTING_OPS:
+            same = [t for t in node.inputs if t.shape is not None and list(t.shape) == shape]
+            return self.elements(same[0], depth + 1) if same else None
+        if node.op == "Split" and source.shape is not None:
+            axis = node.attrs.get("axis", 0) % len(shape)
+            return self._scaled(source, depth, shape[axis], source.shape[axis])
+        if node.op == "MatMul" and source.shape is not None and list(source.shape[:-1]) == shape[:-1]:
+            return self._scaled(source, depth, shape[-1], source.shape[-1])  # [.., M, K] x [K, N] -> [.., M, N]
+        return None
+
+    def _scaled(self, source: gs.Tensor, depth: int, times: Dim, over: Dim) -> Product | None:
+        """The element count of ``source`` times ``times`` over ``over`` (both known sizes)."""
+        count = self.elements(source, depth + 1)
+        if count is None or not isinstance(times, int) or not isinstance(over, int) or over <= 0:
+            return None
+        return _quotient(Product(count.symbols, count.factor * times), Product((), over))
+
+    def resolved(self, product: Product | None) -> Product | None:
+        """``product`` with its made-up sizes written as products of the model's own, or None."""
+        if product is None:
+            return None
+        symbols, factor = [], product.factor
+        for symbol in product.symbols:
+            size = self._size(symbol) if _made_up(symbol) else Product((symbol,), 1)
+            if size is None:
+                return None
+            symbols += size.symbols
+            factor *= size.factor
+        return Product(tuple(sorted(symbols)), factor)
+
+    def _size(self, symbol: str) -> Product | None:
+        """A made-up size from a tensor that holds it as its only made-up size."""
+        if self._holders is None:
+            self._holders = {}
+            for tensor in self.graph.tensors().values():
+                for axis, size in enumerate(tensor.shape or []):
+                    if isinstance(size, str) and _made_up(size):
+                        self._holders.setdefault(size, []).append((tensor, axis))
+        for tensor, axis in self._holders.get(symbol, []):
+            others = _product([d for a, d in enumerate(tensor.shape) if a != axis])
+            if others is not None and not any(_made_up(s) for s in others.symbols):
+                size = _quotient(self.elements(tensor), others)
+                if size is not None:
+                    return size
+        return None
+
+
+# Ops whose output holds as many elements as their first input.
+_COUNT_KEEPING_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast", "Softmax",
+                      "Relu", "Sigmoid", "Tanh", "Erf", "Gelu", "Neg", "LayerNormalization")
 
 
 def _product(sizes: list[Dim]) -> Product | None:

@@ -10,7 +10,7 @@ import pytest
 from helpers import FIXTURES, MODELS, assert_matches_masked, feeds_for, relative_error, run
 
 import onnxprune
-from onnxprune.model import export_graph, import_graph
+from onnxprune.model import export_graph, import_graph, size_names
 
 
 def test_fixtures_are_present():
@@ -75,6 +75,10 @@ def test_pruned_fixture_matches_masked_original(path, ratio):
     assert result.pruned.macs < result.original.macs
     onnx.checker.check_model(result.model, full_check=True)
     assert [o.name for o in result.model.graph.output] == [o.name for o in original.graph.output]
+    # Sizes that shape inference made up (unk__N, named afresh on each run) are written as unknown.
+    graph, declared = result.model.graph, size_names(original)
+    assert not {d.dim_param for v in (*graph.value_info, *graph.output) for d in v.type.tensor_type.shape.dim
+                if d.dim_param.startswith("unk__") and d.dim_param not in declared}
     assert_matches_masked(original, result.model, result.report)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import assert_matches_masked, conv, make_model, masked_reference, relative_error, run, weight
+from helpers import assert_matches_masked, conv, feeds_for, make_model, masked_reference, relative_error, run, weight
 from onnx import helper, numpy_helper
 
 import onnxprune
@@ -1213,6 +1213,12 @@ def _merged_heads_attention(repeats: str) -> onnx.ModelProto:
                   helper.make_node("Reshape", [f"{name}_heads", "merge_batch"], [name], name=f"{name}_merge")]
     if repeats == "einsum":
         inits.append(weight("table", (5, 5, 4), 8))
+    elif repeats == "einsum_gathered":  # TorchScript's ViTDet indexes a table by coordinates it casts to integers
+        coordinates = (np.arange(5)[:, None] - np.arange(5)[None, :] + 4).astype(np.float32)
+        inits += [weight("relative_positions", (9, 4), 8), numpy_helper.from_array(coordinates, "coordinates")]
+        nodes += [helper.make_node("Cast", ["coordinates"], ["indices"], to=onnx.TensorProto.INT64),
+                  helper.make_node("Gather", ["relative_positions", "indices"], ["table"], axis=0)]
+    if repeats.startswith("einsum"):
         nodes.append(helper.make_node("Einsum", ["q", "table"], ["relative"], name="relative", equation="btd,tkd->btk"))
     else:
         if repeats == "shape":
@@ -1236,7 +1242,7 @@ def _merged_heads_attention(repeats: str) -> onnx.ModelProto:
     return make_model(nodes, {"x": ["N", 5, 8]}, ["y"], inits)
 
 
-@pytest.mark.parametrize("repeats", ["shape", "divided", "einsum"])
+@pytest.mark.parametrize("repeats", ["shape", "divided", "einsum", "einsum_gathered"])
 def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     # The merged [N x heads, ..] axis pins the heads ("the leading dimensions are not known statically"), so the
     # dimensions within the heads are the channels: the same ones go from every head, from q, k and the constant
@@ -1245,15 +1251,63 @@ def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     query_key, value = group_of(result, "q_flat"), group_of(result, "v_flat")
     assert query_key["channels"] == value["channels"] == 4 and query_key["kept"] == value["kept"] == 2
     members = {m["tensor"] for m in query_key["members"]}
-    assert {"k_flat", "q", "k_t"} <= members and (repeats == "einsum" or {"tiled", "r"} <= members)
+    assert {"k_flat", "q", "k_t"} <= members and (repeats.startswith("einsum") or {"tiled", "r"} <= members)
     assert {"mixed", "merged"} <= {m["tensor"] for m in value["members"]}
     assert list(node_of(result, "q_proj").inputs[1].shape) == [8, 4]
     assert list(node_of(result, "q_reshape").inputs[1].values) == [0, 5, 2, 2]
     assert list(node_of(result, "q_merge").inputs[1].values) == [-1, 5, 2]
     assert list(node_of(result, "merge").inputs[1].values) == [0, 5, 4]
-    constant = "table" if repeats == "einsum" else "positions"
+    constant = "table" if repeats.startswith("einsum") else "positions"
     assert next(i for i in result.model.graph.initializer if i.name == constant).dims[-1] == 2
     assert result.pruned.macs == 3 * 5 * 8 * 4 + 2 * (2 * 5 * 5 * 2) + 2 * 5 * 5 * 2 + 5 * 4 * 8
+
+
+def test_windowed_attention_reshaped_back_by_a_window_count_read_off_another_tensor_loses_dimensions_within_heads():
+    # TorchScript's SAM and ViTDet: images [N, 10, 8] viewed as windows [-1, 5, 8] (2N, a size ONNX's inference
+    # makes up); the fused q, k, v projection split into [windows, 5, 3, 2 heads, 4], moved to [3, windows,
+    # heads, 5, 4] and merged [3, -1, 5, 4] (4N, made up again), then split into q, k and v. The attention's
+    # output is viewed back as [windows, 2, 5, -1], the window count read off the windows tensor. Element
+    # counts prove the -1 is 4 (80N elements over windows x 2 x 5 = 20N), so the target becomes [-1, 2, 5, 4]
+    # and v's dimensions within the heads prune with the output Linear's rows; they were pinned.
+    inits = [numpy_helper.from_array(np.array([-1, 5, 8], np.int64), "windows_shape"),
+             numpy_helper.from_array(np.array([0, 5, 3, 2, 4], np.int64), "split_heads"),
+             numpy_helper.from_array(np.array([3, -1, 5, 4], np.int64), "merge_batch"),
+             numpy_helper.from_array(np.array([2, 5, -1], np.int64), "heads_tokens_rest"),
+             numpy_helper.from_array(np.array([0, 5, 8], np.int64), "merge_heads"),
+             numpy_helper.from_array(np.array([-1, 10, 8], np.int64), "images_shape"),
+             numpy_helper.from_array(np.array(0, np.int64), "first"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             weight("qkv.w", (8, 24), 1), weight("o.w", (8, 8), 2)]
+    nodes = [helper.make_node("Reshape", ["x", "windows_shape"], ["windows"]),
+             helper.make_node("MatMul", ["windows", "qkv.w"], ["qkv_flat"], name="qkv_proj"),
+             helper.make_node("Reshape", ["qkv_flat", "split_heads"], ["qkv_split"]),
+             helper.make_node("Transpose", ["qkv_split"], ["qkv_heads"], perm=[2, 0, 3, 1, 4]),
+             helper.make_node("Reshape", ["qkv_heads", "merge_batch"], ["qkv"]),
+             helper.make_node("Split", ["qkv"], ["q_1", "k_1", "v_1"], axis=0, num_outputs=3)]
+    nodes += [helper.make_node("Squeeze", [f"{name}_1", "axis0"], [name]) for name in "qkv"]
+    nodes += [helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
+              helper.make_node("MatMul", ["q", "k_t"], ["scores"]),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
+              helper.make_node("Shape", ["windows"], ["windows_dims"]),
+              helper.make_node("Gather", ["windows_dims", "first"], ["window_count"], axis=0),
+              helper.make_node("Unsqueeze", ["window_count", "axis0"], ["window_count_1d"]),
+              helper.make_node("Concat", ["window_count_1d", "heads_tokens_rest"], ["unmerge_target"], axis=0),
+              helper.make_node("Reshape", ["mixed", "unmerge_target"], ["mixed_heads"], name="unmerge"),
+              helper.make_node("Transpose", ["mixed_heads"], ["tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"]),
+              helper.make_node("MatMul", ["merged", "o.w"], ["y_windows"], name="out"),
+              helper.make_node("Reshape", ["y_windows", "images_shape"], ["y"])]
+    model = make_model(nodes, {"x": ["N", 10, 8]}, [("y", ["N", 10, 8])], inits, opset=18)
+    result = prune_checked(model)
+    value = group_of(result, "v")
+    assert value["pinned_reason"] is None and value["channels"] == 4 and value["kept"] == 2
+    assert {"mixed", "mixed_heads", "merged"} <= {m["tensor"] for m in value["members"]}
+    assert list(node_of(result, "unmerge").inputs[1].values) == [-1, 2, 5, 2]
+    assert list(node_of(result, "out").inputs[1].shape) == [4, 8]
+    for batch in (1, 3):
+        feeds = feeds_for(model, batch=batch)
+        assert run(result.model, feeds)[0].shape == (batch, 10, 8)
 
 
 def test_projections_viewed_with_the_heads_merged_into_the_batch_lose_dimensions_within_heads():
