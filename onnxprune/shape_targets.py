@@ -53,7 +53,7 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
     for node in graph.nodes:
         if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
             continue
-        target = _values(node.inputs[1], 0)
+        target = _values(node.inputs[1], 0, sizes)
         data_shape = node.inputs[0].shape
         if target is None or data_shape is None:
             continue
@@ -80,7 +80,27 @@ def constant_reshape_targets(graph: gs.Graph) -> int:
                 node.attrs["allowzero"] = 0
             node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_target"), np.array(constant, dtype=np.int64))
             replaced += 1
+        else:
+            replaced += _known_parts_constant(node.inputs[1], taken)
     return replaced
+
+
+def _known_parts_constant(target: gs.Tensor, taken: set[str]) -> int:
+    """Make the parts of a computed target (the inputs of the Concat that builds it) whose sizes are all known
+    constants; returns how many. ONNX Runtime's optimizer rewrites the Shape of a transposed tensor as a
+    Gather of the Shape, and graphsurgeon does not fold a size picked from that Gather: DPT's reshape of
+    its readout tokens back to a map then read the channel count off another tensor, which tied the two."""
+    concat = target.inputs[0] if len(target.inputs) == 1 else None
+    if concat is None or concat.op != "Concat":
+        return 0
+    made = 0
+    for index, part in enumerate(concat.inputs):
+        values = None if isinstance(part, gs.Constant) else _values(part, 0)
+        if values is not None and all(isinstance(v, int) for v in values) and part.shape == [len(values)]:
+            concat.inputs[index] = gs.Constant(_unique(taken, f"{concat.name}_part{index}"),
+                                               np.array(values, dtype=np.int64))
+            made += 1
+    return made
 
 
 def _solve_product(constant: list[int | None], target: list[Dim], data: gs.Tensor, sizes: _MadeUpSizes) -> None:
@@ -114,13 +134,15 @@ def _quotient(total: Product | None, part: Product | None) -> Product | None:
 class _MadeUpSizes:
     """Sizes that ONNX shape inference made up, as products of the model's own sizes where element counts
     prove them: a tensor holds as many elements as the one it was reshaped, transposed or squeezed from,
-    a Split's part or a MatMul's product a known share of its input's. Names are only compared within one
-    inference run (the graph as it is now)."""
+    a Split's part or a MatMul's product a known share of its input's, and a broadcasting op's output the
+    product of the sizes its inputs agree on, axis by axis. Names are only compared within one inference
+    run (the graph as it is now)."""
 
     def __init__(self, graph: gs.Graph) -> None:
         self.graph = graph
         self._holders: dict[str, list[tuple[gs.Tensor, int]]] | None = None
         self._counts: dict[str, Product | None] = {}
+        self._sizes: dict[str, Product | None] = {}
 
     def elements(self, tensor: gs.Tensor, depth: int = 0) -> Product | None:
         """The element count of ``tensor`` in the model's own sizes, or None."""
@@ -128,6 +150,7 @@ class _MadeUpSizes:
             return self._counts[tensor.name]
         count = _product(list(tensor.shape)) if tensor.shape is not None else None
         if count is not None and any(_made_up(s) for s in count.symbols):
+            self._counts[tensor.name] = None  # while it is traced: a count that needs itself is not known
             count = self._traced(tensor, depth) if depth <= MAX_DEPTH else None
         self._counts[tensor.name] = count
         return count
@@ -142,12 +165,49 @@ class _MadeUpSizes:
             return self.elements(source, depth + 1)
         if node.op in _BROADCASTING_OPS:
             same = [t for t in node.inputs if t.shape is not None and list(t.shape) == shape]
-            return self.elements(same[0], depth + 1) if same else None
+            return self.elements(same[0], depth + 1) if same else self._broadcast([t.shape for t in node.inputs], len(shape))
         if node.op == "Split" and source.shape is not None:
             axis = node.attrs.get("axis", 0) % len(shape)
             return self._scaled(source, depth, shape[axis], source.shape[axis])
         if node.op == "MatMul" and source.shape is not None and list(source.shape[:-1]) == shape[:-1]:
             return self._scaled(source, depth, shape[-1], source.shape[-1])  # [.., M, K] x [K, N] -> [.., M, N]
+        if node.op == "MatMul" and len(shape) >= 2 and all(t.shape is not None and len(t.shape) >= 2 for t in node.inputs):
+            a, b = (list(t.shape) for t in node.inputs)  # [.., M, K] x [.., K, N]: the batches broadcast
+            batch = self._broadcast([a[:-2], b[:-2]], len(shape) - 2)
+            return _product([batch, self._dim(a[-2]), self._dim(b[-1])])
+        return None
+
+    def _broadcast(self, shapes: list[list[Dim] | None], rank: int) -> Product | None:
+        """The element count of ``shapes`` broadcast to ``rank`` axes: on each axis the one size that their
+        sizes other than 1 are (TorchScript's SAM adds the image batch N to windows merged back into images,
+        a size made up that proves to be N), or None where they are not one."""
+        symbols: list[str] = []
+        factor = 1
+        for offset in range(1, rank + 1):  # axes counted from the end, as broadcasting aligns them
+            sizes = set()
+            for shape in shapes:
+                if shape is None:
+                    return None
+                if len(shape) >= offset:
+                    size = self._dim(shape[-offset])
+                    if size is None:
+                        return None
+                    sizes.discard(Product((), 1))
+                    if size != Product((), 1) or not sizes:
+                        sizes.add(size)
+            if len(sizes) != 1:
+                return None
+            size = sizes.pop()
+            symbols += size.symbols
+            factor *= size.factor
+        return Product(tuple(sorted(symbols)), factor)
+
+    def _dim(self, size: Dim) -> Product | None:
+        """One size as a product of the model's own sizes, or None."""
+        if isinstance(size, int) and size >= 0:
+            return Product((), size)
+        if isinstance(size, str):
+            return self._size(size) if _made_up(size) else Product((size,), 1)
         return None
 
     def _scaled(self, source: gs.Tensor, depth: int, times: Dim, over: Dim) -> Product | None:
@@ -172,6 +232,12 @@ class _MadeUpSizes:
 
     def _size(self, symbol: str) -> Product | None:
         """A made-up size from a tensor that holds it as its only made-up size."""
+        if symbol not in self._sizes:
+            self._sizes[symbol] = None  # while it is looked for: a size that needs itself is not known
+            self._sizes[symbol] = self._held_size(symbol)
+        return self._sizes[symbol]
+
+    def _held_size(self, symbol: str) -> Product | None:
         if self._holders is None:
             self._holders = {}
             for tensor in self.graph.tensors().values():
@@ -962,9 +1028,9 @@ def shape_values(tensor: gs.Tensor) -> list[Dim] | None:
     return _values(tensor, 0)
 
 
-def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
+def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) -> list[Dim] | None:
     """The elements of a small integer shape computation (a scalar as one element), or None where it
-    cannot be followed."""
+    cannot be followed (``sizes``: made-up sizes divided by a number are resolved first)."""
     if isinstance(tensor, gs.Constant):
         values = np.asarray(tensor.values)
         if values.dtype.kind not in "iubf" or values.size > MAX_ELEMENTS:  # booleans: a folded Equal (onnxslim)
@@ -982,19 +1048,19 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
                            for d in shape]
         return dims[slice(node.attrs.get("start", 0), node.attrs.get("end"))]
     if node.op == "Cast":
-        values = _values(node.inputs[0], depth + 1)
+        values = _values(node.inputs[0], depth + 1, sizes)
         if values is None:
             return None
         to_float = node.attrs.get("to") in _FLOAT_TYPES
         return [_cast(v, to_float) for v in values]
     if node.op in ("Ceil", "Floor"):
-        values = _values(node.inputs[0], depth + 1)
+        values = _values(node.inputs[0], depth + 1, sizes)
         rounding = math.ceil if node.op == "Ceil" else math.floor
         return None if values is None else [float(rounding(v)) if isinstance(v, float) and math.isfinite(v)
                                             else v if isinstance(v, int) else None for v in values]
     if node.op in ("Identity", "Unsqueeze", "Squeeze", "Reshape"):
-        return _values(node.inputs[0], depth + 1)  # on 0-D and 1-D shape tensors these keep the elements
-    inputs = [_values(t, depth + 1) if t.name else None for t in node.inputs]
+        return _values(node.inputs[0], depth + 1, sizes)  # on 0-D and 1-D shape tensors these keep the elements
+    inputs = [_values(t, depth + 1, sizes) if t.name else None for t in node.inputs]
     if node.op == "Concat" and all(v is not None for v in inputs):
         return [d for values in inputs for d in values]
     if node.op == "Gather" and node.attrs.get("axis", 0) == 0 and None not in inputs[:2]:
@@ -1004,7 +1070,7 @@ def _values(tensor: gs.Tensor, depth: int) -> list[Dim] | None:
     if node.op == "Slice" and inputs and inputs[0] is not None:
         return _slice(node, inputs)
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
-        return _arithmetic(node.op, inputs[0], inputs[1])
+        return _arithmetic(node.op, inputs[0], inputs[1], sizes)
     if node.op == "ReduceProd" and len(inputs) == 1 and inputs[0] is not None and node.attrs.get("axes", [0]) in ([0], [-1]):
         product = _product(inputs[0])  # of a 1-D shape tensor: one element whatever keepdims says
         return [None if product is None else _simplest(product)]
@@ -1080,9 +1146,15 @@ def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
     return data[slice(start, end, step)]  # Python slicing clamps as ONNX does
 
 
-def _arithmetic(op: str, a: list[Dim], b: list[Dim]) -> list[Dim] | None:
-    """Element-wise ``op`` of two shape computations (broadcast from one element); unknown where a size is not an int."""
+def _arithmetic(op: str, a: list[Dim], b: list[Dim], sizes: _MadeUpSizes | None = None) -> list[Dim] | None:
+    """Element-wise ``op`` of two shape computations (broadcast from one element); unknown where a size is not an
+    int, but for products, and a size divided by a number that divides it (made-up sizes resolved by ``sizes``:
+    TorchScript's ViTDet divides its window count by the windows per image)."""
     def element(x: Dim, y: Dim) -> Dim:
+        if op == "Div" and isinstance(x, (str, Product)) and isinstance(y, int) and y > 0:
+            product = _product([x])
+            product = sizes.resolved(product) if sizes is not None else product
+            return None if product is None or product.factor % y else _simplest(Product(product.symbols, product.factor // y))
         if isinstance(x, (str, Product)) or isinstance(y, (str, Product)):
             product = _product([x, y]) if op == "Mul" else None
             return None if product is None else _simplest(product)

@@ -1262,52 +1262,104 @@ def test_heads_merged_with_the_batch_lose_dimensions_within_each_head(repeats):
     assert result.pruned.macs == 3 * 5 * 8 * 4 + 2 * (2 * 5 * 5 * 2) + 2 * 5 * 5 * 2 + 5 * 4 * 8
 
 
+def _windowed_attention_block(x: str, y: str, prefix: str, seed: int) -> tuple[list, list]:
+    """TorchScript's SAM and ViTDet layer: images [N, 10, 8] viewed as windows [-1, 5, 8] (2N, a size ONNX's
+    inference makes up); the fused q, k, v projection split into [windows, 5, 3, 2 heads, 4], moved to [3,
+    windows, heads, 5, 4] and merged [3, -1, 5, 4] (4N, made up again), then split into q, k and v; the
+    attention's output viewed back as [windows, 2, 5, -1], the window count read off the windows tensor; the
+    output Linear; back to images [windows / 2, 10, -1] and added to the layer's input."""
+    p = prefix
+    inits = [numpy_helper.from_array(np.array([-1, 5, 8], np.int64), f"{p}windows_shape"),
+             numpy_helper.from_array(np.array([0, 5, 3, 2, 4], np.int64), f"{p}split_heads"),
+             numpy_helper.from_array(np.array([3, -1, 5, 4], np.int64), f"{p}merge_batch"),
+             numpy_helper.from_array(np.array([-1, 5, 4], np.int64), f"{p}windows_heads"),
+             numpy_helper.from_array(np.array([2, 5, -1], np.int64), f"{p}heads_tokens_rest"),
+             numpy_helper.from_array(np.array([0, 5, 8], np.int64), f"{p}merge_heads"),
+             numpy_helper.from_array(np.array([10, -1], np.int64), f"{p}tokens_rest"),
+             numpy_helper.from_array(np.array(0, np.int64), f"{p}first"),
+             numpy_helper.from_array(np.array(2, np.int64), f"{p}windows_per_image"),
+             numpy_helper.from_array(np.array([0], np.int64), f"{p}axis0"),
+             weight(f"{p}qkv.w", (8, 24), seed), weight(f"{p}o.w", (8, 8), seed + 1)]
+    nodes = [helper.make_node("Reshape", [x, f"{p}windows_shape"], [f"{p}windows"]),
+             helper.make_node("MatMul", [f"{p}windows", f"{p}qkv.w"], [f"{p}qkv_flat"], name=f"{p}qkv_proj"),
+             helper.make_node("Reshape", [f"{p}qkv_flat", f"{p}split_heads"], [f"{p}qkv_split"]),
+             helper.make_node("Transpose", [f"{p}qkv_split"], [f"{p}qkv_heads"], perm=[2, 0, 3, 1, 4]),
+             helper.make_node("Reshape", [f"{p}qkv_heads", f"{p}merge_batch"], [f"{p}qkv"]),
+             helper.make_node("Split", [f"{p}qkv"], [f"{p}q_1", f"{p}k_1", f"{p}v_1"], axis=0, num_outputs=3)]
+    nodes += [helper.make_node("Squeeze", [f"{p}{name}_1", f"{p}axis0"], [f"{p}{name}"]) for name in "qkv"]
+    # q and k viewed again as they are (as SAM does): inference makes up a size for each, the scores' a third.
+    nodes += [helper.make_node("Reshape", [f"{p}{name}", f"{p}windows_heads"], [f"{p}{name}_view"]) for name in "qk"]
+    nodes += [helper.make_node("Transpose", [f"{p}k_view"], [f"{p}k_t"], perm=[0, 2, 1]),
+              helper.make_node("MatMul", [f"{p}q_view", f"{p}k_t"], [f"{p}scores"]),
+              helper.make_node("Softmax", [f"{p}scores"], [f"{p}weights"], axis=-1),
+              helper.make_node("MatMul", [f"{p}weights", f"{p}v"], [f"{p}mixed"]),
+              helper.make_node("Shape", [f"{p}windows"], [f"{p}windows_dims"]),
+              helper.make_node("Gather", [f"{p}windows_dims", f"{p}first"], [f"{p}window_count"], axis=0),
+              helper.make_node("Unsqueeze", [f"{p}window_count", f"{p}axis0"], [f"{p}window_count_1d"]),
+              helper.make_node("Concat", [f"{p}window_count_1d", f"{p}heads_tokens_rest"], [f"{p}unmerge_target"], axis=0),
+              helper.make_node("Reshape", [f"{p}mixed", f"{p}unmerge_target"], [f"{p}mixed_heads"], name=f"{p}unmerge"),
+              helper.make_node("Transpose", [f"{p}mixed_heads"], [f"{p}tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", [f"{p}tokens", f"{p}merge_heads"], [f"{p}merged"]),
+              helper.make_node("MatMul", [f"{p}merged", f"{p}o.w"], [f"{p}y_windows"], name=f"{p}out"),
+              helper.make_node("Div", [f"{p}window_count", f"{p}windows_per_image"], [f"{p}image_count"]),
+              helper.make_node("Unsqueeze", [f"{p}image_count", f"{p}axis0"], [f"{p}image_count_1d"]),
+              helper.make_node("Concat", [f"{p}image_count_1d", f"{p}tokens_rest"], [f"{p}images_target"], axis=0),
+              helper.make_node("Reshape", [f"{p}y_windows", f"{p}images_target"], [f"{p}images"], name=f"{p}to_images"),
+              helper.make_node("Add", [x, f"{p}images"], [y])]
+    return nodes, inits
+
+
 def test_windowed_attention_reshaped_back_by_a_window_count_read_off_another_tensor_loses_dimensions_within_heads():
-    # TorchScript's SAM and ViTDet: images [N, 10, 8] viewed as windows [-1, 5, 8] (2N, a size ONNX's inference
-    # makes up); the fused q, k, v projection split into [windows, 5, 3, 2 heads, 4], moved to [3, windows,
-    # heads, 5, 4] and merged [3, -1, 5, 4] (4N, made up again), then split into q, k and v. The attention's
-    # output is viewed back as [windows, 2, 5, -1], the window count read off the windows tensor. Element
-    # counts prove the -1 is 4 (80N elements over windows x 2 x 5 = 20N), so the target becomes [-1, 2, 5, 4]
-    # and v's dimensions within the heads prune with the output Linear's rows; they were pinned.
-    inits = [numpy_helper.from_array(np.array([-1, 5, 8], np.int64), "windows_shape"),
-             numpy_helper.from_array(np.array([0, 5, 3, 2, 4], np.int64), "split_heads"),
-             numpy_helper.from_array(np.array([3, -1, 5, 4], np.int64), "merge_batch"),
-             numpy_helper.from_array(np.array([2, 5, -1], np.int64), "heads_tokens_rest"),
-             numpy_helper.from_array(np.array([0, 5, 8], np.int64), "merge_heads"),
-             numpy_helper.from_array(np.array([-1, 10, 8], np.int64), "images_shape"),
-             numpy_helper.from_array(np.array(0, np.int64), "first"),
-             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-             weight("qkv.w", (8, 24), 1), weight("o.w", (8, 8), 2)]
-    nodes = [helper.make_node("Reshape", ["x", "windows_shape"], ["windows"]),
-             helper.make_node("MatMul", ["windows", "qkv.w"], ["qkv_flat"], name="qkv_proj"),
-             helper.make_node("Reshape", ["qkv_flat", "split_heads"], ["qkv_split"]),
-             helper.make_node("Transpose", ["qkv_split"], ["qkv_heads"], perm=[2, 0, 3, 1, 4]),
-             helper.make_node("Reshape", ["qkv_heads", "merge_batch"], ["qkv"]),
-             helper.make_node("Split", ["qkv"], ["q_1", "k_1", "v_1"], axis=0, num_outputs=3)]
-    nodes += [helper.make_node("Squeeze", [f"{name}_1", "axis0"], [name]) for name in "qkv"]
-    nodes += [helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
-              helper.make_node("MatMul", ["q", "k_t"], ["scores"]),
-              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
-              helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
-              helper.make_node("Shape", ["windows"], ["windows_dims"]),
-              helper.make_node("Gather", ["windows_dims", "first"], ["window_count"], axis=0),
-              helper.make_node("Unsqueeze", ["window_count", "axis0"], ["window_count_1d"]),
-              helper.make_node("Concat", ["window_count_1d", "heads_tokens_rest"], ["unmerge_target"], axis=0),
-              helper.make_node("Reshape", ["mixed", "unmerge_target"], ["mixed_heads"], name="unmerge"),
-              helper.make_node("Transpose", ["mixed_heads"], ["tokens"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"]),
-              helper.make_node("MatMul", ["merged", "o.w"], ["y_windows"], name="out"),
-              helper.make_node("Reshape", ["y_windows", "images_shape"], ["y"])]
-    model = make_model(nodes, {"x": ["N", 10, 8]}, [("y", ["N", 10, 8])], inits, opset=18)
+    # Element counts prove the unmerging -1 is 4 (80N elements over windows x 2 x 5 = 20N), so that target
+    # becomes [-1, 2, 5, 4] and v's dimensions within the heads prune with the output Linear's rows; they were
+    # pinned. The window count divided by 2 is N, which proves the way back to images [-1, 10, 8]; and the
+    # residual sum, of N images and of as many made up, has 80N elements, which the second layer needs.
+    first, first_inits = _windowed_attention_block("x", "h", "a_", 1)
+    second, second_inits = _windowed_attention_block("h", "y", "b_", 3)
+    model = make_model(first + second, {"x": ["N", 10, 8]}, [("y", ["N", 10, 8])], first_inits + second_inits, opset=18)
     result = prune_checked(model)
-    value = group_of(result, "v")
-    assert value["pinned_reason"] is None and value["channels"] == 4 and value["kept"] == 2
-    assert {"mixed", "mixed_heads", "merged"} <= {m["tensor"] for m in value["members"]}
-    assert list(node_of(result, "unmerge").inputs[1].values) == [-1, 2, 5, 2]
-    assert list(node_of(result, "out").inputs[1].shape) == [4, 8]
+    for p in ("a_", "b_"):
+        value = group_of(result, f"{p}v")
+        assert value["pinned_reason"] is None and value["channels"] == 4 and value["kept"] == 2
+        assert {f"{p}mixed", f"{p}mixed_heads", f"{p}merged"} <= {m["tensor"] for m in value["members"]}
+        assert list(node_of(result, f"{p}unmerge").inputs[1].values) == [-1, 2, 5, 2]
+        assert list(node_of(result, f"{p}to_images").inputs[1].values) == [-1, 10, 8]
+        assert list(node_of(result, f"{p}out").inputs[1].shape) == [4, 8]
     for batch in (1, 3):
         feeds = feeds_for(model, batch=batch)
         assert run(result.model, feeds)[0].shape == (batch, 10, 8)
+
+
+def test_channel_count_picked_from_a_gathered_shape_of_another_tensor_is_a_constant():
+    # ONNX Runtime's optimizer rewrites the Shape of a transposed tensor as a Gather of the Shape (DPT's
+    # TorchScript export as it saves it): the target reshaping the projected tokens [N, 8, H x W] back to a
+    # map [N, 8, H, W] picks the 8 from the NHWC input's shape gathered to NCHW. That size is known, so it is a
+    # constant, and the projection's channels prune; read off the input, they were pinned with it.
+    inits = [numpy_helper.from_array(np.array([0, 3, 1, 2], np.int64), "to_nchw"),
+             numpy_helper.from_array(np.array([0, -1, 8], np.int64), "tokens_shape"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             weight("proj.w", (8, 8), 1), weight("conv.w", (4, 8, 1, 1), 2)]
+    nodes = [helper.make_node("Shape", ["x"], ["x_shape"]),
+             helper.make_node("Gather", ["x_shape", "to_nchw"], ["nchw_shape"], axis=0),
+             helper.make_node("Reshape", ["x", "tokens_shape"], ["tokens"]),
+             helper.make_node("MatMul", ["tokens", "proj.w"], ["projected"], name="proj"),
+             helper.make_node("Relu", ["projected"], ["activated"]),
+             helper.make_node("Transpose", ["activated"], ["channels_first"], perm=[0, 2, 1])]
+    for i in range(4):
+        inits.append(numpy_helper.from_array(np.array(i, np.int64), f"index{i}"))
+        nodes += [helper.make_node("Gather", ["nchw_shape", f"index{i}"], [f"size{i}"], axis=0),
+                  helper.make_node("Unsqueeze", [f"size{i}", "axis0"], [f"entry{i}"])]
+    nodes += [helper.make_node("Concat", [f"entry{i}" for i in range(4)], ["map_shape"], axis=0),
+              helper.make_node("Reshape", ["channels_first", "map_shape"], ["map"], name="to_map"),
+              helper.make_node("Conv", ["map", "conv.w"], ["y"], name="conv")]
+    model = make_model(nodes, {"x": ["N", "H", "W", 8]}, ["y"], inits)
+    result = prune_checked(model)
+    projected = group_of(result, "projected")
+    assert projected["pinned_reason"] is None and projected["kept"] == 4
+    assert "map" in {m["tensor"] for m in projected["members"]}
+    assert list(node_of(result, "conv").inputs[1].shape) == [4, 4, 1, 1]
+    x = np.random.default_rng(0).standard_normal((2, 5, 3, 8)).astype(np.float32)
+    assert run(result.model, {"x": x})[0].shape == (2, 4, 5, 3)
 
 
 def test_projections_viewed_with_the_heads_merged_into_the_batch_lose_dimensions_within_heads():
