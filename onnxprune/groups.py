@@ -252,7 +252,18 @@ def analyse_graph(graph: gs.Graph, opset: int, registry: RuleRegistry | None = N
     still = _pinned_splits(within, {node: analysis.context.head_splits[node] for node in pinned})
     if still == pinned:
         return analysis
-    return build_groups(graph, trace_channels(graph, opset, registry, pinned - still)) if still else within
+    if not still:
+        return within
+    # Splits pinned either way keep their heads, unless that costs channels elsewhere: OLMo2 normalises q and
+    # k over all their heads, so theirs stay pinned, and heads traced through the attention weights would then
+    # meet v's dimensions in one product, which pins those too.
+    mixed = build_groups(graph, trace_channels(graph, opset, registry, pinned - still))
+    return max((mixed, within), key=_prunable_channels)
+
+
+def _prunable_channels(analysis: Analysis) -> int:
+    """How many channels of ``analysis``'s groups can be pruned (a head counts its head size)."""
+    return sum(group.channels * group.unit_width for group in analysis.groups if group.pinned_reason is None)
 
 
 def _pinned_splits(analysis: Analysis, splits: dict[str, str]) -> frozenset[str]:

@@ -1362,6 +1362,41 @@ def test_channel_count_picked_from_a_gathered_shape_of_another_tensor_is_a_const
     assert run(result.model, {"x": x})[0].shape == (2, 4, 5, 3)
 
 
+def test_values_lose_dimensions_within_heads_where_queries_and_keys_are_normalised_over_all_heads():
+    # OLMo2 normalises q and k over all their heads (an RMSNorm of the projection), which pins their heads and
+    # their dimensions alike, and with them v's heads. Traced with heads, q and k would carry them into the
+    # attention weights, which meet v's dimensions in one product and pin those too; traced with dimensions,
+    # v's prune with the output Linear's rows.
+    inits = [numpy_helper.from_array(np.array([0, 5, 2, 4], np.int64), "split_heads"),
+             numpy_helper.from_array(np.array([0, 5, 8], np.int64), "merge_heads"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             *(weight(f"{name}.w", (8, 8), seed) for seed, name in enumerate("qkvo", start=1)),
+             weight("q_norm.scale", (8,), 5), weight("k_norm.scale", (8,), 6)]
+    nodes = [helper.make_node("MatMul", ["x", f"{name}.w"], [f"{name}_flat"], name=f"{name}_proj") for name in "qkv"]
+    for name in "qk":  # RMSNorm, written out as TorchScript exports it
+        nodes += [helper.make_node("Pow", [f"{name}_flat", "two"], [f"{name}_squared"]),
+                  helper.make_node("ReduceMean", [f"{name}_squared", "last"], [f"{name}_mean_square"], keepdims=1),
+                  helper.make_node("Sqrt", [f"{name}_mean_square"], [f"{name}_rms"]),
+                  helper.make_node("Div", [f"{name}_flat", f"{name}_rms"], [f"{name}_unit"]),
+                  helper.make_node("Mul", [f"{name}_unit", f"{name}_norm.scale"], [f"{name}_normed"])]
+    for name, source, perm in (("q", "q_normed", [0, 2, 1, 3]), ("k", "k_normed", [0, 2, 3, 1]), ("v", "v_flat", [0, 2, 1, 3])):
+        nodes += [helper.make_node("Reshape", [source, "split_heads"], [f"{name}_split"]),
+                  helper.make_node("Transpose", [f"{name}_split"], [f"{name}_heads"], perm=perm)]
+    nodes += [helper.make_node("MatMul", ["q_heads", "k_heads"], ["scores"]),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v_heads"], ["mixed"], name="mix"),
+              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"]),
+              helper.make_node("MatMul", ["merged", "o.w"], ["y"], name="out")]
+    result = prune_checked(make_model(nodes, {"x": ["N", 5, 8]}, ["y"], inits, opset=18))
+    value = group_of(result, "v_flat")
+    assert value["pinned_reason"] is None and value["channels"] == 4 and value["kept"] == 2
+    assert group_of(result, "q_flat")["pinned_reason"] is not None
+    assert list(node_of(result, "v_proj").inputs[1].shape) == [8, 4]
+    assert list(node_of(result, "out").inputs[1].shape) == [4, 8]
+
+
 def test_projections_viewed_with_the_heads_merged_into_the_batch_lose_dimensions_within_heads():
     # PyTorch's multi_head_attention_forward (WavLM): x [T, N, 8] -> q, k, v viewed [T, N x 2 heads, 4] and moved
     # to [N x heads, T, 4]; softmax(q k^T) v back to [T, N x heads, 4], viewed [T x N, 8]; the output Linear.

@@ -242,6 +242,21 @@ MODELS = {
     "canine": lambda: hf.CanineModel(hf.CanineConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                                      intermediate_size=64, downsampling_rate=2, num_hash_functions=2,
                                                      num_hash_buckets=64, local_transformer_stride=4)),
+    "poolformer": lambda: hf.PoolFormerForImageClassification(hf.PoolFormerConfig(
+        hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_encoder_blocks=4, num_labels=10)),
+    "data2vec_vision": lambda: hf.Data2VecVisionForImageClassification(hf.Data2VecVisionConfig(
+        **SMALL_VISION, use_relative_position_bias=True, num_labels=10)),
+    "granite": text(hf.GraniteConfig, hf.GraniteForCausalLM, num_key_value_heads=2),
+    "persimmon": text(hf.PersimmonConfig, hf.PersimmonForCausalLM),
+    "qwen2_moe": text(hf.Qwen2MoeConfig, hf.Qwen2MoeForCausalLM, num_key_value_heads=2, num_experts=4,
+                      num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+    "modernbert": text(hf.ModernBertConfig, hf.ModernBertForSequenceClassification, pad_token_id=1,
+                       global_attn_every_n_layers=2, local_attention=4),
+    "swin2sr": lambda: hf.Swin2SRModel(hf.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1],
+                                                        num_heads=[2, 2], window_size=4, upscale=2)),
+    "textnet": lambda: hf.TextNetModel(hf.TextNetConfig()),
+    "nemotron": text(hf.NemotronConfig, hf.NemotronForCausalLM, num_key_value_heads=2),
+    "olmo2": text(hf.Olmo2Config, hf.Olmo2ForCausalLM, num_key_value_heads=2),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -254,7 +269,8 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "dpt": (3, 32, 32), "hiera": (3, 32, 32), "swiftformer": (3, 32, 32), "sew_d": (400,),
           "wav2vec2_conformer": (400,), "videomae": (4, 3, 32, 32), "detr": (3, 64, 64), "mobilenet_v1": (3, 32, 32),
           "glpn": (3, 32, 32), "blip_vision": (3, 32, 32), "hubert": (400,), "ast": (32, 16),
-          "timesformer": (2, 3, 32, 32), "depth_anything": (3, 32, 32), "upernet": (3, 64, 64)}
+          "timesformer": (2, 3, 32, 32), "depth_anything": (3, 32, 32), "upernet": (3, 64, 64),
+          "poolformer": (3, 32, 32), "data2vec_vision": (3, 32, 32), "swin2sr": (3, 16, 16), "textnet": (3, 64, 64)}
 
 
 class FirstOutput(nn.Module):
