@@ -257,6 +257,21 @@ MODELS = {
     "textnet": lambda: hf.TextNetModel(hf.TextNetConfig()),
     "nemotron": text(hf.NemotronConfig, hf.NemotronForCausalLM, num_key_value_heads=2),
     "olmo2": text(hf.Olmo2Config, hf.Olmo2ForCausalLM, num_key_value_heads=2),
+    "dinov2_with_registers": lambda: hf.Dinov2WithRegistersModel(hf.Dinov2WithRegistersConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
+        num_register_tokens=2)),
+    "owlvit_vision": lambda: hf.OwlViTVisionModel(hf.OwlViTVisionConfig(**SMALL_VISION)),
+    "donut_swin": lambda: hf.DonutSwinModel(hf.DonutSwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                               num_heads=[2, 4], window_size=4)),
+    "helium": text(hf.HeliumConfig, hf.HeliumForCausalLM, num_key_value_heads=2, head_dim=8),
+    "gemma3_text": text(hf.Gemma3TextConfig, hf.Gemma3ForCausalLM, num_key_value_heads=2, head_dim=8, sliding_window=4),
+    "cohere2": text(hf.Cohere2Config, hf.Cohere2ForCausalLM, num_key_value_heads=2, sliding_window=4),
+    "smollm3": text(hf.SmolLM3Config, hf.SmolLM3ForCausalLM, num_key_value_heads=2, pad_token_id=1),
+    "glm4": text(hf.Glm4Config, hf.Glm4ForCausalLM, num_key_value_heads=2, head_dim=8, pad_token_id=1),
+    "exaone4": text(hf.Exaone4Config, hf.Exaone4ForCausalLM, num_key_value_heads=2, sliding_window=4),
+    "ernie4_5": text(hf.Ernie4_5Config, hf.Ernie4_5ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "rembert": text(hf.RemBertConfig, hf.RemBertForSequenceClassification, input_embedding_size=16,
+                    output_embedding_size=16),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -270,7 +285,8 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "wav2vec2_conformer": (400,), "videomae": (4, 3, 32, 32), "detr": (3, 64, 64), "mobilenet_v1": (3, 32, 32),
           "glpn": (3, 32, 32), "blip_vision": (3, 32, 32), "hubert": (400,), "ast": (32, 16),
           "timesformer": (2, 3, 32, 32), "depth_anything": (3, 32, 32), "upernet": (3, 64, 64),
-          "poolformer": (3, 32, 32), "data2vec_vision": (3, 32, 32), "swin2sr": (3, 16, 16), "textnet": (3, 64, 64)}
+          "poolformer": (3, 32, 32), "data2vec_vision": (3, 32, 32), "swin2sr": (3, 16, 16), "textnet": (3, 64, 64),
+          "dinov2_with_registers": (3, 32, 32), "owlvit_vision": (3, 32, 32), "donut_swin": (3, 32, 32)}
 
 
 class FirstOutput(nn.Module):
