@@ -1914,6 +1914,21 @@ def test_group_norm_as_exported_loses_whole_groups(groups, kept, image):
     assert node_of(result, "norm").inputs[1].shape == [groups * kept // 8]
 
 
+def test_group_norm_of_one_group_as_exported_pins_its_channels_and_says_why():
+    # PoolFormer's GroupNorm(1, C): [N, 8, 8, 8] -> [N, 1, -1] puts the channels into the axis it normalises.
+    inits = [numpy_helper.from_array(np.array([0, 1, -1], np.int64), "grouped"),
+             numpy_helper.from_array(np.ones(1, np.float32), "ones"), numpy_helper.from_array(np.zeros(1, np.float32), "zeros"),
+             numpy_helper.from_array(np.array([0, 8, 8, 8], np.int64), "back_shape"), weight("gamma", (8, 1, 1), 5)]
+    nodes = [helper.make_node("Reshape", ["a", "grouped"], ["g"]),
+             helper.make_node("InstanceNormalization", ["g", "ones", "zeros"], ["n"], name="norm"),
+             helper.make_node("Reshape", ["n", "back_shape"], ["back"]), helper.make_node("Mul", ["back", "gamma"], ["m"])]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    result = prune_checked(make_model([first, *nodes, last], {"x": ["N", 3, 8, 8]}, ["y"], inits1 + inits + inits2))
+    assert group_of(result, "a")["pinned_reason"] == ("InstanceNormalization node 'norm': it normalises over the channel "
+                                                      "axis (a GroupNorm of one group: all channels together)")
+
+
 def test_group_normalization_loses_whole_groups_and_its_group_count():
     # Opset 21's GroupNormalization (scale and bias per channel). ONNX shape inference gives its output no
     # shape (a context-dependent function): its input's is used, so the conv after it is traced too.

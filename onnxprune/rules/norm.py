@@ -23,6 +23,11 @@ class PerChannelNormRule(Rule):
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         if any(not t.is_empty() and t.outputs for t in node.outputs[1:]):
             raise Unprunable("it runs in training mode (running statistics are outputs)")
+        traced = ctx.channel(node.inputs[0])
+        if node.op == "InstanceNormalization" and traced is not None and traced.axis >= 2:
+            # PyTorch's GroupNorm export reshapes [N, C, H, W] to [N, groups, -1]; of one group, the channels
+            # land in the normalised axis.
+            raise Unprunable("it normalises over the channel axis (a GroupNorm of one group: all channels together)")
         x = ctx.expect(node.inputs[0], 1)
         y = ctx.same_channels(node.outputs[0], x)
         for index in range(1, len(node.inputs)):
