@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections import Counter
@@ -34,7 +35,7 @@ from onnxprune.search import (
     sensitivity_scan,
 )
 from onnxprune.stats import MacModel, ModelStats, graph_stats, static_mac_count
-from onnxprune.validate import EvalData, Evaluation, random_feeds, release_freed_memory, session
+from onnxprune.validate import EvalData, Evaluation, ReferenceRun, random_feeds, release_freed_memory, session
 
 # A pruned model counts as slower only beyond this much measurement noise: a share of the original's time,
 # and a few microseconds of the run call itself (a 12-microsecond model measured 13 once).
@@ -200,6 +201,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     loaded = load_with_reference(model, config.validate, config.seed, calibration)
     builder = CandidateBuilder(loaded, loaded.reference, config.quiet)
     notes: list[str] = []
+    _note_non_finite_outputs(loaded.reference, notes)
     builder.activations = _activations(builder, config, calibration, notes)
     analysis = builder.analysis()
     unfused, written_as_qdq = loaded.unfused, loaded.written_as_qdq
@@ -217,6 +219,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     if config.latency:
         chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings, _optimizer_only(unfused))
     _note_unreached_target(config, before, chosen, notes)
+    _note_non_finite_pruned(builder.reference, chosen, notes)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
     report = build_report(path, config, before, chosen, latency, sensitivity,
                           calibration.data if calibration else None, notes, builder.history)
@@ -265,6 +268,26 @@ def _activations(builder: CandidateBuilder, config: PruneConfig, calibration: _C
     batches, size = RANDOM_CALIBRATION
     data = [random_feeds(sess, batch=size, seed=config.seed + 1000 + i) for i in range(batches)]
     return Activations(data, config.importance, compensate=False)
+
+
+def _note_non_finite_outputs(reference: ReferenceRun | None, notes: list[str]) -> None:
+    """A warning where the original's outputs hold NaN or infinity on the evaluation inputs (fidelity then
+    compares the other values)."""
+    bad, total = reference.non_finite() if reference is not None else (0, 0)
+    if bad:
+        notes.append(f"warning: the original model's outputs hold NaN or infinity at {bad:,} of {total:,} values on the "
+                     "evaluation inputs; fidelity compares the other values (check the model, or the inputs with --calib)")
+
+
+def _note_non_finite_pruned(reference: ReferenceRun | None, chosen: Candidate, notes: list[str]) -> None:
+    """A warning for each output where the pruned model gives NaN or infinity and the original gives numbers."""
+    if reference is None or chosen.evaluation is None:
+        return
+    for index, check in enumerate(chosen.evaluation.outputs):
+        bad, total = reference.non_finite(index)
+        if math.isnan(check.relative_l2) and bad < total:
+            notes.append(f"warning: the pruned model's output '{check.name}' holds NaN or infinity where the original's "
+                         "holds numbers (its fidelity is null); prune less, or exclude the groups before it (--exclude)")
 
 
 def _keep_better_compensation(builder: CandidateBuilder, chosen: Candidate, notes: list[str]) -> Candidate:

@@ -149,11 +149,15 @@ def format_summary(report: dict, output: str | None) -> str:
     pruned = sum(1 for g in groups if not g["pinned_reason"] and g["kept"] < g["channels"])
     lines.append(f"groups: {pruned} pruned, {len(groups) - pruned - pinned} unchanged, {pinned} pinned (left whole)")
     fidelity = report["fidelity"]
-    if fidelity:
-        worst = min(o["cosine"] for o in fidelity["outputs"])
+    measured = [o for o in fidelity["outputs"] if o["cosine"] is not None] if fidelity else []
+    if fidelity and not measured:
+        lines.append("validated in ONNX Runtime: outputs keep names and shapes; fidelity not measured (NaN or infinity "
+                     "in the outputs, see the warnings)")
+    elif fidelity:
+        worst = min(o["cosine"] for o in measured)
         # An output with large constant parts (a detector's decoded boxes) keeps its cosine near 1 where its
         # relative error shows the change.
-        error = max(o["relative_l2"] for o in fidelity["outputs"])
+        error = max(o["relative_l2"] for o in measured)
         inputs = "held-out" if report.get("calibration") else "seeded random"
         line = (f"validated in ONNX Runtime: outputs keep names and shapes; on {fidelity['samples']} {inputs} inputs "
                 f"cosine >= {worst:.4f}, relative L2 error <= {error:.3g}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,7 +33,9 @@ class OutputCheck:
     relative_l2: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As a dict; a figure that could not be measured (the original's values are all NaN) is None."""
+        return {key: None if isinstance(value, float) and math.isnan(value) else value
+                for key, value in asdict(self).items()}
 
 
 def session(model: onnx.ModelProto | str | bytes, optimize: bool = True, threads: int = 1,
@@ -112,6 +115,13 @@ class ReferenceRun:
     names: list[str]
     outputs: list[list[np.ndarray]]
     checker_error: str | None = None  # the first line of the full checker's error on the original, if any
+
+    def non_finite(self, output: int | None = None) -> tuple[int, int]:
+        """How many of the original's floating-point output values (of output ``output``, else all) are NaN or
+        infinite, and how many there are."""
+        values = [np.asarray(v) for batch in self.outputs for index, v in enumerate(batch) if output in (None, index)]
+        values = [v for v in values if np.issubdtype(v.dtype, np.floating)]
+        return sum(int(v.size - np.isfinite(v).sum()) for v in values), sum(v.size for v in values)
 
 
 def shape_text(shape: tuple | list) -> str:
@@ -263,9 +273,15 @@ def _class_scores(batches: list[list[np.ndarray]]) -> np.ndarray | None:
 
 
 def fidelity(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
-    """Cosine similarity and relative L2 error of ``actual`` against ``expected``."""
+    """Cosine similarity and relative L2 error of ``actual`` against ``expected``, where ``expected`` is finite
+    (a NaN the original gives says nothing of the pruned model; one only the pruned model gives counts)."""
     a = expected.astype(np.float64).ravel()
     b = actual.astype(np.float64).ravel()
+    finite = np.isfinite(a)
+    if not finite.any() and a.size:
+        return float("nan"), float("nan")
+    if not finite.all():
+        a, b = a[finite], b[finite]
     norm = float(np.linalg.norm(a))
     cosine = float(a @ b / (norm * np.linalg.norm(b))) if norm and np.linalg.norm(b) else float(norm == np.linalg.norm(b))
     relative = float(np.linalg.norm(a - b) / norm) if norm else float(np.linalg.norm(b))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -131,6 +132,36 @@ def test_a_scalar_output_is_compared_too():
     assert outputs["total"]["shape"] == [] and outputs["y"]["shape"] == [16, 4, 8, 8]
     assert 0.0 < outputs["total"]["relative_l2"] and -1.0 <= outputs["total"]["cosine"] <= 1.0
     assert_matches_masked(model, result.model, result.report)
+
+
+@pytest.mark.parametrize("nan", ["constant", "everywhere", "pruned too"])
+def test_outputs_the_original_gives_as_nan_are_left_out_of_the_fidelity_with_a_warning(tmp_path, capsys, nan):
+    # NaN in the original's output: from a constant in one channel, from the logarithm of minus a magnitude
+    # (everywhere), or from the logarithm of a conv's output, where it is negative (pruning moves those).
+    # Fidelity compares the values the original gives as numbers; with none, or with NaN from the pruned model
+    # where the original gives numbers, it is null, and a warning says which.
+    first, i1 = conv("first", "x", "h", 3, 8, seed=1)
+    head, i2 = conv("head", "r", "y", 8, 4, seed=2)
+    nodes, inits = [first, helper.make_node("Relu", ["h"], ["r"]), head], i1 + i2
+    if nan == "constant":
+        inits.append(numpy_helper.from_array(np.array([np.nan, 0, 0, 0], np.float32).reshape(1, 4, 1, 1), "holes"))
+        nodes.append(helper.make_node("Add", ["y", "holes"], ["out"]))
+    elif nan == "everywhere":
+        nodes += [helper.make_node("Abs", ["y"], ["magnitude"]), helper.make_node("Neg", ["magnitude"], ["negative"]),
+                  helper.make_node("Log", ["negative"], ["out"])]
+    else:
+        nodes.append(helper.make_node("Log", ["y"], ["out"]))
+    path = tmp_path / "nan.onnx"
+    onnx.save(make_model(nodes, {"x": ["N", 3, 8, 8]}, ["out"], inits), path)
+    code = main([str(path), "--ratio", "0.5", "--round-to", "1", "--no-latency", "--report", str(tmp_path / "r.json")])
+    out, err = capsys.readouterr()
+    assert code == 0 and "the original model's outputs hold NaN or infinity at" in err
+    fidelity = json.loads((tmp_path / "r.json").read_text())["fidelity"]["outputs"][0]
+    if nan == "constant":
+        assert 0.0 < fidelity["relative_l2"] < 1.0 and 0.0 < fidelity["cosine"] <= 1.0 and "cosine >= 0." in out
+    else:
+        assert fidelity["cosine"] is None and fidelity["relative_l2"] is None and "fidelity not measured" in out
+    assert ("the pruned model's output 'out' holds NaN or infinity where the original's holds numbers" in err) == (nan == "pruned too")
 
 
 def test_tensors_sliced_to_no_channels_are_kept_as_they_are():

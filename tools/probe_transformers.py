@@ -272,6 +272,32 @@ MODELS = {
     "ernie4_5": text(hf.Ernie4_5Config, hf.Ernie4_5ForCausalLM, num_key_value_heads=2, head_dim=8),
     "rembert": text(hf.RemBertConfig, hf.RemBertForSequenceClassification, input_embedding_size=16,
                     output_embedding_size=16),
+    "pvt": lambda: hf.PvtForImageClassification(hf.PvtConfig(
+        image_size=32, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1], hidden_sizes=[16, 32],
+        patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=10)),
+    "conditional_detr": lambda: hf.ConditionalDetrForObjectDetection(hf.ConditionalDetrConfig(
+        backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                                        out_features=["stage4"]),
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)),
+    "table_transformer": lambda: hf.TableTransformerForObjectDetection(hf.TableTransformerConfig(
+        backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                                        out_features=["stage4"]),
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)),
+    "data2vec_audio": lambda: hf.Data2VecAudioForSequenceClassification(hf.Data2VecAudioConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        classifier_proj_size=16, conv_pos_kernel_size=3)),
+    "unispeech_sat": lambda: hf.UniSpeechSatForSequenceClassification(hf.UniSpeechSatConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        classifier_proj_size=16)),
+    "sew": lambda: hf.SEWForSequenceClassification(hf.SEWConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+        classifier_proj_size=16, squeeze_factor=2)),
+    "vit_msn": lambda: hf.ViTMSNForImageClassification(hf.ViTMSNConfig(**SMALL_VISION, num_labels=10)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -286,7 +312,9 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "glpn": (3, 32, 32), "blip_vision": (3, 32, 32), "hubert": (400,), "ast": (32, 16),
           "timesformer": (2, 3, 32, 32), "depth_anything": (3, 32, 32), "upernet": (3, 64, 64),
           "poolformer": (3, 32, 32), "data2vec_vision": (3, 32, 32), "swin2sr": (3, 16, 16), "textnet": (3, 64, 64),
-          "dinov2_with_registers": (3, 32, 32), "owlvit_vision": (3, 32, 32), "donut_swin": (3, 32, 32)}
+          "dinov2_with_registers": (3, 32, 32), "owlvit_vision": (3, 32, 32), "donut_swin": (3, 32, 32),
+          "pvt": (3, 32, 32), "conditional_detr": (3, 64, 64), "table_transformer": (3, 64, 64),
+          "data2vec_audio": (400,), "unispeech_sat": (400,), "sew": (400,), "vit_msn": (3, 32, 32)}
 
 
 class FirstOutput(nn.Module):
