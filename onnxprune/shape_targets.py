@@ -1061,6 +1061,9 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
     if node.op in ("Identity", "Unsqueeze", "Squeeze", "Reshape"):
         return _values(node.inputs[0], depth + 1, sizes)  # on 0-D and 1-D shape tensors these keep the elements
     inputs = [_values(t, depth + 1, sizes) if t.name else None for t in node.inputs]
+    if node.op == "Transpose" or node.op in ("Concat", "Gather", "Slice") and any(
+            t.shape is not None and len(t.shape) > 1 for t in node.inputs[:None if node.op == "Concat" else 1]):
+        return _laid_out(node, inputs)
     if node.op == "Concat" and all(v is not None for v in inputs):
         return [d for values in inputs for d in values]
     if node.op == "Gather" and node.attrs.get("axis", 0) == 0 and None not in inputs[:2]:
@@ -1127,6 +1130,50 @@ def _broadcast(op, *lists: list) -> list | None:
     if any(len(values) not in (1, length) for values in lists):
         return [] if length == 1 else None  # an empty list with one-element ones: nothing to compute
     return [op(*elements) for elements in zip(*(values * length if len(values) == 1 else values for values in lists))]
+
+
+def _laid_out(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
+    """A Transpose, or a Concat, Gather or Slice of shape computations wider than 1-D, on their values laid out
+    in their shapes (row-major, as ``_values`` gives them): TorchScript's ``F.pad`` writes its pads as [axes, 2]
+    rows, reversed and transposed."""
+    arrays = []
+    for tensor, values in zip(node.inputs, inputs):
+        shape = tensor.shape
+        if values is None or shape is None or not all(isinstance(d, int) for d in shape) or math.prod(shape) != len(values):
+            arrays.append(None)
+            continue
+        array = np.empty(len(values), dtype=object)  # keeps symbolic sizes and products as they are
+        array[:] = values
+        arrays.append(array.reshape(tuple(shape)))
+    data = arrays[0] if arrays else None
+    if data is None:
+        return None
+    if node.op == "Transpose":
+        result = data.transpose(node.attrs.get("perm", list(range(data.ndim))[::-1]))
+    elif node.op == "Concat":
+        if any(a is None or a.ndim != data.ndim for a in arrays):
+            return None
+        result = np.concatenate(arrays, axis=node.attrs.get("axis", 0))
+    elif node.op == "Gather":
+        indices = arrays[1] if len(arrays) > 1 else None
+        if indices is None or not all(isinstance(i, int) for i in indices.ravel()):
+            return None
+        result = np.take(data, indices.astype(np.int64), axis=node.attrs.get("axis", 0))
+    else:
+        bounds = inputs[1:5] if len(node.inputs) >= 3 else [node.attrs.get("starts"), node.attrs.get("ends"),
+                                                               node.attrs.get("axes")]
+        starts, ends, axes, steps = (list(bounds) + [None, None])[:4]
+        axes = axes if axes is not None else list(range(len(starts or [])))
+        steps = steps if steps is not None else [1] * len(axes)
+        if starts is None or ends is None or not all(isinstance(v, int) for v in [*starts, *ends, *axes, *steps]):
+            return None
+        index = [slice(None)] * data.ndim
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            if step == 0:
+                return None
+            index[axis] = slice(start, end, step)  # Python slicing clamps as ONNX does
+        result = data[tuple(index)]
+    return list(result.ravel())
 
 
 def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 import onnxprune
 from onnxprune.model import export_graph, import_graph
-from onnxprune.shape_targets import refines_shape
+from onnxprune.shape_targets import refines_shape, shape_values
 
 X = {"x": ["N", 3, 8, 8]}
 
@@ -666,6 +666,37 @@ def test_pads_cast_from_integer_constants_are_folded():
              helper.make_node("Pad", ["a", "pads"], ["m"], name="pad")]
     result = prune_checked(chain(nodes, inits))
     assert group_of(result, "a")["kept"] == 4
+
+
+def test_pads_computed_at_run_time_as_torchscript_writes_f_pad_keep_the_channels():
+    # F.pad(a, (0, 16 - W)) of a map of dynamic width: TorchScript joins [0, 16 - W] to zeros for the other axes,
+    # views them as [axes, 2] rows, reverses the rows, transposes them and flattens them into ONNX's order
+    # (begins, then ends). The channel axis's entries are known zeros, so the channels pass; they were pinned
+    # ("its 'pads' input is computed at run time"). The Slice and Transpose act on rows, not on elements.
+    inits = [numpy_helper.from_array(np.array(16, np.int64), "length"), numpy_helper.from_array(np.array(3, np.int64), "width_axis"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.zeros(6, np.int64), "zeros"),
+             numpy_helper.from_array(np.array([-1, 2], np.int64), "rows"), numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(np.array([-(2 ** 63) + 1], np.int64), "before_first")]
+    nodes = [helper.make_node("Shape", ["a"], ["a_shape"]),
+             helper.make_node("Gather", ["a_shape", "width_axis"], ["width"], axis=0),
+             helper.make_node("Sub", ["length", "width"], ["missing"]),
+             helper.make_node("Unsqueeze", ["missing", "zero"], ["missing_1d"]),
+             helper.make_node("Concat", ["zero", "missing_1d", "zeros"], ["torch_pads"], axis=0),
+             helper.make_node("Reshape", ["torch_pads", "rows"], ["pairs"]),
+             helper.make_node("Slice", ["pairs", "last", "before_first", "zero", "last"], ["reversed"]),
+             helper.make_node("Transpose", ["reversed"], ["begins_ends"], perm=[1, 0]),
+             helper.make_node("Reshape", ["begins_ends", "flat"], ["pads"]),
+             helper.make_node("Pad", ["a", "pads"], ["m"], name="pad")]
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    model = make_model([first, *nodes, last], {"x": ["N", 3, 8, "W"]}, ["y"], inits1 + inits + inits2)
+    pads = import_graph(model).tensors()["pads"]
+    assert shape_values(pads) == [0, 0, 0, 0, 0, 0, 0, None]  # the width's end only: 16 - W
+    result = prune_checked(model)
+    assert group_of(result, "a")["pinned_reason"] is None and group_of(result, "a")["kept"] == 4
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 5)).astype(np.float32)
+    assert run(result.model, {"x": x})[0].shape == (2, 4, 8, 16)
 
 
 @pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])

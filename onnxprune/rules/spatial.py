@@ -15,6 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, SizeOf, Unprunable, shape_entry
+from onnxprune.shape_targets import shape_values
 
 REDUCE_OPS = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -43,7 +44,7 @@ class PadRule(Rule):
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
-        pads = ctx.int_attr_or_input(node, "pads", 1)
+        pads = self._pads(node, ctx)
         rank = ctx.rank(node.inputs[0])
         axes = ctx.int_attr_or_input(node, "axes", 3) if len(node.inputs) > 3 else None
         axes = [int(a) % rank for a in axes] if axes is not None else list(range(rank))
@@ -51,9 +52,22 @@ class PadRule(Rule):
             raise Unprunable("its pads are unknown")
         if x.axis in axes:
             k = axes.index(x.axis)
+            if pads[k] is None or pads[k + len(axes)] is None:
+                raise Unprunable("its pads of the channel axis are computed at run time")
             if pads[k] != 0 or pads[k + len(axes)] != 0:
                 raise Unprunable("it pads the channel axis")
         ctx.same_channels(node.outputs[0], x)
+
+    @staticmethod
+    def _pads(node: gs.Node, ctx: ChannelContext) -> list | None:
+        """The pads, constant or computed at run time (TorchScript's ``F.pad`` to a length it computes): an
+        entry is a number where it is known, which those of the channel axis must be."""
+        if "pads" in node.attrs or len(node.inputs) < 2 or node.inputs[1].is_empty() or ctx.const(node.inputs[1]) is not None:
+            return ctx.int_attr_or_input(node, "pads", 1)
+        pads = shape_values(node.inputs[1])
+        if pads is None:
+            raise Unprunable("its 'pads' input is computed at run time")
+        return [p if isinstance(p, int) else None for p in pads]
 
 
 class ResizeRule(Rule):
