@@ -30,6 +30,18 @@ SMALL_TEXT = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_atten
 SMALL_VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=64, num_channels=3)
 
+# wav2vec 2.0's family: a feature encoder of two 1-D convs, then a small transformer.
+SMALL_SPEECH = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
+                    conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
+
+
+def small_detr() -> dict:
+    """A small DETR-like config: a ResNet backbone of four stages, one encoder and one decoder layer."""
+    return dict(backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                                                out_features=["stage4"]),
+                d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)
+
 
 def text(config_class, model_class, **changes):
     """A builder of ``model_class`` with a small text config (``changes`` on top: grouped key/value heads...)."""
@@ -162,9 +174,7 @@ MODELS = {
         embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="preactivation", num_groups=4,
         num_labels=10)),
     "wavlm": lambda: hf.WavLMForSequenceClassification(hf.WavLMConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        num_buckets=32, max_bucket_distance=64, classifier_proj_size=16)),
+        **SMALL_SPEECH, num_buckets=32, max_bucket_distance=64, classifier_proj_size=16)),
     # A third batch: local attention, decoders of today, separable and hierarchical vision attention,
     # convolutional and relative-position speech encoders, Fourier mixing, pooled attention,
     # a recurrent language model and a video transformer.
@@ -188,13 +198,9 @@ MODELS = {
     "swiftformer": lambda: hf.SwiftFormerForImageClassification(hf.SwiftFormerConfig(
         image_size=32, depths=[1, 1, 1, 1], embed_dims=[16, 16, 32, 32], num_labels=10)),
     "sew_d": lambda: hf.SEWDForSequenceClassification(hf.SEWDConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        squeeze_factor=2, max_position_embeddings=64, position_buckets=16, classifier_proj_size=16)),
+        **SMALL_SPEECH, squeeze_factor=2, max_position_embeddings=64, position_buckets=16, classifier_proj_size=16)),
     "wav2vec2_conformer": lambda: hf.Wav2Vec2ConformerForSequenceClassification(hf.Wav2Vec2ConformerConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        position_embeddings_type="relative", conv_depthwise_kernel_size=3, classifier_proj_size=16)),
+        **SMALL_SPEECH, position_embeddings_type="relative", conv_depthwise_kernel_size=3, classifier_proj_size=16)),
     "fnet": text(hf.FNetConfig, hf.FNetForSequenceClassification),
     "funnel": lambda: hf.FunnelForSequenceClassification(hf.FunnelConfig(
         vocab_size=128, block_sizes=[1, 1], d_model=32, n_head=4, d_head=8, d_inner=64, num_decoder_layers=1)),
@@ -205,10 +211,7 @@ MODELS = {
     # A fourth batch: a detection transformer, depthwise-separable convs, a depth decoder, audio encoders
     # of spectrograms and of waveforms, and divided space-time attention.
     "detr": lambda: hf.DetrForObjectDetection(hf.DetrConfig(
-        backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
-                                        out_features=["stage4"]),
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)),
+        **small_detr())),
     "mobilenet_v1": lambda: hf.MobileNetV1ForImageClassification(hf.MobileNetV1Config(
         image_size=32, depth_multiplier=0.25, min_depth=8, num_labels=10)),
     "glpn": lambda: hf.GLPNForDepthEstimation(hf.GLPNConfig(
@@ -216,9 +219,7 @@ MODELS = {
         strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16)),
     "blip_vision": lambda: hf.BlipVisionModel(hf.BlipVisionConfig(**SMALL_VISION)),
     "hubert": lambda: hf.HubertForSequenceClassification(hf.HubertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        classifier_proj_size=16)),
+        **SMALL_SPEECH, classifier_proj_size=16)),
     "ast": lambda: hf.ASTForAudioClassification(hf.ASTConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8,
         frequency_stride=8, time_stride=8, max_length=32, num_mel_bins=16, num_labels=5)),
@@ -276,27 +277,15 @@ MODELS = {
         image_size=32, num_encoder_blocks=2, depths=[1, 1], sequence_reduction_ratios=[2, 1], hidden_sizes=[16, 32],
         patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=10)),
     "conditional_detr": lambda: hf.ConditionalDetrForObjectDetection(hf.ConditionalDetrConfig(
-        backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
-                                        out_features=["stage4"]),
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)),
+        **small_detr())),
     "table_transformer": lambda: hf.TableTransformerForObjectDetection(hf.TableTransformerConfig(
-        backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
-                                        out_features=["stage4"]),
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)),
+        **small_detr())),
     "data2vec_audio": lambda: hf.Data2VecAudioForSequenceClassification(hf.Data2VecAudioConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        classifier_proj_size=16, conv_pos_kernel_size=3)),
+        **SMALL_SPEECH, classifier_proj_size=16, conv_pos_kernel_size=3)),
     "unispeech_sat": lambda: hf.UniSpeechSatForSequenceClassification(hf.UniSpeechSatConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        classifier_proj_size=16)),
+        **SMALL_SPEECH, classifier_proj_size=16)),
     "sew": lambda: hf.SEWForSequenceClassification(hf.SEWConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-        classifier_proj_size=16, squeeze_factor=2)),
+        **SMALL_SPEECH, classifier_proj_size=16, squeeze_factor=2)),
     "vit_msn": lambda: hf.ViTMSNForImageClassification(hf.ViTMSNConfig(**SMALL_VISION, num_labels=10)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
