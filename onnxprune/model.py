@@ -585,18 +585,15 @@ def size_names(model: onnx.ModelProto) -> set[str]:
             for d in v.type.tensor_type.shape.dim if d.dim_param}
 
 
-def forget_made_up_sizes(model: onnx.ModelProto, declared: set[str]) -> int:
+def forget_made_up_sizes(model: onnx.ModelProto, declared: set[str]) -> None:
     """Write the sizes that ONNX shape inference made up (unk__N) as unknown in ``model``'s value infos and
-    outputs, except those in ``declared`` (the original's own); returns how many. Inference names them afresh on
-    every run, so names from different runs can meet in one graph, and ONNX Runtime takes sizes of one name
-    as equal. Unknown sizes are always valid; ONNX Runtime infers its own."""
-    forgotten = 0
+    outputs, except those in ``declared`` (the original's own). Inference names them afresh on every run, so
+    names from different runs can meet in one graph, and ONNX Runtime takes sizes of one name as equal.
+    Unknown sizes are always valid; ONNX Runtime infers its own."""
     for value in (*model.graph.output, *model.graph.value_info):
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param.startswith(FRESH_SIZE) and dim.dim_param not in declared:
                 dim.ClearField("dim_param")
-                forgotten += 1
-    return forgotten
 
 
 def save_model_atomic(model: onnx.ModelProto, path: Path, external_data: bool = False) -> None:

@@ -284,8 +284,10 @@ def _note_non_finite_pruned(reference: ReferenceRun | None, chosen: Candidate, n
     if reference is None or chosen.evaluation is None:
         return
     for index, check in enumerate(chosen.evaluation.outputs):
-        bad, total = reference.non_finite(index)
-        if math.isnan(check.relative_l2) and bad < total:
+        if not math.isnan(check.relative_l2):
+            continue
+        bad, total = reference.non_finite(index)  # scans that output's values: only where the error is NaN
+        if bad < total:
             notes.append(f"warning: the pruned model's output '{check.name}' holds NaN or infinity where the original's "
                          "holds numbers (its fidelity is null); prune less, or exclude the groups before it (--exclude)")
 

@@ -1061,17 +1061,11 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
     if node.op in ("Identity", "Unsqueeze", "Squeeze", "Reshape"):
         return _values(node.inputs[0], depth + 1, sizes)  # on 0-D and 1-D shape tensors these keep the elements
     inputs = [_values(t, depth + 1, sizes) if t.name else None for t in node.inputs]
-    if node.op == "Transpose" or node.op in ("Concat", "Gather", "Slice") and any(
-            t.shape is not None and len(t.shape) > 1 for t in node.inputs[:None if node.op == "Concat" else 1]):
+    if node.op in ("Transpose", "Gather", "Slice") or node.op == "Concat" and any(
+            t.shape is not None and len(t.shape) > 1 for t in node.inputs):
         return _laid_out(node, inputs)
     if node.op == "Concat" and all(v is not None for v in inputs):
         return [d for values in inputs for d in values]
-    if node.op == "Gather" and node.attrs.get("axis", 0) == 0 and None not in inputs[:2]:
-        data, indices = inputs[0], inputs[1]
-        if all(isinstance(i, int) and -len(data) <= i < len(data) for i in indices):
-            return [data[i] for i in indices]
-    if node.op == "Slice" and inputs and inputs[0] is not None:
-        return _slice(node, inputs)
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1], sizes)
     if node.op == "ReduceProd" and len(inputs) == 1 and inputs[0] is not None and node.attrs.get("axes", [0]) in ([0], [-1]):
@@ -1133,20 +1127,22 @@ def _broadcast(op, *lists: list) -> list | None:
 
 
 def _laid_out(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
-    """A Transpose, or a Concat, Gather or Slice of shape computations wider than 1-D, on their values laid out
-    in their shapes (row-major, as ``_values`` gives them): TorchScript's ``F.pad`` writes its pads as [axes, 2]
-    rows, reversed and transposed."""
+    """A Transpose, Gather or Slice, or a Concat wider than 1-D, of shape computations, on their values laid out
+    in their shapes (row-major, as ``_values`` gives them; 1-D where a shape is unknown): TorchScript's
+    ``F.pad`` writes its pads as [axes, 2] rows, reversed and transposed."""
     arrays = []
     for tensor, values in zip(node.inputs, inputs):
         shape = tensor.shape
-        if values is None or shape is None or not all(isinstance(d, int) for d in shape) or math.prod(shape) != len(values):
+        if values is not None and (shape is None or not all(isinstance(d, int) for d in shape)):
+            shape = [len(values)]
+        if values is None or math.prod(shape) != len(values):
             arrays.append(None)
             continue
         array = np.empty(len(values), dtype=object)  # keeps symbolic sizes and products as they are
         array[:] = values
         arrays.append(array.reshape(tuple(shape)))
     data = arrays[0] if arrays else None
-    if data is None:
+    if data is None or data.ndim == 0:
         return None
     if node.op == "Transpose":
         result = data.transpose(node.attrs.get("perm", list(range(data.ndim))[::-1]))
@@ -1155,10 +1151,11 @@ def _laid_out(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None
             return None
         result = np.concatenate(arrays, axis=node.attrs.get("axis", 0))
     elif node.op == "Gather":
-        indices = arrays[1] if len(arrays) > 1 else None
-        if indices is None or not all(isinstance(i, int) for i in indices.ravel()):
+        indices, axis = arrays[1] if len(arrays) > 1 else None, node.attrs.get("axis", 0)
+        if (indices is None or not -data.ndim <= axis < data.ndim
+                or not all(isinstance(i, int) and -data.shape[axis] <= i < data.shape[axis] for i in indices.ravel())):
             return None
-        result = np.take(data, indices.astype(np.int64), axis=node.attrs.get("axis", 0))
+        result = np.take(data, indices.astype(np.int64), axis=axis)
     else:
         bounds = inputs[1:5] if len(node.inputs) >= 3 else [node.attrs.get("starts"), node.attrs.get("ends"),
                                                                node.attrs.get("axes")]
@@ -1169,28 +1166,11 @@ def _laid_out(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None
             return None
         index = [slice(None)] * data.ndim
         for start, end, axis, step in zip(starts, ends, axes, steps):
-            if step == 0:
+            if step == 0 or not -data.ndim <= axis < data.ndim:
                 return None
             index[axis] = slice(start, end, step)  # Python slicing clamps as ONNX does
         result = data[tuple(index)]
-    return list(result.ravel())
-
-
-def _slice(node: gs.Node, inputs: list[list[Dim] | None]) -> list[Dim] | None:
-    data = inputs[0]
-    if len(inputs) >= 3:  # opset 10+: starts, ends, axes, steps as inputs
-        starts, ends = inputs[1], inputs[2]
-        axes = inputs[3] if len(inputs) > 3 else [0]
-        steps = inputs[4] if len(inputs) > 4 else [1]
-    else:
-        starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
-        axes, steps = node.attrs.get("axes", [0]), [1]
-    if None in (starts, ends, axes, steps) or list(axes) not in ([0], [-1]) or len(starts) != 1 or len(ends) != 1:
-        return None
-    start, end, step = starts[0], ends[0], steps[0]
-    if not all(isinstance(v, int) for v in (start, end, step)) or step == 0:
-        return None
-    return data[slice(start, end, step)]  # Python slicing clamps as ONNX does
+    return list(np.asarray(result, dtype=object).ravel())  # (np.take of one index gives the element itself)
 
 
 def _arithmetic(op: str, a: list[Dim], b: list[Dim], sizes: _MadeUpSizes | None = None) -> list[Dim] | None:
