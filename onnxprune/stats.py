@@ -70,9 +70,10 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
         if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
             return 0
         return x[0] * x[1] * w[0] * w[1] * (w[2] + r[2])
-    x, w, y = (_dims(shapes.get(t.name, t.shape) if shapes else t.shape) for t in (*node.inputs[:2], node.outputs[0]))
-    if x is None or w is None or y is None or not x:
+    raw = [shapes.get(t.name, t.shape) if shapes else t.shape for t in (*node.inputs[:2], node.outputs[0])]
+    if any(shape is None for shape in raw) or not raw[0]:
         return 0
+    x, w, y = (_dims(shape) for shape in _channels_from_operands(node, *raw))
     if node.op == "Einsum":  # one multiply-accumulate per combination of its labels' values
         terms, out = einsum_terms(node.attrs["equation"], [len(x), len(w)])
         sizes: dict[str, int] = {}
@@ -85,6 +86,39 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
         return int(np.prod(x)) * int(np.prod(w[1:]))
     inner = x[0] if node.attrs.get("transA", 0) else x[-1]
     return int(np.prod(y)) * inner
+
+
+def _channels_from_operands(node: gs.Node, x: list, w: list, y: list) -> tuple[list, list, list]:
+    """The shapes with the symbolic sizes of channel axes taken from the operand or output that shares
+    them (a weight's are known). Left symbolic they would count as 1, and ``mac_scales`` would then
+    stand for the original's channel count there, however many channels pruning leaves."""
+    x, w, y = list(x), list(w), list(y)
+
+    def share(a: list, i: int, b: list, j: int) -> None:
+        if -len(a) <= i < len(a) and -len(b) <= j < len(b):
+            if not _is_size(a[i]):
+                a[i] = b[j]
+            elif not _is_size(b[j]):
+                b[j] = a[i]
+
+    if node.op == "MatMul" and len(w) >= 2:  # x [..., k] @ w [..., k, n] -> y [..., n]
+        share(x, -1, w, -2)
+        share(y, -1, w, -1)
+    elif node.op == "MatMul" and len(w) == 1:
+        share(x, -1, w, 0)
+    elif node.op == "Gemm" and len(x) == 2 and len(w) == 2 and len(y) == 2:
+        trans_a, trans_b = node.attrs.get("transA", 0), node.attrs.get("transB", 0)
+        share(x, 0 if trans_a else 1, w, 1 if trans_b else 0)
+        share(y, 1, w, 0 if trans_b else 1)
+    elif node.op == "Conv" and len(y) >= 2 and w:
+        share(y, 1, w, 0)
+    elif node.op == "ConvTranspose" and len(x) >= 2 and w:
+        share(x, 1, w, 0)
+    return x, w, y
+
+
+def _is_size(dim: object) -> bool:
+    return isinstance(dim, int) and dim >= 0
 
 
 def node_macs(node: gs.Node, scales: dict[str, float] | None = None) -> float:

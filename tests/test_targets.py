@@ -105,6 +105,25 @@ def test_a_gemm_over_batch_times_tokens_counts_every_row():
     assert_matches_masked(make_model(nodes, {"x": ["N", 16, 32]}, ["y"], inits), result.model, result.report)
 
 
+def test_macs_after_a_computed_pad_count_the_channels_left():
+    # [N, S, 16] -> fc1 (32) -> Pad of the sequence by S (pads computed at run time) -> fc2 (8). Shape
+    # inference loses every size of the padded tensor, fc2's input channels among them: they are the
+    # weight's, so the sequence alone is counted at the calibration data's length (SEW from TorchScript
+    # counted 4,992 MACs too many so).
+    inits = [weight("w1", (16, 32), 3), weight("w2", (32, 8), 4)] + [numpy_helper.from_array(
+        np.array(v, np.int64), n) for n, v in (("one", [1]), ("two", [2]), ("zeros", [0, 0, 0, 0]), ("zero", [0]))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Shape", ["x"], ["xs"]), helper.make_node("Slice", ["xs", "one", "two"], ["length"]),
+             helper.make_node("Concat", ["zeros", "length", "zero"], ["pads"], axis=0),
+             helper.make_node("Pad", ["r", "pads"], ["p"]), helper.make_node("MatMul", ["p", "w2"], ["y"], name="fc2")]
+    model = make_model(nodes, {"x": ["N", "S", 16]}, ["y"], inits)
+    batches = [{"x": np.random.default_rng(i).standard_normal((8, 12, 16)).astype(np.float32)} for i in range(4)]
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, calib=batches, compensate=False)
+    assert result.original.macs == 12 * 16 * 32 + 24 * 32 * 8
+    assert result.pruned.macs == 12 * 16 * 16 + 24 * 16 * 8
+    assert_matches_masked(model, result.model, result.report)
+
+
 def test_macs_of_a_token_model_count_the_calibration_sequence_length():
     # ids [N, S] -> embedding + a position table sliced to S at run time -> MLP. Shape inference loses
     # every size after that slice; one ONNX Runtime run of a calibration sample tells them.
