@@ -1060,6 +1060,9 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
                                             else v if isinstance(v, int) else None for v in values]
     if node.op in ("Identity", "Unsqueeze", "Squeeze", "Reshape"):
         return _values(node.inputs[0], depth + 1, sizes)  # on 0-D and 1-D shape tensors these keep the elements
+    if node.op == "Neg":  # TorchScript's x[..., -n:] with n a size starts the Slice at Neg(n)
+        values = _values(node.inputs[0], depth + 1, sizes)
+        return None if values is None else [-v if isinstance(v, (int, float)) else None for v in values]
     inputs = [_values(t, depth + 1, sizes) if t.name else None for t in node.inputs]
     if node.op in ("Transpose", "Gather", "Slice") or node.op == "Concat" and any(
             t.shape is not None and len(t.shape) > 1 for t in node.inputs):

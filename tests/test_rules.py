@@ -699,6 +699,34 @@ def test_pads_computed_at_run_time_as_torchscript_writes_f_pad_keep_the_channels
     assert run(result.model, {"x": x})[0].shape == (2, 4, 8, 16)
 
 
+def test_a_slice_from_a_negated_size_keeps_the_channels():
+    # x[..., -W:] with W read from a shape, as TorchScript writes LFM2's causal conv trimmed to the sequence:
+    # the Slice starts at Neg(W). The map's width is known only once a reshape to a computed target is
+    # made constant, after the import's constant folding. The Slice then had no shape (its start computed
+    # at run time), so the Mul that combines it with another map could not tell its channels and pinned them.
+    inits = [numpy_helper.from_array(np.array(3, np.int64), "width_axis"), numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([3], np.int64), "axes"),
+             numpy_helper.from_array(np.array([8, 8], np.int64), "map_size"),
+             numpy_helper.from_array(np.array([2 ** 63 - 1], np.int64), "to_the_end")]
+    # The reshape's target divides a size, which ONNX's data propagation does not follow.
+    nodes = [helper.make_node("Shape", ["c"], ["c_shape"]), helper.make_node("Slice", ["c_shape", "zero", "one"], ["batch"]),
+             helper.make_node("Slice", ["c_shape", "axes", "to_the_end"], ["c_width"]),
+             helper.make_node("Div", ["c_width", "one"], ["same_width"]),
+             helper.make_node("Concat", ["batch", "map_size", "same_width"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["a"]),
+             helper.make_node("Shape", ["a"], ["a_shape"]),
+             helper.make_node("Gather", ["a_shape", "width_axis"], ["width"], axis=0),
+             helper.make_node("Neg", ["width"], ["minus_width"]),
+             helper.make_node("Unsqueeze", ["minus_width", "zero"], ["starts"]),
+             helper.make_node("Slice", ["a", "starts", "to_the_end", "axes"], ["last"]),
+             helper.make_node("Mul", ["a", "last"], ["m"])]
+    first, inits1 = conv("conv1", "x", "c", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    model = make_model([first, *nodes, last], {"x": ["N", 3, 8, 8]}, ["y"], inits1 + inits + inits2)
+    result = prune_checked(model)
+    assert group_of(result, "c")["pinned_reason"] is None and group_of(result, "c")["kept"] == 4
+
+
 @pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])
 def test_spatial_ops_keep_channels(op, attrs, extra):
     inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),

@@ -287,6 +287,30 @@ MODELS = {
     "sew": lambda: hf.SEWForSequenceClassification(hf.SEWConfig(
         **SMALL_SPEECH, classifier_proj_size=16, squeeze_factor=2)),
     "vit_msn": lambda: hf.ViTMSNForImageClassification(hf.ViTMSNConfig(**SMALL_VISION, num_labels=10)),
+    "hgnet_v2": lambda: hf.HGNetV2ForImageClassification(hf.HGNetV2Config(
+        stem_channels=[3, 16, 16], stage_in_channels=[16, 32], stage_mid_channels=[16, 32], stage_out_channels=[32, 64],
+        stage_num_blocks=[1, 1], stage_numb_of_layers=[2, 2], stage_kernel_size=[3, 3], stage_downsample=[False, True],
+        stage_light_block=[False, True], hidden_sizes=[32, 64], depths=[1, 1], num_labels=10)),
+    "dinov3_vit": lambda: hf.DINOv3ViTModel(hf.DINOv3ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_register_tokens=2)),
+    "dinov3_convnext": lambda: hf.DINOv3ConvNextModel(hf.DINOv3ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1])),
+    "ijepa": lambda: hf.IJepaModel(hf.IJepaConfig(**SMALL_VISION)),
+    "esm": text(hf.EsmConfig, hf.EsmForSequenceClassification, position_embedding_type="rotary", pad_token_id=1,
+                mask_token_id=2),
+    "lfm2": text(hf.Lfm2Config, hf.Lfm2ForCausalLM, num_key_value_heads=2, layer_types=["conv", "full_attention"]),
+    "apertus": text(hf.ApertusConfig, hf.ApertusForCausalLM, num_key_value_heads=2),
+    "minicpm3": text(hf.MiniCPM3Config, hf.MiniCPM3ForCausalLM, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16,
+                     qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8),
+    "deepseek_v2": text(hf.DeepseekV2Config, hf.DeepseekV2ForCausalLM, num_key_value_heads=4, q_lora_rank=16,
+                        kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, first_k_dense_replace=2),
+    "openai_gpt": lambda: hf.OpenAIGPTLMHeadModel(hf.OpenAIGPTConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4,
+                                                                      n_positions=64)),
+    "vitpose": lambda: hf.VitPoseForPoseEstimation(hf.VitPoseConfig(backbone_config=hf.VitPoseBackboneConfig(
+        image_size=[32, 32], patch_size=[8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
+        out_indices=[2]), num_labels=4)),
+    "nomic_bert": text(hf.NomicBertConfig, hf.NomicBertModel),
+    "bitnet": text(hf.BitNetConfig, hf.BitNetForCausalLM, num_key_value_heads=2),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -303,7 +327,9 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "poolformer": (3, 32, 32), "data2vec_vision": (3, 32, 32), "swin2sr": (3, 16, 16), "textnet": (3, 64, 64),
           "dinov2_with_registers": (3, 32, 32), "owlvit_vision": (3, 32, 32), "donut_swin": (3, 32, 32),
           "pvt": (3, 32, 32), "conditional_detr": (3, 64, 64), "table_transformer": (3, 64, 64),
-          "data2vec_audio": (400,), "unispeech_sat": (400,), "sew": (400,), "vit_msn": (3, 32, 32)}
+          "data2vec_audio": (400,), "unispeech_sat": (400,), "sew": (400,), "vit_msn": (3, 32, 32),
+          "hgnet_v2": (3, 32, 32), "dinov3_vit": (3, 32, 32), "dinov3_convnext": (3, 32, 32), "ijepa": (3, 32, 32),
+          "vitpose": (3, 32, 32)}
 
 
 class FirstOutput(nn.Module):
