@@ -96,11 +96,20 @@ def read_model(source: ModelSource) -> LoadedModel:
         return loaded
     # A split op's output gets a shape, which may give the rank that a fused op after it waited for
     # (attention's FusedMatMul of a Softmax of another FusedMatMul): split again while that helps.
+    folded = False
     for _ in range(MAX_RESHAPE_PASSES):
         graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
         unfused, written = unfuse_contrib_ops(graph), write_as_qdq(graph)
-        if not unfused and not written:
+        if not unfused and not written and folded:
             break
+        if not unfused and not written:
+            # Shape computations of constants alone can hide a rank from inference until they are folded:
+            # TorchScript writes DINOv3's rotary table with Ifs on its static sizes.
+            folded = True
+            graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
+            graph.cleanup(remove_unused_graph_inputs=False)
+            loaded = replace(loaded, model=export_graph(graph, loaded.model))
+            continue
         loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=loaded.unfused + unfused,
                          written_as_qdq=loaded.written_as_qdq + written)
         if not has_fused_contrib_ops(loaded.model):

@@ -398,3 +398,41 @@ def test_a_fused_matmul_of_a_transposed_activation_is_split_where_inference_give
     assert result.pruned.macs == expected.pruned.macs < result.original.macs
     feeds = feeds_for(fused)
     assert relative_error(run(expected.model, feeds)[0], run(result.model, feeds)[0]) < 1e-5
+
+
+def test_a_fused_matmul_whose_rank_only_folded_constants_tell_is_split():
+    # DINOv3's rotary table as TorchScript writes it and ONNX Runtime saves it: Ifs on static sizes, whose
+    # branches give different ranks, so ONNX's inference gives no shape after them. Here such an If picks
+    # k's reshape target; once folded, k's rank is known and q @ k^T (a FusedMatMul) splits, which let the
+    # heads prune (they stayed whole: "no channel rule for op type 'FusedMatMul'").
+    def branch(name: str, target: list[int]) -> onnx.GraphProto:
+        out = f"{name}_target"
+        return helper.make_graph([helper.make_node("Constant", [], [out], value=numpy_helper.from_array(
+            np.array(target, np.int64)))], name, [], [helper.make_tensor_value_info(out, TensorProto.INT64, [len(target)])])
+
+    nodes = [helper.make_node("Greater", ["two", "one"], ["static_test"]),
+             helper.make_node("If", ["static_test"], ["k_target"], then_branch=branch("heads", [0, 5, 2, 4]),
+                              else_branch=branch("flat", [0, 40])),
+             helper.make_node("MatMul", ["x", "wq"], ["q_flat"]), helper.make_node("Reshape", ["q_flat", "heads"], ["q_r"]),
+             helper.make_node("Transpose", ["q_r"], ["q"], perm=[0, 2, 1, 3]),
+             helper.make_node("MatMul", ["x", "wk"], ["k_flat"]), helper.make_node("Reshape", ["k_flat", "k_target"], ["k_r"]),
+             helper.make_node("Transpose", ["k_r"], ["k"], perm=[0, 2, 1, 3]),
+             helper.make_node("MatMul", ["x", "wv"], ["v_flat"]), helper.make_node("Reshape", ["v_flat", "heads"], ["v_r"]),
+             helper.make_node("Transpose", ["v_r"], ["v"], perm=[0, 2, 1, 3]),
+             _contrib("FusedMatMul", ["q", "k"], ["scores"], transB=1, alpha=0.5),
+             helper.make_node("Softmax", ["scores"], ["attn"], axis=-1), helper.make_node("MatMul", ["attn", "v"], ["c"]),
+             helper.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3]), helper.make_node("Reshape", ["ct", "merge"], ["m"]),
+             helper.make_node("MatMul", ["m", "wo"], ["y"])]
+    inits = [*(weight(f"w{p}", (16, 8), i) for i, p in enumerate("qkv", 2)), weight("wo", (8, 4), 5),
+             numpy_helper.from_array(np.array([0, 5, 2, 4], np.int64), "heads"),
+             numpy_helper.from_array(np.array([0, 5, 8], np.int64), "merge"),
+             numpy_helper.from_array(np.array(2, np.int64), "two"), numpy_helper.from_array(np.array(1, np.int64), "one")]
+    model = _model(nodes, {"x": ["batch", 5, 16]}, ["y"], inits)
+    unfused = load_model(model)
+    assert _contrib_ops(unfused) == set()
+    feeds = feeds_for(model)
+    assert relative_error(run(model, feeds)[0], run(unfused, feeds)[0]) < 1e-5
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    kept = {i.name: list(i.dims) for i in result.model.graph.initializer}
+    assert kept["wq"] == [16, 4] and kept["wv"] == [16, 4] and kept["wo"] == [4, 4]
+    assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
