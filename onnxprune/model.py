@@ -14,6 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 from onnx import helper
+from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.contrib import (
@@ -32,6 +33,7 @@ from onnxprune.shape_targets import (
     consecutive_reshapes,
     constant_reshape_targets,
     constant_slice_bounds,
+    decided_ifs,
     flattened_linears,
     merged_head_attentions,
     packed_projection_selects,
@@ -304,6 +306,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     """
     try:
         graph = gs.import_onnx(model)
+        _detach_subgraph_constants(graph)
         # graphsurgeon keeps the model's opset_import container, which pins the whole proto in memory.
         graph.import_domains = [helper.make_opsetid(d.domain, d.version) for d in graph.import_domains]
         _name_nodes(graph)
@@ -327,11 +330,28 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         if not (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
                 + consecutive_reshapes(graph)
                 + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
-                + constant_reshape_targets(graph) + constant_slice_bounds(graph)):
+                + constant_reshape_targets(graph) + constant_slice_bounds(graph) + decided_ifs(graph)):
             break
+        if any(node.op == "If" and isinstance(node.inputs[0], gs.Constant) for node in graph.nodes):
+            graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)
     return graph.toposort()
+
+
+def _detach_subgraph_constants(graph: gs.Graph) -> None:
+    """Give the constants that If, Loop and Scan bodies read copies of their own. Constant folding inlines
+    the branch a decided If takes and renames its tensors, and graphsurgeon's exporter writes a lazily
+    loaded constant's name into the TensorProto it was read from: the caller's model would be renamed."""
+    for node in graph.nodes:
+        for body in (v for v in node.attrs.values() if isinstance(v, gs.Graph)):
+            for tensor in body.tensors().values():
+                lazy = getattr(tensor, "_values", None)
+                if isinstance(lazy, LazyValues):
+                    copy = onnx.TensorProto()
+                    copy.CopyFrom(lazy.tensor)
+                    tensor._values = LazyValues(copy)
+            _detach_subgraph_constants(body)
 
 
 # Ops that only move a weight's values around. The dynamo exporter leaves the gate reordering of a large

@@ -302,6 +302,23 @@ def constant_slice_bounds(graph: gs.Graph) -> int:
     return replaced
 
 
+def decided_ifs(graph: gs.Graph) -> int:
+    """Replace the computed condition of If nodes with a constant where the sizes it compares are known;
+    returns how many changed (constant folding then keeps the branch taken). TorchScript writes
+    ``x.squeeze(2) if x.shape[2] == 1 else x`` so, on a size known only once the pads before it are."""
+    decided = 0
+    taken = _names(graph)
+    for node in graph.nodes:
+        if node.op != "If" or not node.inputs or isinstance(node.inputs[0], gs.Constant):
+            continue
+        values = _values(node.inputs[0], 0)
+        if values is None or len(values) != 1 or not isinstance(values[0], int):
+            continue
+        node.inputs[0] = gs.Constant(_unique(taken, f"{node.name}_condition"), np.array(bool(values[0])))
+        decided += 1
+    return decided
+
+
 def reshape_round_trips(graph: gs.Graph) -> int:
     """Replace Reshape [.., T, D] -> [-1, T, D], Transpose (0, 2, 1), Reshape back to [.., D, T] with one
     Transpose of the last two axes, which is the same; returns how many were replaced.

@@ -727,6 +727,41 @@ def test_a_slice_from_a_negated_size_keeps_the_channels():
     assert group_of(result, "c")["pinned_reason"] is None and group_of(result, "c")["kept"] == 4
 
 
+def test_an_if_on_a_size_known_once_a_reshape_is_constant_takes_its_branch():
+    # x.squeeze(2) if x.shape[2] == 1 else x, as TorchScript writes PP-OCR's recogniser head: an If whose
+    # branches differ in rank, so nothing after it had a shape. The size it compares is known only once a
+    # reshape to a computed target is made constant (after the import's constant folding): the If now
+    # keeps the branch taken, the channels prune through it and the MatMul after it counts its MACs.
+    def branch(name: str, node: onnx.NodeProto, out: str, shape: list) -> onnx.GraphProto:
+        return helper.make_graph([node], name, [], [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, shape)])
+
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("zero", [0]), ("one", [1]), ("two", [2]), ("axes", [3]), ("to_the_end", [2 ** 63 - 1]), ("sizes", [8, 1]),
+        ("height_axis", 2), ("unit", 1))] + [weight("w", (8, 4), 3)]
+    # The target divides a size, which ONNX's data propagation does not follow: [N, 8, 1, 64 / 1].
+    nodes = [helper.make_node("Shape", ["c"], ["c_shape"]), helper.make_node("Slice", ["c_shape", "zero", "one"], ["batch"]),
+             helper.make_node("Mul", ["c_shape", "c_shape"], ["squares"]),
+             helper.make_node("Slice", ["squares", "axes", "to_the_end"], ["width_squared"]),
+             helper.make_node("Div", ["width_squared", "one"], ["flat"]),
+             helper.make_node("Concat", ["batch", "sizes", "flat"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["a"]),
+             helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Gather", ["a_shape", "height_axis"], ["height"], axis=0),
+             helper.make_node("Equal", ["height", "unit"], ["flat_map"]),
+             helper.make_node("If", ["flat_map"], ["s"],
+                              then_branch=branch("squeezed", helper.make_node("Squeeze", ["a", "two"], ["sq"]), "sq", ["N", 8, 64]),
+                              else_branch=branch("kept", helper.make_node("Identity", ["a"], ["id"]), "id", ["N", 8, 1, 64])),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[0, 2, 1]), helper.make_node("MatMul", ["t", "w"], ["y"])]
+    first, inits1 = conv("conv1", "x", "c", 3, 8, seed=1)
+    model = make_model([first, *nodes], {"x": ["N", 3, 8, 8]}, [("y", ["N", 64, 4])], inits1 + inits)
+    before = model.SerializeToString()
+    result = prune_checked(model)
+    assert group_of(result, "c")["pinned_reason"] is None and group_of(result, "c")["kept"] == 4
+    assert result.original.macs == 64 * 8 * 27 + 64 * 8 * 4 and result.pruned.macs == result.original.macs // 2
+    # Inlining the branch renames the constant it reads ('two'), which graphsurgeon's exporter wrote into the
+    # caller's model.
+    assert model.SerializeToString() == before
+
+
 @pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])
 def test_spatial_ops_keep_channels(op, attrs, extra):
     inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),

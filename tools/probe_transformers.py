@@ -311,6 +311,31 @@ MODELS = {
         out_indices=[2]), num_labels=4)),
     "nomic_bert": text(hf.NomicBertConfig, hf.NomicBertModel),
     "bitnet": text(hf.BitNetConfig, hf.BitNetForCausalLM, num_key_value_heads=2),
+    # PaddleOCR's and PaddleDetection's models as transformers ports them, at their default (mobile) sizes.
+    "pp_lcnet": lambda: hf.PPLCNetForImageClassification(hf.PPLCNetConfig()),
+    "pp_ocrv5_mobile_det": lambda: hf.PPOCRV5MobileDetForObjectDetection(hf.PPOCRV5MobileDetConfig()),
+    "pp_ocrv6_tiny_rec": lambda: hf.PPOCRV6TinyRecForTextRecognition(hf.PPOCRV6TinyRecConfig()),
+    "rt_detr": lambda: hf.RTDetrForObjectDetection(hf.RTDetrConfig(
+        backbone_config=hf.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                                              out_features=["stage2", "stage3", "stage4"]),
+        encoder_in_channels=[32, 32, 32], encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=4,
+        d_model=32, num_queries=10, decoder_layers=1, decoder_ffn_dim=64, decoder_attention_heads=4, decoder_n_points=2,
+        decoder_in_channels=[32, 32, 32], num_labels=3)),
+    "vitmatte": lambda: hf.VitMatteForImageMatting(hf.VitMatteConfig(
+        backbone_config=hf.VitDetConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, mlp_ratio=2, num_channels=4, out_features=["stage2"]),
+        hidden_size=32, convstream_hidden_sizes=[8, 16, 32], fusion_hidden_sizes=[32, 16, 8, 8])),
+    "mgp_str": lambda: hf.MgpstrForSceneTextRecognition(hf.MgpstrConfig(
+        image_size=[32, 128], patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
+        max_token_length=10, num_character_labels=38, num_bpe_labels=50, num_wordpiece_labels=50)),
+    "diffllama": text(hf.DiffLlamaConfig, hf.DiffLlamaForCausalLM, num_key_value_heads=2),
+    "vaultgemma": text(hf.VaultGemmaConfig, hf.VaultGemmaForCausalLM, num_key_value_heads=2, head_dim=8),
+    "patchtst": lambda: hf.PatchTSTForClassification(hf.PatchTSTConfig(
+        num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, d_model=32, num_attention_heads=4,
+        num_hidden_layers=2, ffn_dim=64, num_targets=4)),
+    "vivit": lambda: hf.VivitForVideoClassification(hf.VivitConfig(
+        image_size=32, num_frames=4, tubelet_size=[2, 8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=10)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -329,7 +354,14 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "pvt": (3, 32, 32), "conditional_detr": (3, 64, 64), "table_transformer": (3, 64, 64),
           "data2vec_audio": (400,), "unispeech_sat": (400,), "sew": (400,), "vit_msn": (3, 32, 32),
           "hgnet_v2": (3, 32, 32), "dinov3_vit": (3, 32, 32), "dinov3_convnext": (3, 32, 32), "ijepa": (3, 32, 32),
-          "vitpose": (3, 32, 32)}
+          "vitpose": (3, 32, 32), "pp_lcnet": (3, 64, 64), "pp_ocrv5_mobile_det": (3, 64, 64),
+          "pp_ocrv6_tiny_rec": (3, 48, 160), "rt_detr": (3, 64, 64), "vitmatte": (4, 32, 32), "mgp_str": (3, 32, 128),
+          "patchtst": (32, 3), "vivit": (4, 3, 32, 32)}
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of an error's message (some have none)."""
+    return (str(exc).splitlines() or [""])[0][:200]
 
 
 class FirstOutput(nn.Module):
@@ -341,7 +373,8 @@ class FirstOutput(nn.Module):
 
     def forward(self, x):
         out = self.model(x)
-        return out[0] if isinstance(out, tuple) else next(v for v in out.values() if isinstance(v, torch.Tensor))
+        out = out[0] if isinstance(out, tuple) else next(v for v in out.values() if isinstance(v, (torch.Tensor, tuple)))
+        return out[0] if isinstance(out, tuple) else out  # MGP-STR's logits: one tensor per head
 
 
 def main() -> None:
@@ -355,7 +388,7 @@ def main() -> None:
         try:
             model = FirstOutput(build().eval()).eval()
         except Exception as exc:  # noqa: BLE001 - a probe reports every model
-            print(f"{name}: BUILD FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
+            print(f"{name}: BUILD FAILED {type(exc).__name__}: {first_line(exc)}", flush=True)
             continue
         for module in model.modules():  # BatchNorm statistics that are not the identity
             if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -380,7 +413,7 @@ def main() -> None:
                 print(f"{path.name}: exported", flush=True)
             except Exception as exc:  # noqa: BLE001 - a probe reports every model
                 path.unlink(missing_ok=True)
-                print(f"{path.name}: EXPORT FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
+                print(f"{path.name}: EXPORT FAILED {type(exc).__name__}: {first_line(exc)}", flush=True)
 
 
 if __name__ == "__main__":
