@@ -1086,6 +1086,9 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
         return _laid_out(node, inputs)
     if node.op == "Concat" and all(v is not None for v in inputs):
         return [d for values in inputs for d in values]
+    if node.op == "Split" and inputs and inputs[0] is not None:
+        # ONNX Runtime fuses Gathers of one Shape into a Split (GatherSliceToSplitFusion).
+        return _split_piece(node, tensor, inputs[0], inputs[1] if len(inputs) > 1 else None)
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1], sizes)
     if node.op == "ReduceProd" and len(inputs) == 1 and inputs[0] is not None and node.attrs.get("axes", [0]) in ([0], [-1]):
@@ -1105,6 +1108,22 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
         # TorchScript's expand(b, 1, h, w) replaces -1 sizes so: Where(Equal(s, -1), 1, s).
         return _broadcast(lambda c, x, y: x if c == 1 else y if c == 0 else None, *inputs)
     return None
+
+
+def _split_piece(node: gs.Node, piece: gs.Tensor, values: list[Dim], sizes: list[Dim] | None) -> list[Dim] | None:
+    """The elements of one output of a Split of a 1-D shape computation (sizes from its input, its
+    attribute, or equal parts)."""
+    if node.attrs.get("axis", 0) not in (0, -1) or node.inputs[0].shape is not None and len(node.inputs[0].shape) != 1:
+        return None
+    sizes = sizes if sizes is not None else node.attrs.get("split")
+    if sizes is None:
+        parts = len(node.outputs)
+        sizes = [len(values) // parts] * parts if len(values) % parts == 0 else None
+    if sizes is None or len(sizes) != len(node.outputs) or not all(isinstance(n, int) and n >= 0 for n in sizes):
+        return None
+    index = next(i for i, output in enumerate(node.outputs) if output is piece)
+    start = sum(sizes[:index])
+    return values[start:start + sizes[index]] if start + sizes[index] <= len(values) else None
 
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # ONNX's FLOAT, FLOAT16, DOUBLE, BFLOAT16

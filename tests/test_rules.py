@@ -762,6 +762,23 @@ def test_an_if_on_a_size_known_once_a_reshape_is_constant_takes_its_branch():
     assert model.SerializeToString() == before
 
 
+def test_an_expand_to_sizes_split_from_a_shape_follows_the_channels():
+    # ONNX Runtime fuses the Gathers of one Shape into a Split (GatherSliceToSplitFusion), as it saves
+    # TorchScript's Doge: an Expand's target built from the pieces, its channel entry read off the tensor
+    # that carries the channels, was "computed at run time" and pinned them.
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("two", [2]), ("middle", [2]), ("pieces", [1, 1, 1, 1]), ("first", [0]))]
+    nodes = [helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Split", ["a_shape", "pieces"], ["n", "c", "h", "w"], axis=0),
+             helper.make_node("Concat", ["n", "c", "two", "h", "w"], ["target"], axis=0),
+             helper.make_node("Unsqueeze", ["a", "middle"], ["u"]), helper.make_node("Expand", ["u", "target"], ["e"]),
+             helper.make_node("ReduceSum", ["e", "middle"], ["m"], keepdims=0)]
+    model = chain(nodes, inits)
+    tensors = import_graph(model).tensors()
+    assert shape_values(tensors["c"]) == [8] and shape_values(tensors["target"])[1:] == [8, 2, 8, 8]
+    result = prune_checked(model)
+    assert group_of(result, "a")["pinned_reason"] is None and group_of(result, "a")["kept"] == 4
+
+
 @pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])
 def test_spatial_ops_keep_channels(op, attrs, extra):
     inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),

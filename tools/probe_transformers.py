@@ -336,6 +336,26 @@ MODELS = {
     "vivit": lambda: hf.VivitForVideoClassification(hf.VivitConfig(
         image_size=32, num_frames=4, tubelet_size=[2, 8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, num_labels=10)),
+    # FastConformer (NVIDIA's Parakeet) and LASR speech encoders with a CTC head, over 16 mel bins.
+    "parakeet_ctc": lambda: hf.ParakeetForCTC(hf.ParakeetCTCConfig(encoder_config=dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
+        subsampling_conv_channels=16, num_mel_bins=16, conv_kernel_size=9), vocab_size=32)),
+    "lasr_ctc": lambda: hf.LasrForCTC(hf.LasrCTCConfig(encoder_config=dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
+        subsampling_conv_channels=16, num_mel_bins=16, conv_kernel_size=8), vocab_size=32)),
+    "pp_lcnet_v3": lambda: hf.PPLCNetV3Backbone(hf.PPLCNetV3Config()),
+    "patchtsmixer": lambda: hf.PatchTSMixerForTimeSeriesClassification(hf.PatchTSMixerConfig(
+        context_length=32, patch_length=8, patch_stride=8, num_input_channels=3, d_model=16, num_layers=2,
+        num_targets=4)),
+    "olmo3": text(hf.Olmo3Config, hf.Olmo3ForCausalLM, num_key_value_heads=2, sliding_window=4),
+    "seed_oss": text(hf.SeedOssConfig, hf.SeedOssForCausalLM, num_key_value_heads=2, head_dim=8),
+    "ministral3": text(hf.Ministral3Config, hf.Ministral3ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "eurobert": text(hf.EuroBertConfig, hf.EuroBertForSequenceClassification, num_key_value_heads=4, pad_token_id=1),
+    "modernbert_decoder": text(hf.ModernBertDecoderConfig, hf.ModernBertDecoderForCausalLM,
+                               global_attn_every_n_layers=2, local_attention=4, pad_token_id=1),
+    "arcee": text(hf.ArceeConfig, hf.ArceeForCausalLM, num_key_value_heads=2),
+    "hunyuan_dense": text(hf.HunYuanDenseV1Config, hf.HunYuanDenseV1ForCausalLM, num_key_value_heads=2, head_dim=8),
+    "doge": text(hf.DogeConfig, hf.DogeForCausalLM, num_key_value_heads=2, keep_window_size=8),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -356,7 +376,8 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "hgnet_v2": (3, 32, 32), "dinov3_vit": (3, 32, 32), "dinov3_convnext": (3, 32, 32), "ijepa": (3, 32, 32),
           "vitpose": (3, 32, 32), "pp_lcnet": (3, 64, 64), "pp_ocrv5_mobile_det": (3, 64, 64),
           "pp_ocrv6_tiny_rec": (3, 48, 160), "rt_detr": (3, 64, 64), "vitmatte": (4, 32, 32), "mgp_str": (3, 32, 128),
-          "patchtst": (32, 3), "vivit": (4, 3, 32, 32)}
+          "patchtst": (32, 3), "vivit": (4, 3, 32, 32), "parakeet_ctc": (64, 16), "lasr_ctc": (64, 16),
+          "pp_lcnet_v3": (3, 64, 64), "patchtsmixer": (32, 3)}
 
 
 def first_line(exc: Exception) -> str:

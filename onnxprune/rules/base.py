@@ -377,10 +377,28 @@ def shape_entry(node: gs.Node, index: int, position: int, depth: int = 0) -> Siz
         return ConstantEntry(node, index, position)
     if depth > _ENTRY_DEPTH or len(tensor.inputs) != 1:
         return None
-    entry = _producer_entry(tensor.inputs[0], position, depth)
+    producer = tensor.inputs[0]
+    if producer.op == "Split":  # ONNX Runtime fuses Gathers of one Shape into a Split (GatherSliceToSplitFusion)
+        offset = _split_offset(producer, tensor)
+        entry = None if offset is None else shape_entry(producer, 0, offset + position, depth + 1)
+    else:
+        entry = _producer_entry(producer, position, depth)
     if isinstance(entry, ConstantEntry):
         return replace(entry, via=((node, index), *entry.via))
     return entry
+
+
+def _split_offset(split: gs.Node, piece: gs.Tensor) -> int | None:
+    """Where output ``piece`` of a Split of a 1-D tensor starts in its input; None where that is unknown."""
+    data = split.inputs[0]
+    if int(split.attrs.get("axis", 0)) not in (0, -1) or data.shape is None or len(data.shape) != 1:
+        return None
+    sizes = constant_value(split.inputs[1]) if len(split.inputs) > 1 and not split.inputs[1].is_empty() else None
+    sizes = [int(n) for n in sizes.reshape(-1)] if sizes is not None else split.attrs.get("split")
+    if sizes is None and isinstance(data.shape[0], int) and data.shape[0] % len(split.outputs) == 0:
+        sizes = [data.shape[0] // len(split.outputs)] * len(split.outputs)
+    index = next(i for i, output in enumerate(split.outputs) if output is piece)
+    return None if sizes is None or len(sizes) != len(split.outputs) else int(sum(sizes[:index]))
 
 
 def _producer_entry(producer: gs.Node, position: int, depth: int) -> SizeOf | ConstantEntry | None:
