@@ -356,6 +356,28 @@ MODELS = {
     "arcee": text(hf.ArceeConfig, hf.ArceeForCausalLM, num_key_value_heads=2),
     "hunyuan_dense": text(hf.HunYuanDenseV1Config, hf.HunYuanDenseV1ForCausalLM, num_key_value_heads=2, head_dim=8),
     "doge": text(hf.DogeConfig, hf.DogeForCausalLM, num_key_value_heads=2, keep_window_size=8),
+    "aimv2_vision": lambda: hf.Aimv2VisionModel(hf.Aimv2VisionConfig(**SMALL_VISION)),
+    "mlcd_vision": lambda: hf.MLCDVisionModel(hf.MLCDVisionConfig(**SMALL_VISION)),
+    "metaclip2_vision": lambda: hf.MetaClip2VisionModel(hf.MetaClip2VisionConfig(**SMALL_VISION)),
+    "eomt": lambda: hf.EomtForUniversalSegmentation(hf.EomtConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, image_size=32, patch_size=8, num_blocks=2,
+        num_queries=5, num_register_tokens=2, num_upscale_blocks=1, num_labels=3)),
+    "vjepa2": lambda: hf.VJEPA2Model(hf.VJEPA2Config(
+        patch_size=8, crop_size=32, frames_per_clip=4, tubelet_size=2, hidden_size=32, num_attention_heads=4,
+        num_hidden_layers=2, mlp_ratio=2, pred_hidden_size=16, pred_num_attention_heads=2, pred_num_hidden_layers=1,
+        num_pooler_layers=1)),
+    "dac": lambda: hf.DacModel(hf.DacConfig(
+        encoder_hidden_size=8, downsampling_ratios=[2, 2], decoder_hidden_size=32, upsampling_ratios=[2, 2],
+        n_codebooks=2, codebook_size=16, codebook_dim=4, hidden_size=32)),
+    "gte": text(hf.GteConfig, hf.GteModel, pad_token_id=1),
+    "wav2vec2_bert": lambda: hf.Wav2Vec2BertModel(hf.Wav2Vec2BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        feature_projection_input_dim=16, conv_depthwise_kernel_size=3, output_hidden_size=32)),
+    "qwen2_audio_encoder": lambda: hf.Qwen2AudioEncoder(hf.Qwen2AudioEncoderConfig(
+        num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
+        max_source_positions=16)),
+    "unispeech": lambda: hf.UniSpeechForSequenceClassification(hf.UniSpeechConfig(
+        **SMALL_SPEECH, classifier_proj_size=16)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -377,7 +399,9 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "vitpose": (3, 32, 32), "pp_lcnet": (3, 64, 64), "pp_ocrv5_mobile_det": (3, 64, 64),
           "pp_ocrv6_tiny_rec": (3, 48, 160), "rt_detr": (3, 64, 64), "vitmatte": (4, 32, 32), "mgp_str": (3, 32, 128),
           "patchtst": (32, 3), "vivit": (4, 3, 32, 32), "parakeet_ctc": (64, 16), "lasr_ctc": (64, 16),
-          "pp_lcnet_v3": (3, 64, 64), "patchtsmixer": (32, 3)}
+          "pp_lcnet_v3": (3, 64, 64), "patchtsmixer": (32, 3), "aimv2_vision": (3, 32, 32), "mlcd_vision": (3, 32, 32),
+          "metaclip2_vision": (3, 32, 32), "eomt": (3, 32, 32), "vjepa2": (4, 3, 32, 32), "dac": (1, 256),
+          "wav2vec2_bert": (20, 16), "qwen2_audio_encoder": (16, 32), "unispeech": (400,)}
 
 
 def first_line(exc: Exception) -> str:
