@@ -307,6 +307,12 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     try:
         graph = gs.import_onnx(model)
         _detach_subgraph_constants(graph)
+        # The outputs have the types the model declares: a value info may contradict them (onnxconverter-
+        # common's float16 conversion with keep_io_types leaves one of float16 on a float32 output).
+        declared = {o.name: o.type.tensor_type.elem_type for o in model.graph.output if o.type.tensor_type.elem_type}
+        for tensor in graph.outputs:
+            if tensor.name in declared:
+                tensor.dtype = helper.tensor_dtype_to_np_dtype(declared[tensor.name])
         # graphsurgeon keeps the model's opset_import container, which pins the whole proto in memory.
         graph.import_domains = [helper.make_opsetid(d.domain, d.version) for d in graph.import_domains]
         _name_nodes(graph)

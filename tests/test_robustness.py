@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune
 from onnxprune.cli import main
 from onnxprune.latency import LatencyComparison, LatencyStats
-from onnxprune.model import external_data_bytes, save_model_atomic
+from onnxprune.model import export_graph, external_data_bytes, import_graph, save_model_atomic
 from onnxprune.pipeline import _slower, slower_message
 
 X = {"x": ["N", 3, 8, 8]}
@@ -524,3 +524,25 @@ def test_a_channel_rule_that_fails_keeps_its_nodes_channels_and_the_rest_prunes(
     monkeypatch.setenv("ONNXPRUNE_DEBUG", "1")
     with pytest.raises(KeyError):
         onnxprune.prune(model, ratio=0.5, round_to=1)
+
+
+def test_a_stale_value_info_does_not_change_an_outputs_declared_type():
+    # onnxconverter-common's float16 conversion with keep_io_types casts the output back to float32 but leaves
+    # a value info of float16 for it: the graph rebuilt from the model declared a float16 output, which
+    # ONNX Runtime refuses.
+    nodes = [helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["x16", "w1"], ["a"], name="conv1"), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y16"], name="conv2"),
+             helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT)]
+    inits = [numpy_helper.from_array(np.random.default_rng(i).standard_normal(shape).astype(np.float16), name)
+             for i, (name, shape) in enumerate((("w1", (8, 3, 3, 3)), ("w2", (4, 8, 1, 1))))]
+    graph = helper.make_graph(nodes, "stale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits,
+                              value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 4, 6, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    rebuilt = export_graph(import_graph(model), model)
+    assert rebuilt.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    result = onnxprune.prune(model, ratio=0.5, round_to=1)
+    assert_matches_masked(model, result.model, result.report, tol=1e-2)  # float16 arithmetic
+    assert result.model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
