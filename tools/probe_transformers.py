@@ -378,6 +378,14 @@ MODELS = {
         max_source_positions=16)),
     "unispeech": lambda: hf.UniSpeechForSequenceClassification(hf.UniSpeechConfig(
         **SMALL_SPEECH, classifier_proj_size=16)),
+    "owlv2_vision": lambda: hf.Owlv2VisionModel(hf.Owlv2VisionConfig(**SMALL_VISION)),
+    "florence2_vision": lambda: hf.Florence2VisionBackbone(hf.Florence2VisionConfig(
+        depths=[1, 1], patch_size=[7, 3], patch_stride=[4, 2], patch_padding=[3, 1], patch_prenorm=[False, True],
+        embed_dim=[16, 32], num_heads=[2, 4], num_groups=[2, 4], window_size=4, projection_dim=32)),
+    "smolvlm_vision": lambda: hf.SmolVLMVisionTransformer(hf.SmolVLMVisionConfig(**SMALL_VISION)),
+    "megatron_bert": text(hf.MegatronBertConfig, hf.MegatronBertForSequenceClassification),
+    "ibert": text(hf.IBertConfig, hf.IBertForSequenceClassification, pad_token_id=1),
+    "xlm_roberta_xl": text(hf.XLMRobertaXLConfig, hf.XLMRobertaXLForSequenceClassification, pad_token_id=1),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -401,7 +409,8 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "patchtst": (32, 3), "vivit": (4, 3, 32, 32), "parakeet_ctc": (64, 16), "lasr_ctc": (64, 16),
           "pp_lcnet_v3": (3, 64, 64), "patchtsmixer": (32, 3), "aimv2_vision": (3, 32, 32), "mlcd_vision": (3, 32, 32),
           "metaclip2_vision": (3, 32, 32), "eomt": (3, 32, 32), "vjepa2": (4, 3, 32, 32), "dac": (1, 256),
-          "wav2vec2_bert": (20, 16), "qwen2_audio_encoder": (16, 32), "unispeech": (400,)}
+          "wav2vec2_bert": (20, 16), "qwen2_audio_encoder": (16, 32), "unispeech": (400,),
+          "owlv2_vision": (3, 32, 32), "florence2_vision": (3, 32, 32), "smolvlm_vision": (3, 32, 32)}
 
 
 def first_line(exc: Exception) -> str:
