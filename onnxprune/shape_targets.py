@@ -1088,7 +1088,7 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
         return [d for values in inputs for d in values]
     if node.op == "Split" and inputs and inputs[0] is not None:
         # ONNX Runtime fuses Gathers of one Shape into a Split (GatherSliceToSplitFusion).
-        return _split_piece(node, tensor, inputs[0], inputs[1] if len(inputs) > 1 else None)
+        return _split_piece(node, tensor, inputs[0])
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1], sizes)
     if node.op == "ReduceProd" and len(inputs) == 1 and inputs[0] is not None and node.attrs.get("axes", [0]) in ([0], [-1]):
@@ -1110,20 +1110,28 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
     return None
 
 
-def _split_piece(node: gs.Node, piece: gs.Tensor, values: list[Dim], sizes: list[Dim] | None) -> list[Dim] | None:
-    """The elements of one output of a Split of a 1-D shape computation (sizes from its input, its
-    attribute, or equal parts)."""
-    if node.attrs.get("axis", 0) not in (0, -1) or node.inputs[0].shape is not None and len(node.inputs[0].shape) != 1:
+def split_sizes(node: gs.Node, length: Dim) -> list[int] | None:
+    """The sizes of the outputs of a Split of a 1-D tensor of ``length`` elements along its only axis (from
+    its sizes input, where shape computations tell it, its attribute, or equal parts); None where unknown."""
+    data = node.inputs[0]
+    if node.attrs.get("axis", 0) not in (0, -1) or data.shape is not None and len(data.shape) != 1:
         return None
-    sizes = sizes if sizes is not None else node.attrs.get("split")
-    if sizes is None:
-        parts = len(node.outputs)
-        sizes = [len(values) // parts] * parts if len(values) % parts == 0 else None
+    given = len(node.inputs) > 1 and bool(node.inputs[1].name)
+    sizes = _values(node.inputs[1], 0) if given else node.attrs.get("split")
+    if sizes is None and not given and isinstance(length, int) and length % len(node.outputs) == 0:
+        sizes = [length // len(node.outputs)] * len(node.outputs)
     if sizes is None or len(sizes) != len(node.outputs) or not all(isinstance(n, int) and n >= 0 for n in sizes):
         return None
-    index = next(i for i, output in enumerate(node.outputs) if output is piece)
-    start = sum(sizes[:index])
-    return values[start:start + sizes[index]] if start + sizes[index] <= len(values) else None
+    return [int(n) for n in sizes]
+
+
+def _split_piece(node: gs.Node, piece: gs.Tensor, values: list[Dim]) -> list[Dim] | None:
+    """The elements of one output of a Split of a 1-D shape computation."""
+    sizes = split_sizes(node, len(values))
+    if sizes is None or sum(sizes) > len(values):
+        return None
+    start = sum(sizes[:node.outputs.index(piece)])
+    return values[start:start + sizes[node.outputs.index(piece)]]
 
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # ONNX's FLOAT, FLOAT16, DOUBLE, BFLOAT16

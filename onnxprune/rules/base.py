@@ -15,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.model import Dim, constant_value, static_shape
-from onnxprune.shape_targets import shape_values
+from onnxprune.shape_targets import shape_values, split_sizes
 
 
 class Unprunable(Exception):
@@ -390,15 +390,9 @@ def shape_entry(node: gs.Node, index: int, position: int, depth: int = 0) -> Siz
 
 def _split_offset(split: gs.Node, piece: gs.Tensor) -> int | None:
     """Where output ``piece`` of a Split of a 1-D tensor starts in its input; None where that is unknown."""
-    data = split.inputs[0]
-    if int(split.attrs.get("axis", 0)) not in (0, -1) or data.shape is None or len(data.shape) != 1:
-        return None
-    sizes = constant_value(split.inputs[1]) if len(split.inputs) > 1 and not split.inputs[1].is_empty() else None
-    sizes = [int(n) for n in sizes.reshape(-1)] if sizes is not None else split.attrs.get("split")
-    if sizes is None and isinstance(data.shape[0], int) and data.shape[0] % len(split.outputs) == 0:
-        sizes = [data.shape[0] // len(split.outputs)] * len(split.outputs)
-    index = next(i for i, output in enumerate(split.outputs) if output is piece)
-    return None if sizes is None or len(sizes) != len(split.outputs) else int(sum(sizes[:index]))
+    shape = split.inputs[0].shape
+    sizes = split_sizes(split, shape[0]) if shape is not None and len(shape) == 1 else None
+    return None if sizes is None else sum(sizes[:split.outputs.index(piece)])
 
 
 def _producer_entry(producer: gs.Node, position: int, depth: int) -> SizeOf | ConstantEntry | None:
