@@ -107,9 +107,11 @@ def read_model(source: ModelSource) -> LoadedModel:
         if not unfused and not written:
             # Shape computations of constants alone can hide a rank from inference until they are folded:
             # TorchScript writes DINOv3's rotary table with Ifs on its static sizes.
-            folded = True
+            folded, count = True, len(graph.nodes)
             graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
             graph.cleanup(remove_unused_graph_inputs=False)
+            if len(graph.nodes) == count:
+                break  # nothing folded: the model is not copied again
             loaded = replace(loaded, model=export_graph(graph, loaded.model))
             continue
         loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=loaded.unfused + unfused,
