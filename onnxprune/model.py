@@ -348,17 +348,19 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
 
 
 def _detach_subgraph_constants(graph: gs.Graph) -> None:
-    """Give the constants that If, Loop and Scan bodies read copies of their own. Constant folding inlines
-    the branch a decided If takes and renames its tensors, and graphsurgeon's exporter writes a lazily
-    loaded constant's name into the TensorProto it was read from: the caller's model would be renamed."""
+    """Give the constants that If branches read copies of their own. Constant folding inlines the branch a
+    decided If takes and renames its tensors, and graphsurgeon's exporter writes a lazily loaded constant's
+    name into the TensorProto it was read from: the caller's model would be renamed. (Loop and Scan bodies
+    are never inlined.)"""
     for node in graph.nodes:
         for body in (v for v in node.attrs.values() if isinstance(v, gs.Graph)):
-            for tensor in body.tensors().values():
-                lazy = getattr(tensor, "_values", None)
-                if isinstance(lazy, LazyValues):
-                    copy = onnx.TensorProto()
-                    copy.CopyFrom(lazy.tensor)
-                    tensor._values = LazyValues(copy)
+            if node.op == "If":
+                for tensor in body.tensors().values():
+                    lazy = getattr(tensor, "_values", None)
+                    if isinstance(lazy, LazyValues):
+                        copy = onnx.TensorProto()
+                        copy.CopyFrom(lazy.tensor)
+                        tensor._values = LazyValues(copy)
             _detach_subgraph_constants(body)
 
 
