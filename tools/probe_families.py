@@ -9,7 +9,8 @@ resolutions, YOLO11 (C3k2, SPPF, C2PSA attention, the Detect head with its DFL b
 (SCDown, C2fCIB with RepVGGDW), RT-DETR's AIFI (a transformer on the top map with a sin-cos position
 embedding, back to a map), EfficientNet's MBConv, MLP-Mixer, SegFormer (efficient self-attention, Mix-FFN),
 a diffusion U-Net (time embedding added per channel, GroupNorm, self-attention on the map), a DETR decoder
-(learned queries expanded to the batch) and PoolFormer. Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
+(learned queries expanded to the batch), PoolFormer, DeepLabV3+ (ASPP), a DenseNet block, a Res2Net block
+and a detector whose head is shared by its pyramid levels (RetinaNet, FCOS). Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
 --round-to 1`` and checked with the masking oracle (see ``probe_architectures.py``, whose ``main`` this
 runs). Needs PyTorch and onnxscript::
 
@@ -604,6 +605,94 @@ class PoolFormerBlock(nn.Module):
         return x + self.scale2 * self.mlp(self.norm2(x))
 
 
+class DeepLabV3Plus(nn.Module):
+    """DeepLabV3+: ASPP (a 1x1 conv, two dilated 3x3 convs and image pooling upsampled to the map's size)
+    on the stride-4 features, upsampled and joined with the stride-2 ones, then a head per pixel."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.stem, self.deep = conv_bn(3, 16, 3, 2, act=nn.ReLU()), conv_bn(16, 32, 3, 2, act=nn.ReLU())
+        self.branches = nn.ModuleList([conv_bn(32, 16, act=nn.ReLU())] + [nn.Sequential(
+            nn.Conv2d(32, 16, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(16), nn.ReLU()) for d in (2, 3)])
+        self.pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 16, 1), nn.ReLU())
+        self.project, self.low = conv_bn(64, 24, act=nn.ReLU()), conv_bn(16, 8, act=nn.ReLU())
+        self.head = nn.Sequential(conv_bn(32, 16, 3, act=nn.ReLU()), nn.Conv2d(16, classes, 1))
+
+    def forward(self, x):
+        low = self.stem(x)
+        deep = self.deep(low)
+        pooled = F.interpolate(self.pooled(deep), size=deep.shape[-2:], mode="bilinear", align_corners=False)
+        aspp = self.project(torch.cat([b(deep) for b in self.branches] + [pooled], 1))
+        up = F.interpolate(aspp, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(torch.cat([up, self.low(low)], 1))
+
+
+class DenseBlock(nn.Module):
+    """DenseNet's: each layer (BN, ReLU, 1x1 conv to 4 x growth, BN, ReLU, 3x3 conv to growth) reads the
+    concatenation of the input and every earlier layer's output; a transition halves the channels."""
+
+    def __init__(self, c: int = 32, growth: int = 8, layers: int = 3) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Sequential(
+            nn.BatchNorm2d(c + i * growth), nn.ReLU(), nn.Conv2d(c + i * growth, 4 * growth, 1, bias=False),
+            nn.BatchNorm2d(4 * growth), nn.ReLU(), nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False))
+            for i in range(layers))
+        width = c + layers * growth
+        self.transition = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, c, 1, bias=False),
+                                        nn.AvgPool2d(2))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], 1)
+        return self.transition(x)
+
+
+class Res2NetBlock(nn.Module):
+    """Res2Net's bottleneck: a 1x1 conv, its output split in four; each part after the first gets a 3x3 conv
+    of itself plus the previous part's output (the last part's conv reads the sum); joined, a 1x1 conv and
+    the residual."""
+
+    def __init__(self, c: int = 32, width: int = 8, scale: int = 4) -> None:
+        super().__init__()
+        self.width = width
+        self.reduce = conv_bn(c, width * scale, act=nn.ReLU())
+        self.convs = nn.ModuleList(conv_bn(width, width, 3, act=nn.ReLU()) for _ in range(scale - 1))
+        self.expand = conv_bn(width * scale, c)
+
+    def forward(self, x):
+        parts = torch.split(self.reduce(x), self.width, 1)
+        out, previous = [parts[0]], None
+        for part, conv in zip(parts[1:], self.convs):
+            previous = conv(part if previous is None else part + previous)
+            out.append(previous)
+        return F.relu(x + self.expand(torch.cat(out, 1)))
+
+
+class SharedHeadDetector(nn.Module):
+    """RetinaNet's and FCOS's habit: one head (its convs' weights shared) run on every pyramid level, a
+    learned scale per level on the box branch, the levels' outputs flattened and joined."""
+
+    def __init__(self, c: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.c3, self.c4 = conv_bn(3, c, 3, 2, act=nn.ReLU()), conv_bn(c, 2 * c, 3, 2, act=nn.ReLU())
+        self.lateral3, self.lateral4 = nn.Conv2d(c, c, 1), nn.Conv2d(2 * c, c, 1)
+        self.tower = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
+        self.cls, self.box = nn.Conv2d(c, classes, 3, padding=1), nn.Conv2d(c, 4, 3, padding=1)
+        self.scales = nn.Parameter(torch.tensor([1.0, 2.0]))
+
+    def forward(self, x):
+        c3 = self.c3(x)
+        c4 = self.c4(c3)
+        p4 = self.lateral4(c4)
+        p3 = self.lateral3(c3) + F.interpolate(p4, scale_factor=2, mode="nearest")
+        outs = []
+        for level, p in enumerate((p3, p4)):
+            t = self.tower(p)
+            out = torch.cat([self.cls(t), self.box(t) * self.scales[level]], 1)
+            outs.append(out.flatten(2))
+        return torch.cat(outs, 2)
+
+
 MODELS = {
     "llama": Llama, "t5": T5, "whisper_encoder": WhisperEncoder, "wav2vec_features": Wav2VecFeatures, "tcn": TCN,
     "convnext": lambda: Classifier(ConvNeXtBlock()), "ghostnet": lambda: Classifier(GhostBottleneck()),
@@ -611,10 +700,13 @@ MODELS = {
     "hrnet": lambda: Classifier(HRFusion()), "yolo11": Yolo11, "yolov10": YoloV10, "rtdetr_aifi": RTDETREncoder,
     "efficientnet_mbconv": lambda: Classifier(MBConv()), "mlp_mixer": MLPMixer, "segformer": SegFormer,
     "diffusion_unet": DiffusionUNet, "detr_decoder": DETRDecoder, "poolformer": lambda: Classifier(PoolFormerBlock()),
+    "deeplabv3plus": DeepLabV3Plus, "densenet": lambda: Classifier(DenseBlock()),
+    "res2net": lambda: Classifier(Res2NetBlock()), "shared_head_detector": SharedHeadDetector,
 }
 TOKEN_INPUTS = ("llama", "t5")
 INPUTS = {"whisper_encoder": (2, 16, 20), "wav2vec_features": (2, 400), "tcn": (2, 16, 20), "yolo11": (2, 3, 64, 64),
-          "yolov10": (2, 3, 64, 64), "rtdetr_aifi": (2, 3, 32, 32), "segformer": (2, 3, 32, 32)}
+          "yolov10": (2, 3, 64, 64), "rtdetr_aifi": (2, 3, 32, 32), "segformer": (2, 3, 32, 32),
+          "deeplabv3plus": (2, 3, 32, 32), "shared_head_detector": (2, 3, 32, 32)}
 
 
 if __name__ == "__main__":
