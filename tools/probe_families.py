@@ -9,8 +9,9 @@ resolutions, YOLO11 (C3k2, SPPF, C2PSA attention, the Detect head with its DFL b
 (SCDown, C2fCIB with RepVGGDW), RT-DETR's AIFI (a transformer on the top map with a sin-cos position
 embedding, back to a map), EfficientNet's MBConv, MLP-Mixer, SegFormer (efficient self-attention, Mix-FFN),
 a diffusion U-Net (time embedding added per channel, GroupNorm, self-attention on the map), a DETR decoder
-(learned queries expanded to the batch), PoolFormer, DeepLabV3+ (ASPP), a DenseNet block, a Res2Net block
-and a detector whose head is shared by its pyramid levels (RetinaNet, FCOS). Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
+(learned queries expanded to the batch), PoolFormer, DeepLabV3+ (ASPP), a DenseNet block, a Res2Net block,
+a detector whose head is shared by its pyramid levels (RetinaNet, FCOS), an Inception block, YOLOv8-seg's
+mask head and EfficientViT's linear attention. Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5
 --round-to 1`` and checked with the masking oracle (see ``probe_architectures.py``, whose ``main`` this
 runs). Needs PyTorch and onnxscript::
 
@@ -693,6 +694,64 @@ class SharedHeadDetector(nn.Module):
         return torch.cat(outs, 2)
 
 
+class LinearAttention(nn.Module):
+    """EfficientViT's ReLU linear attention on a map: q, k, v from one 1x1 conv, plus a multi-scale copy of
+    them (a depthwise 5x5 and a grouped 1x1 conv); per head, relu(q) (relu(k)^T v) over the positions,
+    divided by relu(q) relu(k)^T 1; a 1x1 projection and the residual."""
+
+    def __init__(self, c: int = 32, head: int = 8) -> None:
+        super().__init__()
+        self.head = head
+        self.qkv = nn.Conv2d(c, 3 * c, 1, bias=False)
+        self.aggregate = nn.Sequential(nn.Conv2d(3 * c, 3 * c, 5, padding=2, groups=3 * c, bias=False),
+                                       nn.Conv2d(3 * c, 3 * c, 1, groups=3 * c // head, bias=False))
+        self.project = conv_bn(2 * c, c)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        qkv = self.qkv(x)
+        multi = torch.cat([qkv, self.aggregate(qkv)], 1)  # [n, 6c, h, w]
+        multi = multi.reshape(n, -1, 3 * self.head, h * w).transpose(-1, -2)  # [n, heads, hw, 3 x head]
+        q, k, v = multi.split(self.head, dim=-1)
+        q, k = F.relu(q), F.relu(k)
+        kv = k.transpose(-1, -2) @ v  # [n, heads, head, head]
+        out = (q @ kv) / (q @ k.sum(2, keepdim=True).transpose(-1, -2) + 1e-6)
+        out = out.transpose(-1, -2).reshape(n, -1, h, w)
+        return x + self.project(out)
+
+
+class SegmentationHead(nn.Module):
+    """YOLOv8-seg's: a prototype branch (conv, 2x upsample, convs to 8 prototypes) and per-anchor mask
+    coefficients from another branch; the masks are the coefficients times the prototypes, [N, anchors, h x w]."""
+
+    def __init__(self, prototypes: int = 8) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(conv_bn(3, 16, 3, 2, act=nn.SiLU()), conv_bn(16, 32, 3, 2, act=nn.SiLU()))
+        self.proto = nn.Sequential(conv_bn(32, 16, 3, act=nn.SiLU()), nn.Upsample(scale_factor=2),
+                                   conv_bn(16, 16, 3, act=nn.SiLU()), conv_bn(16, prototypes, act=nn.SiLU()))
+        self.coefficients = nn.Sequential(conv_bn(32, 16, 3, act=nn.SiLU()), nn.Conv2d(16, prototypes, 1))
+
+    def forward(self, x):
+        features = self.backbone(x)
+        protos = self.proto(features).flatten(2)  # [N, k, h x w]
+        coefficients = self.coefficients(features).flatten(2).transpose(1, 2)  # [N, anchors, k]
+        return torch.sigmoid(coefficients @ protos)
+
+
+class InceptionBlock(nn.Module):
+    """GoogLeNet's: a 1x1 branch, 1x1 then 3x3, 1x1 then two 3x3, and a 3x3 max pool then 1x1, joined."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.b1 = conv_bn(c, 8, act=nn.ReLU())
+        self.b2 = nn.Sequential(conv_bn(c, 12, act=nn.ReLU()), conv_bn(12, 8, 3, act=nn.ReLU()))
+        self.b3 = nn.Sequential(conv_bn(c, 8, act=nn.ReLU()), conv_bn(8, 8, 3, act=nn.ReLU()), conv_bn(8, 8, 3, act=nn.ReLU()))
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), conv_bn(c, 8, act=nn.ReLU()))
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
 MODELS = {
     "llama": Llama, "t5": T5, "whisper_encoder": WhisperEncoder, "wav2vec_features": Wav2VecFeatures, "tcn": TCN,
     "convnext": lambda: Classifier(ConvNeXtBlock()), "ghostnet": lambda: Classifier(GhostBottleneck()),
@@ -702,11 +761,13 @@ MODELS = {
     "diffusion_unet": DiffusionUNet, "detr_decoder": DETRDecoder, "poolformer": lambda: Classifier(PoolFormerBlock()),
     "deeplabv3plus": DeepLabV3Plus, "densenet": lambda: Classifier(DenseBlock()),
     "res2net": lambda: Classifier(Res2NetBlock()), "shared_head_detector": SharedHeadDetector,
+    "linear_attention": lambda: Classifier(LinearAttention()), "segmentation_head": SegmentationHead,
+    "inception": lambda: Classifier(InceptionBlock()),
 }
 TOKEN_INPUTS = ("llama", "t5")
 INPUTS = {"whisper_encoder": (2, 16, 20), "wav2vec_features": (2, 400), "tcn": (2, 16, 20), "yolo11": (2, 3, 64, 64),
           "yolov10": (2, 3, 64, 64), "rtdetr_aifi": (2, 3, 32, 32), "segformer": (2, 3, 32, 32),
-          "deeplabv3plus": (2, 3, 32, 32), "shared_head_detector": (2, 3, 32, 32)}
+          "deeplabv3plus": (2, 3, 32, 32), "shared_head_detector": (2, 3, 32, 32), "segmentation_head": (2, 3, 32, 32)}
 
 
 if __name__ == "__main__":
