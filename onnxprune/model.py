@@ -31,6 +31,7 @@ from onnxprune.shape_targets import (
     batch_head_round_trips,
     computed_sizes,
     consecutive_reshapes,
+    constant_pads,
     constant_reshape_targets,
     constant_slice_bounds,
     decided_ifs,
@@ -338,7 +339,8 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         if not (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
                 + consecutive_reshapes(graph)
                 + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
-                + constant_reshape_targets(graph) + constant_slice_bounds(graph) + decided_ifs(graph)):
+                + constant_reshape_targets(graph) + constant_slice_bounds(graph) + constant_pads(graph)
+                + decided_ifs(graph)):
             break
         if any(node.op == "If" and isinstance(node.inputs[0], gs.Constant) for node in graph.nodes):
             graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)

@@ -302,6 +302,23 @@ def constant_slice_bounds(graph: gs.Graph) -> int:
     return replaced
 
 
+def constant_pads(graph: gs.Graph) -> int:
+    """Replace the computed pads of Pad nodes with a constant where every element is known; returns how
+    many changed. TorchScript writes ``F.pad`` to a computed length so (LongT5 pads its sequence to whole
+    blocks), and shape inference then sizes the padded tensor."""
+    replaced = 0
+    taken = _names(graph)
+    for node in graph.nodes:
+        if node.op != "Pad" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
+            continue
+        pads = _values(node.inputs[1], 0)
+        if pads is None or not pads or not all(isinstance(v, int) for v in pads):
+            continue
+        node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_pads"), np.array(pads, dtype=np.int64))
+        replaced += 1
+    return replaced
+
+
 def decided_ifs(graph: gs.Graph) -> int:
     """Replace the computed condition of If nodes with a constant where the sizes it compares are known;
     returns how many changed (constant folding then keeps the branch taken). TorchScript writes
@@ -1084,13 +1101,20 @@ def _values(tensor: gs.Tensor, depth: int, sizes: _MadeUpSizes | None = None) ->
     if node.op in ("Transpose", "Gather", "Slice") or node.op == "Concat" and any(
             t.shape is not None and len(t.shape) > 1 for t in node.inputs):
         return _laid_out(node, inputs)
-    if node.op == "Concat" and all(v is not None for v in inputs):
-        return [d for values in inputs for d in values]
+    if node.op == "Concat":
+        # A part that cannot be followed but whose length is known leaves its elements unknown, not the rest:
+        # F.pad's pads to a computed length keep the other axes' known zeros.
+        parts = [v if v is not None else [None] * t.shape[0] if t.shape is not None and len(t.shape) == 1
+                 and isinstance(t.shape[0], int) else None for v, t in zip(inputs, node.inputs)]
+        return None if any(v is None for v in parts) else [d for values in parts for d in values]
     if node.op == "Split" and inputs and inputs[0] is not None:
         # ONNX Runtime fuses Gathers of one Shape into a Split (GatherSliceToSplitFusion).
         return _split_piece(node, tensor, inputs[0])
     if node.op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2 and None not in inputs:
         return _arithmetic(node.op, inputs[0], inputs[1], sizes)
+    if node.op == "Mod" and not node.attrs.get("fmod", 0) and len(inputs) == 2 and None not in inputs:
+        # Integer Mod takes the divisor's sign, as Python's %: LongT5 pads its sequence to whole blocks.
+        return _broadcast(lambda x, y: x % y if isinstance(x, int) and isinstance(y, int) and y else None, *inputs)
     if node.op == "ReduceProd" and len(inputs) == 1 and inputs[0] is not None and node.attrs.get("axes", [0]) in ([0], [-1]):
         product = _product(inputs[0])  # of a 1-D shape tensor: one element whatever keepdims says
         return [None if product is None else _simplest(product)]

@@ -779,6 +779,36 @@ def test_an_expand_to_sizes_split_from_a_shape_follows_the_channels():
     assert group_of(result, "a")["pinned_reason"] is None and group_of(result, "a")["kept"] == 4
 
 
+@pytest.mark.parametrize("width", [8, "W"])
+def test_pads_to_whole_blocks_computed_at_run_time_keep_the_channels(width):
+    # LongT5 pads its sequence to whole blocks of 5: F.pad(a, (0, -W % 5)), which TorchScript writes as a Concat
+    # of zeros and Unsqueeze(Mod(Neg(W), 5)). Here W is known only once a reshape to a computed target is made
+    # constant (after the import's constant folding), or is symbolic. Known, the pads become a constant, so
+    # the padded map has a shape; symbolic, the channel axis's entries are still known zeros. Either way the
+    # channels pass (they were pinned: "its 'pads' input is computed at run time").
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("width_axis", 3), ("block", 5), ("zero", [0]), ("one", [1]), ("axes", [3]), ("to_the_end", [2 ** 63 - 1]),
+        ("map_size", [8, 8]), ("zeros", [0, 0, 0, 0, 0, 0, 0]))]
+    # The reshape's target divides a size, which ONNX's data propagation does not follow: [N, 8, 8, W / 1].
+    nodes = [helper.make_node("Shape", ["c"], ["c_shape"]), helper.make_node("Slice", ["c_shape", "zero", "one"], ["batch"]),
+             helper.make_node("Slice", ["c_shape", "axes", "to_the_end"], ["c_width"]),
+             helper.make_node("Div", ["c_width", "one"], ["same_width"]),
+             helper.make_node("Concat", ["batch", "map_size", "same_width"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["a"]),
+             helper.make_node("Shape", ["a"], ["a_shape"]), helper.make_node("Gather", ["a_shape", "width_axis"], ["w"], axis=0),
+             helper.make_node("Neg", ["w"], ["minus_w"]), helper.make_node("Mod", ["minus_w", "block"], ["missing"]),
+             helper.make_node("Unsqueeze", ["missing", "zero"], ["missing_1d"]),
+             helper.make_node("Concat", ["zeros", "missing_1d"], ["pads"], axis=0),
+             helper.make_node("Pad", ["a", "pads"], ["m"], name="pad")]
+    first, inits1 = conv("conv1", "x", "c", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "m", "y", 8, 4, seed=2)
+    model = make_model([first, *nodes, last], {"x": ["N", 3, 8, width]}, ["y"], inits1 + inits + inits2)
+    if width == 8:  # the pads are a constant now, so inference sizes the padded map
+        assert import_graph(model).tensors()["m"].shape == ["N", 8, 8, 10]
+    result = prune_checked(model)
+    assert group_of(result, "c")["pinned_reason"] is None and group_of(result, "c")["kept"] == 4
+
+
 @pytest.mark.parametrize("op, attrs, extra", SPATIAL, ids=[s[0] for s in SPATIAL])
 def test_spatial_ops_keep_channels(op, attrs, extra):
     inits = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),

@@ -35,6 +35,9 @@ SMALL_SPEECH = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, 
                     conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
 
 
+SMALL_T5 = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+
+
 def small_detr() -> dict:
     """A small DETR-like config: a ResNet backbone of four stages, one encoder and one decoder layer."""
     return dict(backbone_config=hf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
@@ -68,8 +71,7 @@ MODELS = {
                                                   num_attention_heads=4, ffn_dim=64, max_position_embeddings=64,
                                                   word_embed_proj_dim=32)),
     "bloom": lambda: hf.BloomForCausalLM(hf.BloomConfig(vocab_size=128, hidden_size=32, n_layer=2, n_head=4)),
-    "t5_encoder": lambda: hf.T5EncoderModel(hf.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                                        num_heads=4)),
+    "t5_encoder": lambda: hf.T5EncoderModel(hf.T5Config(**SMALL_T5)),
     "vit": lambda: hf.ViTForImageClassification(hf.ViTConfig(**SMALL_VISION, num_labels=10)),
     "deit": lambda: hf.DeiTForImageClassification(hf.DeiTConfig(**SMALL_VISION, num_labels=10)),
     "beit": lambda: hf.BeitForImageClassification(hf.BeitConfig(**SMALL_VISION, num_labels=10,
@@ -386,6 +388,18 @@ MODELS = {
     "megatron_bert": text(hf.MegatronBertConfig, hf.MegatronBertForSequenceClassification),
     "ibert": text(hf.IBertConfig, hf.IBertForSequenceClassification, pad_token_id=1),
     "xlm_roberta_xl": text(hf.XLMRobertaXLConfig, hf.XLMRobertaXLForSequenceClassification, pad_token_id=1),
+    "mt5_encoder": lambda: hf.MT5EncoderModel(hf.MT5Config(**SMALL_T5)),
+    "umt5_encoder": lambda: hf.UMT5EncoderModel(hf.UMT5Config(**SMALL_T5)),
+    "longt5_encoder": lambda: hf.LongT5EncoderModel(hf.LongT5Config(**SMALL_T5, local_radius=4)),
+    "mbart_encoder": lambda: hf.MBartModel(hf.MBartConfig(
+        vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)).get_encoder(),
+    "xglm": lambda: hf.XGLMForCausalLM(hf.XGLMConfig(vocab_size=128, d_model=32, num_layers=2, attention_heads=4,
+                                                      ffn_dim=64, max_position_embeddings=64)),
+    "ctrl": lambda: hf.CTRLLMHeadModel(hf.CTRLConfig(vocab_size=128, n_embd=32, n_layer=2, n_head=4, dff=64,
+                                                      n_positions=64)),
+    "flaubert": lambda: hf.FlaubertForSequenceClassification(hf.FlaubertConfig(
+        vocab_size=128, emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=64, pad_index=1)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
