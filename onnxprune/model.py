@@ -103,16 +103,17 @@ def read_model(source: ModelSource) -> LoadedModel:
     for _ in range(MAX_RESHAPE_PASSES):
         graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
         unfused, written = unfuse_contrib_ops(graph), write_as_qdq(graph)
-        if not unfused and not written and folded:
-            break
         if not unfused and not written:
             # Shape computations of constants alone can hide a rank from inference until they are folded:
-            # TorchScript writes DINOv3's rotary table with Ifs on its static sizes.
+            # TorchScript writes DINOv3's rotary table with Ifs on its static sizes. Folded once; where
+            # nothing folds, the model is not copied again.
+            if folded:
+                break
             folded, count = True, len(graph.nodes)
-            graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
+            _fold_shape_arithmetic(graph)
             graph.cleanup(remove_unused_graph_inputs=False)
             if len(graph.nodes) == count:
-                break  # nothing folded: the model is not copied again
+                break
             loaded = replace(loaded, model=export_graph(graph, loaded.model))
             continue
         loaded = replace(loaded, model=export_graph(graph, loaded.model), unfused=loaded.unfused + unfused,
@@ -327,7 +328,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise InputError(f"the model's graph is malformed ({detail}); re-export it or check it with onnx.checker") from None
     node_count = len(graph.nodes)
-    graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
+    _fold_shape_arithmetic(graph)
     if any(_rearranges_a_weight(node) for node in graph.nodes):
         graph.fold_constants(error_ok=True, size_threshold=REARRANGED_MAX_BYTES,
                              should_exclude_node=lambda node: node.op not in _REARRANGING_OPS)
@@ -336,17 +337,24 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         infer_graph_shapes(graph, model)
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
-        if not (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
-                + consecutive_reshapes(graph)
-                + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
-                + constant_reshape_targets(graph) + constant_slice_bounds(graph) + constant_pads(graph)
-                + decided_ifs(graph)):
+        rewritten = (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
+                     + consecutive_reshapes(graph)
+                     + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
+                     + constant_reshape_targets(graph) + constant_slice_bounds(graph) + constant_pads(graph))
+        decided = decided_ifs(graph)
+        if not rewritten + decided:
             break
-        if any(node.op == "If" and isinstance(node.inputs[0], gs.Constant) for node in graph.nodes):
-            graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
+        if decided:
+            _fold_shape_arithmetic(graph)  # which keeps the branches the Ifs take
         graph.cleanup(remove_unused_graph_inputs=False)
         infer_graph_shapes(graph, model)
     return graph.toposort()
+
+
+def _fold_shape_arithmetic(graph: gs.Graph) -> None:
+    """Fold what constants alone compute, up to FOLD_MAX_BYTES a result (shape arithmetic, never whole weights),
+    weights keeping their storage type; an If on a constant condition becomes the branch it takes."""
+    graph.fold_constants(error_ok=True, size_threshold=FOLD_MAX_BYTES, should_exclude_node=_keeps_storage_type)
 
 
 def _detach_subgraph_constants(graph: gs.Graph) -> None:

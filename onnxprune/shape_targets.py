@@ -287,53 +287,46 @@ def constant_slice_bounds(graph: gs.Graph) -> int:
     is a known size; returns how many Slices changed. TorchScript writes ``x.chunk(2, 1)`` as Slices
     whose bounds come from Shape(x): folded once at import, but a chunk of a tensor whose channel count
     only a reshape rewrite made known (after a channel shuffle) is met here."""
-    replaced = 0
-    taken = _names(graph)
-    for node in graph.nodes:
-        if node.op != "Slice" or len(node.inputs) < 3 or all(isinstance(t, gs.Constant) for t in node.inputs[1:]):
-            continue
-        bounds = [t if isinstance(t, gs.Constant) or not t.name else _values(t, 0) for t in node.inputs[1:]]
-        if any(b is None or isinstance(b, list) and not all(isinstance(v, int) for v in b) for b in bounds):
-            continue
-        for index, bound in enumerate(bounds, start=1):
-            if isinstance(bound, list):
-                node.inputs[index] = gs.Constant(_unique(taken, f"{node.name}_bound{index}"), np.array(bound, dtype=np.int64))
-        replaced += 1
-    return replaced
+    return _constant_inputs(graph, "Slice", (1, 2, 3, 4), "bound", lambda values: np.array(values, dtype=np.int64))
 
 
 def constant_pads(graph: gs.Graph) -> int:
     """Replace the computed pads of Pad nodes with a constant where every element is known; returns how
     many changed. TorchScript writes ``F.pad`` to a computed length so (LongT5 pads its sequence to whole
     blocks), and shape inference then sizes the padded tensor."""
-    replaced = 0
-    taken = _names(graph)
-    for node in graph.nodes:
-        if node.op != "Pad" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
-            continue
-        pads = _values(node.inputs[1], 0)
-        if pads is None or not pads or not all(isinstance(v, int) for v in pads):
-            continue
-        node.inputs[1] = gs.Constant(_unique(taken, f"{node.name}_pads"), np.array(pads, dtype=np.int64))
-        replaced += 1
-    return replaced
+    return _constant_inputs(graph, "Pad", (1,), "pads", lambda values: np.array(values, dtype=np.int64) if values else None)
 
 
 def decided_ifs(graph: gs.Graph) -> int:
     """Replace the computed condition of If nodes with a constant where the sizes it compares are known;
     returns how many changed (constant folding then keeps the branch taken). TorchScript writes
     ``x.squeeze(2) if x.shape[2] == 1 else x`` so, on a size known only once the pads before it are."""
-    decided = 0
+    return _constant_inputs(graph, "If", (0,), "condition",
+                            lambda values: np.array(bool(values[0])) if len(values) == 1 else None)
+
+
+def _constant_inputs(graph: gs.Graph, op: str, indices: tuple[int, ...], suffix: str, array) -> int:
+    """Replace the computed inputs ``indices`` of ``op`` nodes with constants where every element of each is a
+    known integer (all of a node's, or none), ``array(values)`` giving the constant (None leaves the node
+    alone); returns how many nodes changed. A constant is named after its node, ``suffix`` and, where the
+    node has several such inputs, the input's index."""
+    replaced = 0
     taken = _names(graph)
     for node in graph.nodes:
-        if node.op != "If" or not node.inputs or isinstance(node.inputs[0], gs.Constant):
+        if node.op != op:
             continue
-        values = _values(node.inputs[0], 0)
-        if values is None or len(values) != 1 or not isinstance(values[0], int):
+        computed = {i: _values(node.inputs[i], 0) for i in indices if i < len(node.inputs) and node.inputs[i].name
+                    and not isinstance(node.inputs[i], gs.Constant)}
+        if not computed or any(v is None or not all(isinstance(x, int) for x in v) for v in computed.values()):
             continue
-        node.inputs[0] = gs.Constant(_unique(taken, f"{node.name}_condition"), np.array(bool(values[0])))
-        decided += 1
-    return decided
+        constants = {i: array(values) for i, values in computed.items()}
+        if any(c is None for c in constants.values()):
+            continue
+        for index, values in constants.items():
+            name = f"{node.name}_{suffix}{index if len(indices) > 1 else ''}"
+            node.inputs[index] = gs.Constant(_unique(taken, name), values)
+        replaced += 1
+    return replaced
 
 
 def reshape_round_trips(graph: gs.Graph) -> int:
@@ -1154,8 +1147,9 @@ def _split_piece(node: gs.Node, piece: gs.Tensor, values: list[Dim]) -> list[Dim
     sizes = split_sizes(node, len(values))
     if sizes is None or sum(sizes) > len(values):
         return None
-    start = sum(sizes[:node.outputs.index(piece)])
-    return values[start:start + sizes[node.outputs.index(piece)]]
+    index = node.outputs.index(piece)
+    start = sum(sizes[:index])
+    return values[start:start + sizes[index]]
 
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # ONNX's FLOAT, FLOAT16, DOUBLE, BFLOAT16
