@@ -201,8 +201,10 @@ class GhostBottleneck(nn.Module):
         return x + self.project(self.expand(x))
 
 
-def conv_bn(c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, act: nn.Module | None = None) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+def conv_bn(c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, act: nn.Module | None = None,
+            dilation: int = 1) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation=dilation, groups=groups, bias=False),
+              nn.BatchNorm2d(c_out)]
     return nn.Sequential(*layers, act) if act is not None else nn.Sequential(*layers)
 
 
@@ -613,8 +615,8 @@ class DeepLabV3Plus(nn.Module):
     def __init__(self, classes: int = 5) -> None:
         super().__init__()
         self.stem, self.deep = conv_bn(3, 16, 3, 2, act=nn.ReLU()), conv_bn(16, 32, 3, 2, act=nn.ReLU())
-        self.branches = nn.ModuleList([conv_bn(32, 16, act=nn.ReLU())] + [nn.Sequential(
-            nn.Conv2d(32, 16, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(16), nn.ReLU()) for d in (2, 3)])
+        self.branches = nn.ModuleList([conv_bn(32, 16, act=nn.ReLU())] + [
+            conv_bn(32, 16, 3, act=nn.ReLU(), dilation=d) for d in (2, 3)])
         self.pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 16, 1), nn.ReLU())
         self.project, self.low = conv_bn(64, 24, act=nn.ReLU()), conv_bn(16, 8, act=nn.ReLU())
         self.head = nn.Sequential(conv_bn(32, 16, 3, act=nn.ReLU()), nn.Conv2d(16, classes, 1))
