@@ -265,6 +265,7 @@ class _StatsGraph:
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: list[str] = []
         self.summed: set[str] = set()  # outputs of ``sample_means`` that hold per-sample sums, not means
+        self._constants: dict[tuple, str] = {}
 
     def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
         """An ONNX Runtime session of ``model`` with the nodes appended; ``model`` itself is restored."""
@@ -285,17 +286,25 @@ class _StatsGraph:
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
+    def _constant(self, values: np.ndarray, name: str) -> str:
+        """An initializer holding ``values``, named ``name`` unless an equal one was added before: ONNX
+        Runtime's ConstantSharing would merge the copies, at about 0.4 ms of a small model's session start."""
+        key = (values.dtype.str, values.shape, values.tobytes())
+        if key not in self._constants:
+            self.initializers.append(numpy_helper.from_array(values, name))
+            self._constants[key] = name
+        return self._constants[key]
+
     def _const(self, name: str, values: list[int]) -> str:
-        self.initializers.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
-        return name
+        return self._constant(np.array(values, np.int64), name)
 
     def _is_off(self, x: str, key: str) -> str:
         """1.0 where ``x`` <= 0 (where a ReLU of it is 0), else 0.0 (float32)."""
-        self.initializers.append(helper.make_tensor(f"{key}_zero", TensorProto.FLOAT, [], [0.0]))
+        zero = self._constant(np.array(0.0, np.float32), f"{key}_zero")
         if self.opset >= 12:
-            off = self._node("LessOrEqual", [x, f"{key}_zero"], f"{key}_is_off")
+            off = self._node("LessOrEqual", [x, zero], f"{key}_is_off")
         else:  # LessOrEqual came in opset 12
-            off = self._node("Not", [self._node("Greater", [x, f"{key}_zero"], f"{key}_is_on")], f"{key}_is_off")
+            off = self._node("Not", [self._node("Greater", [x, zero], f"{key}_is_on")], f"{key}_is_off")
         return self._node("Cast", [off], f"{key}_off_f", to=TensorProto.FLOAT)
 
     def _is_off_blocked(self, x: str, channels: int, key: str, step: int = 1) -> str:
@@ -303,15 +312,14 @@ class _StatsGraph:
         ``step``-th row and column: clip(1 - 2^126 x, 0, 1), one strided depthwise 1x1 Conv with its Clip
         fused, which stays in ONNX Runtime's blocked layout where a comparison and a Cast would copy the
         sample out of it, and samples as it goes."""
-        self.initializers += [numpy_helper.from_array(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big"),
-                              numpy_helper.from_array(np.ones(channels, np.float32), f"{key}_one")]
-        scaled = self._node("Conv", [x, f"{key}_big", f"{key}_one"], f"{key}_scaled", group=channels, kernel_shape=[1, 1],
-                            strides=[step, step])
+        big = self._constant(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big")
+        one = self._constant(np.ones(channels, np.float32), f"{key}_one")
+        scaled = self._node("Conv", [x, big, one], f"{key}_scaled", group=channels, kernel_shape=[1, 1], strides=[step, step])
         if self.opset < 11:  # Clip's bounds were attributes
             return self._node("Clip", [scaled], f"{key}_off_f", min=0.0, max=1.0)
-        self.initializers += [numpy_helper.from_array(np.float32(0.0), f"{key}_clip_low"),
-                              numpy_helper.from_array(np.float32(1.0), f"{key}_clip_high")]
-        return self._node("Clip", [scaled, f"{key}_clip_low", f"{key}_clip_high"], f"{key}_off_f")
+        low = self._constant(np.array(0.0, np.float32), f"{key}_clip_low")
+        high = self._constant(np.array(1.0, np.float32), f"{key}_clip_high")
+        return self._node("Clip", [scaled, low, high], f"{key}_off_f")
 
     def _reduce(self, op: str, x: str, name: str, axes: list[int], keepdims: int = 0) -> str:
         # Reduce ops take axes as an input from opset 18 (ReduceSum from 13), as an attribute before.
@@ -360,9 +368,8 @@ class _StatsGraph:
             # does the same for any count.
             if _pools_in_place(spec) or not spec.float32:
                 return self._node("MaxPool", [tensor], f"{key}_strided", kernel_shape=[1, 1], strides=[step, step])
-            self.initializers.append(numpy_helper.from_array(np.ones((spec.channels, 1, 1, 1), np.float32),
-                                                             f"{key}_ones"))
-            return self._node("Conv", [tensor, f"{key}_ones"], f"{key}_strided", group=spec.channels,
+            ones = self._constant(np.ones((spec.channels, 1, 1, 1), np.float32), f"{key}_ones")
+            return self._node("Conv", [tensor, ones], f"{key}_strided", group=spec.channels,
                               kernel_shape=[1, 1], strides=[step, step])
         spatial = [i for i in range(1, len(shape)) if i != axis]
         starts = self._const(f"{key}_starts", [min(step // 2, shape[i] - 1) for i in spatial])
@@ -391,9 +398,8 @@ class _StatsGraph:
         # patches with the consumer's own padding, strides and dilations, and the zeros of the padding.
         one_hot = np.zeros((spec.channels * taps, 1, *unfold.kernel), dtype=np.float32)
         one_hot.reshape(spec.channels, taps, taps)[:, np.arange(taps), np.arange(taps)] = 1.0
-        self.initializers.append(numpy_helper.from_array(one_hot, f"{key}_one_hot"))
         strides = [s * unfold.step for s in unfold.strides]
-        unfolded = self._node("Conv", [tensor, f"{key}_one_hot"], f"{key}_patches", group=spec.channels,
+        unfolded = self._node("Conv", [tensor, self._constant(one_hot, f"{key}_one_hot")], f"{key}_patches", group=spec.channels,
                               kernel_shape=list(unfold.kernel), strides=strides, pads=list(unfold.pads),
                               dilations=list(unfold.dilations))
         return self.rows(unfolded, TensorSpec(1, spec.channels * taps, spec.shape), key)
