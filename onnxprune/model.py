@@ -42,6 +42,7 @@ from onnxprune.shape_targets import (
     reshape_round_trips,
     sliced_sizes,
     strided_identity_views,
+    unshared_scatter_bases,
 )
 
 G_LOGGER.severity = G_LOGGER.ERROR
@@ -338,7 +339,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
         rewritten = (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
-                     + consecutive_reshapes(graph)
+                     + consecutive_reshapes(graph) + unshared_scatter_bases(graph)
                      + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
                      + constant_reshape_targets(graph) + constant_slice_bounds(graph) + constant_pads(graph))
         decided = decided_ifs(graph)

@@ -391,6 +391,46 @@ def consecutive_reshapes(graph: gs.Graph) -> int:
     return joined
 
 
+def unshared_scatter_bases(graph: gs.Graph) -> int:
+    """Give every ScatterND that writes into a ConstantOfShape (through Transposes) shared with others a copy
+    of its own; returns how many copies were made. The dynamo exporter builds multi-head latent attention's
+    key from one such zero tensor in every layer; shared, it would tie the heads of all layers together."""
+    copies = 0
+    for node in list(graph.nodes):
+        if node.op != "ScatterND" or not _fill_chain(node.inputs[0]):
+            continue
+        readers = [reader for reader in node.inputs[0].outputs if reader is not node]
+        if readers:
+            copies += 1
+            node.inputs[0] = _copied_chain(graph, node.inputs[0], f"{node.name}_base")
+    if copies:
+        graph.toposort()  # shape inference reads the nodes in order
+    return copies
+
+
+def _fill_chain(tensor: gs.Tensor) -> bool:
+    """Whether ``tensor`` is a ConstantOfShape's output, or a Transpose's of one (and so on)."""
+    for _ in range(MAX_DEPTH):
+        producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        if producer is None or producer.op not in ("ConstantOfShape", "Transpose"):
+            return False
+        if producer.op == "ConstantOfShape":
+            return True
+        tensor = producer.inputs[0]
+    return False
+
+
+def _copied_chain(graph: gs.Graph, tensor: gs.Tensor, name: str) -> gs.Variable:
+    """A copy of ``tensor``'s ``_fill_chain`` (the shape it is filled to stays shared)."""
+    producer = tensor.inputs[0]
+    inputs = list(producer.inputs)
+    if producer.op == "Transpose":
+        inputs[0] = _copied_chain(graph, inputs[0], name)
+    copy = gs.Variable(f"{name}_{tensor.name}", dtype=tensor.dtype, shape=tensor.shape)
+    graph.nodes.append(gs.Node(producer.op, f"{name}_{producer.name}", dict(producer.attrs), inputs, [copy]))
+    return copy
+
+
 def _made_up(size: Dim) -> bool:
     """Whether a size is unknown, or one that ONNX shape inference made up."""
     return size is None or isinstance(size, str) and size.startswith(FRESH_SIZE)

@@ -1245,6 +1245,91 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
+def _latent_attention(layers: int = 2, heads: int = 4) -> onnx.ModelProto:
+    """Multi-head latent attention's key as the dynamo exporter writes DeepSeek-V3's (and MiniCPM3's): per
+    layer, each head's key is written into zeros [N, heads, 6, 4] (one ConstantOfShape, moved axis last
+    to first, shared by every layer) with ScatterND, two rows of its own (``k_nope``, split from the
+    values' projection) and two of a rotary part [N, 1, 6, 2] shared by every head (``Expand`` to the heads).
+    Then softmax(q k^T) v, 3 values a head, and the output Linear; the layers follow one another."""
+    nope, rope, value = 2, 2, 3
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("split_q", [0, 0, heads, nope + rope]), ("split_kv", [0, 0, heads, nope + value]), ("kv_parts", [nope, value]),
+        ("merge_heads", [0, 0, heads * value]), ("pe_axis", [1]), ("pe_heads", [1, heads, 1, 1]), ("zero_start", [0]),
+        ("one_end", [1]), ("fill_tail", [heads, 6, nope + rope]), ("nope_rows", [[0], [1]]), ("rope_rows", [[2], [3]]))]
+    nodes = [helper.make_node("Shape", ["x"], ["x_shape"]),
+             helper.make_node("Slice", ["x_shape", "zero_start", "one_end"], ["batch"]),
+             helper.make_node("Concat", ["batch", "fill_tail"], ["fill_shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["fill_shape"], ["zeros"],
+                              value=numpy_helper.from_array(np.zeros(1, np.float32))),
+             helper.make_node("Transpose", ["zeros"], ["zeros_t"], perm=[3, 1, 2, 0])]
+    x = "x"
+    for layer in range(layers):
+        def name(n: str, layer: int = layer) -> str:
+            return f"{n}{layer}"
+        inits += [weight(name("q.w"), (8, heads * (nope + rope)), 10 * layer + 1),
+                  weight(name("kv.w"), (8, heads * (nope + value)), 10 * layer + 2),
+                  weight(name("pe.w"), (8, rope), 10 * layer + 3), weight(name("out.w"), (heads * value, 8), 10 * layer + 4)]
+        nodes += [helper.make_node("MatMul", [x, name("q.w")], [name("q_flat")], name=name("q_proj")),
+                  helper.make_node("Reshape", [name("q_flat"), "split_q"], [name("q_split")]),
+                  helper.make_node("Transpose", [name("q_split")], [name("q")], perm=[0, 2, 1, 3]),
+                  helper.make_node("MatMul", [x, name("kv.w")], [name("kv_flat")], name=name("kv_proj")),
+                  helper.make_node("Reshape", [name("kv_flat"), "split_kv"], [name("kv_split")]),
+                  helper.make_node("Transpose", [name("kv_split")], [name("kv")], perm=[0, 2, 1, 3]),
+                  helper.make_node("Split", [name("kv"), "kv_parts"], [name("k_nope"), name("v")], axis=3),
+                  helper.make_node("MatMul", [x, name("pe.w")], [name("pe_flat")], name=name("pe_proj")),
+                  helper.make_node("Unsqueeze", [name("pe_flat"), "pe_axis"], [name("pe_one")]),
+                  helper.make_node("Expand", [name("pe_one"), "pe_heads"], [name("pe")], name=name("pe_expand")),
+                  helper.make_node("Transpose", [name("k_nope")], [name("k_nope_t")], perm=[3, 1, 2, 0]),
+                  helper.make_node("Transpose", [name("pe")], [name("pe_t")], perm=[3, 1, 2, 0]),
+                  helper.make_node("ScatterND", ["zeros_t", "nope_rows", name("k_nope_t")], [name("k_half")]),
+                  helper.make_node("ScatterND", [name("k_half"), "rope_rows", name("pe_t")], [name("k_t")]),
+                  helper.make_node("Transpose", [name("k_t")], [name("k")], perm=[3, 1, 2, 0]),
+                  helper.make_node("Transpose", [name("k")], [name("k_cols")], perm=[0, 1, 3, 2]),
+                  helper.make_node("MatMul", [name("q"), name("k_cols")], [name("scores")]),
+                  helper.make_node("Softmax", [name("scores")], [name("weights")], axis=-1),
+                  helper.make_node("MatMul", [name("weights"), name("v")], [name("mixed")]),
+                  helper.make_node("Transpose", [name("mixed")], [name("tokens")], perm=[0, 2, 1, 3]),
+                  helper.make_node("Reshape", [name("tokens"), "merge_heads"], [name("merged")]),
+                  helper.make_node("MatMul", [name("merged"), name("out.w")], [name("h")], name=name("out"))]
+        x = name("h")
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits, opset=18)
+
+
+def test_latent_attention_keys_written_into_zeros_keep_each_layers_heads_prunable():
+    # DeepSeek-V3, GLM-4.7-Flash and MiniCPM3 from dynamo kept every head: ScatterND had no rule, and the
+    # zeros and the rotary part shared by every head had no channels (314,880 -> 218,112 MACs, now 195,840).
+    model = _latent_attention()
+    result = prune_checked(model)
+    first, second = group_of(result, "scores0"), group_of(result, "scores1")
+    assert first is not second  # the zeros both layers wrote into were one tensor
+    for group in (first, second):
+        assert group["channels"] == 4 and group["kept"] == 2 and not group["pinned_reason"]
+    assert group_of(result, "pe_flat0")["kept"] == 2  # the rotary part's own channels stay
+    graph = import_graph(result.model)
+    assert [list(n.inputs[1].values) for n in graph.nodes if n.op == "Expand"] == [[1, 2, 1, 1]] * 2
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)
+        assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
+
+
+@pytest.mark.parametrize("indices, updates, prunable", [
+    ([[0]], (1, 6), True),  # a row written whole: its constant is sliced with the channels
+    ([[0, 1], [1, 4]], (2,), False),  # single elements: the indices address the channel axis
+])
+def test_a_scatter_keeps_channels_on_the_axes_its_indices_do_not_address(indices, updates, prunable):
+    inits = [weight("a.w", (8, 6), 1), weight("b.w", (6, 4), 2), weight("updates", updates, 3),
+             numpy_helper.from_array(np.array(indices, np.int64), "indices")]
+    nodes = [helper.make_node("MatMul", ["x", "a.w"], ["a"], name="a"),
+             helper.make_node("ScatterND", ["a", "indices", "updates"], ["written"], name="write"),
+             helper.make_node("MatMul", ["written", "b.w"], ["y"], name="b")]
+    model = make_model(nodes, {"x": [3, 8]}, ["y"], inits)
+    result = prune_checked(model)
+    group = group_of(result, "a")
+    assert group["kept"] == (3 if prunable else 6)
+    assert prunable or "its indices address the channel axis" in group["pinned_reason"]
+
+
 def test_a_mask_expanded_to_a_computed_shape_keeps_the_sizes_it_knows():
     # TorchScript's RoFormer expands its mask [M, 1, T, T] (M a batch that inference cannot tie to the input's)
     # to Where(Equal(s, -1), 1, s) for s = [N, 1, T, T]: the batch stays unknown, but the 1 on the heads axis is

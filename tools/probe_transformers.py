@@ -400,6 +400,12 @@ MODELS = {
                                                       n_positions=64)),
     "flaubert": lambda: hf.FlaubertForSequenceClassification(hf.FlaubertConfig(
         vocab_size=128, emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=64, pad_index=1)),
+    # Multi-head latent attention (as MiniCPM3's): DeepSeek-V3's and GLM-4.7-Flash's, their layers dense.
+    "deepseek_v3": text(hf.DeepseekV3Config, hf.DeepseekV3ForCausalLM, num_key_value_heads=4, q_lora_rank=16,
+                        kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, first_k_dense_replace=2),
+    "glm4_moe_lite": text(hf.Glm4MoeLiteConfig, hf.Glm4MoeLiteForCausalLM, num_key_value_heads=4, q_lora_rank=16,
+                          kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8,
+                          mlp_layer_types=["dense", "dense"]),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),

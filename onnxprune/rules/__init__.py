@@ -5,7 +5,14 @@ from __future__ import annotations
 from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, RewriteView, Rule, Unprunable
 from onnxprune.rules.concat_split import ConcatRule, GatherRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
-from onnxprune.rules.elementwise import BroadcastRule, ContribUnaryRule, DynamicQuantizeRule, QuantizeRule, UnaryRule
+from onnxprune.rules.elementwise import (
+    BroadcastRule,
+    ContribUnaryRule,
+    DynamicQuantizeRule,
+    QuantizeRule,
+    ScatterNDRule,
+    UnaryRule,
+)
 from onnxprune.rules.linear import EinsumRule, GemmRule, MatMulRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
 from onnxprune.rules.recurrent import RecurrentRule
@@ -34,7 +41,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
-    AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(),
+    AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(),
 )
 
 

@@ -19,10 +19,13 @@ from onnxprune.rules.base import (
     ChannelContext,
     ChannelTensor,
     ConstantEntry,
+    RewriteView,
     Rule,
+    SizeOf,
     Unprunable,
     broadcast_axis,
     quantization_axis,
+    shape_entry,
 )
 from onnxprune.rules.shape import ExpandRule, entry_value, expand_shape_entry, tiled_once
 
@@ -110,13 +113,16 @@ class BroadcastRule(Rule):
 @dataclass
 class _DerivedStep:
     """A tensor to give channels: its producer's constant inputs to slice with it (input index, axis), the
-    tensors it is computed from that get channels first, and whether its Expand's shape entry is rewritten."""
+    tensors it is computed from that get channels first, how its producer's shape entry for the axis is
+    rewritten (an Expand's to 1, "one", once its input has the channels; an Expand from one channel's or a
+    ConstantOfShape's to the kept count, "kept"), or the tensor whose size that entry reads (``follow``)."""
 
     tensor: gs.Tensor
     axis: int
     slices: list[tuple[int, int]]
     sources: list[gs.Tensor]
-    rewrite_expand: bool = False
+    rewrite: str | None = None
+    follow: SizeOf | None = None
 
 
 def constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext,
@@ -126,7 +132,9 @@ def constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: Cha
     read only by ``readers``: its constants are sliced with it. The dynamo exporter folds T5's relative
     position bias, shared by every layer, into a constant [1, heads, T, T] that a Where masks, MPNet's into
     one expanded to the batch, and DeBERTa's relative position keys into a constant [heads, positions, head
-    size] tiled to the batch and transposed for a MatMul."""
+    size] tiled to the batch and transposed for a MatMul. Its channels may also be all alike: a
+    ConstantOfShape's, or an Expand's of one channel (multi-head latent attention's key, written into zeros
+    per head, with a rotary part shared by every head)."""
     steps = _derived_steps(tensor, axis, count, ctx, 0, readers)
     if steps is None:
         return None
@@ -138,14 +146,28 @@ def constant_derived_channels(tensor: gs.Tensor, axis: int, count: int, ctx: Cha
             ctx.slice_param(producer, index, local_axis, channel.slots)
         for source in step.sources:
             ctx.couple(channels[source.name].slots, channel.slots)
-        if step.rewrite_expand:
-            ctx.add_rewrite(ExpandRule(), producer)
+        if step.follow is not None:
+            ctx.follow_size(step.follow, channel)
+        if step.rewrite is not None:
+            ctx.add_rewrite(ExpandRule() if step.rewrite == "one" else _KEPT_COUNT, producer)
         ctx.record_io(producer, channel, channel)
     return channels[tensor.name]
 
 
+class KeptCountRewrite(Rule):
+    """Sets the shape entry for the channel axis of an Expand of one channel, or of a ConstantOfShape, to
+    the count its output keeps (see ``constant_derived_channels``); registered for no op."""
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        axis = view.channel(node.outputs[0].name).axis
+        entry = expand_shape_entry(node, axis) if node.op == "Expand" else shape_entry(node, 0, axis)
+        view.replace_entry(entry, len(view.kept(node.outputs[0].name)))
+
+
+_KEPT_COUNT = KeptCountRewrite()
+
 # Ops a tensor computed from constants may pass through on the way (see ``constant_derived_channels``).
-_DERIVING_OPS = (*BROADCAST_OPS, "Expand", "Tile", "Transpose")
+_DERIVING_OPS = (*BROADCAST_OPS, "Expand", "Tile", "Transpose", "ConstantOfShape")
 
 
 def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext, depth: int,
@@ -158,6 +180,8 @@ def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext
         return None
     rank = ctx.rank(tensor)
     step, steps = _DerivedStep(tensor, axis, [], []), []
+    if producer.op == "ConstantOfShape":
+        return [step] if _follows_count(shape_entry(producer, 0, axis), step, count, ctx) else None
     for index, source, local_axis in _derived_inputs(producer, axis, rank, ctx):
         shape = ctx.shape(source) if not source.is_empty() else ()
         if local_axis is not None and local_axis < 0:
@@ -179,10 +203,25 @@ def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext
             entry = expand_shape_entry(producer, axis)
         except Unprunable:
             return None
+        if not step.slices and not step.sources:  # from one channel: the entry gives the count
+            return [step] if _follows_count(entry, step, count, ctx) else None
         if entry is not None and not (isinstance(entry, ConstantEntry) and entry_value(entry) in (1, count)):
             return None
-        step.rewrite_expand = entry is not None and entry_value(entry) != 1
+        step.rewrite = "one" if entry is not None and entry_value(entry) != 1 else None
     return steps + [step] if step.slices or step.sources else None
+
+
+def _follows_count(entry: SizeOf | ConstantEntry | None, step: _DerivedStep, count: int, ctx: ChannelContext) -> bool:
+    """Whether the shape ``entry`` that sizes ``step``'s axis can follow the kept count: a constant ``count``
+    (rewritten, noted in ``step``) or the size of a tensor with ``count`` channels there (followed)."""
+    if isinstance(entry, ConstantEntry) and entry_value(entry) == count:
+        step.rewrite = "kept"
+        return True
+    source = ctx.channel(entry.tensor) if isinstance(entry, SizeOf) else None
+    if source is not None and source.axis == entry.axis and source.size == count:
+        step.follow = entry
+        return True
+    return False
 
 
 def _derived_inputs(producer: gs.Node, axis: int, rank: int, ctx: ChannelContext) -> list[tuple[int, gs.Tensor, int | None]]:
@@ -200,6 +239,86 @@ def _derived_inputs(producer: gs.Node, axis: int, rank: int, ctx: ChannelContext
         shape = ctx.shape(tensor) if not tensor.is_empty() else ()
         found.append((index, tensor, axis - (rank - len(shape)) if shape is not None else None))
     return found
+
+
+class ScatterNDRule(Rule):
+    """ScatterND writes slices of its updates into a copy of its data at the positions its indices give
+    for the first q axes: on an axis after those, data, updates and output keep channels index for index.
+    Multi-head latent attention's key (DeepSeek-V2, MiniCPM3) is written this way, head by head, into a
+    ConstantOfShape of zeros: that, or an Expand of a part shared by every head, takes the channels too."""
+
+    op_types = ("ScatterND",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        data, indices, updates = node.inputs[:3]
+        x, u = ctx.channel(data), ctx.channel(updates)
+        if x is None and u is None:
+            return
+        if ctx.channel(indices) is not None:
+            raise Unprunable("its indices carry channels")
+        depth = ctx.shape(indices)[-1] if ctx.shape(indices) else None
+        if not isinstance(depth, int):
+            raise Unprunable("the depth of its indices is unknown after shape inference")
+        offset = ctx.rank(indices) - 1 - depth  # updates' axis for data's axis a: a + offset
+        axis = x.axis if x is not None else u.axis - offset
+        if axis < depth:
+            raise Unprunable("its indices address the channel axis")
+        count = (x or u).size
+        y = ctx.declare(node.outputs[0], axis, count)
+        for index, tensor, channel, local_axis in ((0, data, x, axis), (2, updates, u, axis + offset)):
+            shape = ctx.shape(tensor)
+            if channel is None and ctx.weight_shape(tensor) is not None and shape[local_axis] == count:
+                ctx.slice_param(node, index, local_axis, y.slots)
+                ctx.record_io(node, y, y)
+                continue
+            if channel is None:
+                channel = constant_derived_channels(tensor, local_axis, count, ctx, readers=("ScatterND",))
+            if channel is not None and channel.axis == local_axis and channel.size == count:
+                ctx.couple(channel.slots, y.slots)
+                continue
+            expand = _broadcast_expand(tensor, local_axis, count, ctx) if index == 2 else None
+            if expand is None:
+                raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
+            if channel is not None:  # the shared part's own channels, written at the positions the indices give
+                ctx.pin(channel, "a ScatterND writes them where its indices say")
+            ctx.add_rewrite(_BroadcastCount(expand[1], y.name), expand[0])
+
+
+def _broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext) -> tuple[gs.Node, int] | None:
+    """The Expand (and its output axis) that ``tensor`` copies unchanged from, through Transposes read
+    by nothing else, where that Expand broadcasts one entry to a constant ``count`` on ``axis``: its
+    copies along the axis are alike, so the count can follow a channel count it has no channels of."""
+    for _ in range(_DERIVED_DEPTH):
+        producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        if producer is None or len(tensor.outputs) != 1:
+            return None
+        if producer.op == "Transpose":
+            perm = producer.attrs.get("perm", list(range(ctx.rank(tensor)))[::-1])
+            tensor, axis = producer.inputs[0], int(perm[axis])
+            continue
+        if producer.op != "Expand":
+            return None
+        source = ctx.shape(producer.inputs[0])
+        local_axis = axis - (ctx.rank(tensor) - len(source)) if source is not None else None
+        try:
+            entry = expand_shape_entry(producer, axis)
+        except Unprunable:
+            return None
+        if local_axis is None or local_axis >= 0 and source[local_axis] != 1:
+            return None
+        return (producer, axis) if isinstance(entry, ConstantEntry) and entry_value(entry) == count else None
+    return None
+
+
+@dataclass(frozen=True)
+class _BroadcastCount(Rule):
+    """Sets an Expand's shape entry for output ``axis`` to the count that channels ``name`` keep."""
+
+    axis: int
+    name: str
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        view.replace_entry(expand_shape_entry(node, self.axis), len(view.kept(self.name)))
 
 
 class DynamicQuantizeRule(Rule):
