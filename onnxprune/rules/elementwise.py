@@ -244,7 +244,7 @@ def _derived_inputs(producer: gs.Node, axis: int, rank: int, ctx: ChannelContext
 class ScatterNDRule(Rule):
     """ScatterND writes slices of its updates into a copy of its data at the positions its indices give
     for the first q axes: on an axis after those, data, updates and output keep channels index for index.
-    Multi-head latent attention's key (DeepSeek-V2, MiniCPM3) is written this way, head by head, into a
+    Multi-head latent attention's key (DeepSeek-V3, MiniCPM3) is written this way, head by head, into a
     ConstantOfShape of zeros: that, or an Expand of a part shared by every head, takes the channels too."""
 
     op_types = ("ScatterND",)
