@@ -406,6 +406,27 @@ MODELS = {
     "glm4_moe_lite": text(hf.Glm4MoeLiteConfig, hf.Glm4MoeLiteForCausalLM, num_key_value_heads=4, q_lora_rank=16,
                           kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8,
                           mlp_layer_types=["dense", "dense"]),
+    # A fifteenth batch: encoders, mixtures of experts and state-space models.
+    "nystromformer": text(hf.NystromformerConfig, hf.NystromformerForSequenceClassification, num_landmarks=4,
+                          segment_means_seq_len=TOKENS),
+    "ernie": text(hf.ErnieConfig, hf.ErnieForSequenceClassification),
+    "data2vec_text": text(hf.Data2VecTextConfig, hf.Data2VecTextForSequenceClassification, pad_token_id=1),
+    "luke": text(hf.LukeConfig, hf.LukeForSequenceClassification, entity_vocab_size=16, entity_emb_size=16,
+                 pad_token_id=1),
+    "qwen3_moe": text(hf.Qwen3MoeConfig, hf.Qwen3MoeForCausalLM, num_key_value_heads=2, num_experts=4,
+                      num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
+    "olmoe": text(hf.OlmoeConfig, hf.OlmoeForCausalLM, num_experts=4, num_experts_per_tok=2, eos_token_id=2),
+    "granitemoe": text(hf.GraniteMoeConfig, hf.GraniteMoeForCausalLM, num_local_experts=4, num_experts_per_tok=2),
+    "gpt_oss": text(hf.GptOssConfig, hf.GptOssForCausalLM, num_key_value_heads=2, num_local_experts=4,
+                    num_experts_per_tok=2, head_dim=8, layer_types=["sliding_attention", "full_attention"],
+                    sliding_window=8),
+    "mamba2": lambda: hf.Mamba2ForCausalLM(hf.Mamba2Config(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_heads=8, head_dim=8, state_size=16, n_groups=1,
+        expand=2, chunk_size=4)),
+    "falcon_mamba": lambda: hf.FalconMambaForCausalLM(hf.FalconMambaConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2)),
+    "recurrent_gemma": text(hf.RecurrentGemmaConfig, hf.RecurrentGemmaForCausalLM, lru_width=32,
+                            attention_window_size=8, num_key_value_heads=4, block_types=["recurrent", "attention"]),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
