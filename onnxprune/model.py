@@ -40,6 +40,7 @@ from onnxprune.shape_targets import (
     packed_projection_selects,
     refines_shape,
     reshape_round_trips,
+    slice_assignments,
     sliced_sizes,
     strided_identity_views,
     unshared_scatter_bases,
@@ -339,7 +340,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
     # Each pass makes the reshapes constant whose inputs' shapes are known; inference then reaches the next.
     for _ in range(MAX_RESHAPE_PASSES):
         rewritten = (flattened_linears(graph) + strided_identity_views(graph) + reshape_round_trips(graph)
-                     + consecutive_reshapes(graph) + unshared_scatter_bases(graph)
+                     + consecutive_reshapes(graph) + slice_assignments(graph) + unshared_scatter_bases(graph)
                      + batch_head_round_trips(graph) + packed_projection_selects(graph) + merged_head_attentions(graph)
                      + constant_reshape_targets(graph) + constant_slice_bounds(graph) + constant_pads(graph))
         decided = decided_ifs(graph)

@@ -408,6 +408,134 @@ def unshared_scatter_bases(graph: gs.Graph) -> int:
     return copies
 
 
+def slice_assignments(graph: gs.Graph) -> int:
+    """Replace each ScatterND that writes its updates over a block of its data, whole on every axis but one,
+    with a Concat of the data's parts around the block and the updates; returns how many were replaced.
+
+    TorchScript writes ``x[..., a:b] = u`` (MiniCPM3's and DeepSeek-V3's key, built in zeros) as an index
+    grid: for each axis a Range over it (over a:b for the one), reshaped onto that axis and expanded to the
+    block, all concatenated into [..block, rank] indices, and ``u`` expanded and reshaped to the block.
+    Each Range is checked for batches of 1, 2 and 3: built from sizes, a step-one run there is one for every
+    batch. The identity Expand and Reshape of ``u`` are left out."""
+    replaced, taken = 0, None
+    for node in list(graph.nodes):
+        if node.op != "ScatterND" or node.attrs.get("reduction", "none") != "none":
+            continue
+        data, indices, updates = node.inputs[:3]
+        block = _assigned_block(data, indices)
+        if block is None or updates.shape is None or list(updates.shape) != list(indices.shape[:-1]):
+            continue
+        axis, start, stop = block
+        taken = _names(graph) if taken is None else taken
+        parts = [_axis_slice(graph, data, axis, 0, start, taken)] if start > 0 else []
+        parts.append(_unbroadcast(updates))
+        if stop < data.shape[axis]:
+            parts.append(_axis_slice(graph, data, axis, stop, data.shape[axis], taken))
+        graph.nodes.append(gs.Node("Concat", _unique(taken, f"{node.name}_parts"), {"axis": axis}, parts,
+                                   list(node.outputs)))
+        node.outputs.clear()
+        replaced += 1
+    if replaced:
+        graph.toposort()
+    return replaced
+
+
+def _assigned_block(data: gs.Tensor, indices: gs.Tensor) -> tuple[int, int, int] | None:
+    """(axis, start, stop) of the block a ScatterND's index grid (see ``slice_assignments``) covers, where it
+    is whole on every other axis of ``data``; None where the indices are not such a grid."""
+    shape, block = data.shape, indices.shape
+    if shape is None or block is None or len(block) != len(shape) + 1 or block[-1] != len(shape):
+        return None
+    rank = len(shape)
+    symbols = {size for size in shape if not isinstance(size, int)}
+    if len(symbols) > 1 or any(_made_up(size) for size in symbols):
+        return None
+    symbol = symbols.pop() if symbols else None
+    grid = indices.inputs[0] if len(indices.inputs) == 1 else None
+    if grid is None or grid.op != "Concat" or int(grid.attrs.get("axis", 0)) % (rank + 1) != rank or len(grid.inputs) != rank:
+        return None
+    partial = []
+    for axis, part in enumerate(grid.inputs):
+        run = _index_run(part, axis, list(block[:-1]), symbol)
+        if run is None:
+            return None
+        start, length = run
+        if start == 0 and length == shape[axis]:
+            continue
+        if not isinstance(length, int) or not isinstance(shape[axis], int) or start < 0 or start + length > shape[axis]:
+            return None
+        partial.append((axis, start, start + length))
+    return partial[0] if len(partial) == 1 else None
+
+
+def _index_run(part: gs.Tensor, axis: int, block: list[Dim], symbol: str | None) -> tuple[int, Dim] | None:
+    """(start, length) of the step-one run that ``part`` of an index grid holds along ``axis`` of the
+    ``block`` (Unsqueeze(Expand(run placed on the axis), -1)); the length is ``symbol`` where the run is the
+    batch's. None where ``part`` is not such a run."""
+    rank = len(block)
+    unsqueeze = part.inputs[0] if len(part.inputs) == 1 else None
+    if unsqueeze is None or unsqueeze.op != "Unsqueeze":
+        return None
+    axes = unsqueeze.inputs[1] if len(unsqueeze.inputs) > 1 else None
+    axes = np.asarray(axes.values).reshape(-1).tolist() if isinstance(axes, gs.Constant) else unsqueeze.attrs.get("axes")
+    spread = unsqueeze.inputs[0]
+    expand = spread.inputs[0] if len(spread.inputs) == 1 else None
+    if list(axes or []) not in ([-1], [rank]) or expand is None or expand.op != "Expand" or list(spread.shape or []) != block:
+        return None
+    run = expand.inputs[0]
+    position = axis - (rank - len(run.shape)) if run.shape is not None else -1
+    if position < 0:
+        return None
+    found = None
+    for batch in (1, 2, 3) if symbol else (1,):
+        value = _evaluated(run, symbol or "", batch, 0)  # "" matches no size
+        if value is None or value.ndim != len(run.shape) or any(n != 1 for i, n in enumerate(value.shape) if i != position):
+            return None
+        flat = value.reshape(-1)
+        if flat.size == 0 or not np.array_equal(flat, flat[0] + np.arange(flat.size)):
+            return None
+        length = symbol if block[axis] == symbol and flat.size == batch else flat.size
+        if length != block[axis] or found not in (None, (int(flat[0]), length)):
+            return None
+        found = (int(flat[0]), length)
+    return found
+
+
+def _unbroadcast(tensor: gs.Tensor) -> gs.Tensor:
+    """``tensor``, or what it is an Expand or Reshape of (and so on) where that keeps its shape."""
+    for _ in range(MAX_DEPTH):
+        producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        if producer is None or producer.op not in ("Expand", "Reshape"):
+            break
+        source = producer.inputs[0]
+        if source.shape is None or tensor.shape is None or list(source.shape) != list(tensor.shape) \
+                or any(_made_up(size) for size in source.shape):
+            break
+        tensor = source
+    return tensor
+
+
+def _axis_slice(graph: gs.Graph, data: gs.Tensor, axis: int, start: int, stop: int, taken: set[str]) -> gs.Tensor:
+    """``data[start:stop]`` along ``axis``: the input of a Concat along it that is exactly that, or a Slice."""
+    producer = data.inputs[0] if len(data.inputs) == 1 else None
+    if producer is not None and producer.op == "Concat" and int(producer.attrs["axis"]) % len(data.shape) == axis:
+        offset = 0
+        for part in producer.inputs:
+            size = part.shape[axis] if part.shape is not None else None
+            if not isinstance(size, int):
+                break
+            if (offset, offset + size) == (start, stop):
+                return part
+            offset += size
+    shape = list(data.shape)
+    shape[axis] = stop - start
+    piece = gs.Variable(_unique(taken, f"{data.name}_{start}_{stop}"), dtype=data.dtype, shape=shape)
+    bounds = [gs.Constant(_unique(taken, f"{piece.name}_{what}"), np.array([value], np.int64))
+              for what, value in (("start", start), ("stop", stop), ("axis", axis))]
+    graph.nodes.append(gs.Node("Slice", _unique(taken, f"{piece.name}_slice"), inputs=[data, *bounds], outputs=[piece]))
+    return piece
+
+
 def _fill_chain(tensor: gs.Tensor) -> bool:
     """Whether ``tensor`` is a ConstantOfShape's output, or a Transpose's of one (and so on)."""
     for _ in range(MAX_DEPTH):
@@ -612,6 +740,14 @@ def _evaluated(tensor: gs.Tensor, batch_symbol: str, batch: int, depth: int) -> 
         return np.take(inputs[0], inputs[1], axis=int(node.attrs.get("axis", 0)))
     if node.op in ("Cast", "Identity"):
         return inputs[0]
+    if node.op == "Slice" and len(inputs) >= 3:
+        starts, ends = inputs[1].reshape(-1), inputs[2].reshape(-1)
+        axes = inputs[3].reshape(-1) if len(inputs) > 3 else range(len(starts))
+        steps = inputs[4].reshape(-1) if len(inputs) > 4 else [1] * len(starts)
+        index = [slice(None)] * inputs[0].ndim
+        for axis, start, end, step in zip(axes, starts, ends, steps):
+            index[int(axis)] = slice(int(start), int(end), int(step))
+        return inputs[0][tuple(index)]
     if node.op == "Reshape" and len(inputs) == 2 and inputs[1].size:
         target = [d if d else inputs[0].shape[i] for i, d in enumerate(inputs[1].tolist())]
         return inputs[0].reshape(target)

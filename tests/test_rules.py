@@ -1313,6 +1313,96 @@ def test_latent_attention_keys_written_into_zeros_keep_each_layers_heads_prunabl
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
+def _sliced_key_attention(heads_run: tuple[int, int, int] = (0, 4, 1)) -> onnx.ModelProto:
+    """Latent attention's key as TorchScript writes MiniCPM3's: zeros [N, 4 heads, 6, 4] (a ConstantOfShape of
+    sizes read at run time), then ``key[..., :2] = k_nope`` and ``key[..., 2:] = pe``, each an index_put:
+    ScatterND with an index grid, one Range per axis (``heads_run`` gives the heads axis's start, stop and
+    step) reshaped onto its axis, expanded to the block and concatenated, and the updates expanded and
+    reshaped to the block. ``pe`` is a rotary part [N, 1, 6, 2] expanded to the heads (``expand(-1, H, ...)``
+    with H read off ``k_nope``). Then softmax(q k^T) v, 3 values a head, and the output Linear."""
+    heads, nope, rope, value = 4, 2, 2, 3
+    inits = [weight("q.w", (8, heads * (nope + rope)), 1), weight("kv.w", (8, heads * (nope + value)), 2),
+             weight("pe.w", (8, rope), 3), weight("out.w", (heads * value, 8), 4)]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("split_q", [0, 0, heads, nope + rope]), ("split_kv", [0, 0, heads, nope + value]), ("kv_parts", [nope, value]),
+        ("merge_heads", [0, 0, heads * value]), ("one", [1]), ("three", [3]), ("zero", [0]), ("last", [-1]),
+        ("key_size", [nope + rope]), ("rope_size", [rope]), ("zero_s", 0), ("one_s", 1),
+        ("heads_start", heads_run[0]), ("heads_stop", heads_run[1]), ("heads_step", heads_run[2]),
+        ("nope_end", [nope]), ("key_end", [nope + rope]), ("axis0", 0), ("axis1", 1), ("axis2", 2), ("axis3", 3),
+        ("on_axis0", [-1, 1, 1, 1]), ("on_axis1", [-1, 1, 1]), ("on_axis2", [-1, 1]), ("on_axis3", [-1]))]
+    nodes = [helper.make_node("MatMul", ["x", "q.w"], ["q_flat"], name="q_proj"),
+             helper.make_node("Reshape", ["q_flat", "split_q"], ["q_split"]),
+             helper.make_node("Transpose", ["q_split"], ["q"], perm=[0, 2, 1, 3]),
+             helper.make_node("MatMul", ["x", "kv.w"], ["kv_flat"], name="kv_proj"),
+             helper.make_node("Reshape", ["kv_flat", "split_kv"], ["kv_split"]),
+             helper.make_node("Transpose", ["kv_split"], ["kv"], perm=[0, 2, 1, 3]),
+             helper.make_node("Split", ["kv", "kv_parts"], ["k_nope", "v"], axis=3),
+             helper.make_node("MatMul", ["x", "pe.w"], ["pe_flat"], name="pe_proj"),
+             helper.make_node("Unsqueeze", ["pe_flat", "one"], ["pe_one"]),
+             helper.make_node("Shape", ["k_nope"], ["k_nope_shape"]),
+             helper.make_node("Slice", ["k_nope_shape", "zero", "three"], ["rows_shape"]),
+             helper.make_node("Concat", ["rows_shape", "rope_size"], ["pe_shape"], axis=0),
+             helper.make_node("Expand", ["pe_one", "pe_shape"], ["pe"], name="pe_expand"),
+             helper.make_node("Concat", ["rows_shape", "key_size"], ["key_shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["key_shape"], ["zeros"],
+                              value=numpy_helper.from_array(np.zeros(1, np.float32))),
+             helper.make_node("Shape", ["zeros"], ["zeros_shape"])]
+    key = "zeros"
+    for part, (updates, start, end) in enumerate((("k_nope", "zero", "nope_end"), ("pe", "nope_end", "key_end"))):
+        def name(n: str, part: int = part) -> str:
+            return f"{n}{part}"
+        nodes += [helper.make_node("Slice", [key, start, end, "last"], [name("block")]),
+                  helper.make_node("Shape", [name("block")], [name("block_shape")])]
+        components = []
+        for axis in range(4):
+            size, run = name(f"size{axis}_"), name(f"run{axis}_")
+            nodes.append(helper.make_node("Gather", ["zeros_shape", f"axis{axis}"], [size], axis=0))
+            if axis == 1:
+                nodes.append(helper.make_node("Range", ["heads_start", "heads_stop", "heads_step"], [run]))
+            elif axis == 3:
+                nodes += [helper.make_node("Range", ["zero_s", size, "one_s"], [name("full3_")]),
+                          helper.make_node("Slice", [name("full3_"), start, end], [run])]
+            else:
+                nodes.append(helper.make_node("Range", ["zero_s", size, "one_s"], [run]))
+            nodes += [helper.make_node("Reshape", [run, f"on_axis{axis}"], [name(f"placed{axis}_")]),
+                      helper.make_node("Expand", [name(f"placed{axis}_"), name("block_shape")], [name(f"spread{axis}_")]),
+                      helper.make_node("Unsqueeze", [name(f"spread{axis}_"), "last"], [name(f"index{axis}_")])]
+            components.append(name(f"index{axis}_"))
+        nodes += [helper.make_node("Concat", components, [name("indices")], axis=-1),
+                  helper.make_node("Expand", [updates, name("block_shape")], [name("spread")]),
+                  helper.make_node("Reshape", [name("spread"), name("block_shape")], [name("written")]),
+                  helper.make_node("ScatterND", [key, name("indices"), name("written")], [name("key")], name=name("write"))]
+        key = name("key")
+    nodes += [helper.make_node("Transpose", [key], ["k_cols"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["q", "k_cols"], ["scores"]),
+              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+              helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
+              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"]),
+              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits, opset=17)
+
+
+def test_a_key_written_in_slices_by_torchscript_keeps_its_heads_prunable():
+    # TorchScript's MiniCPM3, DeepSeek-V3 and GLM-4.7-Flash kept every head: each slice assignment is a
+    # ScatterND with an index grid over every axis, the heads' among them (314,880 -> 218,112 MACs, now 195,840).
+    model = _sliced_key_attention()
+    result = prune_checked(model)
+    group = group_of(result, "scores")
+    assert (group["channels"], group["kept"], group["pinned_reason"]) == (4, 2, None)
+    assert not [n for n in import_graph(result.model).nodes if n.op == "ScatterND"]  # two Concats now
+    assert group_of(result, "pe_flat")["kept"] == 2  # the rotary part's own channels stay
+
+
+def test_a_scatter_grid_that_reorders_the_heads_keeps_them_whole():
+    # The same grid with the heads' Range reversed writes head h into h's mirror: not a slice assignment.
+    model = _sliced_key_attention(heads_run=(3, -1, -1))
+    result = prune_checked(model)
+    heads = group_of(result, "q")
+    assert heads["kept"] == heads["channels"] == 4 and heads["pinned_reason"]
+    assert [n.op for n in import_graph(result.model).nodes].count("ScatterND") == 2
+
+
 @pytest.mark.parametrize("indices, updates, prunable", [
     ([[0]], (1, 6), True),  # a row written whole: its constant is sliced with the channels
     ([[0, 1], [1, 4]], (2,), False),  # single elements: the indices address the channel axis

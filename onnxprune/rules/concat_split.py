@@ -14,13 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
-
-
-def _single_channel_axis(channels: list[ChannelTensor]) -> int:
-    axes = {c.axis for c in channels}
-    if len(axes) > 1:
-        raise Unprunable("its inputs carry channels on different axes")
-    return axes.pop()
+from onnxprune.rules.elementwise import broadcast_expand, follow_broadcast
 
 
 class ConcatRule(Rule):
@@ -31,21 +25,43 @@ class ConcatRule(Rule):
         if not known:
             return
         rank = ctx.rank(node.outputs[0])
-        axis = _single_channel_axis(known)
         concat_axis = int(node.attrs["axis"]) % rank
-        parts = [ctx.expect(t, axis) for t in node.inputs]
-        if concat_axis == axis:
-            y = ctx.declare(node.outputs[0], axis, sum(p.size for p in parts))
+        if len({c.axis for c in known}) == 1 and known[0].axis == concat_axis:
+            parts = [ctx.expect(t, concat_axis) for t in node.inputs]
+            y = ctx.declare(node.outputs[0], concat_axis, sum(p.size for p in parts))
             offset = 0
             for part in parts:
                 ctx.couple(part.slots, y.slots[offset:offset + part.size])
                 offset += part.size
-        else:
-            if len({p.size for p in parts}) > 1:
-                raise Unprunable("its inputs have different channel counts")
-            y = ctx.declare(node.outputs[0], axis, parts[0].size)
-            for part in parts:
-                ctx.couple(part.slots, y.slots)
+            return
+        # A part may copy one entry to every channel of the others (a rotary key shared by every head,
+        # TorchScript's MiniCPM3 and DeepSeek-V3): its count follows theirs, and its own channels stay.
+        axis, shared = _broadcast_parts(node, ctx, known, concat_axis)
+        parts = [ctx.expect(t, axis) for t, expand in zip(node.inputs, shared) if expand is None]
+        if len({p.size for p in parts}) > 1:
+            raise Unprunable("its inputs have different channel counts")
+        y = ctx.declare(node.outputs[0], axis, parts[0].size)
+        for part in parts:
+            ctx.couple(part.slots, y.slots)
+        for tensor, expand in zip(node.inputs, shared):
+            if expand is not None:
+                if ctx.channel(tensor) is not None:
+                    ctx.pin(ctx.channel(tensor), "a Concat copies them to every channel of its other inputs")
+                follow_broadcast(expand, y, ctx)
+
+
+def _broadcast_parts(node: gs.Node, ctx: ChannelContext, known: list[ChannelTensor], concat_axis: int
+                     ) -> tuple[int, list[tuple | None]]:
+    """The channel axis of a Concat along another axis, and for each input the ``broadcast_expand`` that copies
+    it along that axis where it has no channels there (None for the others)."""
+    for axis in sorted({c.axis for c in known} - {concat_axis}):
+        count = next(c.size for c in known if c.axis == axis)
+        shared = [broadcast_expand(t, axis, count, ctx) if ctx.channel(t) is None or ctx.channel(t).axis != axis else None
+                  for t in node.inputs]
+        if all(expand is not None for t, expand in zip(node.inputs, shared)
+               if ctx.channel(t) is not None and ctx.channel(t).axis != axis):
+            return axis, shared
+    raise Unprunable("its inputs carry channels on different axes")
 
 
 class SplitRule(Rule):

@@ -276,18 +276,20 @@ class ScatterNDRule(Rule):
             if channel is not None and channel.axis == local_axis and channel.size == count:
                 ctx.couple(channel.slots, y.slots)
                 continue
-            expand = _broadcast_expand(tensor, local_axis, count, ctx) if index == 2 else None
+            expand = broadcast_expand(tensor, local_axis, count, ctx) if index == 2 else None
             if expand is None:
                 raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
             if channel is not None:  # the shared part's own channels, written at the positions the indices give
                 ctx.pin(channel, "a ScatterND writes them where its indices say")
-            ctx.add_rewrite(_BroadcastCount(expand[1], y.name), expand[0])
+            follow_broadcast(expand, y, ctx)
 
 
-def _broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext) -> tuple[gs.Node, int] | None:
-    """The Expand (and its output axis) that ``tensor`` copies unchanged from, through Transposes read
-    by nothing else, where that Expand broadcasts one entry to a constant ``count`` on ``axis``: its
-    copies along the axis are alike, so the count can follow a channel count it has no channels of."""
+def broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext
+                     ) -> tuple[gs.Node, int, SizeOf | ConstantEntry] | None:
+    """The Expand (its output axis, and the entry of its shape for it) that ``tensor`` copies unchanged from,
+    through Transposes read by nothing else, where that Expand broadcasts one entry along ``axis`` to
+    ``count``: a constant, or the size of a tensor with ``count`` channels there. Its copies along the axis
+    are alike, so the count can follow a channel count it has no channels of (``follow_broadcast``)."""
     for _ in range(_DERIVED_DEPTH):
         producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
         if producer is None or len(tensor.outputs) != 1:
@@ -306,8 +308,20 @@ def _broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelCont
             return None
         if local_axis is None or local_axis >= 0 and source[local_axis] != 1:
             return None
-        return (producer, axis) if isinstance(entry, ConstantEntry) and entry_value(entry) == count else None
+        if isinstance(entry, ConstantEntry) and entry_value(entry) == count:
+            return producer, axis, entry
+        read = ctx.channel(entry.tensor) if isinstance(entry, SizeOf) else None
+        return (producer, axis, entry) if read is not None and (read.axis, read.size) == (entry.axis, count) else None
     return None
+
+
+def follow_broadcast(expand: tuple[gs.Node, int, SizeOf | ConstantEntry], y: ChannelTensor, ctx: ChannelContext) -> None:
+    """Make the count that a ``broadcast_expand`` copies its entry to follow ``y``'s kept channels."""
+    producer, axis, entry = expand
+    if isinstance(entry, SizeOf):
+        ctx.follow_size(entry, y)
+    else:
+        ctx.add_rewrite(_BroadcastCount(axis, y.name), producer)
 
 
 @dataclass(frozen=True)
