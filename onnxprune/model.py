@@ -388,12 +388,14 @@ def _rearranges_a_weight(node: gs.Node) -> bool:
 
 
 def _keeps_storage_type(node: gs.Node) -> bool:
-    """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type. A Cast
-    of 32- or 64-bit integers is a shape computation (the TorchScript exporter casts the pads Hugging Face's
+    """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type (a Cast
+    to the type it has is folded). A Cast of 32- or 64-bit integers is a shape computation (the TorchScript exporter casts the pads Hugging Face's
     MobileNetV2 computes for its TensorFlow-style padding), and is folded; so is a Cast to the index types
     (TorchScript's windowed attention casts constant coordinates to index its relative position tables)."""
     if node.op == "Cast" and node.attrs.get("to") in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
         return False
+    if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None and node.inputs[0].dtype == node.outputs[0].dtype:
+        return False  # a Cast to the type it has (TorchScript's rotary table, cast to q's float32) changes nothing
     if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None:
         return node.inputs[0].dtype not in (np.int64, np.int32, np.bool_)  # (bfloat16 is ONNX's type number)
     return node.op in ("Cast", "CastLike", "DequantizeLinear")
