@@ -427,6 +427,19 @@ MODELS = {
         vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2)),
     "recurrent_gemma": text(hf.RecurrentGemmaConfig, hf.RecurrentGemmaForCausalLM, lru_width=32,
                             attention_window_size=8, num_key_value_heads=4, block_types=["recurrent", "attention"]),
+    # A sixteenth batch: more encoders (layout and markup among them), GLM, CLIPSeg's vision model and
+    # Speech2Text's encoder.
+    "glm": text(hf.GlmConfig, hf.GlmForCausalLM, num_key_value_heads=2, head_dim=8, pad_token_id=0),
+    "xlm": lambda: hf.XLMForSequenceClassification(hf.XLMConfig(
+        vocab_size=128, emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=64)),
+    "layoutlm": text(hf.LayoutLMConfig, hf.LayoutLMForSequenceClassification),
+    "markuplm": text(hf.MarkupLMConfig, hf.MarkupLMForSequenceClassification, pad_token_id=1),
+    "splinter": text(hf.SplinterConfig, hf.SplinterModel),
+    "clipseg_vision": lambda: hf.CLIPSegVisionModel(hf.CLIPSegVisionConfig(**SMALL_VISION)),
+    "speech_to_text_encoder": lambda: hf.Speech2TextModel(hf.Speech2TextConfig(
+        vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, input_feat_per_channel=16,
+        input_channels=1, conv_channels=32, max_source_positions=64)).get_encoder(),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -451,7 +464,8 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "pp_lcnet_v3": (3, 64, 64), "patchtsmixer": (32, 3), "aimv2_vision": (3, 32, 32), "mlcd_vision": (3, 32, 32),
           "metaclip2_vision": (3, 32, 32), "eomt": (3, 32, 32), "vjepa2": (4, 3, 32, 32), "dac": (1, 256),
           "wav2vec2_bert": (20, 16), "qwen2_audio_encoder": (16, 32), "unispeech": (400,),
-          "owlv2_vision": (3, 32, 32), "florence2_vision": (3, 32, 32), "smolvlm_vision": (3, 32, 32)}
+          "owlv2_vision": (3, 32, 32), "florence2_vision": (3, 32, 32), "smolvlm_vision": (3, 32, 32),
+          "clipseg_vision": (3, 32, 32), "speech_to_text_encoder": (20, 16)}
 
 
 def first_line(exc: Exception) -> str:
