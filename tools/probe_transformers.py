@@ -36,6 +36,8 @@ SMALL_SPEECH = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, 
 
 
 SMALL_T5 = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+SMALL_SEQ2SEQ = dict(vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+                     decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
 
 
 def small_detr() -> dict:
@@ -440,6 +442,20 @@ MODELS = {
         vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, input_feat_per_channel=16,
         input_channels=1, conv_channels=32, max_source_positions=64)).get_encoder(),
+    # A seventeenth batch: the encoders of translation and summarisation models, RoCBERT and Moonshine's
+    # audio encoder.
+    "m2m_100_encoder": lambda: hf.M2M100Model(hf.M2M100Config(**SMALL_SEQ2SEQ)).get_encoder(),
+    "pegasus_encoder": lambda: hf.PegasusModel(hf.PegasusConfig(**SMALL_SEQ2SEQ)).get_encoder(),
+    "marian_encoder": lambda: hf.MarianModel(hf.MarianConfig(
+        **SMALL_SEQ2SEQ, pad_token_id=1, decoder_start_token_id=1)).get_encoder(),
+    "led_encoder": lambda: hf.LEDModel(hf.LEDConfig(
+        **SMALL_SEQ2SEQ, max_encoder_position_embeddings=64, max_decoder_position_embeddings=64,
+        attention_window=[4, 4])).get_encoder(),
+    "roc_bert": text(hf.RoCBertConfig, hf.RoCBertForSequenceClassification, pronunciation_vocab_size=16,
+                     shape_vocab_size=16, pronunciation_embed_dim=8, shape_embed_dim=8),
+    "moonshine_encoder": lambda: hf.MoonshineModel(hf.MoonshineConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2,
+        decoder_num_hidden_layers=1, encoder_num_attention_heads=4, decoder_num_attention_heads=4)).get_encoder(),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -465,7 +481,7 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "metaclip2_vision": (3, 32, 32), "eomt": (3, 32, 32), "vjepa2": (4, 3, 32, 32), "dac": (1, 256),
           "wav2vec2_bert": (20, 16), "qwen2_audio_encoder": (16, 32), "unispeech": (400,),
           "owlv2_vision": (3, 32, 32), "florence2_vision": (3, 32, 32), "smolvlm_vision": (3, 32, 32),
-          "clipseg_vision": (3, 32, 32), "speech_to_text_encoder": (20, 16)}
+          "clipseg_vision": (3, 32, 32), "speech_to_text_encoder": (20, 16), "moonshine_encoder": (2000,)}
 
 
 def first_line(exc: Exception) -> str:
