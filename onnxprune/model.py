@@ -389,9 +389,10 @@ def _rearranges_a_weight(node: gs.Node) -> bool:
 
 def _keeps_storage_type(node: gs.Node) -> bool:
     """Casts and dequantisation of weights are not folded: the model keeps its weights' storage type (a Cast
-    to the type it has is folded). A Cast of 32- or 64-bit integers is a shape computation (the TorchScript exporter casts the pads Hugging Face's
-    MobileNetV2 computes for its TensorFlow-style padding), and is folded; so is a Cast to the index types
-    (TorchScript's windowed attention casts constant coordinates to index its relative position tables)."""
+    to the type it has is folded). A Cast of 32- or 64-bit integers is a shape computation (the TorchScript
+    exporter casts the pads Hugging Face's MobileNetV2 computes for its TensorFlow-style padding), and is
+    folded; so is a Cast to the index types (TorchScript's windowed attention casts constant coordinates to
+    index its relative position tables)."""
     if node.op == "Cast" and node.attrs.get("to") in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
         return False
     if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None and node.inputs[0].dtype == node.outputs[0].dtype:
