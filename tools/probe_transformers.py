@@ -456,6 +456,14 @@ MODELS = {
     "moonshine_encoder": lambda: hf.MoonshineModel(hf.MoonshineConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2,
         decoder_num_hidden_layers=1, encoder_num_attention_heads=4, decoder_num_attention_heads=4)).get_encoder(),
+    # RT-DETR v2 (its decoder's deformable attention samples per level with discrete offsets); two decoder
+    # layers: with one, transformers' tied box heads do not build.
+    "rt_detr_v2": lambda: hf.RTDetrV2ForObjectDetection(hf.RTDetrV2Config(
+        backbone_config=hf.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
+                                              out_features=["stage2", "stage3", "stage4"]),
+        encoder_in_channels=[32, 32, 32], encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=4,
+        d_model=32, num_queries=10, decoder_layers=2, decoder_ffn_dim=64, decoder_attention_heads=4, decoder_n_points=2,
+        decoder_in_channels=[32, 32, 32], num_labels=3)),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
@@ -481,7 +489,8 @@ INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2"
           "metaclip2_vision": (3, 32, 32), "eomt": (3, 32, 32), "vjepa2": (4, 3, 32, 32), "dac": (1, 256),
           "wav2vec2_bert": (20, 16), "qwen2_audio_encoder": (16, 32), "unispeech": (400,),
           "owlv2_vision": (3, 32, 32), "florence2_vision": (3, 32, 32), "smolvlm_vision": (3, 32, 32),
-          "clipseg_vision": (3, 32, 32), "speech_to_text_encoder": (20, 16), "moonshine_encoder": (2000,)}
+          "clipseg_vision": (3, 32, 32), "speech_to_text_encoder": (20, 16), "moonshine_encoder": (2000,),
+          "rt_detr_v2": (3, 64, 64)}
 
 
 def first_line(exc: Exception) -> str:
