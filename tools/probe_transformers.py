@@ -456,8 +456,7 @@ MODELS = {
     "moonshine_encoder": lambda: hf.MoonshineModel(hf.MoonshineConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2,
         decoder_num_hidden_layers=1, encoder_num_attention_heads=4, decoder_num_attention_heads=4)).get_encoder(),
-    # RT-DETR v2 (its decoder's deformable attention samples per level with discrete offsets); two decoder
-    # layers: with one, transformers' tied box heads do not build.
+    # RT-DETR v2, with two decoder layers: with one, transformers' tied box heads do not build.
     "rt_detr_v2": lambda: hf.RTDetrV2ForObjectDetection(hf.RTDetrV2Config(
         backbone_config=hf.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
                                               out_features=["stage2", "stage3", "stage4"]),
