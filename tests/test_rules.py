@@ -1245,17 +1245,55 @@ def test_attention_heads_are_removed_whole():
         assert run(result.model, {"x": x})[0].shape == (batch, 6, 8)
 
 
+def _latent_projections(x: str, s: str, heads: int, seed: int) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """One layer of latent attention's projections from ``x`` (names suffixed ``s``): q [N, heads, 6, 4],
+    k_nope [N, heads, 6, 2] and v [N, heads, 6, 3] split from the values' projection, and pe_one [N, 1, 6, 2]
+    (a rotary part for every head); the output Linear's weight too. Reads split_q, split_kv, kv_parts and
+    pe_axis."""
+    nope, rope, value = 2, 2, 3
+    inits = [weight(f"q.w{s}", (8, heads * (nope + rope)), seed + 1), weight(f"kv.w{s}", (8, heads * (nope + value)), seed + 2),
+             weight(f"pe.w{s}", (8, rope), seed + 3), weight(f"out.w{s}", (heads * value, 8), seed + 4)]
+    nodes = [helper.make_node("MatMul", [x, f"q.w{s}"], [f"q_flat{s}"], name=f"q_proj{s}"),
+             helper.make_node("Reshape", [f"q_flat{s}", "split_q"], [f"q_split{s}"]),
+             helper.make_node("Transpose", [f"q_split{s}"], [f"q{s}"], perm=[0, 2, 1, 3]),
+             helper.make_node("MatMul", [x, f"kv.w{s}"], [f"kv_flat{s}"], name=f"kv_proj{s}"),
+             helper.make_node("Reshape", [f"kv_flat{s}", "split_kv"], [f"kv_split{s}"]),
+             helper.make_node("Transpose", [f"kv_split{s}"], [f"kv{s}"], perm=[0, 2, 1, 3]),
+             helper.make_node("Split", [f"kv{s}", "kv_parts"], [f"k_nope{s}", f"v{s}"], axis=3),
+             helper.make_node("MatMul", [x, f"pe.w{s}"], [f"pe_flat{s}"], name=f"pe_proj{s}"),
+             helper.make_node("Unsqueeze", [f"pe_flat{s}", "pe_axis"], [f"pe_one{s}"])]
+    return inits, nodes
+
+
+def _latent_shapes(heads: int) -> list[onnx.TensorProto]:
+    """The constants ``_latent_projections`` and ``_latent_output`` read (2 + 2 dimensions a head for q and
+    k, 3 values)."""
+    return [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("split_q", [0, 0, heads, 4]), ("split_kv", [0, 0, heads, 5]), ("kv_parts", [2, 3]),
+        ("merge_heads", [0, 0, heads * 3]), ("pe_axis", [1]))]
+
+
+def _latent_output(key: str, s: str, out: str) -> list[onnx.NodeProto]:
+    """softmax(q k^T) v of a ``_latent_projections`` layer with its ``key`` [N, heads, 6, 4], then the output
+    Linear into ``out``. Reads merge_heads."""
+    return [helper.make_node("Transpose", [key], [f"k_cols{s}"], perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", [f"q{s}", f"k_cols{s}"], [f"scores{s}"]),
+            helper.make_node("Softmax", [f"scores{s}"], [f"weights{s}"], axis=-1),
+            helper.make_node("MatMul", [f"weights{s}", f"v{s}"], [f"mixed{s}"]),
+            helper.make_node("Transpose", [f"mixed{s}"], [f"tokens{s}"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"tokens{s}", "merge_heads"], [f"merged{s}"]),
+            helper.make_node("MatMul", [f"merged{s}", f"out.w{s}"], [out], name=f"out{s}")]
+
+
 def _latent_attention(layers: int = 2, heads: int = 4) -> onnx.ModelProto:
     """Multi-head latent attention's key as the dynamo exporter writes DeepSeek-V3's (and MiniCPM3's): per
     layer, each head's key is written into zeros [N, heads, 6, 4] (one ConstantOfShape, moved axis last
     to first, shared by every layer) with ScatterND, two rows of its own (``k_nope``, split from the
     values' projection) and two of a rotary part [N, 1, 6, 2] shared by every head (``Expand`` to the heads).
     Then softmax(q k^T) v, 3 values a head, and the output Linear; the layers follow one another."""
-    nope, rope, value = 2, 2, 3
-    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
-        ("split_q", [0, 0, heads, nope + rope]), ("split_kv", [0, 0, heads, nope + value]), ("kv_parts", [nope, value]),
-        ("merge_heads", [0, 0, heads * value]), ("pe_axis", [1]), ("pe_heads", [1, heads, 1, 1]), ("zero_start", [0]),
-        ("one_end", [1]), ("fill_tail", [heads, 6, nope + rope]), ("nope_rows", [[0], [1]]), ("rope_rows", [[2], [3]]))]
+    inits = _latent_shapes(heads) + [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("pe_heads", [1, heads, 1, 1]), ("zero_start", [0]), ("one_end", [1]), ("fill_tail", [heads, 6, 4]),
+        ("nope_rows", [[0], [1]]), ("rope_rows", [[2], [3]]))]
     nodes = [helper.make_node("Shape", ["x"], ["x_shape"]),
              helper.make_node("Slice", ["x_shape", "zero_start", "one_end"], ["batch"]),
              helper.make_node("Concat", ["batch", "fill_tail"], ["fill_shape"], axis=0),
@@ -1266,31 +1304,16 @@ def _latent_attention(layers: int = 2, heads: int = 4) -> onnx.ModelProto:
     for layer in range(layers):
         def name(n: str, layer: int = layer) -> str:
             return f"{n}{layer}"
-        inits += [weight(name("q.w"), (8, heads * (nope + rope)), 10 * layer + 1),
-                  weight(name("kv.w"), (8, heads * (nope + value)), 10 * layer + 2),
-                  weight(name("pe.w"), (8, rope), 10 * layer + 3), weight(name("out.w"), (heads * value, 8), 10 * layer + 4)]
-        nodes += [helper.make_node("MatMul", [x, name("q.w")], [name("q_flat")], name=name("q_proj")),
-                  helper.make_node("Reshape", [name("q_flat"), "split_q"], [name("q_split")]),
-                  helper.make_node("Transpose", [name("q_split")], [name("q")], perm=[0, 2, 1, 3]),
-                  helper.make_node("MatMul", [x, name("kv.w")], [name("kv_flat")], name=name("kv_proj")),
-                  helper.make_node("Reshape", [name("kv_flat"), "split_kv"], [name("kv_split")]),
-                  helper.make_node("Transpose", [name("kv_split")], [name("kv")], perm=[0, 2, 1, 3]),
-                  helper.make_node("Split", [name("kv"), "kv_parts"], [name("k_nope"), name("v")], axis=3),
-                  helper.make_node("MatMul", [x, name("pe.w")], [name("pe_flat")], name=name("pe_proj")),
-                  helper.make_node("Unsqueeze", [name("pe_flat"), "pe_axis"], [name("pe_one")]),
-                  helper.make_node("Expand", [name("pe_one"), "pe_heads"], [name("pe")], name=name("pe_expand")),
-                  helper.make_node("Transpose", [name("k_nope")], [name("k_nope_t")], perm=[3, 1, 2, 0]),
-                  helper.make_node("Transpose", [name("pe")], [name("pe_t")], perm=[3, 1, 2, 0]),
-                  helper.make_node("ScatterND", ["zeros_t", "nope_rows", name("k_nope_t")], [name("k_half")]),
-                  helper.make_node("ScatterND", [name("k_half"), "rope_rows", name("pe_t")], [name("k_t")]),
-                  helper.make_node("Transpose", [name("k_t")], [name("k")], perm=[3, 1, 2, 0]),
-                  helper.make_node("Transpose", [name("k")], [name("k_cols")], perm=[0, 1, 3, 2]),
-                  helper.make_node("MatMul", [name("q"), name("k_cols")], [name("scores")]),
-                  helper.make_node("Softmax", [name("scores")], [name("weights")], axis=-1),
-                  helper.make_node("MatMul", [name("weights"), name("v")], [name("mixed")]),
-                  helper.make_node("Transpose", [name("mixed")], [name("tokens")], perm=[0, 2, 1, 3]),
-                  helper.make_node("Reshape", [name("tokens"), "merge_heads"], [name("merged")]),
-                  helper.make_node("MatMul", [name("merged"), name("out.w")], [name("h")], name=name("out"))]
+        layer_inits, layer_nodes = _latent_projections(x, str(layer), heads, 10 * layer)
+        inits += layer_inits
+        nodes += layer_nodes + [
+            helper.make_node("Expand", [name("pe_one"), "pe_heads"], [name("pe")], name=name("pe_expand")),
+            helper.make_node("Transpose", [name("k_nope")], [name("k_nope_t")], perm=[3, 1, 2, 0]),
+            helper.make_node("Transpose", [name("pe")], [name("pe_t")], perm=[3, 1, 2, 0]),
+            helper.make_node("ScatterND", ["zeros_t", "nope_rows", name("k_nope_t")], [name("k_half")]),
+            helper.make_node("ScatterND", [name("k_half"), "rope_rows", name("pe_t")], [name("k_t")]),
+            helper.make_node("Transpose", [name("k_t")], [name("k")], perm=[3, 1, 2, 0])]
+        nodes += _latent_output(name("k"), str(layer), name("h"))
         x = name("h")
     nodes.append(helper.make_node("Identity", [x], ["y"]))
     return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits, opset=18)
@@ -1320,33 +1343,22 @@ def _sliced_key_attention(heads_run: tuple[int, int, int] = (0, 4, 1)) -> onnx.M
     step) reshaped onto its axis, expanded to the block and concatenated, and the updates expanded and
     reshaped to the block. ``pe`` is a rotary part [N, 1, 6, 2] expanded to the heads (``expand(-1, H, ...)``
     with H read off ``k_nope``). Then softmax(q k^T) v, 3 values a head, and the output Linear."""
-    heads, nope, rope, value = 4, 2, 2, 3
-    inits = [weight("q.w", (8, heads * (nope + rope)), 1), weight("kv.w", (8, heads * (nope + value)), 2),
-             weight("pe.w", (8, rope), 3), weight("out.w", (heads * value, 8), 4)]
-    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
-        ("split_q", [0, 0, heads, nope + rope]), ("split_kv", [0, 0, heads, nope + value]), ("kv_parts", [nope, value]),
-        ("merge_heads", [0, 0, heads * value]), ("one", [1]), ("three", [3]), ("zero", [0]), ("last", [-1]),
+    heads, nope, rope = 4, 2, 2
+    inits, nodes = _latent_projections("x", "", heads, 0)
+    inits += _latent_shapes(heads) + [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (
+        ("three", [3]), ("zero", [0]), ("last", [-1]),
         ("key_size", [nope + rope]), ("rope_size", [rope]), ("zero_s", 0), ("one_s", 1),
         ("heads_start", heads_run[0]), ("heads_stop", heads_run[1]), ("heads_step", heads_run[2]),
         ("nope_end", [nope]), ("key_end", [nope + rope]), ("axis0", 0), ("axis1", 1), ("axis2", 2), ("axis3", 3),
         ("on_axis0", [-1, 1, 1, 1]), ("on_axis1", [-1, 1, 1]), ("on_axis2", [-1, 1]), ("on_axis3", [-1]))]
-    nodes = [helper.make_node("MatMul", ["x", "q.w"], ["q_flat"], name="q_proj"),
-             helper.make_node("Reshape", ["q_flat", "split_q"], ["q_split"]),
-             helper.make_node("Transpose", ["q_split"], ["q"], perm=[0, 2, 1, 3]),
-             helper.make_node("MatMul", ["x", "kv.w"], ["kv_flat"], name="kv_proj"),
-             helper.make_node("Reshape", ["kv_flat", "split_kv"], ["kv_split"]),
-             helper.make_node("Transpose", ["kv_split"], ["kv"], perm=[0, 2, 1, 3]),
-             helper.make_node("Split", ["kv", "kv_parts"], ["k_nope", "v"], axis=3),
-             helper.make_node("MatMul", ["x", "pe.w"], ["pe_flat"], name="pe_proj"),
-             helper.make_node("Unsqueeze", ["pe_flat", "one"], ["pe_one"]),
-             helper.make_node("Shape", ["k_nope"], ["k_nope_shape"]),
-             helper.make_node("Slice", ["k_nope_shape", "zero", "three"], ["rows_shape"]),
-             helper.make_node("Concat", ["rows_shape", "rope_size"], ["pe_shape"], axis=0),
-             helper.make_node("Expand", ["pe_one", "pe_shape"], ["pe"], name="pe_expand"),
-             helper.make_node("Concat", ["rows_shape", "key_size"], ["key_shape"], axis=0),
-             helper.make_node("ConstantOfShape", ["key_shape"], ["zeros"],
-                              value=numpy_helper.from_array(np.zeros(1, np.float32))),
-             helper.make_node("Shape", ["zeros"], ["zeros_shape"])]
+    nodes += [helper.make_node("Shape", ["k_nope"], ["k_nope_shape"]),
+              helper.make_node("Slice", ["k_nope_shape", "zero", "three"], ["rows_shape"]),
+              helper.make_node("Concat", ["rows_shape", "rope_size"], ["pe_shape"], axis=0),
+              helper.make_node("Expand", ["pe_one", "pe_shape"], ["pe"], name="pe_expand"),
+              helper.make_node("Concat", ["rows_shape", "key_size"], ["key_shape"], axis=0),
+              helper.make_node("ConstantOfShape", ["key_shape"], ["zeros"],
+                               value=numpy_helper.from_array(np.zeros(1, np.float32))),
+              helper.make_node("Shape", ["zeros"], ["zeros_shape"])]
     key = "zeros"
     for part, (updates, start, end) in enumerate((("k_nope", "zero", "nope_end"), ("pe", "nope_end", "key_end"))):
         def name(n: str, part: int = part) -> str:
@@ -1373,13 +1385,7 @@ def _sliced_key_attention(heads_run: tuple[int, int, int] = (0, 4, 1)) -> onnx.M
                   helper.make_node("Reshape", [name("spread"), name("block_shape")], [name("written")]),
                   helper.make_node("ScatterND", [key, name("indices"), name("written")], [name("key")], name=name("write"))]
         key = name("key")
-    nodes += [helper.make_node("Transpose", [key], ["k_cols"], perm=[0, 1, 3, 2]),
-              helper.make_node("MatMul", ["q", "k_cols"], ["scores"]),
-              helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
-              helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
-              helper.make_node("Transpose", ["mixed"], ["tokens"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["tokens", "merge_heads"], ["merged"]),
-              helper.make_node("MatMul", ["merged", "out.w"], ["y"], name="out")]
+    nodes += _latent_output(key, "", "y")
     return make_model(nodes, {"x": ["N", 6, 8]}, ["y"], inits, opset=17)
 
 

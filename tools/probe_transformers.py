@@ -48,6 +48,15 @@ def small_detr() -> dict:
                 encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=5, num_labels=3)
 
 
+def small_rt_detr(decoder_layers: int = 1) -> dict:
+    """A small RT-DETR config: a ResNet backbone whose last three stages feed the hybrid encoder."""
+    return dict(backbone_config=hf.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32],
+                                                      depths=[1, 1, 1, 1], out_features=["stage2", "stage3", "stage4"]),
+                encoder_in_channels=[32, 32, 32], encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=4,
+                d_model=32, num_queries=10, decoder_layers=decoder_layers, decoder_ffn_dim=64, decoder_attention_heads=4,
+                decoder_n_points=2, decoder_in_channels=[32, 32, 32], num_labels=3)
+
+
 def text(config_class, model_class, **changes):
     """A builder of ``model_class`` with a small text config (``changes`` on top: grouped key/value heads...)."""
     return lambda: model_class(config_class(**{**SMALL_TEXT, **changes}))
@@ -319,12 +328,7 @@ MODELS = {
     "pp_lcnet": lambda: hf.PPLCNetForImageClassification(hf.PPLCNetConfig()),
     "pp_ocrv5_mobile_det": lambda: hf.PPOCRV5MobileDetForObjectDetection(hf.PPOCRV5MobileDetConfig()),
     "pp_ocrv6_tiny_rec": lambda: hf.PPOCRV6TinyRecForTextRecognition(hf.PPOCRV6TinyRecConfig()),
-    "rt_detr": lambda: hf.RTDetrForObjectDetection(hf.RTDetrConfig(
-        backbone_config=hf.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
-                                              out_features=["stage2", "stage3", "stage4"]),
-        encoder_in_channels=[32, 32, 32], encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=4,
-        d_model=32, num_queries=10, decoder_layers=1, decoder_ffn_dim=64, decoder_attention_heads=4, decoder_n_points=2,
-        decoder_in_channels=[32, 32, 32], num_labels=3)),
+    "rt_detr": lambda: hf.RTDetrForObjectDetection(hf.RTDetrConfig(**small_rt_detr())),
     "vitmatte": lambda: hf.VitMatteForImageMatting(hf.VitMatteConfig(
         backbone_config=hf.VitDetConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2,
                                         num_attention_heads=4, mlp_ratio=2, num_channels=4, out_features=["stage2"]),
@@ -439,9 +443,8 @@ MODELS = {
     "splinter": text(hf.SplinterConfig, hf.SplinterModel),
     "clipseg_vision": lambda: hf.CLIPSegVisionModel(hf.CLIPSegVisionConfig(**SMALL_VISION)),
     "speech_to_text_encoder": lambda: hf.Speech2TextModel(hf.Speech2TextConfig(
-        vocab_size=128, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, input_feat_per_channel=16,
-        input_channels=1, conv_channels=32, max_source_positions=64)).get_encoder(),
+        **SMALL_SEQ2SEQ, input_feat_per_channel=16, input_channels=1, conv_channels=32,
+        max_source_positions=64)).get_encoder(),
     # A seventeenth batch: the encoders of translation and summarisation models, RoCBERT and Moonshine's
     # audio encoder.
     "m2m_100_encoder": lambda: hf.M2M100Model(hf.M2M100Config(**SMALL_SEQ2SEQ)).get_encoder(),
@@ -457,12 +460,7 @@ MODELS = {
         vocab_size=128, hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2,
         decoder_num_hidden_layers=1, encoder_num_attention_heads=4, decoder_num_attention_heads=4)).get_encoder(),
     # RT-DETR v2, with two decoder layers: with one, transformers' tied box heads do not build.
-    "rt_detr_v2": lambda: hf.RTDetrV2ForObjectDetection(hf.RTDetrV2Config(
-        backbone_config=hf.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
-                                              out_features=["stage2", "stage3", "stage4"]),
-        encoder_in_channels=[32, 32, 32], encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=4,
-        d_model=32, num_queries=10, decoder_layers=2, decoder_ffn_dim=64, decoder_attention_heads=4, decoder_n_points=2,
-        decoder_in_channels=[32, 32, 32], num_labels=3)),
+    "rt_detr_v2": lambda: hf.RTDetrV2ForObjectDetection(hf.RTDetrV2Config(**small_rt_detr(decoder_layers=2))),
 }
 # Inputs other than token ids [N, TOKENS]: their shapes without the batch.
 INPUTS = {"vit": (3, 32, 32), "deit": (3, 32, 32), "beit": (3, 32, 32), "dinov2": (3, 32, 32), "swin": (3, 32, 32),
