@@ -13,7 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from helpers import make_model, relative_error, run
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune import calibrate, candidates
@@ -824,3 +824,39 @@ def test_prune_takes_a_generator_of_labelled_batches_or_one_array():
     from_array = onnxprune.prune(str(MODELS / "fashion_mnist.ts.onnx"), ratio=0.3, calib=x, importance="wanda")
     assert from_array.report["settings"]["calib"] == "Python array"
     assert from_array.report["calibration"]["held_out_samples"] == 48 and from_array.report["accuracy"] is None
+
+
+def test_a_refit_recording_runs_only_the_nodes_its_outputs_read():
+    # ONNX Runtime runs every node of a session whatever the outputs asked for: a recording of an early
+    # tensor leaves the rest of the model out. The tail here (y's 768 values into rows of 5) fails if it runs.
+    model = two_convs(np.random.default_rng(5).normal(size=(8, 3, 3, 3)), np.zeros(8))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([5, -1], np.int64), "tail_shape"))
+    model.graph.node.append(helper.make_node("Reshape", ["y", "tail_shape"], ["tail"], name="tail"))
+    model.graph.output[0].CopyFrom(onnx.ValueInfoProto(name="tail"))
+    builder = _StatsGraph(17)
+    builder.outputs = [builder.rows("h", TensorSpec(1, 8, ("N", 8, 8, 8)), "rec")]
+    before = model.SerializeToString()
+    x = calibration(3)[0]
+    with pytest.raises(Exception, match="Reshape"):
+        builder.session(model).run(builder.outputs, x)
+    sess = builder.session(model, upstream=True)
+    assert [o.name for o in sess.get_outputs()] == builder.outputs
+    (rows,) = sess.run(builder.outputs, x)
+    h = run(onnx.utils.Extractor(model).extract_model(["x"], ["h"]), x)[0]
+    np.testing.assert_allclose(rows, h.transpose(1, 0, 2, 3).reshape(8, -1), rtol=1e-5, atol=1e-6)
+    assert model.SerializeToString() == before  # restored: nodes, initializers and outputs
+
+
+def test_nodes_read_by_a_subgraph_are_upstream_of_it():
+    inner = helper.make_graph([helper.make_node("Identity", ["outer"], ["branch"])], "branch", [],
+                              [helper.make_tensor_value_info("branch", TensorProto.FLOAT, None)])
+    graph = helper.make_graph([
+        helper.make_node("Relu", ["x"], ["outer"], name="outer"),
+        helper.make_node("Relu", ["x"], ["unused"], name="unused"),
+        helper.make_node("ReduceMax", ["x"], ["flag_f"], name="flag_f", keepdims=0),
+        helper.make_node("Cast", ["flag_f"], ["flag"], name="flag", to=TensorProto.BOOL),
+        helper.make_node("If", ["flag"], ["chosen"], name="if", then_branch=inner, else_branch=inner)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("chosen", TensorProto.FLOAT, None)])
+    assert calibrate.upstream_nodes(graph, ["chosen"]) == [0, 2, 3, 4]
+    assert calibrate.upstream_nodes(graph, ["flag", "unused"]) == [1, 2, 3]
