@@ -968,11 +968,16 @@ class PairedStats:
 
     def add(self, fold: int, original: np.ndarray, pruned: np.ndarray) -> None:
         """Add one batch of [channels, positions] rows of both models."""
-        x = original.astype(np.float64)
-        z = np.vstack([pruned.astype(np.float64), np.ones((1, pruned.shape[1]))])
+        x, z = original.astype(np.float64), pruned.astype(np.float64)
+        kept = len(z)  # z's row of ones, the constant, is the sums and the count (no copy of z with it)
         self.xx[fold] += np.einsum("ij,ij->i", x, x) if self.xx.ndim == 2 else x @ x.T
-        self.xz[fold] += x @ z.T
-        self.zz[fold] += z @ z.T
+        self.xz[fold, :, :kept] += x @ z.T
+        self.xz[fold, :, kept] += x.sum(1)
+        self.zz[fold, :kept, :kept] += z @ z.T
+        sums = z.sum(1)
+        self.zz[fold, :kept, kept] += sums
+        self.zz[fold, kept, :kept] += sums
+        self.zz[fold, kept, kept] += x.shape[1]
         self.counts[fold] += x.shape[1]
 
     @cached_property
