@@ -84,6 +84,26 @@ def test_conv_transpose_slices_both_weight_axes():
     assert node_of(result, "ct").inputs[1].shape[:2] == [4, 3]
 
 
+@pytest.mark.parametrize("group, per_group_out", [(8, 1), (8, 2), (2, 3)])
+def test_grouped_conv_transpose_removes_channels_with_their_groups_outputs(group, per_group_out):
+    # Depthwise (group 8): output channels i*k .. i*k + k - 1 go with input channel i, and ``group`` follows
+    # the kept inputs (CenterNet's DLA neck upsamples so); otherwise each group keeps the same positions.
+    w = weight("ct.w", (8, per_group_out, 4, 4), 5)
+    ct = helper.make_node("ConvTranspose", ["a", "ct.w", "ct.b"], ["t"], name="ct", strides=[2, 2], pads=[1] * 4,
+                          group=group)
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", "t", "y", group * per_group_out, 4, seed=2)
+    model = make_model([first, ct, last], X, ["y"], inits1 + [w, weight("ct.b", (group * per_group_out,), 6)] + inits2)
+    result = prune_checked(model)
+    node = node_of(result, "ct")
+    kept_in, kept_per_group = node.inputs[1].shape[:2]
+    assert kept_in == node_of(result, "conv1").inputs[1].shape[0] < 8
+    assert node.attrs["group"] == (kept_in if group == 8 else 2)
+    assert kept_per_group == (per_group_out if group == 8 else per_group_out - 1)  # 3 output positions: 1 goes
+    assert node_of(result, "conv2").inputs[1].shape[1] == node.attrs["group"] * kept_per_group
+    assert (group_of(result, "a") is group_of(result, "t")) == (group == 8)
+
+
 def test_conv1d_has_channels_on_axis_one():
     first = helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1])
     last = helper.make_node("Conv", ["a", "w2"], ["y"], name="c2", pads=[1, 1])

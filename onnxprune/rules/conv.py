@@ -5,7 +5,9 @@ W[:, c % (C/g)] within its group. Plain (g = 1): input and output are independen
 Depthwise (g = C, W [C*k, 1, *K]): output channel i*k + j is computed from input channel i only, so
 they are removed together and ``group`` is rewritten. Other grouped convs: every group must keep the
 same count, so position p is removed from all groups at once and ``group`` stays.
-ConvTranspose (g = 1 only): W [C, M, *K], input on axis 0 and output on axis 1.
+ConvTranspose: W [C, M/g, *K], input on axis 0 and output within its group on axis 1; grouped the same
+way (depthwise, g = C: output channels i*k .. i*k + k - 1 come from input channel i alone, as a sub-pixel
+upsampling by a bilinear-initialised depthwise ConvTranspose in CenterNet's DLA neck).
 """
 
 from __future__ import annotations
@@ -65,12 +67,27 @@ class ConvTransposeRule(Rule):
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         weight = _weight_shape(node, ctx)
-        if int(node.attrs.get("group", 1)) != 1:
-            raise Unprunable("grouped ConvTranspose is not supported")
+        groups = int(node.attrs.get("group", 1))
+        in_channels, per_group_out = weight[0], weight[1]
         x = ctx.expect(node.inputs[0], 1)
-        y = ctx.declare(node.outputs[0], 1, weight[1])
+        if x.size != in_channels:
+            raise Unprunable(f"its input has {x.size} channels but the weight expects {in_channels}")
+        y = ctx.declare(node.outputs[0], 1, per_group_out * groups)
         ctx.slice_param(node, 1, 0, x.slots, scored=True)
-        ctx.slice_param(node, 1, 1, y.slots, scored=True)
+        if groups == 1:
+            ctx.slice_param(node, 1, 1, y.slots, scored=True)
+        elif groups == in_channels:  # depthwise, possibly with a channel multiplier
+            ctx.couple(np.repeat(x.slots, per_group_out), y.slots)
+            ctx.add_rewrite(self, node)
+        else:
+            per_group_in = in_channels // groups
+            for g in range(1, groups):
+                ctx.couple(x.slots[:per_group_in], x.slots[g * per_group_in:(g + 1) * per_group_in])
+                ctx.couple(y.slots[:per_group_out], y.slots[g * per_group_out:(g + 1) * per_group_out])
+            ctx.slice_param(node, 1, 1, y.slots[:per_group_out], scored=True)
         if _has_bias(node):
             ctx.slice_param(node, 2, 0, y.slots)
         ctx.record_io(node, x, y)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        node.attrs["group"] = len(view.kept(node.inputs[0].name))
