@@ -148,6 +148,22 @@ class Activations:
         return ("total", *reads.get(self.importance, ()))
 
 
+def _upstream_names(graph: gs.Graph, inputs: set[str]) -> set[str]:
+    """Names of the nodes that the tensors ``inputs`` depend on, or the other inputs of the nodes after their
+    readers (the other term of a residual Add after a consumer, which a kernel refit records too)."""
+    tensors = graph.tensors()
+    pending = [tensors[name] for name in inputs if name in tensors]
+    pending += [t for name in list(inputs) if name in tensors for reader in tensors[name].outputs
+                for out in reader.outputs for after in out.outputs for t in after.inputs]
+    seen: dict[int, str] = {}
+    while pending:
+        for node in pending.pop().inputs:
+            if id(node) not in seen:
+                seen[id(node)] = node.name
+                pending.extend(node.inputs)
+    return set(seen.values())
+
+
 class CandidateBuilder:
     """Builds candidates from plans of the original's analysis (plans index groups identically)."""
 
@@ -311,9 +327,11 @@ class CandidateBuilder:
         first_pass = dict(stats)
         for index, levels in enumerate(passes):
             work = self.analysis(template)
-            compensate(work, plan, first_pass, refits, decisions)
-            level_refits, grams = self._pairs(template, plan, work, {name for level in levels for name in level},
-                                              ahead if index == 0 else set())
+            names = {name for level in levels for name in level}
+            # Only the consumers upstream of what this pass records change its recording (the rest of both
+            # models does not even run, see ``collect_pairs``); the final compensation rewrites them all.
+            compensate(work, plan, first_pass, refits, decisions, _upstream_names(work.graph, names))
+            level_refits, grams = self._pairs(template, plan, work, names, ahead if index == 0 else set())
             first_pass.update(grams)
             refits.channels.update(level_refits.channels)
             refits.kernels.update(level_refits.kernels)

@@ -86,17 +86,21 @@ class CompensationRecord:
 
 
 def compensate(analysis: Analysis, plan: Plan, stats: dict[str, ChannelStats],
-               refits: Refits | None = None, decisions: dict | None = None) -> list[CompensationRecord]:
+               refits: Refits | None = None, decisions: dict | None = None,
+               only: set[str] | None = None) -> list[CompensationRecord]:
     """Rewrite the consumers of ``plan``'s removed channels in ``analysis.graph`` (before the plan is applied).
 
     With ``refits`` (recorded on the model this same call made without them), every consumer is also
     considered for a refit on the pruned model's inputs. ``decisions`` keeps the fits of earlier calls
-    with the same plan on analyses of the same model, for reuse.
+    with the same plan on analyses of the same model, for reuse. ``only`` limits the rewrite to the
+    consumers of those node names.
     """
     refits = refits or Refits({}, {})
     slot_removed = np.isin(analysis.unit_of_slot, plan.removed_units(analysis))
     records = []
     for consumer in find_consumers(analysis):
+        if only is not None and consumer.node.name not in only:
+            continue
         removed = slot_removed[consumer.weight.slots]
         pair = refits.channels.get(consumer.source.name)
         # The refit's recording holds the original input's Gram matrices too, at the same positions.

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import make_model, relative_error, run
+from helpers import conv, make_model, relative_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
@@ -860,3 +860,29 @@ def test_nodes_read_by_a_subgraph_are_upstream_of_it():
         [helper.make_tensor_value_info("chosen", TensorProto.FLOAT, None)])
     assert calibrate.upstream_nodes(graph, ["chosen"]) == [0, 2, 3, 4]
     assert calibrate.upstream_nodes(graph, ["flag", "unused"]) == [1, 2, 3]
+
+
+def test_a_refit_pass_rewrites_only_the_consumers_upstream_of_its_recording(monkeypatch):
+    # x -> conv1 -> relu -> h; conv2(h) + h -> r -> conv3 -> y. A pass recording h (and, for conv2's kernel
+    # refit, the Add's other term) depends on conv1 and not on conv3; rewriting only those consumers in
+    # each pass prunes the same as rewriting all of them.
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    second, inits2 = conv("conv2", "h", "b", 8, 8, seed=2)
+    third, inits3 = conv("conv3", "r", "y", 8, 4, seed=3)
+    nodes = [first, helper.make_node("Relu", ["a"], ["h"], name="relu"), second,
+             helper.make_node("Add", ["b", "h"], ["r"], name="add"), third]
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits1 + inits2 + inits3)
+    assert candidates._upstream_names(gs.import_onnx(model), {"h"}) == {"conv1", "relu", "conv2", "add"}
+    assert candidates._upstream_names(gs.import_onnx(model), {"r"}) == {"conv1", "relu", "conv2", "add"}
+
+    def weights() -> dict[str, np.ndarray]:
+        result = onnxprune.prune(model, ratio=0.5, round_to=1, calib=calibration(64), latency=False)
+        assert {r["node"] for r in result.report["compensation"]} >= {"conv2", "conv3"}
+        return {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+
+    upstream_only = weights()
+    monkeypatch.setattr(candidates, "_upstream_names", lambda graph, inputs: None)
+    every_consumer = weights()
+    assert upstream_only.keys() == every_consumer.keys()
+    for name, values in upstream_only.items():
+        np.testing.assert_array_equal(values, every_consumer[name])
