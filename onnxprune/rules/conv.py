@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
+from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
 
 
 def _weight_shape(node: gs.Node, ctx: ChannelContext) -> tuple[int, ...]:
@@ -27,6 +27,14 @@ def _weight_shape(node: gs.Node, ctx: ChannelContext) -> tuple[int, ...]:
 
 def _has_bias(node: gs.Node) -> bool:
     return len(node.inputs) > 2 and not node.inputs[2].is_empty()
+
+
+def _same_positions_in_every_group(ctx: ChannelContext, x: ChannelTensor, y: ChannelTensor, groups: int) -> None:
+    """Tie position p of every group of x's channels, and of y's: a grouped conv keeps equal groups."""
+    per_group_in, per_group_out = x.size // groups, y.size // groups
+    for g in range(1, groups):
+        ctx.couple(x.slots[:per_group_in], x.slots[g * per_group_in:(g + 1) * per_group_in])
+        ctx.couple(y.slots[:per_group_out], y.slots[g * per_group_out:(g + 1) * per_group_out])
 
 
 class ConvRule(Rule):
@@ -48,10 +56,7 @@ class ConvRule(Rule):
             ctx.couple(np.repeat(x.slots, multiplier), y.slots)
             ctx.add_rewrite(self, node)
         else:
-            per_group_out = out_channels // groups
-            for g in range(1, groups):
-                ctx.couple(x.slots[:per_group_in], x.slots[g * per_group_in:(g + 1) * per_group_in])
-                ctx.couple(y.slots[:per_group_out], y.slots[g * per_group_out:(g + 1) * per_group_out])
+            _same_positions_in_every_group(ctx, x, y, groups)
             ctx.slice_param(node, 1, 1, x.slots[:per_group_in], scored=True)
         ctx.slice_param(node, 1, 0, y.slots, scored=True)
         if _has_bias(node):
@@ -80,10 +85,7 @@ class ConvTransposeRule(Rule):
             ctx.couple(np.repeat(x.slots, per_group_out), y.slots)
             ctx.add_rewrite(self, node)
         else:
-            per_group_in = in_channels // groups
-            for g in range(1, groups):
-                ctx.couple(x.slots[:per_group_in], x.slots[g * per_group_in:(g + 1) * per_group_in])
-                ctx.couple(y.slots[:per_group_out], y.slots[g * per_group_out:(g + 1) * per_group_out])
+            _same_positions_in_every_group(ctx, x, y, groups)
             ctx.slice_param(node, 1, 1, y.slots[:per_group_out], scored=True)
         if _has_bias(node):
             ctx.slice_param(node, 2, 0, y.slots)
