@@ -599,20 +599,120 @@ def _name_nodes(graph: gs.Graph) -> None:
 
 
 def _inline_constant_nodes(graph: gs.Graph) -> None:
-    """Turn ``Constant`` nodes (Paddle, tf2onnx) and ``Identity`` of constants (PyTorch) into constants."""
+    """Turn ``Constant`` nodes (Paddle, tf2onnx), ``Identity`` of constants (PyTorch) and ``QuantizeLinear`` of
+    constants (QDQ models) into constants, until none is left (a QuantizeLinear may come before the Identity
+    it reads)."""
     outputs = {t.name for t in graph.outputs}
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            out = node.outputs[0] if len(node.outputs) == 1 else None
+            if out is None or out.name in outputs:
+                continue
+            if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
+                values = node.attrs["value"].values
+            elif node.op == "Identity" and isinstance(node.inputs[0], gs.Constant):
+                values = node.inputs[0].values
+            elif node.op == "QuantizeLinear" and (values := _quantized_constant(node)) is not None:
+                pass
+            elif node.op == "Identity" and _dequantizes_constants(node.inputs[0]):
+                # PyTorch shares equal parameters through an Identity; quantized, the Identity reads the
+                # first one's DequantizeLinear. It becomes a DequantizeLinear of its own copy, as each has.
+                dequantize = node.inputs[0].inputs[0]
+                stored = dequantize.inputs[0]
+                node.op, node.attrs = "DequantizeLinear", dict(dequantize.attrs)
+                node.inputs = [gs.Constant(f"{stored.name}__{out.name}", np.array(stored.values),
+                                           export_dtype=stored.export_dtype), *dequantize.inputs[1:]]
+                changed = True
+                continue
+            else:
+                continue
+            node.outputs.clear()
+            out.to_constant(np.asarray(values))
+            changed = True
+    _own_dequantized_vectors(graph)
+
+
+def _own_dequantized_vectors(graph: gs.Graph) -> None:
+    """Give each reader of a dequantized per-channel vector (a BatchNorm's scale, say, shared by PyTorch
+    between equal parameters) a DequantizeLinear of its own, so that each can be sliced with its channels,
+    as a shared float constant is copied when sliced. Shared weights of more dimensions stay shared."""
+    copies = []
     for node in graph.nodes:
-        out = node.outputs[0] if len(node.outputs) == 1 else None
-        if out is None or out.name in outputs:
+        out = node.outputs[0] if node.op == "DequantizeLinear" and node.outputs else None
+        if (out is None or len(out.outputs) < 2 or out in graph.outputs or not _dequantizes_constants(out)
+                or np.asarray(node.inputs[0].values).ndim != 1):
             continue
-        if node.op == "Constant" and isinstance(node.attrs.get("value"), gs.Constant):
-            values = node.attrs["value"].values
-        elif node.op == "Identity" and isinstance(node.inputs[0], gs.Constant):
-            values = node.inputs[0].values
-        else:
-            continue
-        node.outputs.clear()
-        out.to_constant(np.asarray(values))
+        readers = list({id(reader): reader for reader in out.outputs}.values())  # a node may read it twice
+        uses = [(reader, position) for reader in readers for position, t in enumerate(reader.inputs) if t is out]
+        for index, (reader, position) in enumerate(uses[1:], start=1):
+            stored = node.inputs[0]
+            own = gs.Variable(f"{out.name}__{index}", dtype=out.dtype, shape=out.shape)
+            copy = gs.Constant(f"{stored.name}__{index}", np.array(stored.values), export_dtype=stored.export_dtype)
+            copies.append(gs.Node("DequantizeLinear", f"{node.name}__{index}", dict(node.attrs),
+                                  [copy, *node.inputs[1:]], [own]))
+            reader.inputs[position] = own
+    graph.nodes[:0] = copies  # constants only: ahead of everything
+
+
+def _dequantizes_constants(tensor: gs.Tensor) -> bool:
+    """Whether ``tensor`` is the output of a DequantizeLinear whose inputs are all constants."""
+    return (len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear"
+            and all(isinstance(t, gs.Constant) for t in tensor.inputs[0].inputs if not t.is_empty()))
+
+
+def _quantized_constant(node: gs.Node) -> np.ndarray | None:
+    """The integers a QuantizeLinear of a float constant gives (a QDQ model quantizes a constant operand, an
+    Add's identity matrix, say, at run time; or a constant it dequantized already), as ONNX Runtime computes
+    them: round(x / scale) + zero point in float32, halves to even, saturated; None for other forms
+    (block-wise, float8, a computed input)."""
+    inputs = [t for t in node.inputs if not t.is_empty()]
+    x = _float_constant(inputs[0]) if inputs else None
+    if (x is None or len(inputs) < 2 or not all(isinstance(t, gs.Constant) for t in inputs[1:])
+            or node.attrs.get("block_size", 0) or np.asarray(inputs[1].values).ndim > 1):
+        return None
+    if len(inputs) > 2:
+        dtype = np.asarray(inputs[2].values).dtype
+    elif "output_dtype" in node.attrs:
+        return None
+    else:
+        dtype = np.dtype(np.uint8)
+    if dtype.kind not in "iu" or dtype.itemsize > 4:
+        return None
+    scale, zero = _broadcast_quantization(node, inputs, x.ndim)
+    limits = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero, limits.min, limits.max).astype(dtype)
+
+
+def _float_constant(tensor: gs.Tensor) -> np.ndarray | None:
+    """The float32 values of a constant, or of a DequantizeLinear of constants as ONNX Runtime computes them,
+    (x - zero point) * scale in float32; None otherwise."""
+    if isinstance(tensor, gs.Constant):
+        values = np.asarray(tensor.values)
+        return values if values.dtype == np.float32 else None
+    if not _dequantizes_constants(tensor):
+        return None
+    node = tensor.inputs[0]
+    inputs = [t for t in node.inputs if not t.is_empty()]
+    stored = np.asarray(inputs[0].values)
+    if (stored.dtype.kind not in "iu" or np.asarray(inputs[1].values).dtype != np.float32
+            or np.asarray(inputs[1].values).ndim > 1 or node.attrs.get("block_size", 0)):
+        return None
+    scale, zero = _broadcast_quantization(node, inputs, stored.ndim)
+    return ((stored.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _broadcast_quantization(node: gs.Node, inputs: list[gs.Tensor], rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 scale and zero point of a QuantizeLinear or DequantizeLinear, shaped to broadcast over an
+    input of ``rank`` (per axis: along ``axis``)."""
+    scale = np.asarray(inputs[1].values, dtype=np.float32)
+    zero = np.asarray(inputs[2].values).astype(np.float32) if len(inputs) > 2 else np.zeros_like(scale)
+    if scale.size > 1:
+        shape = [1] * rank
+        shape[int(node.attrs.get("axis", 1)) % rank] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return scale, zero
 
 
 def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:

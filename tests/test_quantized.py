@@ -13,6 +13,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 from helpers import assert_matches_masked, conv, make_model, relative_error, run
+from helpers import weight as seeded_weight
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -320,3 +321,80 @@ def test_a_relu_folded_into_unsigned_quantization_is_known_to_be_nonnegative(tmp
     signs = {name: spec.nonnegative for name, spec in consumer_inputs(analysis).items()}
     assert signs == {"x_DequantizeLinear_Output": False, "ar_DequantizeLinear_Output": True,
                      "br_DequantizeLinear_Output": True}
+
+
+def _float_model_with(middle: list[onnx.NodeProto], middle_inits: list, into: str) -> onnx.ModelProto:
+    """x [N, 3, 8, 8] -> conv1 (8) -> 'a' -> [middle: a -> into, 8 channels] -> conv2 (4) -> y."""
+    first, inits1 = conv("conv1", "x", "a", 3, 8, seed=1)
+    last, inits2 = conv("conv2", into, "y", 8, 4, seed=2)
+    return make_model([first, *middle, last], {"x": ["N", 3, 8, 8]}, ["y"], inits1 + middle_inits + inits2)
+
+
+def _pruned_like_the_float_model(model: onnx.ModelProto, tmp_path: Path) -> onnxprune.PruneResult:
+    """Prune ``model`` and its QDQ form at ratio 0.5: both meet the masking oracle and keep the same MACs."""
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    path = quantized(model, x, tmp_path, per_channel=True)
+    expected = onnxprune.prune(model, ratio=0.5, round_to=1, compensate=False, latency=False)
+    result = onnxprune.prune(str(path), ratio=0.5, round_to=1, compensate=False, latency=False)
+    assert_matches_masked(onnx.load(path), result.model, result.report)
+    assert result.report["pruned"]["macs"] == expected.report["pruned"]["macs"] < expected.report["original"]["macs"]
+    return result
+
+
+def test_a_constant_operand_quantized_at_run_time_is_a_constant_that_loses_the_channels(tmp_path):
+    # A Constant node's output is an activation to ONNX Runtime's quantizer: it quantizes it with a
+    # QuantizeLinear at run time (PointNet's identity matrix added to the predicted transform).
+    offset = helper.make_node("Constant", [], ["offset"], name="offset_constant",
+                              value=numpy_helper.from_array(np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8, 1, 1)))
+    middle = [offset, helper.make_node("Add", ["a", "offset"], ["m"], name="add"),
+              helper.make_node("Relu", ["m"], ["r"], name="relu")]
+    _pruned_like_the_float_model(_float_model_with(middle, [], "r"), tmp_path)
+    quantizes = [n for n in onnx.load(tmp_path / "quantized_pc_QDQ.onnx").graph.node if n.op_type == "QuantizeLinear"]
+    assert any(n.input[0] == "offset" for n in quantizes)
+
+
+def test_quantized_parameters_shared_by_batchnorms_are_dequantized_for_each_reader(tmp_path):
+    # PyTorch's exporters share equal parameters (a fresh BatchNorm's zero bias and mean), through an
+    # Identity or not: quantized, the second BatchNorm's bias is an Identity of the first one's
+    # DequantizeLinear, and both read one dequantized scale (a ConvTranspose's BatchNorm is not folded).
+    ones = numpy_helper.from_array(np.ones(8, np.float32), "bn.scale")
+    zeros = numpy_helper.from_array(np.zeros(8, np.float32), "bn.bias")
+    var = numpy_helper.from_array(np.full(8, 1.5, np.float32), "bn.var")
+    ct1, ct2 = (seeded_weight(f"ct{i}.w", (8, 8, 3, 3), 10 + i) for i in (1, 2))
+    middle = [helper.make_node("ConvTranspose", ["a", "ct1.w"], ["t1"], name="ct1", pads=[1] * 4),
+              helper.make_node("BatchNormalization", ["t1", "bn.scale", "bn.bias", "bn.bias", "bn.var"], ["n1"], name="bn1"),
+              helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+              helper.make_node("Identity", ["bn.bias"], ["bn2.bias"], name="shared"),
+              helper.make_node("ConvTranspose", ["r1", "ct2.w"], ["t2"], name="ct2", pads=[1] * 4),
+              helper.make_node("BatchNormalization", ["t2", "bn.scale", "bn2.bias", "bn.bias", "bn.var"], ["n2"], name="bn2"),
+              helper.make_node("Relu", ["n2"], ["r2"], name="relu2")]
+    result = _pruned_like_the_float_model(_float_model_with(middle, [ones, zeros, var, ct1, ct2], "r2"), tmp_path)
+    assert all(g["pinned_reason"] is None for g in result.report["groups"] if g["channels"] == 8)
+
+
+def test_a_dense_output_reshaped_into_a_map_and_quantized_prunes_with_its_channels(tmp_path):
+    # A decoder's dense layer reshaped into [N, 8, 2, 2] for a transposed conv: quantized, a QuantizeLinear
+    # and a DequantizeLinear sit between the Reshape and the conv that reads its channels.
+    dense = seeded_weight("dense.w", (8 * 8 * 8, 8 * 2 * 2), 5)
+    middle = [helper.make_node("Flatten", ["a"], ["f"], name="flatten"),
+              helper.make_node("MatMul", ["f", "dense.w"], ["d"], name="dense"),
+              helper.make_node("Reshape", ["d", "map_shape"], ["m"], name="to_map"),
+              helper.make_node("ConvTranspose", ["m", "up.w"], ["u"], name="up", strides=[4, 4], kernel_shape=[4, 4])]
+    inits = [dense, numpy_helper.from_array(np.array([-1, 8, 2, 2], np.int64), "map_shape"),
+             seeded_weight("up.w", (8, 8, 4, 4), 6)]
+    model = _float_model_with(middle, inits, "u")
+    result = _pruned_like_the_float_model(model, tmp_path)
+    assert next(g for g in result.report["groups"] if g["members"][0]["tensor"] in ("d", "m"))["pinned_reason"] is None
+
+
+def test_a_constant_expanded_and_quantized_at_run_time_loses_the_channels(tmp_path):
+    # DETR's learned queries: a constant expanded to the batch, which a QDQ model quantizes per tensor
+    # before the Add that reads it; the constant is sliced with the channels it is added to.
+    queries = numpy_helper.from_array(np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype(np.float32), "queries")
+    ones = numpy_helper.from_array(np.ones(4, np.int64), "ones")
+    middle = [helper.make_node("Expand", ["queries", "ones"], ["q"], name="expand"),
+              helper.make_node("Add", ["a", "q"], ["m"], name="add"),
+              helper.make_node("Relu", ["m"], ["r"], name="relu")]
+    _pruned_like_the_float_model(_float_model_with(middle, [queries, ones], "r"), tmp_path)
+    quantized_model = onnx.load(tmp_path / "quantized_pc_QDQ.onnx")
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == "q" for n in quantized_model.graph.node)

@@ -166,8 +166,9 @@ class KeptCountRewrite(Rule):
 
 _KEPT_COUNT = KeptCountRewrite()
 
-# Ops a tensor computed from constants may pass through on the way (see ``constant_derived_channels``).
-_DERIVING_OPS = (*BROADCAST_OPS, "Expand", "Tile", "Transpose", "ConstantOfShape")
+# Ops a tensor computed from constants may pass through on the way (see ``constant_derived_channels``); a
+# QDQ model quantizes it per tensor on the way (DETR's learned queries, expanded to the batch).
+_DERIVING_OPS = (*BROADCAST_OPS, "Expand", "Tile", "Transpose", "ConstantOfShape", "QuantizeLinear", "DequantizeLinear")
 
 
 def _derived_steps(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext, depth: int,
@@ -233,6 +234,9 @@ def _derived_inputs(producer: gs.Node, axis: int, rank: int, ctx: ChannelContext
         return [(0, source, int(perm[axis]))]
     if producer.op == "Tile":
         return [(0, source, axis if tiled_once(producer, axis) else None)]
+    if producer.op in ("QuantizeLinear", "DequantizeLinear"):  # elementwise, on one scale and zero point
+        per_tensor = all(ctx.shape(t) in ((), (1,), [], [1]) for t in producer.inputs[1:3] if not t.is_empty())
+        return [(0, source, axis if per_tensor else None)]
     inputs = producer.inputs[:1] if producer.op == "Expand" else producer.inputs
     found = []
     for index, tensor in enumerate(inputs):

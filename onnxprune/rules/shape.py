@@ -273,10 +273,11 @@ def _selected_along(tensor: gs.Tensor, axis: int) -> bool:
     return bool(tensor.outputs) and all(picks(node) for node in tensor.outputs)
 
 
-# Ops that read channels on axis 1 of their first input, and elementwise ops that pass a tensor's axes on.
+# Ops that read channels on axis 1 of their first input, and elementwise ops that pass a tensor's axes on
+# (a QDQ model quantizes a decoder's reshaped dense output before its transposed conv reads it).
 _READS_AXIS_1 = ("Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization")
 _KEEPS_AXES = ("Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Clip",
-               "Identity", "Softplus", "Mish", "Gelu")
+               "Identity", "Softplus", "Mish", "Gelu", "QuantizeLinear", "DequantizeLinear")
 
 
 def _channel_axes_read(tensor: gs.Tensor, depth: int = 0) -> set[int]:
