@@ -598,6 +598,10 @@ def _name_nodes(graph: gs.Graph) -> None:
         seen.add(node.name)
 
 
+# Marks the name of a copy of a dequantized constant that several nodes read (see _own_dequantized_constants).
+SHARED_COPY = "__shared_copy_"
+
+
 def _inline_constant_nodes(graph: gs.Graph) -> None:
     """Turn ``Constant`` nodes (Paddle, tf2onnx), ``Identity`` of constants (PyTorch) and ``QuantizeLinear`` of
     constants (QDQ models) into constants, until none is left (a QuantizeLinear may come before the Identity
@@ -631,29 +635,43 @@ def _inline_constant_nodes(graph: gs.Graph) -> None:
             node.outputs.clear()
             out.to_constant(np.asarray(values))
             changed = True
-    _own_dequantized_vectors(graph)
+    _own_dequantized_constants(graph)
 
 
-def _own_dequantized_vectors(graph: gs.Graph) -> None:
-    """Give each reader of a dequantized per-channel vector (a BatchNorm's scale, say, shared by PyTorch
-    between equal parameters) a DequantizeLinear of its own, so that each can be sliced with its channels,
-    as a shared float constant is copied when sliced. Shared weights of more dimensions stay shared."""
+def _own_dequantized_constants(graph: gs.Graph) -> None:
+    """Give each reader of a dequantized constant (a BatchNorm's scale shared by PyTorch between equal
+    parameters, a detector's head shared by its pyramid levels) a DequantizeLinear of its own copy, so that
+    each can be sliced with its channels, as a shared float constant is copied when sliced. Copies still
+    equal to the first when the graph is written are shared again (see ``_share_unchanged_copies``)."""
     copies = []
     for node in graph.nodes:
         out = node.outputs[0] if node.op == "DequantizeLinear" and node.outputs else None
-        if (out is None or len(out.outputs) < 2 or out in graph.outputs or not _dequantizes_constants(out)
-                or np.asarray(node.inputs[0].values).ndim != 1):
+        if out is None or len(out.outputs) < 2 or out in graph.outputs or not _dequantizes_constants(out):
             continue
         readers = list({id(reader): reader for reader in out.outputs}.values())  # a node may read it twice
         uses = [(reader, position) for reader in readers for position, t in enumerate(reader.inputs) if t is out]
         for index, (reader, position) in enumerate(uses[1:], start=1):
             stored = node.inputs[0]
             own = gs.Variable(f"{out.name}__{index}", dtype=out.dtype, shape=out.shape)
-            copy = gs.Constant(f"{stored.name}__{index}", np.array(stored.values), export_dtype=stored.export_dtype)
+            copy = gs.Constant(f"{stored.name}{SHARED_COPY}{index}", stored.values, export_dtype=stored.export_dtype)
             copies.append(gs.Node("DequantizeLinear", f"{node.name}__{index}", dict(node.attrs),
                                   [copy, *node.inputs[1:]], [own]))
             reader.inputs[position] = own
     graph.nodes[:0] = copies  # constants only: ahead of everything
+
+
+def _share_unchanged_copies(graph: gs.Graph) -> None:
+    """Point every DequantizeLinear of a copy made by ``_own_dequantized_constants`` that still equals its
+    original (both unpruned, or pruned alike) back at the original, so that the file holds it once."""
+    tensors = graph.tensors()
+    for node in graph.nodes:
+        copy = node.inputs[0] if node.op == "DequantizeLinear" and node.inputs else None
+        if not isinstance(copy, gs.Constant) or SHARED_COPY not in copy.name:
+            continue
+        original = tensors.get(copy.name.rsplit(SHARED_COPY, 1)[0])
+        if (isinstance(original, gs.Constant) and original.export_dtype == copy.export_dtype
+                and original.shape == copy.shape and np.array_equal(original.values, copy.values)):
+            node.inputs[0] = original
 
 
 def _dequantizes_constants(tensor: gs.Tensor) -> bool:
@@ -717,6 +735,7 @@ def _broadcast_quantization(node: gs.Node, inputs: list[gs.Tensor], rank: int) -
 
 def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     """Export a graph keeping the template's opsets, IR version and metadata."""
+    _share_unchanged_copies(graph)
     model = gs.export_onnx(graph)
     model.ir_version = template.ir_version
     # graphsurgeon adds the domains its nodes use (ONNX Runtime's transformer optimizer writes contrib ops

@@ -398,3 +398,18 @@ def test_a_constant_expanded_and_quantized_at_run_time_loses_the_channels(tmp_pa
     _pruned_like_the_float_model(_float_model_with(middle, [queries, ones], "r"), tmp_path)
     quantized_model = onnx.load(tmp_path / "quantized_pc_QDQ.onnx")
     assert any(n.op_type == "QuantizeLinear" and n.input[0] == "q" for n in quantized_model.graph.node)
+
+
+def test_a_quantized_weight_shared_by_two_convs_is_pruned_with_both_and_stored_once(tmp_path):
+    # A detector's head shared by its pyramid levels reads one DequantizeLinear of its weight from each
+    # level: each conv gets its own copy to slice, and copies still equal are stored once.
+    shared = seeded_weight("head.w", (8, 8, 3, 3), 9)
+    middle = [helper.make_node("Conv", ["a", "head.w"], ["h1"], name="head1", pads=[1] * 4),
+              helper.make_node("Relu", ["a"], ["ar"], name="relu_a"),
+              helper.make_node("Conv", ["ar", "head.w"], ["h2"], name="head2", pads=[1] * 4),
+              helper.make_node("Add", ["h1", "h2"], ["s"], name="sum")]
+    result = _pruned_like_the_float_model(_float_model_with(middle, [shared], "s"), tmp_path)
+    assert {n["name"] for n in result.report["nodes"] if n["in_removed"]} >= {"head1", "head2"}
+    unpruned = onnxprune.prune(str(tmp_path / "quantized_pc_QDQ.onnx"), ratio=0.0, compensate=False, latency=False)
+    int8_heads = [i for i in unpruned.model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and i.dims == [8, 8, 3, 3]]
+    assert len(int8_heads) == 1
