@@ -626,7 +626,7 @@ def _inline_constant_nodes(graph: gs.Graph) -> None:
                 dequantize = node.inputs[0].inputs[0]
                 stored = dequantize.inputs[0]
                 node.op, node.attrs = "DequantizeLinear", dict(dequantize.attrs)
-                node.inputs = [gs.Constant(f"{stored.name}__{out.name}", np.array(stored.values),
+                node.inputs = [gs.Constant(f"{stored.name}{SHARED_COPY}{out.name}", stored.values,
                                            export_dtype=stored.export_dtype), *dequantize.inputs[1:]]
                 changed = True
                 continue
