@@ -674,6 +674,12 @@ def _share_unchanged_copies(graph: gs.Graph) -> None:
             node.inputs[0] = original
 
 
+def _float32_quantization(node: gs.Node, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_quantization`` in float32, as ONNX Runtime computes with it (both are exact in float32)."""
+    scale, zero = _quantization(node, rank)
+    return np.asarray(scale, dtype=np.float32), np.asarray(zero, dtype=np.float32)
+
+
 def _dequantizes_constants(tensor: gs.Tensor) -> bool:
     """Whether ``tensor`` is the output of a DequantizeLinear whose inputs are all constants."""
     return (len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear"
@@ -698,7 +704,7 @@ def _quantized_constant(node: gs.Node) -> np.ndarray | None:
         dtype = np.dtype(np.uint8)
     if dtype.kind not in "iu" or dtype.itemsize > 4:
         return None
-    scale, zero = _broadcast_quantization(node, inputs, x.ndim)
+    scale, zero = _float32_quantization(node, x.ndim)
     limits = np.iinfo(dtype)
     return np.clip(np.rint(x / scale) + zero, limits.min, limits.max).astype(dtype)
 
@@ -717,20 +723,8 @@ def _float_constant(tensor: gs.Tensor) -> np.ndarray | None:
     if (stored.dtype.kind not in "iu" or np.asarray(inputs[1].values).dtype != np.float32
             or np.asarray(inputs[1].values).ndim > 1 or node.attrs.get("block_size", 0)):
         return None
-    scale, zero = _broadcast_quantization(node, inputs, stored.ndim)
+    scale, zero = _float32_quantization(node, stored.ndim)
     return ((stored.astype(np.float32) - zero) * scale).astype(np.float32)
-
-
-def _broadcast_quantization(node: gs.Node, inputs: list[gs.Tensor], rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 scale and zero point of a QuantizeLinear or DequantizeLinear, shaped to broadcast over an
-    input of ``rank`` (per axis: along ``axis``)."""
-    scale = np.asarray(inputs[1].values, dtype=np.float32)
-    zero = np.asarray(inputs[2].values).astype(np.float32) if len(inputs) > 2 else np.zeros_like(scale)
-    if scale.size > 1:
-        shape = [1] * rank
-        shape[int(node.attrs.get("axis", 1)) % rank] = scale.size
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return scale, zero
 
 
 def export_graph(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
