@@ -390,7 +390,8 @@ def test_statistics_recorded_in_onnx_runtime_match_numpy(gram):
     (("N", 3, 8, 8), 1, np.float32),  # many positions per channel: a Gram matrix per sample, summed
     (("N", 16, 2, 2), 1, np.float32),  # few: the channels are moved first
     (("N", 5, 5, 3), 3, np.float32), (("N", 7, 6), 2, np.float32),  # channels last: no move at all
-    (("N", 4, 6), 1, np.float32), (("N", 3, 8, 8), 1, np.float16), (("N", 7, 6), 2, np.float16)])
+    (("N", 4, 6), 1, np.float32), (("N", 3, 8, 8), 1, np.float16), (("N", 7, 6), 2, np.float16),
+    (("N", 5), 1, np.float32), (("N", 5), 1, np.float16)])  # flat: the tensor is the transposed view
 def test_gram_matrices_of_every_layout_match_numpy(shape, axis, dtype):
     rng = np.random.default_rng(21)
     model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {"x": list(shape)}, ["y"], [])
@@ -568,14 +569,15 @@ def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute
 
 @pytest.mark.parametrize("opset", [10, 13])  # before 11 Clip takes its bounds as attributes; LessOrEqual came in 12
 @pytest.mark.parametrize("op", ["Relu", "Identity"])
-@pytest.mark.parametrize("shape, axis", [(("N", 4, 6, 6), 1), (("N", 4, 12, 12), 1), (("N", 6, 4), 2)])
+@pytest.mark.parametrize("shape, axis", [(("N", 4, 6, 6), 1), (("N", 4, 12, 12), 1), (("N", 6, 4), 2), (("N", 4, 1, 1), 1)])
 def test_the_zero_fraction_counts_what_a_relu_would_zero(opset, op, shape, axis):
     # apoz reads the zeros of a ReLU of the tensor: a signed tensor (a SiLU's output, say) counts x <= 0.
     # A feature map's zeros are counted by a fused Conv, at every 3rd row and column of a 12x12 map, and
-    # its mean is taken over the whole map; other tensors by a comparison.
+    # its mean is taken over the whole map (a 1x1 map, a squeeze-excite vector, is its own mean); other
+    # tensors by a comparison.
     rng = np.random.default_rng(14)
     model = make_model([helper.make_node(op, ["x"], ["y"], name="op")], {"x": list(shape)}, ["y"], [], opset=opset)
-    x = rng.normal(size=(4, *shape[1:])).astype(np.float32)
+    x = rng.normal(size=(64 if shape[2:] == (1, 1) else 4, *shape[1:])).astype(np.float32)
     x[:, :2] = np.where(x[:, :2] > 0, 1e-30, x[:, :2])  # tiny but positive: not counted
     spec = TensorSpec(axis, shape[axis], shape, sample_fraction=1 / 9 if 12 in shape else 1.0, nonnegative=op == "Relu")
     stats = collect_stats(model, {"y": spec}, [{"x": x}], sums=("zeros",))["y"]
