@@ -6,7 +6,7 @@ Calibration samples come from the Fashion-MNIST *training* set; accuracy is meas
 Usage::
 
     python tools/bench_fashion.py [--model models/fashion_mnist.ts.onnx] [--target-macs 0.5]
-        [--calib-samples 1000] [--seeds 1] [--importance l1 activation ...]
+        [--calib-samples 1000] [--seeds 1] [--importance l1 activation ...] [--sensitivity]
 
 With ``--seeds N`` each setting runs on N different random calibration subsets; the loss printed is
 their mean, followed by each run's loss (the subset alone moves the result by a few tenths of a point).
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--round-to", type=int, default=None)
     parser.add_argument("--group-cap", type=float, default=None)
     parser.add_argument("--seeds", type=int, default=1, help="calibration subsets to average over")
+    parser.add_argument("--sensitivity", action="store_true", help="allocate per-group ratios from a scan (--sensitivity)")
     args = parser.parse_args()
     train_x, train_y = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
     test_x, test_y = normalise(read_idx("t10k-images-idx3-ubyte.gz")), read_idx("t10k-labels-idx1-ubyte.gz")
@@ -80,7 +81,7 @@ def main() -> None:
             for calib in calibs:
                 result = onnxprune.prune(args.model, target_macs=args.target_macs, importance=importance,
                                          compensate=compensate, calib=[calib], round_to=args.round_to,
-                                         group_cap=args.group_cap)
+                                         group_cap=args.group_cap, sensitivity=args.sensitivity)
                 accuracies.append(accuracy(result.model, test_x, test_y))
             kept = result.pruned.macs / result.original.macs
             losses = " ".join(f"{100 * (base - a):.2f}" for a in accuracies) if len(calibs) > 1 else ""
