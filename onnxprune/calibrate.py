@@ -328,9 +328,13 @@ class _StatsGraph:
 
     def _is_off_blocked(self, x: str, channels: int, key: str, step: int = 1) -> str:
         """``_is_off`` of an NCHW float32 tensor (0 < x < 2^-126, subnormal, gives a fraction) at every
-        ``step``-th row and column: clip(1 - 2^126 x, 0, 1), one strided depthwise 1x1 Conv with its Clip
-        fused, which stays in ONNX Runtime's blocked layout where a comparison and a Cast would copy the
-        sample out of it, and samples as it goes."""
+        ``step``-th row and column: clip(1 - 2^126 x, 0, 1), which stays in ONNX Runtime's blocked layout
+        where a comparison and a Cast would copy the sample out of it. At every position that is one
+        HardSigmoid; sampled, a strided depthwise 1x1 Conv with its Clip fused, which samples as it goes
+        (the HardSigmoid, a node with no weights, costs a small model's session less: se_hardswish `apoz`
+        1.55x -> 1.45x, yolo 1.58x -> 1.50x)."""
+        if step == 1:
+            return self._node("HardSigmoid", [x], f"{key}_off_f", alpha=-(2.0 ** 126), beta=1.0)
         big = self._constant(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big")
         one = self._constant(np.ones(channels, np.float32), f"{key}_one")
         scaled = self._node("Conv", [x, big, one], f"{key}_scaled", group=channels, kernel_shape=[1, 1], strides=[step, step])
