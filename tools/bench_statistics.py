@@ -76,21 +76,12 @@ def random_batches(path: Path, samples: int = 64, batch: int = 8) -> list[dict[s
     return [{arg.name: rng.standard_normal([batch, *shape]).astype(np.float32)} for _ in range(samples // batch)]
 
 
-def _best(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def statistics_costs(path: Path, batches: list[dict[str, np.ndarray]], criteria=CRITERIA,
                      repeats: int = 5) -> tuple[float, dict[Importance, float]]:
     """Seconds of plain inference over ``batches`` (or over them joined as the recording joins them, if
     faster), and of recording each criterion's statistics over them, each including the creation of its
-    ONNX Runtime session (best of ``repeats``)."""
+    ONNX Runtime session (best of ``repeats``). The runs are interleaved, one of each per round, so that
+    a machine slowing down or speeding up meanwhile moves them all alike."""
     model = load_model(path)
     analysis = CandidateBuilder(Loaded(model, str(path), None, False), None).analysis()
 
@@ -98,10 +89,12 @@ def statistics_costs(path: Path, batches: list[dict[str, np.ndarray]], criteria=
     # the two batchings, so that the ratio is not flattered by the joining alone.
     joined = recording_batches(model, batches, consumer_inputs(analysis).values())
 
-    def infer(batches: list[dict[str, np.ndarray]]) -> None:
-        plain_session = session(str(path), threads=0)
-        for batch in batches:
-            plain_session.run(None, batch)
+    def infer(batches: list[dict[str, np.ndarray]]):
+        def run() -> None:
+            plain_session = session(str(path), threads=0)
+            for batch in batches:
+                plain_session.run(None, batch)
+        return run
 
     def recorder(importance: Importance):
         wanted = Activations(batches, importance, compensate=True)
@@ -111,8 +104,17 @@ def statistics_costs(path: Path, batches: list[dict[str, np.ndarray]], criteria=
                 _ = stats.grams  # wide tensors' Gram matrices are multiplied when first read: count that too
         return record
 
-    plain = min(_best(lambda: infer(batches), repeats), _best(lambda: infer(joined), repeats))
-    return plain, {c: _best(recorder(c), repeats) for c in criteria}
+    runs = {"batches": infer(batches), "joined": infer(joined), **{c: recorder(c) for c in criteria}}
+    times: dict[object, list[float]] = {key: [] for key in runs}
+    for run in runs.values():
+        run()  # warm-up
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    plain = min(min(times["batches"]), min(times["joined"]))
+    return plain, {c: min(times[c]) for c in criteria}
 
 
 def main() -> None:
