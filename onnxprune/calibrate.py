@@ -441,9 +441,10 @@ class _StatsGraph:
         rank = len(spec.shape)
         blocked = spec.float32 and spec.axis == 1 and rank == 4
         if blocked and set(sums) == {"total", "zeros"}:
-            # ``apoz``: the zeros are counted by a Conv that samples as it goes, and the mean of the whole
-            # map is one GlobalAveragePool; a shared sample would cost one more node per tensor, which is
-            # most of what a small model's run pays for (se_hardswish 1.63x -> 1.5x). Both are means.
+            # ``apoz``: the zeros are counted by a HardSigmoid or a Conv that samples as it goes (see
+            # ``_is_off_blocked``), and the mean of the whole map is one GlobalAveragePool; a shared sample
+            # would cost one more node per tensor, which is most of what a small model's run pays for
+            # (se_hardswish 1.63x -> 1.5x). Both are means.
             zeros = self._is_off_blocked(tensor, spec.channels, key, self._step(spec))
             whole = tensor
             if self.sample_dims(replace(spec, sample_fraction=1.0)) != (1, 1):  # (one position: its own mean)
@@ -502,16 +503,17 @@ class _StatsGraph:
         entry the count of positions, and its diagonal the sums of squares (see ``_add_reduced``). One
         output where three would cost a small model's run a node and an output each."""
         rank = len(spec.shape)
+        batched = gram == "matrix" and rank >= 3 and spec.axis == 1 and self._batched_gram(spec)
         # Not for per-sample Gram matrices of many positions: padding their view copies it (yolo: no faster).
-        augmented = gram == "matrix" and not (rank >= 3 and spec.axis == 1 and self._batched_gram(spec))
+        augmented = gram == "matrix" and not batched
         if gram == "matrix" and rank >= 3 and spec.axis == rank - 1:
             # Channels last: [positions, channels] is a Reshape away, and the Gram matrix multiplies it
             # transposed in place (MatMul fuses the Transpose), where moving the channels first copies it.
             view = self._flat(self._strided(tensor, spec, key), spec, [-1, spec.channels], key)
-            rows = self._with_ones(view, 2, 1, key) if augmented else view
+            rows = self._with_ones(view, 2, 1, key)
             matrix, axes = self._node("MatMul", [self._node("Transpose", [rows], f"{key}_vt", perm=[1, 0]), rows],
                                       f"{key}_gram"), [0]
-        elif gram == "matrix" and rank >= 3 and spec.axis == 1 and self._batched_gram(spec):
+        elif batched:
             # A map with many positions per sample: a Gram matrix per sample of its [channels, positions]
             # view, summed, costs no Transpose of the sample (yolo's recording: a third of its extra time).
             view = self._flat(self._strided(tensor, spec, key), spec, [0, spec.channels, -1], key)
@@ -520,7 +522,7 @@ class _StatsGraph:
             matrix, axes = self._reduce("ReduceSum", per_sample, f"{key}_gram", [0]), [0, 2]
         elif gram == "matrix" and rank == 2 and spec.axis == 1 and spec.float32:
             view, axes = tensor, [0]  # a float32 [batch, channels] tensor is its own view, positions first
-            flat = self._with_ones(tensor, 2, 1, key) if augmented else tensor
+            flat = self._with_ones(tensor, 2, 1, key)
             matrix = self._node("MatMul", [self._node("Transpose", [flat], f"{key}_vt", perm=[1, 0]), flat], f"{key}_gram")
         else:
             view, axes = self.rows(tensor, spec, key), [1]  # [channels, positions]
@@ -528,7 +530,7 @@ class _StatsGraph:
             if gram == "rows":
                 matrix = view
             elif gram == "matrix":
-                rows = self._with_ones(view, 2, 0, key) if augmented else view
+                rows = self._with_ones(view, 2, 0, key)
                 matrix = self._node("MatMul", [rows, self._node("Transpose", [rows], f"{key}_vt", perm=[1, 0])], f"{key}_gram")
         names = ["" if augmented else self._node("Shape", [view], f"{key}_count")]
         for name in SUMS:
