@@ -495,47 +495,38 @@ class _StatsGraph:
 
     def add(self, tensor: str, spec: TensorSpec, gram: str | None, sums: tuple[str, ...], key: str) -> list[str]:
         """Nodes reducing ``tensor`` to its count of positions and the per-channel ``sums`` (keys of SUMS);
-        ``gram`` "matrix" adds its Gram matrix, "rows" outputs the sampled rows instead. Returns the output
-        names: the shape of the sampled values (positions times channels), one per key of SUMS (an empty
-        string where it is not computed here) and the Gram matrix or rows (or an empty string).
-
-        The Gram matrix is of the channels and one more of ones: its last row holds the sums and its last
-        entry the count of positions, and its diagonal the sums of squares (see ``_add_reduced``). One
-        output where three would cost a small model's run a node and an output each."""
+        ``gram`` "matrix" adds its Gram matrix (whose diagonal is the sum of squares), "rows" outputs the
+        sampled rows instead. Returns the output names: the shape of the sampled values (positions times
+        channels), one per key of SUMS (an empty string where it is not computed here) and the Gram matrix
+        or rows (or an empty string)."""
         rank = len(spec.shape)
-        batched = gram == "matrix" and rank >= 3 and spec.axis == 1 and self._batched_gram(spec)
-        # Not for per-sample Gram matrices of many positions: padding their view copies it (yolo: no faster).
-        augmented = gram == "matrix" and not batched
         if gram == "matrix" and rank >= 3 and spec.axis == rank - 1:
             # Channels last: [positions, channels] is a Reshape away, and the Gram matrix multiplies it
             # transposed in place (MatMul fuses the Transpose), where moving the channels first copies it.
             view = self._flat(self._strided(tensor, spec, key), spec, [-1, spec.channels], key)
-            rows = self._with_ones(view, 2, 1, key)
-            matrix, axes = self._node("MatMul", [self._node("Transpose", [rows], f"{key}_vt", perm=[1, 0]), rows],
+            matrix, axes = self._node("MatMul", [self._node("Transpose", [view], f"{key}_vt", perm=[1, 0]), view],
                                       f"{key}_gram"), [0]
-        elif batched:
+        elif gram == "matrix" and rank >= 3 and spec.axis == 1 and self._batched_gram(spec):
             # A map with many positions per sample: a Gram matrix per sample of its [channels, positions]
             # view, summed, costs no Transpose of the sample (yolo's recording: a third of its extra time).
             view = self._flat(self._strided(tensor, spec, key), spec, [0, spec.channels, -1], key)
             per_sample = self._node("MatMul", [view, self._node("Transpose", [view], f"{key}_vt", perm=[0, 2, 1])],
                                     f"{key}_grams")
             matrix, axes = self._reduce("ReduceSum", per_sample, f"{key}_gram", [0]), [0, 2]
-        elif gram == "matrix" and rank == 2 and spec.axis == 1 and spec.float32:
-            view, axes = tensor, [0]  # a float32 [batch, channels] tensor is its own view, positions first
-            flat = self._with_ones(tensor, 2, 1, key)
-            matrix = self._node("MatMul", [self._node("Transpose", [flat], f"{key}_vt", perm=[1, 0]), flat], f"{key}_gram")
         else:
             view, axes = self.rows(tensor, spec, key), [1]  # [channels, positions]
             matrix = ""
             if gram == "rows":
                 matrix = view
             elif gram == "matrix":
-                rows = self._with_ones(view, 2, 0, key)
-                matrix = self._node("MatMul", [rows, self._node("Transpose", [rows], f"{key}_vt", perm=[1, 0])], f"{key}_gram")
-        names = ["" if augmented else self._node("Shape", [view], f"{key}_count")]
+                # A float32 [batch, channels] tensor is already the transposed view.
+                flat = rank == 2 and spec.axis == 1 and spec.float32
+                transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
+                matrix = self._node("MatMul", [view, transposed], f"{key}_gram")
+        names = [self._node("Shape", [view], f"{key}_count")]
         for name in SUMS:
-            if name not in sums or name in ("total", "total_sq") and augmented or name == "total_sq" and gram:
-                names.append("")  # the Gram matrix or rows give them
+            if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
+                names.append("")
             elif name == "zeros":
                 names.append(self._reduce("ReduceSum", self._is_off(view, key), f"{key}_zeros", axes))
             else:
@@ -544,15 +535,6 @@ class _StatsGraph:
         names.append(matrix)
         self.outputs.extend(n for n in names if n)
         return names
-
-    def _with_ones(self, x: str, rank: int, axis: int, key: str) -> str:
-        """``x`` (float32, of ``rank``) with one more channel of ones at the end of ``axis``."""
-        pads = [0] * (2 * rank)
-        pads[rank + axis] = 1
-        if self.opset < 11:  # Pad's pads and value were attributes
-            return self._node("Pad", [x], f"{key}_with_ones", pads=pads, value=1.0)
-        return self._node("Pad", [x, self._const(f"{key}_pads", pads), self._constant(np.array(1.0, np.float32), f"{key}_one_value")],
-                          f"{key}_with_ones")
 
     def _flat(self, tensor: str, spec: TensorSpec, shape: list[int], key: str) -> str:
         """``tensor`` reshaped to ``shape``, as float32."""
@@ -680,21 +662,15 @@ def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np
 def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
                  fold: int) -> None:
     """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""
-    count_name, *sum_names, gram_name = names
+    count = int(np.prod(values[names[0]])) // stats.channels  # sampled positions: the values over the channels
+    _, *sum_names, gram_name = names
     batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
     matrix = values[gram_name] if gram_name else None
-    if not count_name:  # the Gram matrix of the channels and ones (see ``_StatsGraph.add``)
-        channels = stats.channels
-        count = int(round(float(matrix[channels, channels])))
-        batch_sums["total"], batch_sums["total_sq"] = matrix[channels, :channels], np.diagonal(matrix)[:channels]
-        matrix = matrix[:channels, :channels]
-    else:
-        count = int(np.prod(values[count_name])) // stats.channels  # sampled positions: the values over the channels
     if mode == "rows":
         batch_sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
         stats.add_rows(fold, matrix)
         matrix = None
-    elif matrix is not None and count_name:
+    elif matrix is not None:
         batch_sums["total_sq"] = np.diagonal(matrix)
     stats.add(fold, count, batch_sums, matrix)
 
