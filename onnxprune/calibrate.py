@@ -318,23 +318,18 @@ class _StatsGraph:
         return self._constant(np.array(values, np.int64), name)
 
     def _is_off(self, x: str, key: str) -> str:
-        """1.0 where ``x`` <= 0 (where a ReLU of it is 0), else 0.0 (float32)."""
-        zero = self._constant(np.array(0.0, np.float32), f"{key}_zero")
-        if self.opset >= 12:
-            off = self._node("LessOrEqual", [x, zero], f"{key}_is_off")
-        else:  # LessOrEqual came in opset 12
-            off = self._node("Not", [self._node("Greater", [x, zero], f"{key}_is_on")], f"{key}_is_off")
-        return self._node("Cast", [off], f"{key}_off_f", to=TensorProto.FLOAT)
+        """1.0 where the float32 ``x`` <= 0 (where a ReLU of it is 0), else 0.0 (0 < x < 2^-126, subnormal,
+        gives a fraction): clip(1 - 2^126 x, 0, 1), one HardSigmoid where a comparison and a Cast would be
+        two nodes, and in ONNX Runtime's blocked conv layout it stays there."""
+        return self._node("HardSigmoid", [x], f"{key}_off_f", alpha=-(2.0 ** 126), beta=1.0)
 
     def _is_off_blocked(self, x: str, channels: int, key: str, step: int = 1) -> str:
-        """``_is_off`` of an NCHW float32 tensor (0 < x < 2^-126, subnormal, gives a fraction) at every
-        ``step``-th row and column: clip(1 - 2^126 x, 0, 1), which stays in ONNX Runtime's blocked layout
-        where a comparison and a Cast would copy the sample out of it. At every position that is one
-        HardSigmoid; sampled, a strided depthwise 1x1 Conv with its Clip fused, which samples as it goes
-        (the HardSigmoid, a node with no weights, costs a small model's session less: se_hardswish `apoz`
-        1.55x -> 1.45x, yolo 1.58x -> 1.50x)."""
+        """``_is_off`` of an NCHW float32 tensor at every ``step``-th row and column: sampled, one strided
+        depthwise 1x1 Conv with its Clip fused, which samples as it goes. (At every position, the
+        HardSigmoid, a node with no weights, costs a small model's session less than the Conv did:
+        se_hardswish `apoz` 1.55x -> 1.45x, yolo 1.58x -> 1.50x.)"""
         if step == 1:
-            return self._node("HardSigmoid", [x], f"{key}_off_f", alpha=-(2.0 ** 126), beta=1.0)
+            return self._is_off(x, key)
         big = self._constant(np.full((channels, 1, 1, 1), -2.0 ** 126, np.float32), f"{key}_big")
         one = self._constant(np.ones(channels, np.float32), f"{key}_one")
         scaled = self._node("Conv", [x, big, one], f"{key}_scaled", group=channels, kernel_shape=[1, 1], strides=[step, step])
