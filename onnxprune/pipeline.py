@@ -19,7 +19,7 @@ from onnxprune.groups import Analysis
 from onnxprune.importance import importance_scores
 from onnxprune.latency import LatencyComparison, LatencySettings, compare_latency
 from onnxprune.model import ModelSource, read_model
-from onnxprune.plan import GlobalRanking, Plan, make_plan
+from onnxprune.plan import GlobalRanking, Plan, make_plan, unit_rounding
 from onnxprune.report import build_report, group_rows
 from onnxprune.search import (
     TARGET_SLACK,
@@ -219,6 +219,7 @@ def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> P
     if config.latency:
         chosen, latency = _never_slower(builder, chosen, analysis, scores, config, settings, _optimizer_only(unfused))
     _note_unreached_target(config, before, chosen, notes)
+    _note_finer_rounding(analysis, config, chosen.plan, notes)
     _note_non_finite_pruned(builder.reference, chosen, notes)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
     report = build_report(path, config, before, chosen, latency, sensitivity,
@@ -314,6 +315,23 @@ def _note_unreached_target(config: PruneConfig, before: ModelStats, chosen: Cand
         notes.append(f"warning: --target-macs {config.target_macs:g} is out of reach: the pruned model keeps "
                      f"{fraction:.3f} of the MACs; the rest are in pinned groups (see --dry-run) or beyond "
                      f"--group-cap {config.group_cap:g}")
+
+
+def _note_finer_rounding(analysis: Analysis, config: PruneConfig, plan: Plan, notes: list[str]) -> None:
+    """A note where the plan keeps counts that are not multiples of --round-to: a target that multiples of it
+    jump past (small groups, large multiples) is met in finer ones (see ``rounded_plan_for_macs``)."""
+    finer = []
+    for decision in plan.groups:
+        group = analysis.groups[decision.group]
+        rounding, kept = unit_rounding(group, config.rounding), set(decision.kept)
+        counts = [(sum(int(i) in kept for i in segment), len(segment)) for segment in group.segments]
+        if decision.removed and any(count % rounding and count != size for count, size in counts):
+            finer.append(f"{len(decision.kept)} of {decision.channels} in group {decision.group}")
+    if finer:
+        notes.append(f"to land near the target, {len(finer)} group{'s keep' if len(finer) > 1 else ' keeps'} counts that are "
+                     f"not multiples of --round-to {config.rounding} ({', '.join(finer[:3])}"
+                     f"{', ...' if len(finer) > 3 else ''}); ONNX Runtime may run such counts no faster than the next "
+                     f"multiple (measure with --latency)")
 
 
 def _single_plan(analysis: Analysis, scores, config: PruneConfig) -> Plan:
