@@ -567,14 +567,14 @@ def test_tensors_that_cannot_be_negative_take_their_mean_for_their_mean_absolute
     assert stats.zero_fraction[2] < 0.3 < np.delete(stats.zero_fraction, 2).min()
 
 
-@pytest.mark.parametrize("opset", [10, 13])  # before 11 Clip takes its bounds as attributes; LessOrEqual came in 12
+@pytest.mark.parametrize("opset", [10, 13])  # before 11 Clip takes its bounds as attributes
 @pytest.mark.parametrize("op", ["Relu", "Identity"])
 @pytest.mark.parametrize("shape, axis", [(("N", 4, 6, 6), 1), (("N", 4, 12, 12), 1), (("N", 6, 4), 2), (("N", 4, 1, 1), 1)])
 def test_the_zero_fraction_counts_what_a_relu_would_zero(opset, op, shape, axis):
     # apoz reads the zeros of a ReLU of the tensor: a signed tensor (a SiLU's output, say) counts x <= 0.
-    # A feature map's zeros are counted by a fused Conv, at every 3rd row and column of a 12x12 map, and
-    # its mean is taken over the whole map (a 1x1 map, a squeeze-excite vector, is its own mean); other
-    # tensors by a comparison.
+    # A feature map's zeros are counted by a fused Conv at every 3rd row and column of a 12x12 map, by a
+    # HardSigmoid at every position of the others, and its mean is taken over the whole map (a 1x1 map, a
+    # squeeze-excite vector, is its own mean).
     rng = np.random.default_rng(14)
     model = make_model([helper.make_node(op, ["x"], ["y"], name="op")], {"x": list(shape)}, ["y"], [], opset=opset)
     x = rng.normal(size=(64 if shape[2:] == (1, 1) else 4, *shape[1:])).astype(np.float32)
