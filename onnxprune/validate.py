@@ -145,7 +145,7 @@ def reference_run(model: onnx.ModelProto | str | bytes, seed: int = 0,
         InputError: ONNX Runtime cannot load or run the original model.
     """
     try:
-        sess = session(model, lean=True)
+        sess = session(model, lean=True, threads=0)  # (all cores: the evaluation runs are most of a scan's time)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
         raise _not_runnable(exc) from None
     if callable(data):
@@ -228,7 +228,7 @@ def check_pruned(pruned: bytes | str, reference: ReferenceRun) -> Evaluation:
     if error is not None and error != reference.checker_error and not _op_without_schema(error):
         raise PrunedModelError(f"the pruned model fails the ONNX checker: {error}")
     try:
-        candidate = session(pruned, lean=True)
+        candidate = session(pruned, lean=True, threads=0)
         actual = [candidate.run(None, feeds) for feeds in reference.data.batches]
     except Exception as exc:  # noqa: BLE001 - any ONNX Runtime failure means the pruned model is unusable
         raise PrunedModelError(f"ONNX Runtime cannot run the pruned model: {str(exc).splitlines()[0]}") from None
