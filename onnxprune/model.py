@@ -626,8 +626,7 @@ def _inline_constant_nodes(graph: gs.Graph) -> None:
                 dequantize = node.inputs[0].inputs[0]
                 stored = dequantize.inputs[0]
                 node.op, node.attrs = "DequantizeLinear", dict(dequantize.attrs)
-                node.inputs = [gs.Constant(f"{stored.name}{SHARED_COPY}{out.name}", stored.values,
-                                           export_dtype=stored.export_dtype), *dequantize.inputs[1:]]
+                node.inputs = [_shared_copy(stored, out.name), *dequantize.inputs[1:]]
                 changed = True
                 continue
             else:
@@ -653,11 +652,15 @@ def _own_dequantized_constants(graph: gs.Graph) -> None:
         for index, (reader, position) in enumerate(uses[1:], start=1):
             stored = node.inputs[0]
             own = gs.Variable(f"{out.name}__{index}", dtype=out.dtype, shape=out.shape)
-            copy = gs.Constant(f"{stored.name}{SHARED_COPY}{index}", stored.values, export_dtype=stored.export_dtype)
             copies.append(gs.Node("DequantizeLinear", f"{node.name}__{index}", dict(node.attrs),
-                                  [copy, *node.inputs[1:]], [own]))
+                                  [_shared_copy(stored, index), *node.inputs[1:]], [own]))
             reader.inputs[position] = own
     graph.nodes[:0] = copies  # constants only: ahead of everything
+
+
+def _shared_copy(stored: gs.Constant, suffix: object) -> gs.Constant:
+    """A copy of a stored (integer) constant for one more reader, named so ``_share_unchanged_copies`` finds it."""
+    return gs.Constant(f"{stored.name}{SHARED_COPY}{suffix}", stored.values, export_dtype=stored.export_dtype)
 
 
 def _share_unchanged_copies(graph: gs.Graph) -> None:
