@@ -25,6 +25,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from threadpoolctl import threadpool_limits
 
 from onnxprune.consumers import find_consumers
 from onnxprune.groups import Analysis
@@ -621,18 +622,26 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     # The whole model runs: its recorded tensors reach near its end, and finding the nodes they need costs a
     # small model's session about 1 ms, more than it saves (see ``_StatsGraph.session``).
     sess = builder.session(model)
-    for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=len(batches))):
-        values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
-        fold = index % 2
-        packed.add(fold, values)
-        for name, names in reduced.items():
-            _add_reduced(stats[name], names, modes[name], values, fold)
+    with one_blas_thread():
+        for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=len(batches))):
+            values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
+            fold = index % 2
+            packed.add(fold, values)
+            for name, names in reduced.items():
+                _add_reduced(stats[name], names, modes[name], values, fold)
     packed.finish(stats, per_sample)
     for name in abs_of_total:
         stats[name].sums["total_abs"] = stats[name].sums["total"]
     for name, (source, start) in views.items():
         stats[name] = stats[source].channel_slice(start, viewed[name].channels)
     return stats
+
+
+def one_blas_thread() -> threadpool_limits:
+    """numpy's BLAS on one thread, for the products taken between ONNX Runtime's runs on every core: BLAS
+    threads would fight its threads for the cores (2 cores: a 32 x 1936 Gram right after a run took 13 ms,
+    0.06 ms alone). Elsewhere BLAS keeps all its threads (the ResNet-50-like model's large solves)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, list[int]]:
@@ -1053,16 +1062,17 @@ def collect_pairs(original: onnx.ModelProto, pruned: onnx.ModelProto, specs: dic
     # before them (ResNet-50-like, 51 images, 8 passes: 79 -> 64 s in all, the same weights).
     sessions = (builders[0].session(original, upstream=True), builders[1].session(pruned, upstream=True))
     pairs: dict[str, PairedStats] = {}
-    for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
-        runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
-        for name, outputs in gram_outputs.items():
-            _add_reduced(gram_stats[name], outputs, gram_modes[name], runs[0], index % 2)
-        for key, (original_rows, pruned_rows, offset_rows) in names.items():
-            x, z = runs[0][original_rows], runs[1][pruned_rows]
-            if offset_rows:
-                x = x.copy()
-                x[list(specs[key].offset_channels)] -= runs[1][offset_rows]
-            if key not in pairs:  # patch pairs are scored channel by channel: the diagonal of E[x x^T] will do
-                pairs[key] = PairedStats.empty(len(x), len(z), diagonal=specs[key].unfold is not None)
-            pairs[key].add(index % 2, x, z)
+    with one_blas_thread():
+        for index, feeds in enumerate(progress(batches, "refitting on the pruned model", quiet, total=len(batches))):
+            runs = [dict(zip(b.outputs, s.run(b.outputs, feeds))) for b, s in zip(builders, sessions)]
+            for name, outputs in gram_outputs.items():
+                _add_reduced(gram_stats[name], outputs, gram_modes[name], runs[0], index % 2)
+            for key, (original_rows, pruned_rows, offset_rows) in names.items():
+                x, z = runs[0][original_rows], runs[1][pruned_rows]
+                if offset_rows:
+                    x = x.copy()
+                    x[list(specs[key].offset_channels)] -= runs[1][offset_rows]
+                if key not in pairs:  # patch pairs are scored channel by channel: the diagonal of E[x x^T] will do
+                    pairs[key] = PairedStats.empty(len(x), len(z), diagonal=specs[key].unfold is not None)
+                pairs[key].add(index % 2, x, z)
     return pairs, gram_stats

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
+import threadpoolctl
 from helpers import conv, make_model, relative_error, run
 from onnx import TensorProto, helper, numpy_helper
 
@@ -779,6 +780,27 @@ def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
     np.testing.assert_allclose(stats.variance, reference.variance, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_paired_moments_keep_float64_precision_for_rows_far_from_zero(diagonal):
+    # A refit corrects errors of 1e-4 of a post-ReLU tensor's scale: its moments are taken in float32 of
+    # rows less their means, so the covariance of z stays exact where plain float32 products lose it.
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(24, 6000)) * 0.1 + 5).astype(np.float32)
+    z = x[:16] + (rng.normal(size=(16, 6000)) * 1e-3).astype(np.float32)
+    stats = calibrate.PairedStats.empty(24, 16, diagonal=diagonal)
+    stats.add(1, x[:, :3000], z[:, :3000])
+    stats.add(1, x[:, 3000:], z[:, 3000:])
+    x64, z64 = x.astype(np.float64), np.vstack([z.astype(np.float64), np.ones((1, 6000))])
+    xx, xz, zz = stats.moments(1)
+    np.testing.assert_allclose(xx, (x64 * x64).mean(1) if diagonal else x64 @ x64.T / 6000, rtol=1e-9)
+    np.testing.assert_allclose(xz, x64 @ z64.T / 6000, rtol=1e-9)
+    np.testing.assert_allclose(zz, z64 @ z64.T / 6000, rtol=1e-9)
+    covariance = zz[:-1, :-1] - np.outer(zz[:-1, -1], zz[-1, :-1])
+    reference = np.cov(z64[:-1], bias=True)
+    np.testing.assert_allclose(covariance, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
+    assert stats.counts.tolist() == [0, 6000]
+
+
 @pytest.mark.parametrize("op", ["MatMul", "Einsum"])
 def test_matmul_consumers_are_compensated_without_a_bias(op):
     # MatMul has no bias input, so only the linear part of the fit is used (and here it is exact); an Einsum
@@ -806,6 +828,33 @@ def test_iterative_pruning_records_and_compensates_every_round():
     plain = onnxprune.prune(model, compensate=False, **options)
     assert result.pruned.macs <= 0.5 * result.original.macs and result.report["compensation"]
     assert max(o.relative_l2 for o in result.evaluation.outputs) < max(o.relative_l2 for o in plain.evaluation.outputs)
+
+
+def _blas_threads() -> list[int]:
+    return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+
+def test_products_between_onnx_runtime_runs_take_one_blas_thread(monkeypatch):
+    # Between ONNX Runtime's runs on every core, multi-threaded BLAS contends with its threads; elsewhere
+    # (and after pruning) BLAS keeps its threads.
+    before = _blas_threads()
+    assert before, "numpy links a BLAS that threadpoolctl sees"
+    seen: dict[str, list[list[int]]] = {"recording": [], "refit": []}
+
+    def spy(name, original):
+        def observed(*args, **kwargs):
+            seen[name].append(_blas_threads())
+            return original(*args, **kwargs)
+        return observed
+
+    monkeypatch.setattr(calibrate, "_add_reduced", spy("recording", calibrate._add_reduced))
+    monkeypatch.setattr(calibrate.PairedStats, "add", spy("refit", calibrate.PairedStats.add))
+    model = two_convs(np.random.default_rng(14).normal(size=(16, 3, 3, 3)), np.zeros(16), c_out=8)
+    result = onnxprune.prune(model, ratio=0.5, importance="redundancy", calib=calibration())
+    assert result.report["compensation"]
+    for name, threads in seen.items():
+        assert threads and all(t == [1] * len(before) for t in threads), name
+    assert _blas_threads() == before
 
 
 def test_prune_takes_a_generator_of_labelled_batches_or_one_array():
