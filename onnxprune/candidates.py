@@ -259,13 +259,14 @@ class CandidateBuilder:
         return self.loaded.path or self.original().SerializeToString()
 
     def build(self, plan: Plan, analysis: Analysis | None = None, model: onnx.ModelProto | None = None,
-              last: bool = False, compensated: bool = True, refit: bool = True) -> Candidate:
+              last: bool = False, compensated: bool = True, refit: bool = True, checked: bool = True) -> Candidate:
         """Apply ``plan`` (to ``analysis``, else a fresh one of ``model`` or the original), export and validate.
 
         ``last`` promises no further use of the original, whose memory is released before validation
         when it can be read again from its file. With calibration data and ``compensated``, the
         remaining weights are compensated first (``refit``: including the refit on the pruned model's
-        inputs, which costs a few passes over the calibration data).
+        inputs, which costs a few passes over the calibration data). ``checked`` False skips the ONNX checker
+        (ONNX Runtime still runs it) for a candidate that is only measured, never written.
         """
         template = model or self.original()
         analysis = analysis or self.analysis(template)
@@ -293,7 +294,7 @@ class CandidateBuilder:
         measured = gs.import_onnx(pruned)  # with its inferred shapes, which count the MACs
         forget_made_up_sizes(pruned, sizes)
         try:
-            size, evaluation = self._validate(pruned, external)
+            size, evaluation = self._validate(pruned, external, checked)
         except PrunedModelError:
             # The shapes inferred for it follow ONNX Runtime where ONNX's inference disagrees with it, which
             # the checker refuses, and ONNX Runtime trusts them where they are ONNX's: TorchScript's
@@ -303,7 +304,7 @@ class CandidateBuilder:
             del pruned.graph.value_info[:]
             del pruned.graph.output[:]
             pruned.graph.output.extend(declared)
-            size, evaluation = self._validate(pruned, external)
+            size, evaluation = self._validate(pruned, external, checked)
         stats = graph_stats(measured, size, self._mac_scales)
         del measured
         candidate = Candidate(plan, pruned, groups, changes, evaluation, stats, external, records, len(self.history))
@@ -386,11 +387,11 @@ class CandidateBuilder:
         return (Refits({k.removeprefix("tensor "): v for k, v in pairs.items() if k.startswith("tensor ")},
                        {k.removeprefix("kernel "): v for k, v in pairs.items() if k.startswith("kernel ")}), gram_stats)
 
-    def _validate(self, pruned: onnx.ModelProto, external: bool) -> tuple[int, Evaluation | None]:
+    def _validate(self, pruned: onnx.ModelProto, external: bool, checked: bool = True) -> tuple[int, Evaluation | None]:
         if external:
             with tempfile.TemporaryDirectory() as tmp:
                 target = write_external(pruned, Path(tmp), "pruned.onnx")
                 size = sum(f.stat().st_size for f in Path(tmp).iterdir())
-                return size, check_pruned(str(target), self.reference) if self.reference else None
+                return size, check_pruned(str(target), self.reference, checked) if self.reference else None
         serialized = pruned.SerializeToString()
-        return len(serialized), check_pruned(serialized, self.reference) if self.reference else None
+        return len(serialized), check_pruned(serialized, self.reference, checked) if self.reference else None

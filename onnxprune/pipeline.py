@@ -381,7 +381,7 @@ def _plan_maker(builder, analysis, scores, macs, config):
     rounding = config.rounding if config.target_macs is None else landing_rounding(
         analysis, scores, macs, config.target_macs, config.rounding, config.group_cap, config.exclude)
     rows = sensitivity_scan(analysis, scores, macs, prunable, rounding,
-                            lambda plan: quality_error(builder.build(plan, refit=False)), config.quiet)
+                            lambda plan: quality_error(builder.build(plan, refit=False, checked=False)), config.quiet)
     uniform = plan_macs(analysis, macs, make_plan(analysis, scores, config.ratio, rounding, config.exclude))
 
     def plan_of(ratios: dict[int, float], finer: int) -> Plan:
