@@ -46,7 +46,15 @@ from onnxprune.model import (
 from onnxprune.plan import Plan
 from onnxprune.report import group_rows
 from onnxprune.stats import ModelStats, graph_stats, mac_scales, static_mac_count, unresolved_mac_tensors
-from onnxprune.validate import EvalData, Evaluation, ReferenceRun, check_pruned, reference_run, release_freed_memory
+from onnxprune.validate import (
+    EvalData,
+    Evaluation,
+    ReferenceRun,
+    check_pruned,
+    reference_run,
+    release_freed_memory,
+    weights_apart,
+)
 
 
 @dataclass
@@ -393,5 +401,8 @@ class CandidateBuilder:
                 target = write_external(pruned, Path(tmp), "pruned.onnx")
                 size = sum(f.stat().st_size for f in Path(tmp).iterdir())
                 return size, check_pruned(str(target), self.reference, checked) if self.reference else None
+        if not checked:  # ONNX Runtime alone reads it: its weights go to it as arrays, not serialized
+            apart = weights_apart(pruned)
+            return apart.size, check_pruned(apart, self.reference, checked) if self.reference else None
         serialized = pruned.SerializeToString()
         return len(serialized), check_pruned(serialized, self.reference, checked) if self.reference else None

@@ -13,6 +13,7 @@ from helpers import MODELS, assert_matches_masked, conv, make_model, run
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
+from onnxprune import validate
 from onnxprune.cli import main
 from onnxprune.latency import LatencyComparison, LatencyStats
 from onnxprune.model import export_graph, external_data_bytes, import_graph, save_model_atomic
@@ -546,3 +547,43 @@ def test_a_stale_value_info_does_not_change_an_outputs_declared_type():
     result = onnxprune.prune(model, ratio=0.5, round_to=1)
     assert_matches_masked(model, result.model, result.report, tol=1e-2)  # float16 arithmetic
     assert result.model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_a_session_of_a_proto_takes_its_large_weights_as_arrays_and_leaves_the_proto_as_it_is():
+    # The weights of a proto go to ONNX Runtime beside the serialized model (a sensitivity scan's
+    # candidates): the same outputs as from the serialized model, with float16 and int64 weights too, and
+    # the proto is left byte for byte as it was.
+    rng = np.random.default_rng(16)
+    w1 = rng.normal(size=(64, 32, 3, 3)).astype(np.float32)  # 73 KB: goes beside
+    w2 = rng.normal(size=(8, 64, 1, 1)).astype(np.float16)  # 1 KB: stays in the model
+    table = rng.integers(0, 8, size=(20000,)).astype(np.int64)  # 160 KB
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Cast", ["h"], ["h16"], to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["h16", "w2"], ["y16"]),
+             helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT),
+             helper.make_node("Gather", ["table", "i"], ["picked"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 8, 8]),
+                                           helper.make_tensor_value_info("i", TensorProto.INT64, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("picked", TensorProto.INT64, None)],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+                               numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    feeds = {"x": rng.normal(size=(2, 32, 8, 8)).astype(np.float32), "i": np.array([0, 5, 19999, 7, 3])}
+    apart = validate.weights_apart(model)
+    skeleton, names, arrays = apart.skeleton, apart.names, apart.arrays
+    assert names == ["w1", "table"] and len(skeleton.SerializeToString()) < 2000
+    assert abs(apart.size - len(before)) <= 0.001 * len(before)  # (the references replace the raw data)
+    np.testing.assert_array_equal(arrays[0], w1)
+    options = validate.ort.SessionOptions()
+    options.add_external_initializers(names, [validate.ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
+    direct = validate.ort.InferenceSession(skeleton.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    beside = validate.session(model, lean=True).run(None, feeds)
+    assert model.SerializeToString() == before
+    serialized = validate.session(before, lean=True).run(None, feeds)
+    plain = validate.ort.InferenceSession(before, validate.ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    for a, b, c, d in zip(beside, serialized, direct.run(None, feeds), plain.run(None, feeds)):
+        np.testing.assert_array_equal(a, b)  # (lean sessions, no graph optimisations)
+        np.testing.assert_array_equal(c, d)  # (the default optimisations)
+    np.testing.assert_array_equal(beside[1], table[feeds["i"]])
