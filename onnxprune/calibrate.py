@@ -289,7 +289,7 @@ class _StatsGraph:
         graph.output.extend(onnx.ValueInfoProto(name=name) for name in self.outputs)
         try:
             if external_data_bytes(model) <= PROTOBUF_SAFE_BYTES:
-                return session(model.SerializeToString(), threads=0)
+                return session(model, threads=0)  # (its large weights go apart, see ``weights_apart``)
             with tempfile.TemporaryDirectory() as folder:  # protobuf cannot serialize 2 GB in one piece
                 return session(str(write_external(model, Path(folder), "statistics.onnx")), threads=0)
         finally:

@@ -102,9 +102,11 @@ def weights_apart(model: onnx.ModelProto) -> ModelApart:
     _copy_fields(model, skeleton, skip="graph")
     _copy_fields(model.graph, skeleton.graph, skip="initializer")
     names, arrays = [], []
+    read = _names_read(model.graph)  # (ONNX Runtime drops the others before it would replace them)
     for tensor in model.graph.initializer:
         dtype = _APART_TYPES.get(tensor.data_type) if sys.byteorder == "little" else None  # raw data: little-endian
-        if dtype is None or tensor.data_location == TensorProto.EXTERNAL or len(tensor.raw_data) < WEIGHTS_APART_BYTES:
+        if (dtype is None or tensor.name not in read or tensor.data_location == TensorProto.EXTERNAL
+                or len(tensor.raw_data) < WEIGHTS_APART_BYTES):
             skeleton.graph.initializer.append(tensor)
             continue
         raw = tensor.raw_data
@@ -115,6 +117,17 @@ def weights_apart(model: onnx.ModelProto) -> ModelApart:
         names.append(tensor.name)
         arrays.append(np.frombuffer(raw, dtype).reshape(tuple(tensor.dims)))
     return ModelApart(skeleton, names, arrays)
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """The names the nodes of ``graph`` and of their subgraphs read."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for inner in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                names |= _names_read(inner)
+    return names
 
 
 def _copy_fields(source, target, skip: str) -> None:
