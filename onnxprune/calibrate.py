@@ -981,6 +981,8 @@ class PairedStats:
         the time of float64 products of float64 copies), of the rows less their batch means (float32
         products of uncentred rows lose the small errors a refit corrects: 1e-3 of a covariance), and
         summed in float64 with the means' terms added back."""
+        if original.shape[1] == 0:
+            return
         x, x_sum, x_mean = _centred(original)
         z, z_sum, z_mean = _centred(pruned)
         kept, count = len(z), x.shape[1]  # z's row of ones, the constant, is the sums and the count
