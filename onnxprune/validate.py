@@ -88,8 +88,8 @@ class ModelApart:
 
     @property
     def size(self) -> int:
-        """About the bytes of the model serialized whole (serializing it to count them costs as much as
-        serializing it)."""
+        """About the bytes of the model serialized whole, counted without serializing it (upb's ByteSize()
+        serializes)."""
         return self.skeleton.ByteSize() + sum(a.nbytes for a in self.arrays)
 
 
