@@ -61,14 +61,14 @@ def session(model: onnx.ModelProto | ModelApart | str | bytes, optimize: bool = 
         options.add_session_config_entry("session.disable_prepacking", "1")
         # Graph optimisations rewrite weights (fusions, layouts) into extra copies; one-off runs skip them.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    providers = providers or ["CPUExecutionProvider"]
     if isinstance(model, onnx.ModelProto):
         model = weights_apart(model)
     if not isinstance(model, ModelApart):
-        return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=providers)
     if model.names:
         options.add_external_initializers(model.names, [ort.OrtValue.ortvalue_from_numpy(a) for a in model.arrays])
-    return ort.InferenceSession(model.skeleton.SerializeToString(), options,
-                                providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(model.skeleton.SerializeToString(), options, providers=providers)
 
 
 # Initializers at least this large go to ONNX Runtime as arrays rather than serialized; the small ones stay
@@ -98,21 +98,20 @@ def weights_apart(model: onnx.ModelProto) -> ModelApart:
     external data, with those initializers' names and values, which a session takes through
     ``add_external_initializers``: serializing 100 MB of weights and parsing them again cost a
     ResNet-50-sized model 0.28 s a session, this 0.03 s."""
-    large = [t for t in model.graph.initializer if _APART_TYPES.get(t.data_type) is not None
-             and t.data_location != TensorProto.EXTERNAL and math.prod(t.dims) * np.dtype(_APART_TYPES[t.data_type]).itemsize >= WEIGHTS_APART_BYTES]
+    if sys.byteorder != "little":  # (raw data is little-endian)
+        return ModelApart(model, [], [])
+    large = {t.name for t in model.graph.initializer if _is_large(t)}
     if large:
-        read = _names_read(model.graph)  # (ONNX Runtime drops the others before it would replace them)
-        large = [t for t in large if t.name in read]
-    if not large or sys.byteorder != "little":  # (raw data is little-endian)
+        large &= _names_read(model.graph)  # (ONNX Runtime drops the others before it would replace them)
+    if not large:
         return ModelApart(model, [], [])  # nothing to move: a small model serializes faster than it is copied
-    moved = {id(t) for t in large}
     skeleton = onnx.ModelProto()
     _copy_fields(model, skeleton, skip="graph")
     _copy_fields(model.graph, skeleton.graph, skip="initializer")
     names, arrays = [], []
     for tensor in model.graph.initializer:
-        raw = tensor.raw_data if id(tensor) in moved else b""
-        if not raw:  # (typed data fields rather than raw data: it stays)
+        raw = tensor.raw_data if tensor.name in large else b""
+        if not raw:  # small, unread, or in typed data fields rather than raw data: it stays
             skeleton.graph.initializer.append(tensor)
             continue
         stub = skeleton.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
@@ -122,6 +121,14 @@ def weights_apart(model: onnx.ModelProto) -> ModelApart:
         names.append(tensor.name)
         arrays.append(np.frombuffer(raw, _APART_TYPES[tensor.data_type]).reshape(tuple(tensor.dims)))
     return ModelApart(skeleton, names, arrays)
+
+
+def _is_large(tensor: TensorProto) -> bool:
+    """Whether ``tensor`` holds at least WEIGHTS_APART_BYTES of a type ``weights_apart`` moves (from its dims:
+    reading its data would copy it)."""
+    dtype = _APART_TYPES.get(tensor.data_type)
+    return (dtype is not None and tensor.data_location != TensorProto.EXTERNAL
+            and math.prod(tensor.dims) * np.dtype(dtype).itemsize >= WEIGHTS_APART_BYTES)
 
 
 def _names_read(graph: onnx.GraphProto) -> set[str]:
@@ -309,9 +316,9 @@ class Evaluation:
 
 def check_pruned(pruned: bytes | str | ModelApart, reference: ReferenceRun, checked: bool = True) -> Evaluation:
     """Raise PrunedModelError unless the pruned model (serialized, a path, or apart from its weights when
-    not ``checked``) passes the full checker,
-    runs in ONNX Runtime, and keeps every output's name and shape; then measure its fidelity. ``checked``
-    False skips the checker (the candidates a sensitivity scan measures: ResNet-50-like, 0.11 s each).
+    not ``checked``) passes the full checker, runs in ONNX Runtime, and keeps every output's name and
+    shape; then measure its fidelity. ``checked`` False skips the checker (the candidates a sensitivity
+    scan measures: ResNet-50-like, 0.11 s each).
     """
     error = _checker_error(pruned) if checked else None
     # An error the original has too is the checker's, not the pruning's (ONNX 1.23 fails the function
