@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from onnxprune.consumers import find_consumers
 from onnxprune.groups import Analysis
@@ -266,6 +267,7 @@ class _StatsGraph:
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: list[str] = []
         self.summed: set[str] = set()  # outputs of ``sample_means`` that hold per-sample sums, not means
+        self._samples: dict[tuple[str, str], str] = {}  # ``_strided``'s nodes, by tensor and key
         self._constants: dict[tuple, str] = {}
 
     def session(self, model: onnx.ModelProto, upstream: bool = False) -> ort.InferenceSession:
@@ -376,10 +378,16 @@ class _StatsGraph:
 
     def _strided(self, tensor: str, spec: TensorSpec, key: str) -> str:
         """``tensor`` with its spatial axes (not batch, not channels) strided to keep ``spec.sample_fraction``."""
-        shape, axis = spec.shape, spec.axis
         step = self._step(spec)
         if step < 2:
             return tensor
+        if (tensor, key) not in self._samples:  # (a Gram matrix and the sums beside it share the sample)
+            self._samples[tensor, key] = self._sample(tensor, spec, step, key)
+        return self._samples[tensor, key]
+
+    def _sample(self, tensor: str, spec: TensorSpec, step: int, key: str) -> str:
+        """A node keeping every ``step``-th position of ``tensor`` on its spatial axes."""
+        shape, axis = spec.shape, spec.axis
         if axis == 1 and len(shape) == 4:
             # A 1x1 pooling with strides subsamples without leaving ONNX Runtime's blocked (NCHWc)
             # conv layout, where a Slice would first copy the whole tensor back to NCHW. Pooling stays
@@ -423,7 +431,8 @@ class _StatsGraph:
                               dilations=list(unfold.dilations))
         return self.rows(unfolded, TensorSpec(1, spec.channels * taps, spec.shape), key)
 
-    def sample_means(self, tensor: str, spec: TensorSpec, sums: tuple[str, ...], key: str) -> list[str]:
+    def sample_means(self, tensor: str, spec: TensorSpec, sums: tuple[str, ...], key: str,
+                     sampled: bool = False) -> list[str]:
         """Nodes reducing the sampled positions of ``tensor`` to per-sample means: of x for "total", of x^2
         for "total_sq", of |x| for "total_abs", of x <= 0 for "zeros" (keys of SUMS); where the positions
         per sample are known, |x| is summed rather than averaged (the name joins ``summed``). Returns their
@@ -433,10 +442,12 @@ class _StatsGraph:
 
         Far cheaper than ``add`` where no Gram matrix is needed: a channels-second tensor is averaged by
         GlobalAveragePool, which stays in ONNX Runtime's blocked conv layout, and nothing is transposed.
+        ``sampled`` takes every sum over exactly the positions that ``_strided`` samples, those of a Gram
+        matrix beside them.
         """
         rank = len(spec.shape)
         blocked = spec.float32 and spec.axis == 1 and rank == 4
-        if blocked and set(sums) == {"total", "zeros"}:
+        if blocked and set(sums) == {"total", "zeros"} and not sampled:
             # ``apoz``: the zeros are counted by a HardSigmoid or a Conv that samples as it goes (see
             # ``_is_off_blocked``), and the mean of the whole map is one GlobalAveragePool; a shared sample
             # would cost one more node per tensor, which is most of what a small model's run pays for
@@ -489,12 +500,13 @@ class _StatsGraph:
         self.outputs.append(self._node("Flatten", [self._node("Concat", tensors, f"{name}_c", axis=1)], name, axis=1))
         return name
 
-    def add(self, tensor: str, spec: TensorSpec, gram: str | None, sums: tuple[str, ...], key: str) -> list[str]:
+    def add(self, tensor: str, spec: TensorSpec, gram: str | None, sums: tuple[str, ...], key: str,
+            count: bool = True) -> list[str]:
         """Nodes reducing ``tensor`` to its count of positions and the per-channel ``sums`` (keys of SUMS);
         ``gram`` "matrix" adds its Gram matrix (whose diagonal is the sum of squares), "rows" outputs the
         sampled rows instead. Returns the output names: the shape of the sampled values (positions times
-        channels), one per key of SUMS (an empty string where it is not computed here) and the Gram matrix
-        or rows (or an empty string)."""
+        channels; an empty string without ``count``), one per key of SUMS (an empty string where it is not
+        computed here) and the Gram matrix or rows (or an empty string)."""
         rank = len(spec.shape)
         if gram == "matrix" and rank >= 3 and spec.axis == rank - 1:
             # Channels last: [positions, channels] is a Reshape away, and the Gram matrix multiplies it
@@ -519,7 +531,7 @@ class _StatsGraph:
                 flat = rank == 2 and spec.axis == 1 and spec.float32
                 transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
                 matrix = self._node("MatMul", [view, transposed], f"{key}_gram")
-        names = [self._node("Shape", [view], f"{key}_count")]
+        names = [self._node("Shape", [view], f"{key}_count") if count else ""]
         for name in SUMS:
             if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
                 names.append("")
@@ -580,7 +592,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     removed). ``sums`` are the keys of SUMS to record (the sum always); ``gram`` asks for Gram matrices
     too, and with them the sums of squares (tensors over GRAM_MAX_CHANNELS channels never get one).
     ``views`` (see ``channel_views``) names tensors whose statistics are sliced from another's: that one
-    is then sampled at the larger of their two sample fractions.
+    then samples for them too (see ``_source_fractions``).
     """
     graph = model.graph
     known = {v.name for v in graph.input} | {name for node in graph.node for name in node.output}
@@ -588,8 +600,7 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     views = {name: (source, start) for name, (source, start) in (views or {}).items()
              if name in tensors and source in tensors and source not in views
              and not (gram and tensors[source].channels > GRAM_MAX_CHANNELS >= tensors[name].channels)}
-    for name, (source, _) in views.items():
-        fraction = max(tensors[source].sample_fraction, tensors[name].sample_fraction)
+    for source, fraction in _source_fractions(tensors, views, gram).items():
         tensors[source] = replace(tensors[source], sample_fraction=fraction)
     viewed = {name: tensors.pop(name) for name in views}
     builder = _StatsGraph(default_opset(model) or 13)
@@ -615,6 +626,14 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
                 spec = replace(spec, sample_fraction=1.0)
             means[name] = (spec, builder.sample_means(name, spec, keys, key))
             per_sample[name] = _StatsGraph.sampled_positions(spec)
+        elif modes[name] == "matrix" and _means_beside_gram(spec):
+            # The sums are per-sample means of the Gram matrix's sample, packed with the others, and the
+            # count is known: a ReduceSum of the sample and a Shape less (se_hardswish: a ReduceSum over
+            # the batch and 36 positions of a 16-channel sample took 73 us of a 1.8 ms run).
+            means[name] = (spec, builder.sample_means(name, spec, tuple(k for k in keys if k != "total_sq"), key,
+                                                      sampled=True))
+            per_sample[name] = _StatsGraph.sampled_positions(spec)
+            reduced[name] = builder.add(name, spec, modes[name], (), key, count=False)
         else:
             reduced[name] = builder.add(name, spec, modes[name], keys, key)
         stats[name] = ChannelStats(spec.channels, modes[name] is not None, keys)
@@ -637,11 +656,36 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     return stats
 
 
-def one_blas_thread() -> threadpool_limits:
+def _source_fractions(tensors: dict[str, TensorSpec], views: dict[str, tuple[str, int]], gram: bool) -> dict[str, float]:
+    """The sample fractions of the tensors that ``views`` are sliced from, which sample for them too. A Gram
+    matrix costs its channels squared per sampled position, so with Gram matrices a source samples its own
+    share of positions plus each view's at the source's width, (view channels / source channels)^2 times
+    the view's share. (The view's share alone put 64 positions a sample into the Gram matrix of yolo's
+    96-channel Concat of a 32-channel map, where 9 are its share: 0.2 ms of a 3 ms run.) Without Gram
+    matrices the denser of the shares is taken."""
+    fractions: dict[str, float] = {}
+    for name, (source, _) in views.items():
+        view, wide = tensors[name], tensors[source]
+        fraction = fractions.get(source, wide.sample_fraction)
+        if gram and wide.channels <= GRAM_MAX_CHANNELS:
+            fractions[source] = min(1.0, fraction + (view.channels / wide.channels) ** 2 * view.sample_fraction)
+        else:
+            fractions[source] = max(fraction, view.sample_fraction)
+    return fractions
+
+
+def one_blas_thread() -> AbstractContextManager:
     """numpy's BLAS on one thread, for the products taken between ONNX Runtime's runs on every core: BLAS
     threads would fight its threads for the cores (2 cores: a 32 x 1936 Gram right after a run took 13 ms,
     0.06 ms alone). Elsewhere BLAS keeps all its threads (the ResNet-50-like model's large solves)."""
-    return threadpool_limits(limits=1, user_api="blas")
+    return _thread_pools().limit(limits=1, user_api="blas")
+
+
+@cache
+def _thread_pools() -> ThreadpoolController:
+    """The thread pools of the loaded libraries, found once: finding them reads the process's memory map
+    (0.6 ms a call, a tenth of what a small model's recording costs over its plain inference)."""
+    return ThreadpoolController()
 
 
 def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, list[int]]:
@@ -666,7 +710,8 @@ def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np
 def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
                  fold: int) -> None:
     """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""
-    count = int(np.prod(values[names[0]])) // stats.channels  # sampled positions: the values over the channels
+    # sampled positions: the values over the channels (none without a count: the sums count them)
+    count = int(np.prod(values[names[0]])) // stats.channels if names[0] else 0
     _, *sum_names, gram_name = names
     batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
     matrix = values[gram_name] if gram_name else None
@@ -726,6 +771,12 @@ class _PackedMeans:
             for fold in (0, 1):
                 stats[name].add(fold, int(samples[name][fold]) * positions[name],
                                 {key: value[fold] for key, value in by_key.items()}, None)
+
+
+def _means_beside_gram(spec: TensorSpec) -> bool:
+    """Whether the sums beside a Gram matrix of ``spec`` can be per-sample means of its sample: a float32
+    map, channels second, whose sampled positions per sample are known."""
+    return spec.float32 and spec.axis == 1 and len(spec.shape) >= 3 and _StatsGraph.sample_dims(spec) is not None
 
 
 def _pools_in_place(spec: TensorSpec) -> bool:

@@ -499,6 +499,12 @@ def test_channel_runs_of_a_wider_recorded_tensor_are_sliced_from_its_statistics(
     # the recorded tensor takes the denser of the samples: a's 1 in 9 positions is sliced from wide's all
     sparse = {**specs, "a": replace(specs["a"], sample_fraction=1 / 9)}
     assert collect_stats(model, sparse, batches, views=views)["a"].count == 48 * 64
+    # but with Gram matrices a view's share counts at the wider tensor's cost: x's every position, (3 / 11)^2
+    # of wide's, with the others' 1 in 9 and wide's own, comes to 0.28 of wide's positions (every third row
+    # and column)
+    narrow = {name: replace(spec, sample_fraction=1.0 if name == "x" else 1 / 9) for name, spec in specs.items()}
+    assert collect_stats(model, narrow, batches, views=views)["x"].count == 48 * 64
+    assert collect_stats(model, narrow, batches, gram=True, views=views)["x"].count == 48 * 9
 
 
 def test_small_batches_are_joined_for_the_recording_and_give_the_same_statistics():
@@ -791,6 +797,27 @@ def test_statistics_of_models_too_large_to_serialize_go_through_external_data(mo
     through_files = collect_stats(model, spec, calibration(), gram=True)["h"]
     np.testing.assert_allclose(through_files.second_moment(), in_memory.second_moment(), rtol=1e-6)
     assert len(model.graph.node) == 3 and all(i.HasField("raw_data") for i in model.graph.initializer)
+
+
+@pytest.mark.parametrize("sums", [("total",), ("total", "zeros"), SUMS])
+def test_the_sums_beside_a_sampled_gram_matrix_are_of_its_sample(sums):
+    # A 12 x 12 map sampled at every 3rd row and column: its sums are per-sample means of the Gram matrix's
+    # 16 positions (packed with other tensors' means), whatever the criterion reads, and the count is known.
+    rng = np.random.default_rng(12)
+    model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {"x": ["N", 4, 12, 12]}, ["y"], [])
+    batches = [{"x": (rng.normal(size=(n, 4, 12, 12)) + np.arange(4).reshape(4, 1, 1)).astype(np.float32)}
+               for n in (4, 6, 5)]
+    spec = TensorSpec(1, 4, ("N", 4, 12, 12), sample_fraction=1 / 9)
+    stats = collect_stats(model, {"y": spec}, batches, gram=True, sums=sums)["y"]
+    reference = ChannelStats(4)
+    for index, batch in enumerate(batches):
+        reference.add_values(batch["x"][:, :, ::3, ::3], 1, fold=index % 2)
+    np.testing.assert_array_equal(stats.counts, reference.counts)
+    assert set(stats.sums) == {"total", "total_sq", *sums}
+    for fold in (0, 1):
+        np.testing.assert_allclose(stats.second_moment(fold), reference.second_moment(fold), rtol=1e-5, atol=1e-6)
+    for key in stats.sums:
+        np.testing.assert_allclose(stats.sums[key], reference.sums[key], rtol=1e-5, atol=1e-4)
 
 
 def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
