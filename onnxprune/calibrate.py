@@ -649,6 +649,9 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             for name, names in reduced.items():
                 _add_reduced(stats[name], names, modes[name], values, fold)
     packed.finish(stats, per_sample)
+    for name, mode in modes.items():
+        if mode is not None:
+            stats[name].sums["total_sq"] = np.diagonal(stats[name].grams, axis1=1, axis2=2).copy()
     for name in abs_of_total:
         stats[name].sums["total_abs"] = stats[name].sums["total"]
     for name, (source, start) in views.items():
@@ -716,12 +719,9 @@ def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values
     batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
     matrix = values[gram_name] if gram_name else None
     if mode == "rows":
-        batch_sums["total_sq"] = np.einsum("ij,ij->i", matrix, matrix)
         stats.add_rows(fold, matrix)
         matrix = None
-    elif matrix is not None:
-        batch_sums["total_sq"] = np.diagonal(matrix)
-    stats.add(fold, count, batch_sums, matrix)
+    stats.add(fold, count, batch_sums, matrix)  # (the sums of squares: the Gram matrix's diagonal, at the end)
 
 
 class _PackedMeans:
