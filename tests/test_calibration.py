@@ -820,6 +820,32 @@ def test_the_sums_beside_a_sampled_gram_matrix_are_of_its_sample(sums):
         np.testing.assert_allclose(stats.sums[key], reference.sums[key], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("sums", [("total",), ("total", "zeros"), ("total", "total_abs", "zeros")])
+def test_conv_outputs_whose_channels_do_not_fill_blocks_are_averaged_by_depthwise_convs(sums):
+    # 12 channels of a Conv and its Relu: ONNX Runtime keeps them in its blocked layout, padded to whole
+    # blocks, which pooling would copy them out of, so their means are depthwise Convs (a dilated kernel
+    # reads the sample: every 3rd row and column of 8 x 8); apoz takes the whole map's mean.
+    rng = np.random.default_rng(13)
+    model = two_convs(rng.normal(size=(12, 3, 3, 3)), rng.normal(size=12))
+    spec = TensorSpec(1, 12, ("N", 12, 8, 8), sample_fraction=1 / 9)
+    assert calibrate._in_blocks(model.graph, {"h": spec, "x": replace(spec, channels=3)}) == {"h"}
+    builder = calibrate._StatsGraph(13)
+    builder.sample_means("h", spec, sums, "k", in_blocks=True)
+    assert "GlobalAveragePool" not in {node.op_type for node in builder.nodes}
+    batches = calibration(48)
+    stats = collect_stats(model, {"h": spec}, batches, sums=sums)["h"]
+    model.graph.output.append(onnx.ValueInfoProto(name="h"))
+    maps = np.concatenate([run(model, batch)[1] for batch in batches])
+    sample = maps[:, :, ::3, ::3]
+    whole = set(sums) == {"total", "zeros"}  # apoz's
+    np.testing.assert_allclose(stats.mean, (maps if whole else sample).mean(axis=(0, 2, 3)), rtol=1e-5)
+    if "zeros" in sums:
+        np.testing.assert_allclose(stats.zero_fraction, (sample <= 0).mean(axis=(0, 2, 3)), rtol=1e-6)
+        assert 0.1 < stats.zero_fraction.mean() < 0.9
+    if "total_abs" in sums:
+        np.testing.assert_allclose(stats.mean_abs, np.abs(sample).mean(axis=(0, 2, 3)), rtol=1e-5)
+
+
 def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
     # 256 channels but 4 x 2 x 2 = 16 positions per batch: the rows are smaller than the Gram matrix, so
     # they leave ONNX Runtime and are multiplied in numpy.
