@@ -492,6 +492,9 @@ class _StatsGraph:
             elif name == "total_abs" and summed:
                 names.append(self._reduce("ReduceL1", base, f"{key}_sum_{name}", axes, keepdims))
                 self.summed.add(names[-1])
+            elif name == "total_sq" and padded:  # (the Mul stays in the blocked layout)
+                squares = self._node("Mul", [base, base], f"{key}_sq")
+                names.append(self._channel_means(squares, spec.channels, dims, f"{key}_mean_{name}"))
             elif name == "total_sq":
                 names.append(mean(self._node("Mul", [base, base], f"{key}_sq"), f"{key}_mean_{name}"))
             elif name == "total_abs":

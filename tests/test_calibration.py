@@ -820,7 +820,7 @@ def test_the_sums_beside_a_sampled_gram_matrix_are_of_its_sample(sums):
         np.testing.assert_allclose(stats.sums[key], reference.sums[key], rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("sums", [("total",), ("total", "zeros"), ("total", "total_abs", "zeros")])
+@pytest.mark.parametrize("sums", [("total",), ("total", "zeros"), ("total", "total_abs", "zeros"), ("total", "total_sq")])
 def test_conv_outputs_whose_channels_do_not_fill_blocks_are_averaged_by_depthwise_convs(sums):
     # 12 channels of a Conv and its Relu: ONNX Runtime keeps them in its blocked layout, padded to whole
     # blocks, which pooling would copy them out of, so their means are depthwise Convs (a dilated kernel
@@ -844,6 +844,8 @@ def test_conv_outputs_whose_channels_do_not_fill_blocks_are_averaged_by_depthwis
         assert 0.1 < stats.zero_fraction.mean() < 0.9
     if "total_abs" in sums:
         np.testing.assert_allclose(stats.mean_abs, np.abs(sample).mean(axis=(0, 2, 3)), rtol=1e-5)
+    if "total_sq" in sums:
+        np.testing.assert_allclose(stats.mean_sq, np.square(sample).mean(axis=(0, 2, 3)), rtol=1e-5)
 
 
 def test_wide_tensors_gather_rows_and_give_the_same_gram_matrix():
