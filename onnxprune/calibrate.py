@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -267,6 +268,7 @@ class _StatsGraph:
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: list[str] = []
         self.summed: set[str] = set()  # outputs of ``sample_means`` that hold per-sample sums, not means
+        self.positive: set[str] = set()  # outputs of ``sample_means`` of max(x, 0) that stand for |x|
         self._samples: dict[tuple[str, str], str] = {}  # ``_strided``'s nodes, by tensor and key
         self._constants: dict[tuple, str] = {}
 
@@ -489,6 +491,13 @@ class _StatsGraph:
         for name in SUMS:
             if name not in sums:
                 names.append("")
+            elif name == "total_abs" and in_blocks and blocked:
+                # |x| = 2 max(x, 0) - x: a Relu keeps the sample in the blocked layout, where a ReduceL1 or
+                # an Abs copies it out (see ``_PackedMeans.finish``)
+                positive = self._node("Relu", [base], f"{key}_positive")
+                names.append(self._channel_means(positive, spec.channels, dims, f"{key}_mean_{name}") if padded
+                             else mean(positive, f"{key}_mean_{name}"))
+                self.positive.add(names[-1])
             elif name == "total_abs" and summed:
                 names.append(self._reduce("ReduceL1", base, f"{key}_sum_{name}", axes, keepdims))
                 self.summed.add(names[-1])
@@ -771,7 +780,7 @@ class _PackedMeans:
         self.layout = sorted(groups.values(), key=lambda entries: -order[entries[-1][0]])
         self.outputs = [builder.concat([output for _, _, output, _ in entries], f"onnxprune_means_{index}")
                         for index, entries in enumerate(self.layout)]
-        self.summed = builder.summed
+        self.summed, self.positive = builder.summed, builder.positive
         self.totals = [np.zeros((2, sum(e[3] for e in entries))) for entries in self.layout]
         self.samples = np.zeros((len(self.layout), 2))
 
@@ -787,6 +796,7 @@ class _PackedMeans:
         sums, from ``summed`` outputs, for themselves)."""
         sums: dict[str, dict[str, np.ndarray]] = {}
         samples: dict[str, np.ndarray] = {}
+        positive = []
         for index, entries in enumerate(self.layout):
             offset = 0
             for name, key, output, channels in entries:
@@ -794,29 +804,42 @@ class _PackedMeans:
                 sums.setdefault(name, {})[key] = self.totals[index][:, offset:offset + channels] * scale
                 samples[name] = self.samples[index]
                 offset += channels
+                if output in self.positive:
+                    positive.append(name)
+        for name in positive:  # the sum of |x| is twice the sum of max(x, 0), less the sum of x
+            sums[name]["total_abs"] = 2 * sums[name]["total_abs"] - sums[name]["total"]
         for name, by_key in sums.items():
             for fold in (0, 1):
                 stats[name].add(fold, int(samples[name][fold]) * positions[name],
                                 {key: value[fold] for key, value in by_key.items()}, None)
 
 
-# Ops that ONNX Runtime fuses into the Conv before them, whose output then stays in the blocked layout.
-_FUSED_INTO_CONV = {"Relu", "Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh", "BatchNormalization"}
+# Ops that ONNX Runtime runs in its blocked layout when their input is in it, and ops it fuses into the Conv
+# before them (its NchwcTransformer).
+_BLOCKED_UNARY = {"Relu", "Sigmoid", "Tanh", "BatchNormalization"}
+_FUSED_INTO_CONV = {"Clip", "HardSigmoid", "LeakyRelu"}
 
 
 def _in_blocks(graph: onnx.GraphProto, tensors: dict[str, TensorSpec]) -> set[str]:
     """The NCHW maps of ``tensors`` that ONNX Runtime keeps in its blocked conv layout, as far as the graph
-    shows: Conv outputs, through the ops it fuses into a Conv, and Adds of such outputs (a residual)."""
+    shows: Conv outputs, the outputs of the ops it fuses into a Conv or runs blocked after one, and Adds
+    and Muls of such outputs (a residual, a SiLU)."""
     producers = {output: node for node in graph.node for output in node.output}
+    readers = Counter(name for node in graph.node for name in node.input)
     known: dict[str, bool] = {}
+
+    def fused(node: onnx.NodeProto) -> bool:  # (only into a Conv whose output it alone reads)
+        conv = producers.get(node.input[0])
+        return conv is not None and conv.op_type == "Conv" and readers[node.input[0]] == 1
 
     def blocked(name: str, depth: int = 0) -> bool:
         if name not in known:
             node = producers.get(name)
             known[name] = node is not None and depth < 16 and (
                 node.op_type == "Conv"
-                or node.op_type in _FUSED_INTO_CONV and blocked(node.input[0], depth + 1)
-                or node.op_type in ("Add", "Sum") and all(blocked(i, depth + 1) for i in node.input))
+                or node.op_type in _BLOCKED_UNARY and blocked(node.input[0], depth + 1)
+                or node.op_type in _FUSED_INTO_CONV and fused(node)
+                or node.op_type in ("Add", "Sum", "Mul") and all(blocked(i, depth + 1) for i in node.input))
         return known[name]
     return {name for name, spec in tensors.items() if spec.axis == 1 and len(spec.shape) == 4 and blocked(name)}
 
