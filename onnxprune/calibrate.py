@@ -677,13 +677,14 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     # The whole model runs: its recorded tensors reach near its end, and finding the nodes they need costs a
     # small model's session about 1 ms, more than it saves (see ``_StatsGraph.session``).
     sess = builder.session(model)
-    with one_blas_thread():
-        for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=len(batches))):
-            values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
-            fold = index % 2
-            packed.add(fold, values)
-            for name, names in reduced.items():
-                _add_reduced(stats[name], names, modes[name], values, fold)
+    # (BLAS keeps its threads: no products are taken between these runs, and a limit on them slowed the
+    # ResNet-50-like model's runs by 8%, see ``one_blas_thread``.)
+    for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=len(batches))):
+        values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
+        fold = index % 2
+        packed.add(fold, values)
+        for name, names in reduced.items():
+            _add_reduced(stats[name], names, modes[name], values, fold)
     packed.finish(stats, per_sample)
     for name, mode in modes.items():
         if mode is not None:
@@ -716,7 +717,9 @@ def _source_fractions(tensors: dict[str, TensorSpec], views: dict[str, tuple[str
 def one_blas_thread() -> AbstractContextManager:
     """numpy's BLAS on one thread, for the products taken between ONNX Runtime's runs on every core: BLAS
     threads would fight its threads for the cores (2 cores: a 32 x 1936 Gram right after a run took 13 ms,
-    0.06 ms alone). Elsewhere BLAS keeps all its threads (the ResNet-50-like model's large solves)."""
+    0.06 ms alone). Elsewhere BLAS keeps all its threads (the ResNet-50-like model's large solves): the
+    limit itself costs runs (the ResNet-50-like model's recording, which takes no products between its
+    runs, spent 1.93-2.31 s in ONNX Runtime under it, 1.78-1.84 s without)."""
     return _thread_pools().limit(limits=1, user_api="blas")
 
 
