@@ -110,6 +110,10 @@ def statistics_costs(path: Path, batches: list[dict[str, np.ndarray]], criteria=
         run()  # warm-up
     for _ in range(repeats):
         for key, run in runs.items():
+            # numpy's BLAS threads spin for some 30-100 ms after a product (a recording multiplies wide
+            # tensors' Gram matrices at its end) and would slow the next timed run's ONNX Runtime threads
+            # (fashion_mnist's plain inference right after a 1024 x 2000 product: 34 ms against 19 ms).
+            time.sleep(0.1)
             start = time.perf_counter()
             run()
             times[key].append(time.perf_counter() - start)
