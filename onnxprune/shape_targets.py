@@ -1057,8 +1057,8 @@ def sliced_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
 
 
 def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
-    """Shapes of Expand, Tile, Resize and Range outputs that a shape computed at run time gives but ONNX shape
-    inference does not follow, by tensor name: TorchScript's ``coords.expand(b, 1, h, w)`` (the input's shape
+    """Shapes of Expand, Tile, Resize, MaxUnpool and Range outputs that a shape computed at run time gives but
+    ONNX shape inference does not follow, by tensor name: TorchScript's ``coords.expand(b, 1, h, w)`` (the input's shape
     broadcast with the computed one), a constant tiled to the batch (DeBERTa's relative position keys),
     ``arange(n)`` and, before opset 13 or so, TorchScript's ``F.interpolate(x, size=y.shape[-2:])`` (the
     computed sizes), where every size is known or symbolic (an Expand's or a Tile's other sizes may be
@@ -1079,6 +1079,8 @@ def computed_sizes(graph: gs.Graph) -> dict[str, list[Dim]]:
             result = _with_made_up([_tiled(d, r) for d, r in zip(shape, repeats)], node.outputs[0].shape)
         elif node.op == "Resize" and len(node.inputs) == 4 and not isinstance(node.inputs[3], gs.Constant):
             result = _values(node.inputs[3], 0)
+        elif node.op == "MaxUnpool" and len(node.inputs) == 3 and not node.inputs[2].is_empty():
+            result = _values(node.inputs[2], 0)  # ONNX's inference gives none, even for a constant output shape
         elif node.op == "SequenceAt" and (squeezed := _squeezed_split(node.inputs[0])) is not None:
             split, axis = squeezed
             shape = split.inputs[0].shape

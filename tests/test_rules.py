@@ -7,7 +7,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from helpers import assert_matches_masked, conv, feeds_for, make_model, masked_reference, relative_error, run, weight
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.model import export_graph, import_graph
@@ -365,6 +365,53 @@ def test_squeeze_excite_gate_couples_through_global_pool():
     result = prune_checked(chain(nodes, inits))
     assert group_of(result, "a") is group_of(result, "gate")
     assert group_of(result, "s1")["kept"] == 2
+
+
+def _segnet_unpool(output_shape: str, reader: str = "MaxUnpool") -> onnx.ModelProto:
+    """SegNet's encoder pools with indices and its decoder unpools by them: x -> conv1 -> a -> MaxPool (p,
+    idx) -> conv_mid -> d -> MaxUnpool(d, idx[, output shape]) -> u -> conv2 -> y; ``output_shape`` "none",
+    "constant" or "computed" (Shape(a)); ``reader`` other than MaxUnpool reads the indices instead."""
+    nodes = [helper.make_node("MaxPool", ["a"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+             conv("conv_mid", "p", "d", 8, 8, seed=5)[0]]
+    inits = conv("conv1", "x", "a", 3, 8, seed=1)[1] + conv("conv_mid", "p", "d", 8, 8, seed=5)[1]
+    inputs = ["d", "idx"]
+    if output_shape == "constant":
+        inits.append(numpy_helper.from_array(np.array([2, 8, 8, 8], np.int64), "out_shape"))
+        inputs.append("out_shape")
+    elif output_shape == "computed":
+        nodes.append(helper.make_node("Shape", ["a"], ["out_shape"]))
+        inputs.append("out_shape")
+    if reader == "MaxUnpool":
+        nodes.append(helper.make_node("MaxUnpool", inputs, ["u"], name="unpool", kernel_shape=[2, 2], strides=[2, 2]))
+    else:  # the indices as numbers: their values name the channel count
+        nodes += [helper.make_node("Cast", ["idx"], ["idx_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Resize", ["idx_f", "", "scales"], ["idx_up"], mode="nearest"),
+                  helper.make_node("Resize", ["d", "", "scales"], ["d_up"], mode="nearest"),
+                  helper.make_node("Add", ["d_up", "idx_up"], ["u"])]
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes = [conv("conv1", "x", "a", 3, 8, seed=1)[0], *nodes, conv("conv2", "u", "y", 8, 4, seed=2)[0]]
+    inits += conv("conv2", "u", "y", 8, 4, seed=2)[1]
+    image = {"x": [2, 3, 8, 8]} if output_shape == "constant" else X
+    # (ONNX's shape inference gives an unpooling to an output shape input no shape)
+    return make_model(nodes, image, [("y", [image["x"][0], 4, 8, 8])], inits, opset=17)
+
+
+@pytest.mark.parametrize("output_shape", ["none", "constant", "computed"])
+def test_max_unpool_by_the_pools_indices_keeps_their_channels(output_shape):
+    # The indices are flat over the pooled map's [N, C, H, W]: the pruned MaxPool recomputes them over the
+    # kept channels, so the unpooling stays right (the masking oracle in ``prune_checked`` checks it), and
+    # the encoder's and decoder's channels are one group. Before, the indices pinned both.
+    result = prune_checked(_segnet_unpool(output_shape))
+    assert group_of(result, "a") is group_of(result, "d") is group_of(result, "u")
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "a")["pinned_reason"] is None
+    if output_shape == "constant":
+        assert list(node_of(result, "unpool").inputs[2].values) == [2, 4, 8, 8]
+
+
+def test_pool_indices_read_as_numbers_stay_pinned():
+    result = onnxprune.prune(_segnet_unpool("none", reader="Cast"), ratio=0.5, round_to=1)
+    assert "its indices output is read by a node other than a MaxUnpool" in group_of(result, "a")["pinned_reason"]
+    assert group_of(result, "a")["kept"] == 8
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 1, 1), (8, 1, 1), (1,), ()])

@@ -28,6 +28,7 @@ from onnxprune.rules.shape import (
 )
 from onnxprune.rules.spatial import (
     AlongAxisRule,
+    MaxUnpoolRule,
     OtherAxesRule,
     PadRule,
     PoolRule,
@@ -39,7 +40,7 @@ from onnxprune.rules.spatial import (
 DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
-    TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
+    TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), MaxUnpoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
     AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(),
 )

@@ -1,4 +1,4 @@
-"""Ops that work within each channel: pooling, Pad, Resize/Upsample, reductions, Softmax, ops along one
+"""Ops that work within each channel: pooling and unpooling, Pad, Resize/Upsample, reductions, Softmax, ops along one
 axis (ArgMax, TopK, CumSum, LpNormalization), and ops over other axes (Trilu, MeanVarianceNormalization,
 LRN, GridSample, RoiAlign).
 
@@ -24,17 +24,73 @@ REDUCE_OPS = (
 
 
 class PoolRule(Rule):
+    """Pools keep the channels. MaxPool's indices output is flat over the whole input [N, C, H, W], so its
+    values name the channel count; a MaxUnpool reading them (SegNet) is consistent after pruning, because
+    the pruned MaxPool computes them over the kept channels: the indices then carry the pooled channels."""
+
     op_types = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
-        if any(not t.is_empty() and t.outputs for t in node.outputs[1:]):
-            raise Unprunable("its indices output is used")
+        indices = node.outputs[1] if len(node.outputs) > 1 and not node.outputs[1].is_empty() else None
+        if indices is not None and indices.outputs and not all(_unpools(reader, indices) for reader in indices.outputs):
+            raise Unprunable("its indices output is read by a node other than a MaxUnpool")
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
         if x.axis != 1:
             raise Unprunable("it pools over the channel axis")
         ctx.same_channels(node.outputs[0], x)
+        if indices is not None and indices.outputs:
+            ctx.same_channels(indices, x)
+
+
+def _unpools(node: gs.Node, indices: gs.Tensor) -> bool:
+    """Whether ``node`` is a MaxUnpool that reads ``indices`` as its indices, and only so."""
+    names = [t.name for t in node.inputs]
+    return node.op == "MaxUnpool" and names[1:2] == [indices.name] and names.count(indices.name) == 1
+
+
+class MaxUnpoolRule(Rule):
+    """MaxUnpool puts each channel's values back at the positions its indices name, within the channel: the
+    values, the indices and the output keep one set of channels. The indices must come straight from a
+    MaxPool (see ``PoolRule``). An ``output_shape`` input names the channel count: a constant entry is
+    rewritten, and one computed at run time must read it off a tensor with the same channels."""
+
+    op_types = ("MaxUnpool",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x, indices = ctx.channel(node.inputs[0]), ctx.channel(node.inputs[1])
+        if x is None and indices is None:
+            return
+        pooled = len(node.inputs[1].inputs) == 1 and node.inputs[1].inputs[0].op == "MaxPool"
+        if x is None or indices is None or not pooled:
+            raise Unprunable("its indices do not come from a MaxPool whose channels are traced")
+        if x.axis != 1 or indices.axis != 1 or x.size != indices.size:
+            raise Unprunable("its values and indices hold their channels on different axes")
+        ctx.couple(x.slots, indices.slots)
+        if len(node.inputs) > 2 and not node.inputs[2].is_empty():
+            _follow_shape_entry(self, node, 2, x, ctx, "output shape is")
+        ctx.same_channels(node.outputs[0], x)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        x = view.channel(node.inputs[0].name)
+        view.replace_entry(shape_entry(node, 2, x.axis), len(view.kept(x.name)))
+
+
+def _follow_shape_entry(rule: Rule, node: gs.Node, index: int, x: ChannelTensor, ctx: ChannelContext, what: str,
+                        position: int | None = None) -> None:
+    """Make entry ``position`` (default: ``x``'s axis) of ``node``'s 1-D integer input ``index``, a size that
+    names ``x``'s channel count, follow the kept channels: a constant is rewritten (``rule.rewrite``), a size
+    read off a tensor with the same channels is coupled to them; otherwise the node is unprunable (``what``
+    names the input, with its verb)."""
+    entry = shape_entry(node, index, x.axis if position is None else position)
+    if isinstance(entry, SizeOf):
+        if not ctx.follow_size(entry, x):
+            raise Unprunable(f"its {what} read off '{entry.tensor.name}', whose channels are not its input's")
+    elif entry is not None and np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position] == x.size:
+        ctx.add_rewrite(rule, node)
+    else:
+        raise Unprunable(f"its {what} computed at run time")
 
 
 class PadRule(Rule):
@@ -88,7 +144,7 @@ class ResizeRule(Rule):
             if index is None or len(node.inputs) <= index or node.inputs[index].is_empty():
                 continue
             if index == 3 and not isinstance(node.inputs[index], gs.Constant):
-                self._follow_sizes(node, position, x, ctx)
+                _follow_shape_entry(self, node, 3, x, ctx, "sizes are", position)
                 continue
             values = ctx.const(node.inputs[index])
             if values is None:
@@ -99,16 +155,6 @@ class ResizeRule(Rule):
             if index == 3:
                 ctx.add_rewrite(self, node)
         ctx.same_channels(node.outputs[0], x)
-
-    def _follow_sizes(self, node: gs.Node, position: int, x: ChannelTensor, ctx: ChannelContext) -> None:
-        entry = shape_entry(node, 3, position)
-        if isinstance(entry, SizeOf):
-            if not ctx.follow_size(entry, x):
-                raise Unprunable(f"its sizes are read off '{entry.tensor.name}', whose channels are not its input's")
-        elif entry is not None and np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position] == x.size:
-            ctx.add_rewrite(self, node)
-        else:
-            raise Unprunable("its sizes are computed at run time")
 
     @staticmethod
     def _position(node: gs.Node, axis: int) -> int:
