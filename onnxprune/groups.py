@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules import ChannelContext, ChannelTensor, RuleRegistry, Unprunable
+from onnxprune.rules import ChannelContext, ChannelTensor, RuleRegistry, Unprunable, claimed_nodes
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,10 @@ def trace_channels(graph: gs.Graph, opset: int, registry: RuleRegistry, head_dim
     """Walk the (topologically sorted) graph and let each node's rule declare its channels (``head_dims``: see
     ``ChannelContext``)."""
     ctx = ChannelContext(opset, head_dims)
+    claimed = claimed_nodes(graph)
     for node in graph.nodes:
         ctx.node = node
-        rule = registry.get(node.op, node.domain or "")
+        rule = claimed.get(node.name) or registry.get(node.op, node.domain or "")
         if rule is None:
             ctx.pin_node(node, f"onnxprune has no channel rule for op type '{node.op}'")
             continue

@@ -408,9 +408,120 @@ def test_max_unpool_by_the_pools_indices_keeps_their_channels(output_shape):
         assert list(node_of(result, "unpool").inputs[2].values) == [2, 4, 8, 8]
 
 
+def _ints(name: str, values) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _local_pool(x: str, pooled: str, local: str) -> list[onnx.NodeProto]:
+    """``nn.MaxPool2d(2, 2, return_indices=True)`` as both PyTorch exporters write it: the indices made local to
+    each channel's plane by subtracting a 1x1 MaxPool's first index (needs the constants of ``_UNPOOL_CONSTANTS``)."""
+    return [helper.make_node("MaxPool", [x], [pooled, f"{x}_idx"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("MaxPool", [x], [f"{x}_1x1", f"{x}_idx1"], kernel_shape=[1, 1], strides=[1, 1]),
+            helper.make_node("Slice", [f"{x}_idx1", "zeros2", "ones2", "hw"], [f"{x}_starts"]),
+            helper.make_node("Sub", [f"{x}_idx", f"{x}_starts"], [local])]
+
+
+def _scatter(local: str, offsets: str, zeros: str, values: str, shape: str, out: str) -> list[onnx.NodeProto]:
+    """The dynamo exporter's ``nn.MaxUnpool2d``: ``values`` scattered into flat ``zeros`` at ``local`` + ``offsets``,
+    reshaped to ``shape``."""
+    return [helper.make_node("Add", [local, offsets], [f"{out}_at"]),
+            helper.make_node("Reshape", [f"{out}_at", "flat"], [f"{out}_at_flat"]),
+            helper.make_node("Unsqueeze", [f"{out}_at_flat", "flat"], [f"{out}_at_column"]),
+            helper.make_node("Reshape", [values, "flat"], [f"{out}_values"]),
+            helper.make_node("ScatterND", [zeros, f"{out}_at_column", f"{out}_values"], [f"{out}_scattered"]),
+            helper.make_node("Reshape", [f"{out}_scattered", shape], [out])]
+
+
+def _computed_offsets(plane: int, side: int, name: str) -> list[onnx.NodeProto]:
+    """Offsets ``name`` = Reshape(Range(0, N x C), [-1, C, 1, 1]) x ``plane`` (the Range's part, ``planes``, made
+    with the first, "offsets", and shared) and flat zeros ``name``_zeros of a side x side map."""
+    shared = [] if name != "offsets" else [
+        helper.make_node("Shape", ["x"], ["n1"], start=0, end=1), helper.make_node("Squeeze", ["n1"], ["n"]),
+        helper.make_node("Mul", ["n", "c"], ["count"]), helper.make_node("Range", ["zero", "count", "one"], ["arange"]),
+        helper.make_node("Reshape", ["arange", "per_plane"], ["planes"])]
+    return shared + [
+        helper.make_node("Mul", ["planes", f"plane{plane}"], [name]),
+        helper.make_node("Concat", ["n1", "c1", f"side{side}", f"side{side}"], [f"{name}_zeros_shape"], axis=0),
+        helper.make_node("ConstantOfShape", [f"{name}_zeros_shape"], [f"{name}_z"]),
+        helper.make_node("Reshape", [f"{name}_z", "flat"], [f"{name}_zeros"])]
+
+
+def _unpool_constants(channels: int) -> list[onnx.TensorProto]:
+    return [_ints("zeros2", [0, 0]), _ints("ones2", [1, 1]), _ints("hw", [2, 3]), _ints("flat", [-1]),
+            _ints("c", channels), _ints("c1", [channels]), _ints("zero", 0), _ints("one", 1),
+            _ints("per_plane", [-1, channels, 1, 1]), *[_ints(f"side{s}", [s]) for s in (4, 8)],
+            *[_ints(f"plane{p}", p) for p in (16, 64)], *[_ints(f"shape{s}", [-1, channels, s, s]) for s in (4, 8)]]
+
+
+def _dynamo_unpool(static: bool, extra_reader: bool = False) -> onnx.ModelProto:
+    """SegNet's unpooling as PyTorch's dynamo exporter writes ``nn.MaxUnpool2d`` (see ``rules/unpool.py``), node
+    for node: x -> conv1 -> a -> pool (p, local) -> conv_mid -> d -> unpool -> u -> conv2 -> y. With a dynamic
+    batch the offsets are a Range of N x C reshaped to [-1, C, 1, 1] and the zeros a ConstantOfShape; with a
+    static one (batch 2) both are constants. ``extra_reader`` reads the flat indices elsewhere too (the pattern
+    is then not claimed)."""
+    channels, plane = 8, 64
+    first, inits1 = conv("conv1", "x", "a", 3, channels, seed=1)
+    mid, inits2 = conv("conv_mid", "p", "d", channels, channels, seed=5)
+    last, inits3 = conv("conv2", "u", "y", channels, 4, seed=2)
+    inits = inits1 + inits2 + inits3 + _unpool_constants(channels)
+    nodes = [first, *_local_pool("a", "p", "local"), mid]
+    if static:
+        offsets = np.arange(2 * channels).reshape(2, channels, 1, 1) * plane
+        inits += [_ints("offsets", offsets), _ints("static_shape", [2, channels, 8, 8]),
+                  numpy_helper.from_array(np.zeros(2 * channels * plane, np.float32), "offsets_zeros")]
+    else:
+        nodes += _computed_offsets(plane, 8, "offsets")
+    nodes += [*_scatter("local", "offsets", "offsets_zeros", "d", "static_shape" if static else "shape8", "u"), last]
+    outputs = ["y"]
+    if extra_reader:
+        nodes.append(helper.make_node("Cast", ["u_at_flat"], ["positions"], to=TensorProto.FLOAT))
+        outputs.append(("positions", [None]))
+    return make_model(nodes, {"x": [2 if static else "N", 3, 8, 8]}, outputs, inits, opset=18)
+
+
+def test_dynamo_max_unpools_sharing_their_range_keep_their_own_counts():
+    # SegNet's two levels, 8 channels each: the exporter makes Reshape(Range(0, N x 8), [-1, 8, 1, 1]) once for
+    # both unpoolings. With the inner level excluded, the outer keeps 4 channels and the inner 8: the shared
+    # part is copied for the one that changes (the masking oracle checks both).
+    channels = 8
+    convs = [conv(*args, seed=seed) for seed, args in enumerate([("conv1", "x", "a", 3, channels),
+             ("conv_b", "p1", "b", channels, channels), ("conv_d", "p2", "d", channels, channels),
+             ("conv_e", "u2", "e", channels, channels), ("conv2", "u1", "y", channels, 4)], start=1)]
+    nodes = [convs[0][0], *_local_pool("a", "p1", "local1"), convs[1][0], *_local_pool("b", "p2", "local2"),
+             convs[2][0], *_computed_offsets(16, 4, "offsets"), *_computed_offsets(64, 8, "offsets1"),
+             *_scatter("local2", "offsets", "offsets_zeros", "d", "shape4", "u2"), convs[3][0],
+             *_scatter("local1", "offsets1", "offsets1_zeros", "e", "shape8", "u1"), convs[4][0]]
+    inits = [init for _, more in convs for init in more] + _unpool_constants(channels)
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, ["y"], inits, opset=18)
+    result = prune_checked(model, exclude=("conv_d",))
+    assert group_of(result, "a") is group_of(result, "u1") and group_of(result, "b") is group_of(result, "u2")
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "b")["kept"] == 8
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_dynamo_max_unpool_scatter_keeps_the_channels(static):
+    # Before, the flattening Reshapes pinned the encoder's and decoder's channels. The masking oracle in
+    # ``prune_checked`` checks that every kept channel's values still land in its own plane.
+    result = prune_checked(_dynamo_unpool(static))
+    assert group_of(result, "a") is group_of(result, "d") is group_of(result, "u") is group_of(result, "local")
+    assert group_of(result, "a")["kept"] == 4 and group_of(result, "a")["pinned_reason"] is None
+    graph = import_graph(result.model)
+    final = next(n for n in graph.nodes if n.outputs[0].name == "u")
+    assert list(final.inputs[1].values) == [2 if static else -1, 4, 8, 8]
+    if static:
+        add = next(n for n in graph.nodes if n.outputs[0].name == "u_at")
+        assert add.inputs[1].values.reshape(-1).tolist() == (np.arange(8) * 64).tolist()
+
+
+def test_dynamo_max_unpool_read_elsewhere_stays_pinned():
+    # The flat indices change size with the channels: a reader outside the pattern keeps them whole.
+    result = prune_checked(_dynamo_unpool(False, extra_reader=True))
+    assert group_of(result, "d")["kept"] == 8 and group_of(result, "d")["pinned_reason"] is not None
+
+
 def test_pool_indices_read_as_numbers_stay_pinned():
     result = onnxprune.prune(_segnet_unpool("none", reader="Cast"), ratio=0.5, round_to=1)
-    assert "its indices output is read by a node other than a MaxUnpool" in group_of(result, "a")["pinned_reason"]
+    assert "its indices output is read other than by a MaxUnpool" in group_of(result, "a")["pinned_reason"]
     assert group_of(result, "a")["kept"] == 8
 
 

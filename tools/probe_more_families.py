@@ -6,7 +6,7 @@ a convolutional VAE (transposed convs), C3D (3-D convs), EfficientDet's BiFPN fu
 weights), NAFNet (SimpleGate, simplified channel attention, LayerNorm2d), EDSR (scaled residuals, pixel
 shuffle), DLRM (embeddings and their pairwise dot products), CenterNet (transposed-conv neck, three
 heads) and its DLA neck's depthwise transposed conv, CBAM, ResNeSt's split attention, per-channel PReLU,
-AlexNet's local response normalisation, CoordConv and AdaIN. Random weights and BatchNorm statistics;
+AlexNet's local response normalisation, CoordConv, AdaIN and SegNet (unpooling by the pools' indices). Random weights and BatchNorm statistics;
 each is pruned at ``--ratio 0.5 --round-to 1`` and checked with the masking oracle (see
 ``probe_architectures.py``, whose ``main`` this runs). Needs PyTorch and onnxscript::
 
@@ -306,6 +306,23 @@ class CoordConv(nn.Module):
         return self.conv(torch.cat([x, ys, xs], 1))
 
 
+class SegNet(nn.Module):
+    """SegNet: the encoder's max pools keep their indices, and the decoder unpools by them (``nn.MaxUnpool2d``,
+    which the dynamo exporter writes as a scatter into flat zeros; the TorchScript exporter fails on it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2 = conv_bn(3, 32, 3, act=nn.ReLU()), conv_bn(32, 32, 3, act=nn.ReLU())
+        self.dec2, self.dec1 = conv_bn(32, 32, 3, act=nn.ReLU()), conv_bn(32, 16, 3, act=nn.ReLU())
+        self.head = nn.Conv2d(16, 5, 1)
+        self.pool, self.unpool = nn.MaxPool2d(2, 2, return_indices=True), nn.MaxUnpool2d(2, 2)
+
+    def forward(self, x):
+        x, first = self.pool(self.enc1(x))
+        x, second = self.pool(self.enc2(x))
+        return self.head(self.dec1(self.unpool(self.dec2(self.unpool(x, second)), first)))
+
+
 MODELS = {
     "yolox_focus": Focus, "pointnet": PointNet, "dcgan_generator": DCGANGenerator, "c3d": C3D, "vae": VAE,
     "bifpn": lambda: Classifier(BiFPNFusion()), "nafnet": NAFNet, "edsr": EDSR, "dlrm": DLRM, "centernet": CenterNet,
@@ -314,7 +331,7 @@ MODELS = {
     "prelu": lambda: Classifier(nn.Sequential(conv_bn(32, 32, 3, act=nn.PReLU(32)), nn.Conv2d(32, 32, 3, 1, 1),
                                               nn.PReLU(32))),
     "lrn": lambda: Classifier(nn.Sequential(nn.LocalResponseNorm(5), conv_bn(32, 32, 3, act=nn.ReLU()))),
-    "coordconv": lambda: Classifier(CoordConv()), "adain": AdaIN,
+    "coordconv": lambda: Classifier(CoordConv()), "adain": AdaIN, "segnet": SegNet,
 }
 TOKEN_INPUTS = ("dlrm",)
 INPUTS = {"yolox_focus": (2, 3, 32, 32), "pointnet": (2, 3, 64), "dcgan_generator": (2, 16), "c3d": (2, 3, 4, 16, 16),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import onnx_graphsurgeon as gs
+
 from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, RewriteView, Rule, Unprunable
 from onnxprune.rules.concat_split import ConcatRule, GatherRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
@@ -36,6 +38,7 @@ from onnxprune.rules.spatial import (
     ResizeRule,
     SoftmaxRule,
 )
+from onnxprune.rules.unpool import find_scatter_unpools
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
@@ -44,6 +47,19 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
     AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(),
 )
+
+
+# Patterns of several nodes that only together keep the channels (their nodes one by one would pin them).
+PATTERN_FINDERS = (find_scatter_unpools,)
+
+
+def claimed_nodes(graph: gs.Graph) -> dict[str, Rule]:
+    """The rule of every node that a pattern of PATTERN_FINDERS claims, by node name; it takes precedence over
+    the node's op type's rule."""
+    claimed: dict[str, Rule] = {}
+    for find in PATTERN_FINDERS:
+        claimed.update(find(graph))
+    return claimed
 
 
 class RuleRegistry:
@@ -75,5 +91,5 @@ class RuleRegistry:
 
 __all__ = [
     "DEFAULT_RULES", "ChannelContext", "ChannelTensor", "ParamSlice", "RewriteView", "Rule", "RuleRegistry",
-    "Unprunable",
+    "Unprunable", "claimed_nodes",
 ]

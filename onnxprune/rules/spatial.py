@@ -25,15 +25,16 @@ REDUCE_OPS = (
 
 class PoolRule(Rule):
     """Pools keep the channels. MaxPool's indices output is flat over the whole input [N, C, H, W], so its
-    values name the channel count; a MaxUnpool reading them (SegNet) is consistent after pruning, because
-    the pruned MaxPool computes them over the kept channels: the indices then carry the pooled channels."""
+    values name the channel count; the pruned MaxPool computes them over the kept channels, so the indices
+    carry the pooled channels where they are read in ways that stay right (see ``_reads_indices_safely``)."""
 
     op_types = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 
     def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
         indices = node.outputs[1] if len(node.outputs) > 1 and not node.outputs[1].is_empty() else None
-        if indices is not None and indices.outputs and not all(_unpools(reader, indices) for reader in indices.outputs):
-            raise Unprunable("its indices output is read by a node other than a MaxUnpool")
+        if indices is not None and not all(_reads_indices_safely(r, indices, node, ctx) for r in indices.outputs):
+            raise Unprunable("its indices output is read other than by a MaxUnpool or to make it local to "
+                             "each channel's plane")
         x = ctx.channel(node.inputs[0])
         if x is None:
             return
@@ -44,10 +45,49 @@ class PoolRule(Rule):
             ctx.same_channels(indices, x)
 
 
-def _unpools(node: gs.Node, indices: gs.Tensor) -> bool:
-    """Whether ``node`` is a MaxUnpool that reads ``indices`` as its indices, and only so."""
-    names = [t.name for t in node.inputs]
-    return node.op == "MaxUnpool" and names[1:2] == [indices.name] and names.count(indices.name) == 1
+def _reads_indices_safely(reader: gs.Node, indices: gs.Tensor, pool: gs.Node, ctx: ChannelContext) -> bool:
+    """Whether ``reader`` uses ``pool``'s ``indices`` in a way that stays right after pruning: as a MaxUnpool's
+    indices, or to make them local to each channel's plane, as both PyTorch exporters write
+    ``max_pool2d(.., return_indices=True)``: Sub(indices, Slice(indices of a 1x1 MaxPool of the same input,
+    the first position)), where the sliced indices are where each (sample, channel) plane starts."""
+    names = [t.name for t in reader.inputs]
+    if reader.op == "MaxUnpool":
+        return names[1:2] == [indices.name] and names.count(indices.name) == 1
+    if reader.op == "Sub" and names == [indices.name, reader.inputs[1].name]:
+        return _plane_starts(reader.inputs[1], pool.inputs[0], ctx)
+    if reader.op == "Slice" and _plane_starts(reader.outputs[0], pool.inputs[0], ctx):
+        starts = reader.outputs[0]
+        return all(sub.op == "Sub" and [t.name for t in sub.inputs][1:] == [starts.name]
+                   and _pool_indices(sub.inputs[0], pool.inputs[0]) is not None for sub in starts.outputs)
+    return False
+
+
+def _pool_indices(tensor: gs.Tensor, source: gs.Tensor) -> gs.Node | None:
+    """The MaxPool of ``source`` whose indices ``tensor`` is, or None."""
+    producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    if producer is None or producer.op != "MaxPool" or producer.inputs[0] is not source:
+        return None
+    return producer if len(producer.outputs) > 1 and producer.outputs[1] is tensor else None
+
+
+def _plane_starts(tensor: gs.Tensor, source: gs.Tensor, ctx: ChannelContext) -> bool:
+    """Whether ``tensor`` is the first spatial position of the indices of a 1x1, stride-1 MaxPool of ``source``."""
+    piece = tensor.inputs[0] if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Slice" else None
+    pool = _pool_indices(piece.inputs[0], source) if piece is not None else None
+    if pool is None or source.shape is None:
+        return False
+    spatial = len(source.shape) - 2
+    unit = all(list(pool.attrs.get(name, [default] * spatial)) == [default] * spatial
+               for name, default in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)))
+    if not unit or any(pool.attrs.get("pads", [0])) or pool.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return False
+    starts, ends = ctx.int_attr_or_input(piece, "starts", 1), ctx.int_attr_or_input(piece, "ends", 2)
+    axes = ctx.int_attr_or_input(piece, "axes", 3) if "axes" in piece.attrs or len(piece.inputs) > 3 else None  # (required)
+    steps = ctx.int_attr_or_input(piece, "steps", 4) if len(piece.inputs) > 4 else None
+    spatial_axes = list(range(2, 2 + spatial))
+    return (starts is not None and ends is not None and list(starts) == [0] * spatial and list(ends) == [1] * spatial
+            and axes is not None and [int(a) % len(source.shape) for a in axes] == spatial_axes
+            and (steps is None or list(steps) == [1] * spatial))
 
 
 class MaxUnpoolRule(Rule):
