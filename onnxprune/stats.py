@@ -57,7 +57,7 @@ def _dims(shape: list | None) -> list[int] | None:
     return [d if isinstance(d, int) and d >= 0 else 1 for d in shape]  # symbolic dims count as 1
 
 
-_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *RECURRENT_OPS)
+_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "Attention", *RECURRENT_OPS)
 
 
 def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
@@ -80,6 +80,8 @@ def _macs(node: gs.Node, shapes: dict[str, list] | None = None) -> int:
         for label, size in zip(terms[0] + terms[1] + out, x + w + y):
             sizes[label] = max(size, sizes.get(label, 1))
         return int(np.prod(list(sizes.values()))) if len(node.inputs) == 2 else 0
+    if node.op == "Attention":  # Q K^T and the scores times V: [.., Sq, Skv] x (D + Dv), in 3-D or 4-D form
+        return int(np.prod(y[:-1])) * w[-2] * (x[-1] + y[-1]) if len(x) == len(w) == len(y) >= 3 else 0
     if node.op == "Conv":
         return int(np.prod(y)) * int(np.prod(w[1:]))
     if node.op == "ConvTranspose":
@@ -122,8 +124,8 @@ def _is_size(dim: object) -> bool:
 
 
 def node_macs(node: gs.Node, scales: dict[str, float] | None = None) -> float:
-    """Multiply-accumulates of one Conv, ConvTranspose, Gemm, MatMul, Einsum, RNN, GRU or LSTM at batch 1 (0 for
-    other ops); symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
+    """Multiply-accumulates of one Conv, ConvTranspose, Gemm, MatMul, Einsum, Attention, RNN, GRU or LSTM at batch 1
+    (0 for other ops); symbolic sizes count as 1, or as the size that ``scales`` (see ``mac_scales``) stands for."""
     return _macs(node) * (scales or {}).get(node.outputs[0].name, 1.0)
 
 

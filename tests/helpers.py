@@ -51,9 +51,10 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
 def _zero_inputs(node: gs.Node, removed: list[int]) -> gs.Node | None:
     """Zero the weights that read the removed input channels; a product of two activations gets a Mul that
     zeroes them in its first input instead, which is returned to be added to the graph."""
-    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "RNN", "GRU", "LSTM"):
+    if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "RNN", "GRU", "LSTM", "Attention"):
         return  # per-channel constants (a bias Add, say) are sliced with their channels: nothing reads them
-    if node.op in ("MatMul", "Einsum") and _two_activations(node):  # removed channels: those it multiplies over
+    # removed channels: those it multiplies over (ONNX's Attention: the query's and key's within the heads)
+    if node.op in ("MatMul", "Einsum", "Attention") and _two_activations(node):
         axis = len(node.inputs[0].shape) - 1
         if node.op == "Einsum":  # the label the inputs share and the output lacks
             terms, out = einsum_terms(node.attrs["equation"], [len(t.shape) for t in node.inputs])

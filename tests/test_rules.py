@@ -307,6 +307,61 @@ def test_a_recurrent_node_with_a_nonzero_initial_state_made_at_run_time_keeps_it
     assert group_of(result, "seq")["kept"] == 4  # its input features still go
 
 
+def _attention_block(mask: str = "none", kv_heads: int = 4) -> onnx.ModelProto:
+    """Causal self-attention as PyTorch's dynamo exporter writes ``scaled_dot_product_attention`` from opset 23:
+    x [N, T, 32] -> qkv MatMul -> Split -> per q, k, v Reshape [0, 0, heads, 8] and Transpose to [N, heads, T, 8]
+    -> ONNX's Attention -> Transpose -> Reshape [0, 0, 32] -> out MatMul -> y [N, T, 16]. ``mask`` "shared"
+    adds a [T, T] additive mask, "per_head" a [1, 4, T, T] one; ``kv_heads`` 2 makes k and v grouped heads."""
+    kv = 8 * kv_heads
+    inits = [weight("qkv.w", (32, 32 + 2 * kv), 1), weight("out.w", (32, 16), 2),
+             numpy_helper.from_array(np.array([32, kv, kv], np.int64), "split"),
+             numpy_helper.from_array(np.array([0, 0, 4, 8], np.int64), "q_heads"),
+             numpy_helper.from_array(np.array([0, 0, kv_heads, 8], np.int64), "kv_heads"),
+             numpy_helper.from_array(np.array([0, 0, 32], np.int64), "merged")]
+    nodes = [helper.make_node("MatMul", ["x", "qkv.w"], ["qkv"], name="qkv"),
+             helper.make_node("Split", ["qkv", "split"], ["q0", "k0", "v0"], axis=2)]
+    for name, heads in (("q", "q_heads"), ("k", "kv_heads"), ("v", "kv_heads")):
+        nodes += [helper.make_node("Reshape", [f"{name}0", heads], [f"{name}1"]),
+                  helper.make_node("Transpose", [f"{name}1"], [name], perm=[0, 2, 1, 3])]
+    inputs = ["q", "k", "v"]
+    if mask != "none":
+        shape = (5, 5) if mask == "shared" else (1, 4, 5, 5)
+        inits.append(numpy_helper.from_array(np.random.default_rng(3).standard_normal(shape).astype(np.float32), "mask"))
+        inputs.append("mask")
+    nodes += [helper.make_node("Attention", inputs, ["att"], name="attention", is_causal=int(mask == "none")),
+              helper.make_node("Transpose", ["att"], ["att_t"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["att_t", "merged"], ["att_m"]),
+              helper.make_node("MatMul", ["att_m", "out.w"], ["y"], name="out")]
+    return make_model(nodes, {"x": ["N", 5, 32]}, ["y"], inits, opset=23)
+
+
+@pytest.mark.parametrize("mask", ["none", "shared"])
+def test_onnx_attention_prunes_whole_heads(mask):
+    # Before, the Attention node pinned the query's, key's and value's heads (12 units in one group).
+    result = prune_checked(_attention_block(mask))
+    assert group_of(result, "q") is group_of(result, "k") is group_of(result, "v") is group_of(result, "att")
+    assert group_of(result, "q")["channels"] == 4 and group_of(result, "q")["kept"] == 2
+    assert "scale" not in node_of(result, "attention").attrs  # the head size stays
+
+
+def test_onnx_attention_with_a_mask_per_head_prunes_within_the_heads():
+    # The heads stay (each has its own mask); the dimensions within them go, the query's and key's together,
+    # and the default scale 1 / sqrt(8) is written out so that it does not become 1 / sqrt(4).
+    result = prune_checked(_attention_block("per_head"))
+    attention = node_of(result, "attention")
+    assert attention.attrs["scale"] == pytest.approx(1 / np.sqrt(8))
+    assert attention.inputs[0].shape[-1] == attention.inputs[1].shape[-1] == 4
+
+
+def test_onnx_attention_with_grouped_key_value_heads_prunes_a_group_with_its_key_value_head():
+    # Query heads 0, 1 attend with key/value head 0, 2 and 3 with head 1: one of the two groups goes.
+    result = prune_checked(_attention_block(kv_heads=2))
+    assert group_of(result, "q") is group_of(result, "k") is group_of(result, "v")
+    assert group_of(result, "k")["channels"] == 2 and group_of(result, "k")["kept"] == 1
+    attention = node_of(result, "attention")
+    assert attention.inputs[0].shape[1] == 2 and attention.inputs[1].shape[1] == 1
+
+
 # ---- normalisation and element-wise ----------------------------------------------------------
 def test_batch_and_instance_norm_parameters_are_sliced():
     bn = helper.make_node("BatchNormalization", ["a", "s", "b", "mean", "var"], ["n"], name="bn")

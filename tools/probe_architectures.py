@@ -8,13 +8,16 @@ PyTorch's channels-last memory format, and text models whose embeddings prune) c
 convolutional blocks sit between a 32-channel stem conv and a classifier head; all have random weights and
 BatchNorm statistics; images are 16x16 (32x32 for Swin and MobileViT). Each export is pruned at
 ``--ratio 0.5 --round-to 1``; the script prints its MACs before and after, whether it meets the masking
-oracle, and the groups that prune. Needs PyTorch (and onnxscript for the dynamo exporter)::
+oracle, and the groups that prune. ``PROBE_OPSET`` sets the dynamo export's opset (18 by default; from 23
+``scaled_dot_product_attention`` becomes ONNX's Attention). Needs PyTorch (and onnxscript for the dynamo
+exporter)::
 
     python tools/probe_architectures.py /tmp/architectures [NAME ...]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -275,6 +278,7 @@ def main(models: dict = MODELS, token_inputs: tuple[str, ...] = TOKEN_INPUTS, in
     """Export, prune and check each of ``models`` (those named on the command line, or all): token ids for
     ``token_inputs``, random inputs of the sizes ``inputs`` gives (2 x 3 x 16 x 16 otherwise)."""
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/architectures")
+    opset = int(os.environ.get("PROBE_OPSET", 18))  # the dynamo exporter's; from 23 it writes ONNX's Attention
     folder.mkdir(parents=True, exist_ok=True)
     for name, build in models.items():
         if sys.argv[2:] and name not in sys.argv[2:]:
@@ -296,7 +300,7 @@ def main(models: dict = MODELS, token_inputs: tuple[str, ...] = TOKEN_INPUTS, in
                     torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
                                       output_names=["y"], dynamic_axes={"x": {0: "N"}})
                 else:
-                    torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18, input_names=["x"],
+                    torch.onnx.export(model, (x,), path, dynamo=True, opset_version=opset, input_names=["x"],
                                       output_names=["y"], dynamic_shapes=({0: torch.export.Dim("N", min=2)},))
             except Exception as exc:  # noqa: BLE001 - an exporter's failure is a finding, not the end of the probe
                 print(f"{path.stem}: the exporter failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",

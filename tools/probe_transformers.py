@@ -11,11 +11,13 @@ of its own::
     python tools/probe_folder.py /tmp/hf
 
 Each model takes one input (token ids [N, 12], images [N, 3, 32, 32], audio or features) with a
-symbolic batch size, and gives one output (logits or the last hidden state).
+symbolic batch size, and gives one output (logits or the last hidden state). ``PROBE_OPSET`` sets the dynamo
+export's opset (18 by default; from 23 ``scaled_dot_product_attention`` becomes ONNX's Attention).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -511,6 +513,7 @@ class FirstOutput(nn.Module):
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/hf")
     folder.mkdir(parents=True, exist_ok=True)
+    opset = int(os.environ.get("PROBE_OPSET", 18))  # the dynamo exporter's; from 23 it writes ONNX's Attention
     warnings.simplefilter("ignore")
     for name, build in MODELS.items():
         if sys.argv[2:] and name not in sys.argv[2:]:
@@ -539,7 +542,7 @@ def main() -> None:
                                           output_names=["y"], dynamic_axes={"x": {0: "N"}})
                     else:
                         model.model.config._attn_implementation = "sdpa"
-                        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18, input_names=["x"],
+                        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=opset, input_names=["x"],
                                           output_names=["y"], dynamic_shapes=({0: torch.export.Dim("N", min=2)},))
                 print(f"{path.name}: exported", flush=True)
             except Exception as exc:  # noqa: BLE001 - a probe reports every model

@@ -15,7 +15,7 @@ from onnxprune.rules.elementwise import (
     ScatterNDRule,
     UnaryRule,
 )
-from onnxprune.rules.linear import EinsumRule, GemmRule, MatMulRule
+from onnxprune.rules.linear import AttentionRule, EinsumRule, GemmRule, MatMulRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
 from onnxprune.rules.recurrent import RecurrentRule
 from onnxprune.rules.shape import (
@@ -45,7 +45,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), MaxUnpoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
-    AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(),
+    AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(), AttentionRule(),
 )
 
 

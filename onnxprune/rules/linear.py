@@ -1,4 +1,4 @@
-"""Gemm, MatMul and Einsum with a constant weight.
+"""Gemm, MatMul and Einsum with a constant weight; ONNX's Attention.
 
 Gemm: Y = A' B' + C with A [M, K] (features on axis 1), B [K, N] or [N, K] when transB; C broadcasts
 to [M, N] and is sliced on its last axis when it has N entries there.
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import ChannelContext, Rule, Unprunable
+from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
 from onnxprune.rules.elementwise import constant_derived_channels
 
 
@@ -107,6 +108,61 @@ class MatMulRule(Rule):
         else:
             return False
         return True
+
+
+class AttentionRule(Rule):
+    """ONNX's Attention (opset 23), as PyTorch's dynamo exporter writes ``scaled_dot_product_attention`` from
+    opset 23: Q [B, heads, Sq, D], K [B, heads, Skv, D], V [B, heads, Skv, Dv] -> Y [B, heads, Sq, Dv]. Heads
+    (axis 1) are one set of channels in Q, K, V and Y, each head attending on its own; channels within the
+    heads are removed from Q and K together (the scores lose their term, as a MatMul of two activations loses
+    what it multiplies over), and pass from V to Y. The default scale, 1 / sqrt(D), would change with D: it is
+    written out as an attribute first. With grouped key/value heads (fewer than the query's) a key/value head
+    and its group of query heads go together. The 3-D form (heads packed in the hidden size), a key/value
+    cache, scores as an output and, when heads are the channels, a mask or bias per head are not traced."""
+
+    op_types = ("Attention",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        q, k, v = (ctx.channel(t) for t in node.inputs[:3])
+        if q is None and k is None and v is None:
+            return
+        if any(ctx.rank(t) != 4 for t in node.inputs[:3]):
+            raise Unprunable("it takes 3-D inputs, its heads packed in the hidden size")
+        if any(not t.is_empty() for t in node.inputs[4:]) or any(t.outputs for t in node.outputs[1:]):
+            raise Unprunable("it reads or writes a key/value cache, or outputs its scores")
+        if any(c is not None and c.axis == 1 for c in (q, k, v)):
+            self._check_mask(node, ctx)
+            channels = [c for c in (q, k, v) if c is not None]
+            if len(channels) < 3 or any(c.axis != 1 for c in channels) or k.size != v.size or q.size % k.size:
+                raise Unprunable("its query, key and value carry their heads differently")
+            # Grouped key/value heads: query head j attends with key/value head j // group, so each key/value
+            # head goes with its group of query heads.
+            ctx.couple(np.repeat(k.slots, q.size // k.size), q.slots)
+            ctx.couple(k.slots, v.slots)
+            ctx.same_channels(node.outputs[0], q)
+            return
+        if q is not None or k is not None:  # within the heads: the query's and key's dimensions, multiplied over
+            if q is None or k is None or q.axis != 3 or k.axis != 3 or q.size != k.size:
+                raise Unprunable("its query and key carry channels on different axes")
+            ctx.couple(q.slots, k.slots)
+            ctx.record_io(node, q, None)
+            ctx.add_rewrite(self, node)
+        if v is not None:
+            if v.axis != 3:
+                raise Unprunable("its value carries channels on its sequence axis")
+            ctx.same_channels(node.outputs[0], v)
+
+    @staticmethod
+    def _check_mask(node: gs.Node, ctx: ChannelContext) -> None:
+        mask = node.inputs[3] if len(node.inputs) > 3 and not node.inputs[3].is_empty() else None
+        shape = ctx.shape(mask) if mask is not None else None
+        if mask is None or shape is not None and (len(shape) < 3 or shape[-3] == 1):
+            return  # no mask, or one that every head shares
+        raise Unprunable("its mask or bias differs between heads")
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        if "scale" not in node.attrs:
+            node.attrs["scale"] = 1.0 / math.sqrt(view.channel(node.inputs[0].name).size)
 
 
 class EinsumRule(Rule):
