@@ -307,11 +307,12 @@ def test_a_recurrent_node_with_a_nonzero_initial_state_made_at_run_time_keeps_it
     assert group_of(result, "seq")["kept"] == 4  # its input features still go
 
 
-def _attention_block(mask: str = "none", kv_heads: int = 4) -> onnx.ModelProto:
+def _attention_block(mask: str = "none", kv_heads: int = 4, rotary: bool = False) -> onnx.ModelProto:
     """Causal self-attention as PyTorch's dynamo exporter writes ``scaled_dot_product_attention`` from opset 23:
     x [N, T, 32] -> qkv MatMul -> Split -> per q, k, v Reshape [0, 0, heads, 8] and Transpose to [N, heads, T, 8]
     -> ONNX's Attention -> Transpose -> Reshape [0, 0, 32] -> out MatMul -> y [N, T, 16]. ``mask`` "shared"
-    adds a [T, T] additive mask, "per_head" a [1, 4, T, T] one; ``kv_heads`` 2 makes k and v grouped heads."""
+    adds a [T, T] additive mask, "per_head" a [1, 4, T, T] one; ``kv_heads`` 2 makes k and v grouped heads;
+    ``rotary`` rotates q and k by ONNX's RotaryEmbedding first (ModernBERT's decoder; a batch of 2)."""
     kv = 8 * kv_heads
     inits = [weight("qkv.w", (32, 32 + 2 * kv), 1), weight("out.w", (32, 16), 2),
              numpy_helper.from_array(np.array([32, kv, kv], np.int64), "split"),
@@ -321,8 +322,16 @@ def _attention_block(mask: str = "none", kv_heads: int = 4) -> onnx.ModelProto:
     nodes = [helper.make_node("MatMul", ["x", "qkv.w"], ["qkv"], name="qkv"),
              helper.make_node("Split", ["qkv", "split"], ["q0", "k0", "v0"], axis=2)]
     for name, heads in (("q", "q_heads"), ("k", "kv_heads"), ("v", "kv_heads")):
+        turned = rotary and name != "v"
         nodes += [helper.make_node("Reshape", [f"{name}0", heads], [f"{name}1"]),
-                  helper.make_node("Transpose", [f"{name}1"], [name], perm=[0, 2, 1, 3])]
+                  helper.make_node("Transpose", [f"{name}1"], [f"{name}2" if turned else name], perm=[0, 2, 1, 3])]
+        if turned:
+            nodes.append(helper.make_node("RotaryEmbedding", [f"{name}2", "cos", "sin"], [name], name=f"rotary_{name}",
+                                          num_heads=4 if name == "q" else kv_heads))
+    if rotary:
+        angles = np.arange(5)[:, None] * 0.3 ** np.arange(4)[None, :]
+        inits += [numpy_helper.from_array(np.broadcast_to(f(angles), (2, 5, 4)).astype(np.float32), name)
+                  for f, name in ((np.cos, "cos"), (np.sin, "sin"))]
     inputs = ["q", "k", "v"]
     if mask != "none":
         shape = (5, 5) if mask == "shared" else (1, 4, 5, 5)
@@ -332,7 +341,7 @@ def _attention_block(mask: str = "none", kv_heads: int = 4) -> onnx.ModelProto:
               helper.make_node("Transpose", ["att"], ["att_t"], perm=[0, 2, 1, 3]),
               helper.make_node("Reshape", ["att_t", "merged"], ["att_m"]),
               helper.make_node("MatMul", ["att_m", "out.w"], ["y"], name="out")]
-    return make_model(nodes, {"x": ["N", 5, 32]}, ["y"], inits, opset=23)
+    return make_model(nodes, {"x": [2 if rotary else "N", 5, 32]}, ["y"], inits, opset=23)
 
 
 @pytest.mark.parametrize("mask", ["none", "shared"])
@@ -342,6 +351,15 @@ def test_onnx_attention_prunes_whole_heads(mask):
     assert group_of(result, "q") is group_of(result, "k") is group_of(result, "v") is group_of(result, "att")
     assert group_of(result, "q")["channels"] == 4 and group_of(result, "q")["kept"] == 2
     assert "scale" not in node_of(result, "attention").attrs  # the head size stays
+    # MACs: the projections, and the attention's two products, Q K^T and the scores times V, per head
+    assert result.original.macs == 5 * 32 * 96 + 5 * 32 * 16 + 4 * 5 * 5 * (8 + 8)
+    assert result.pruned.macs == 5 * 32 * 48 + 5 * 16 * 16 + 2 * 5 * 5 * (8 + 8)
+
+
+def test_onnx_rotary_embedding_passes_the_heads_and_follows_their_count():
+    result = prune_checked(_attention_block(rotary=True))
+    assert group_of(result, "q2") is group_of(result, "q") is group_of(result, "att")
+    assert node_of(result, "rotary_q").attrs["num_heads"] == 2 == node_of(result, "rotary_k").attrs["num_heads"]
 
 
 def test_onnx_attention_with_a_mask_per_head_prunes_within_the_heads():

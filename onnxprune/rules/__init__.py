@@ -15,7 +15,7 @@ from onnxprune.rules.elementwise import (
     ScatterNDRule,
     UnaryRule,
 )
-from onnxprune.rules.linear import AttentionRule, EinsumRule, GemmRule, MatMulRule
+from onnxprune.rules.linear import AttentionRule, EinsumRule, GemmRule, MatMulRule, RotaryEmbeddingRule
 from onnxprune.rules.norm import GroupNormRule, LayerNormRule, PerChannelNormRule
 from onnxprune.rules.recurrent import RecurrentRule
 from onnxprune.rules.shape import (
@@ -46,6 +46,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), MaxUnpoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
     AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(), AttentionRule(),
+    RotaryEmbeddingRule(),
 )
 
 

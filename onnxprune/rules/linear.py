@@ -1,4 +1,4 @@
-"""Gemm, MatMul and Einsum with a constant weight; ONNX's Attention.
+"""Gemm, MatMul and Einsum with a constant weight; ONNX's Attention and RotaryEmbedding.
 
 Gemm: Y = A' B' + C with A [M, K] (features on axis 1), B [K, N] or [N, K] when transB; C broadcasts
 to [M, N] and is sliced on its last axis when it has N entries there.
@@ -163,6 +163,30 @@ class AttentionRule(Rule):
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         if "scale" not in node.attrs:
             node.attrs["scale"] = 1.0 / math.sqrt(view.channel(node.inputs[0].name).size)
+
+
+class RotaryEmbeddingRule(Rule):
+    """ONNX's RotaryEmbedding (opset 23), which the dynamo exporter writes for some models' rotary position
+    embeddings (ModernBERT's decoder): on X [B, heads, S, head size] every head is rotated alike, so heads
+    pass through (a ``num_heads`` attribute follows the kept count); the rotation mixes pairs of dimensions
+    within each head, which therefore stay, as do the heads of the 3-D form (packed in the hidden size)."""
+
+    op_types = ("RotaryEmbedding",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if x is None:
+            return
+        if ctx.rank(node.inputs[0]) != 4 or x.axis != 1:
+            raise Unprunable("it rotates pairs of dimensions within each head (or takes heads packed in 3-D)")
+        if any(ctx.channel(t) is not None for t in node.inputs[1:]):
+            raise Unprunable("its cos or sin cache carries channels")
+        ctx.same_channels(node.outputs[0], x)
+        if "num_heads" in node.attrs:
+            ctx.add_rewrite(self, node)
+
+    def rewrite(self, node: gs.Node, view: RewriteView) -> None:
+        node.attrs["num_heads"] = len(view.kept(node.inputs[0].name))
 
 
 class EinsumRule(Rule):
