@@ -690,6 +690,19 @@ def test_gather_off_the_channel_axis_keeps_the_channels(indices, axis):
     assert group_of(result, "a")["kept"] == 4 and group_of(result, "g")["kept"] == 4
 
 
+@pytest.mark.parametrize("batch_dims", [0, 1])
+def test_gather_nd_of_positions_passes_the_channels(batch_dims):
+    # CLIP's text pooling: the hidden state [N, T, C] at one position per sequence, by (sample, position)
+    # pairs (batch_dims 0) or by a position per sample (batch_dims 1); the channels follow to [N, C].
+    picks = [[0, 4], [1, 2]] if batch_dims == 0 else [[4], [2]]
+    inits = [weight("w1", (16, 8), 1), weight("w2", (8, 4), 2), numpy_helper.from_array(np.array(picks, np.int64), "at")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("GatherND", ["h", "at"], ["picked"], batch_dims=batch_dims),
+             helper.make_node("MatMul", ["picked", "w2"], ["y"], name="fc2")]
+    result = prune_checked(make_model(nodes, {"x": [2, 5, 16]}, ["y"], inits))
+    assert group_of(result, "h") is group_of(result, "picked") and group_of(result, "h")["kept"] == 4
+
+
 def test_gather_of_channels_reorders_and_selects_them_with_rewritten_indices():
     # x[:, [7, 0, 3, 3, 5, 1]]: a reorder with a repeat; channels 2, 4 and 6 are read by nothing after it.
     inits = [numpy_helper.from_array(np.array([7, 0, 3, 3, 5, 1], np.int64), "idx")]

@@ -1,4 +1,4 @@
-"""Concat, Split, Slice and Gather.
+"""Concat, Split, Slice, Gather and GatherND.
 
 On the channel axis these ops move channel indices by offsets: Concat's input k channel i is output
 channel offset_k + i; Split's output k channel i is input channel offset_k + i; Slice (step 1) output
@@ -204,3 +204,26 @@ class GatherRule(Rule):
             return
         kept = indices[view.kept(node.outputs[0].name)] % x.size
         view.replace_input(node, 1, np.searchsorted(view.kept(x.name), kept).astype(indices.dtype))
+
+
+class GatherNDRule(Rule):
+    """GatherND picks slices of its data by index tuples over the leading axes after ``batch_dims``: a channel
+    axis past those passes to the output, after the indices' own axes (CLIP's text pooling takes the last
+    hidden state [N, T, C] at each sequence's end token, ``x[arange(N), ids.argmax(-1)]``: [N, C])."""
+
+    op_types = ("GatherND",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x = ctx.channel(node.inputs[0])
+        if ctx.channel(node.inputs[1]) is not None:
+            raise Unprunable("its indices carry channels")
+        if x is None:
+            return
+        shape = ctx.shape(node.inputs[1])
+        depth = shape[-1] if shape else None
+        if not isinstance(depth, int):
+            raise Unprunable("the depth of its indices is unknown after shape inference")
+        batch_dims = int(node.attrs.get("batch_dims", 0))
+        if x.axis < batch_dims + depth:
+            raise Unprunable("its indices address the channel axis, or it is one of the batch axes")
+        ctx.same_channels(node.outputs[0], x, len(shape) - 1 + x.axis - batch_dims - depth)
