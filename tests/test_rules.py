@@ -703,6 +703,30 @@ def test_gather_nd_of_positions_passes_the_channels(batch_dims):
     assert group_of(result, "h") is group_of(result, "picked") and group_of(result, "h")["kept"] == 4
 
 
+@pytest.mark.parametrize("repeats", ["constant", "computed"])
+def test_gather_elements_by_positions_repeated_over_the_channels_follows_them(repeats):
+    # RT-DETR's top-k queries: x.gather(1, idx.unsqueeze(-1).repeat(1, 1, C)); the repeat count is a constant
+    # (rewritten) or read off x's shape (TorchScript), and follows the kept channels either way.
+    inits = [weight("w1", (16, 8), 1), weight("w2", (8, 4), 2), numpy_helper.from_array(np.array([3], np.int64), "k"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"), numpy_helper.from_array(np.array([1, 1], np.int64), "ones"),
+             numpy_helper.from_array(np.array(2, np.int64), "two"), numpy_helper.from_array(np.array([1, 1, 8], np.int64), "reps")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("ReduceSum", ["x", "last"], ["score"], keepdims=0),
+             helper.make_node("TopK", ["score", "k"], ["top", "top_idx"], axis=1),
+             helper.make_node("Unsqueeze", ["top_idx", "last"], ["idx1"])]
+    if repeats == "computed":
+        nodes += [helper.make_node("Shape", ["h"], ["h_shape"]), helper.make_node("Gather", ["h_shape", "two"], ["c"]),
+                  helper.make_node("Unsqueeze", ["c", "last"], ["c1"]),
+                  helper.make_node("Concat", ["ones", "c1"], ["reps_run"], axis=0)]
+    nodes += [helper.make_node("Tile", ["idx1", "reps" if repeats == "constant" else "reps_run"], ["idx"], name="repeat"),
+              helper.make_node("GatherElements", ["h", "idx"], ["picked"], axis=1),
+              helper.make_node("MatMul", ["picked", "w2"], ["y"], name="fc2")]
+    result = prune_checked(make_model(nodes, {"x": [2, 5, 16]}, ["y"], inits))
+    assert group_of(result, "h") is group_of(result, "picked") and group_of(result, "h")["kept"] == 4
+    if repeats == "constant":
+        assert list(node_of(result, "repeat").inputs[1].values) == [1, 1, 4]
+
+
 def test_gather_of_channels_reorders_and_selects_them_with_rewritten_indices():
     # x[:, [7, 0, 3, 3, 5, 1]]: a reorder with a repeat; channels 2, 4 and 6 are read by nothing after it.
     inits = [numpy_helper.from_array(np.array([7, 0, 3, 3, 5, 1], np.int64), "idx")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import ChannelContext, ChannelTensor, ParamSlice, RewriteView, Rule, Unprunable
-from onnxprune.rules.concat_split import ConcatRule, GatherNDRule, GatherRule, SliceRule, SplitRule
+from onnxprune.rules.concat_split import ConcatRule, GatherElementsRule, GatherNDRule, GatherRule, SliceRule, SplitRule
 from onnxprune.rules.conv import ConvRule, ConvTransposeRule
 from onnxprune.rules.elementwise import (
     BroadcastRule,
@@ -46,7 +46,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), MaxUnpoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
     QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
     AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(), AttentionRule(),
-    RotaryEmbeddingRule(), GatherNDRule(),
+    RotaryEmbeddingRule(), GatherNDRule(), GatherElementsRule(),
 )
 
 

@@ -1,4 +1,4 @@
-"""Concat, Split, Slice, Gather and GatherND.
+"""Concat, Split, Slice, Gather, GatherND and GatherElements.
 
 On the channel axis these ops move channel indices by offsets: Concat's input k channel i is output
 channel offset_k + i; Split's output k channel i is input channel offset_k + i; Slice (step 1) output
@@ -227,3 +227,32 @@ class GatherNDRule(Rule):
         if x.axis < batch_dims + depth:
             raise Unprunable("its indices address the channel axis, or it is one of the batch axes")
         ctx.same_channels(node.outputs[0], x, len(shape) - 1 + x.axis - batch_dims - depth)
+
+
+class GatherElementsRule(Rule):
+    """GatherElements picks along ``axis``, for every output position, the element its index there names: on
+    another axis data, indices and output keep the channels index for index. The indices carry them too, or
+    are one set of positions repeated over them (RT-DETR's top-k queries, ``x.gather(1, idx.unsqueeze(-1)
+    .repeat(1, 1, C))``), whose count then follows the kept channels."""
+
+    op_types = ("GatherElements",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        x, indices = ctx.channel(node.inputs[0]), ctx.channel(node.inputs[1])
+        if x is None and indices is None:
+            return
+        if x is None:
+            raise Unprunable("its indices carry channels that its data does not")
+        if x.axis == int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0]):
+            raise Unprunable("it gathers along the channel axis")
+        y = ctx.same_channels(node.outputs[0], x)
+        if indices is not None:
+            if (indices.axis, indices.size) != (x.axis, x.size):
+                raise Unprunable("its indices carry channels on another axis")
+            ctx.couple(indices.slots, x.slots)
+            return
+        repeated = broadcast_expand(node.inputs[1], x.axis, x.size, ctx)
+        if repeated is None:
+            raise Unprunable("its indices have a channel axis that cannot be traced to its producer")
+        follow_broadcast(repeated, y, ctx)
+

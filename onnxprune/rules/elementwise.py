@@ -290,10 +290,11 @@ class ScatterNDRule(Rule):
 
 def broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext
                      ) -> tuple[gs.Node, int, SizeOf | ConstantEntry] | None:
-    """The Expand (its output axis, and the entry of its shape for it) that ``tensor`` copies unchanged from,
-    through Transposes read by nothing else, where that Expand broadcasts one entry along ``axis`` to
-    ``count``: a constant, or the size of a tensor with ``count`` channels there. Its copies along the axis
-    are alike, so the count can follow a channel count it has no channels of (``follow_broadcast``)."""
+    """The Expand or Tile (its output axis, and the entry of its shape or repeats for it) that ``tensor`` copies
+    unchanged from, through Transposes read by nothing else, where that node broadcasts or repeats one entry
+    along ``axis`` to ``count``: a constant, or the size of a tensor with ``count`` channels there. Its copies
+    along the axis are alike, so the count can follow a channel count it has no channels of
+    (``follow_broadcast``)."""
     for _ in range(_DERIVED_DEPTH):
         producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
         if producer is None or len(tensor.outputs) != 1:
@@ -302,12 +303,12 @@ def broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelConte
             perm = producer.attrs.get("perm", list(range(ctx.rank(tensor)))[::-1])
             tensor, axis = producer.inputs[0], int(perm[axis])
             continue
-        if producer.op != "Expand":
+        if producer.op not in ("Expand", "Tile"):
             return None
         source = ctx.shape(producer.inputs[0])
         local_axis = axis - (ctx.rank(tensor) - len(source)) if source is not None else None
         try:
-            entry = expand_shape_entry(producer, axis)
+            entry = _broadcast_entry(producer, axis)
         except Unprunable:
             return None
         if local_axis is None or local_axis >= 0 and source[local_axis] != 1:
@@ -336,7 +337,12 @@ class _BroadcastCount(Rule):
     name: str
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
-        view.replace_entry(expand_shape_entry(node, self.axis), len(view.kept(self.name)))
+        view.replace_entry(_broadcast_entry(node, self.axis), len(view.kept(self.name)))
+
+
+def _broadcast_entry(node: gs.Node, axis: int) -> SizeOf | ConstantEntry | None:
+    """The entry of an Expand's shape, or of a Tile's repeats (``x.repeat(1, 1, C)``), for output ``axis``."""
+    return expand_shape_entry(node, axis) if node.op == "Expand" else shape_entry(node, 1, axis)
 
 
 class DynamicQuantizeRule(Rule):
