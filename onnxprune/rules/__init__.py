@@ -43,10 +43,10 @@ from onnxprune.rules.unpool import find_scatter_unpools
 DEFAULT_RULES: tuple[Rule, ...] = (
     ConvRule(), ConvTransposeRule(), GemmRule(), MatMulRule(), PerChannelNormRule(), LayerNormRule(),
     UnaryRule(), BroadcastRule(), ConcatRule(), SplitRule(), SliceRule(), FlattenRule(), ReshapeRule(),
-    TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), MaxUnpoolRule(), PadRule(), ResizeRule(), ReduceRule(), SoftmaxRule(),
-    QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(), TileRule(), EinsumRule(),
-    AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(), ScatterNDRule(), AttentionRule(),
-    RotaryEmbeddingRule(), GatherNDRule(), GatherElementsRule(),
+    TransposeRule(), SqueezeRule(), ShapeRule(), PoolRule(), MaxUnpoolRule(), PadRule(), ResizeRule(), ReduceRule(),
+    SoftmaxRule(), QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(),
+    TileRule(), EinsumRule(), AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(),
+    ScatterNDRule(), AttentionRule(), RotaryEmbeddingRule(), GatherNDRule(), GatherElementsRule(),
 )
 
 

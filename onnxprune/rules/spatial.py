@@ -1,6 +1,6 @@
-"""Ops that work within each channel: pooling and unpooling, Pad, Resize/Upsample, reductions, Softmax, ops along one
-axis (ArgMax, TopK, CumSum, LpNormalization), and ops over other axes (Trilu, MeanVarianceNormalization,
-LRN, GridSample, RoiAlign).
+"""Ops that work within each channel: pooling and unpooling, Pad, Resize/Upsample, reductions, Softmax, ops
+along one axis (ArgMax, TopK, CumSum, LpNormalization), and ops over other axes (Trilu,
+MeanVarianceNormalization, LRN, GridSample, RoiAlign).
 
 They keep channels index for index as long as they do not act along the channel axis: pools and
 resizes work on spatial axes (a Resize ``sizes`` input names the channel count and is rewritten);
@@ -53,7 +53,7 @@ def _reads_indices_safely(reader: gs.Node, indices: gs.Tensor, pool: gs.Node, ct
     names = [t.name for t in reader.inputs]
     if reader.op == "MaxUnpool":
         return names[1:2] == [indices.name] and names.count(indices.name) == 1
-    if reader.op == "Sub" and names == [indices.name, reader.inputs[1].name]:
+    if reader.op == "Sub" and len(names) == 2 and names[0] == indices.name:
         return _plane_starts(reader.inputs[1], pool.inputs[0], ctx)
     if reader.op == "Slice" and _plane_starts(reader.outputs[0], pool.inputs[0], ctx):
         starts = reader.outputs[0]
@@ -79,10 +79,11 @@ def _plane_starts(tensor: gs.Tensor, source: gs.Tensor, ctx: ChannelContext) -> 
     spatial = len(source.shape) - 2
     unit = all(list(pool.attrs.get(name, [default] * spatial)) == [default] * spatial
                for name, default in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)))
-    if not unit or any(pool.attrs.get("pads", [0])) or pool.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+    padded = any(pool.attrs.get("pads", [0])) or pool.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET")
+    if not unit or padded:
         return False
     starts, ends = ctx.int_attr_or_input(piece, "starts", 1), ctx.int_attr_or_input(piece, "ends", 2)
-    axes = ctx.int_attr_or_input(piece, "axes", 3) if "axes" in piece.attrs or len(piece.inputs) > 3 else None  # (required)
+    axes = ctx.int_attr_or_input(piece, "axes", 3) if "axes" in piece.attrs or len(piece.inputs) > 3 else None
     steps = ctx.int_attr_or_input(piece, "steps", 4) if len(piece.inputs) > 4 else None
     spatial_axes = list(range(2, 2 + spatial))
     return (starts is not None and ends is not None and list(starts) == [0] * spatial and list(ends) == [1] * spatial

@@ -133,14 +133,17 @@ def _match(scatter: gs.Node) -> tuple[_Parts, list[gs.Node]] | None:
     flat_indices = _producer(column.inputs[0], "Reshape") if column is not None else None
     add = _producer(flat_indices.inputs[0], "Add") if flat_indices is not None else None
     flats = [n for n in (flat_zeros, flat_values, flat_indices) if not (folded and n is flat_zeros)]
-    if any(n is None for n in (output, flat_values, add)) or (zeros is None and not folded) or not all(map(_flattens, flats)):
+    if any(n is None for n in (output, flat_values, add)) or (zeros is None and not folded):
+        return None
+    if not all(map(_flattens, flats)):
         return None
     values = flat_values.inputs[0]
     shape = _shape_of(output)
     if values.shape is None or len(values.shape) != 4 or shape is None:
         return None
     plane = shape[2] * shape[3]
-    nodes = [n for n in (zeros, flat_zeros) if n is not None] + [flat_values, column, flat_indices, add, scatter, output]
+    nodes = [n for n in (zeros, flat_zeros) if n is not None]
+    nodes += [flat_values, column, flat_indices, add, scatter, output]
     if folded and data.shape[0] != values.shape[0] * shape[1] * plane:
         return None
     for offsets_index in (0, 1):
