@@ -144,8 +144,8 @@ def _match(scatter: gs.Node) -> tuple[_Parts, list[gs.Node]] | None:
     plane = shape[2] * shape[3]
     nodes = [n for n in (zeros, flat_zeros) if n is not None]
     nodes += [flat_values, column, flat_indices, add, scatter, output]
-    if folded and data.shape[0] != values.shape[0] * shape[1] * plane:
-        return None
+    if folded and not (isinstance(values.shape[0], int) and data.shape[0] == values.shape[0] * shape[1] * plane):
+        return None  # (constant zeros come with a static batch)
     for offsets_index in (0, 1):
         local, offsets = add.inputs[1 - offsets_index], add.inputs[offsets_index]
         parts = _Parts(values, local, add, offsets_index, zeros, scatter, output, plane)
