@@ -307,12 +307,15 @@ def test_a_recurrent_node_with_a_nonzero_initial_state_made_at_run_time_keeps_it
     assert group_of(result, "seq")["kept"] == 4  # its input features still go
 
 
-def _attention_block(mask: str = "none", kv_heads: int = 4, rotary: bool = False) -> onnx.ModelProto:
+def _attention_block(mask: str = "none", kv_heads: int = 4, rotary: bool = False, heads_mixed: bool = False
+                     ) -> onnx.ModelProto:
     """Causal self-attention as PyTorch's dynamo exporter writes ``scaled_dot_product_attention`` from opset 23:
     x [N, T, 32] -> qkv MatMul -> Split -> per q, k, v Reshape [0, 0, heads, 8] and Transpose to [N, heads, T, 8]
     -> ONNX's Attention -> Transpose -> Reshape [0, 0, 32] -> out MatMul -> y [N, T, 16]. ``mask`` "shared"
-    adds a [T, T] additive mask, "per_head" a [1, 4, T, T] one; ``kv_heads`` 2 makes k and v grouped heads;
-    ``rotary`` rotates q and k by ONNX's RotaryEmbedding first (ModernBERT's decoder; a batch of 2)."""
+    adds a [T, T] additive mask, "per_head" a constant [1, 4, T, T] one, "per_head_input" one given as a model
+    input [N, 4, T, T], "projected" one computed per head from x; ``kv_heads`` 2 makes k and v grouped heads;
+    ``rotary`` rotates q and k by ONNX's RotaryEmbedding first (ModernBERT's decoder; a batch of 2);
+    ``heads_mixed`` adds q's mean over its heads, projected, to y: that keeps the heads (not what is within them)."""
     kv = 8 * kv_heads
     inits = [weight("qkv.w", (32, 32 + 2 * kv), 1), weight("out.w", (32, 16), 2),
              numpy_helper.from_array(np.array([32, kv, kv], np.int64), "split"),
@@ -333,15 +336,30 @@ def _attention_block(mask: str = "none", kv_heads: int = 4, rotary: bool = False
         inits += [numpy_helper.from_array(np.broadcast_to(f(angles), (2, 5, 4)).astype(np.float32), name)
                   for f, name in ((np.cos, "cos"), (np.sin, "sin"))]
     inputs = ["q", "k", "v"]
-    if mask != "none":
+    if mask in ("shared", "per_head"):
         shape = (5, 5) if mask == "shared" else (1, 4, 5, 5)
         inits.append(numpy_helper.from_array(np.random.default_rng(3).standard_normal(shape).astype(np.float32), "mask"))
+    if mask != "none":
         inputs.append("mask")
     nodes += [helper.make_node("Attention", inputs, ["att"], name="attention", is_causal=int(mask == "none")),
               helper.make_node("Transpose", ["att"], ["att_t"], perm=[0, 2, 1, 3]),
               helper.make_node("Reshape", ["att_t", "merged"], ["att_m"]),
               helper.make_node("MatMul", ["att_m", "out.w"], ["y"], name="out")]
-    return make_model(nodes, {"x": [2 if rotary else "N", 5, 32]}, ["y"], inits, opset=23)
+    if mask == "projected":  # a learned bias per head and key position: [N, 4, T, T]
+        inits += [weight("mask.w", (32, 4), 4), numpy_helper.from_array(np.array([2], np.int64), "at2"),
+                  numpy_helper.from_array(np.zeros((1, 1, 5, 5), np.float32), "mask_rows")]
+        nodes = [helper.make_node("MatMul", ["x", "mask.w"], ["mask_proj"], name="mask_proj"),
+                 helper.make_node("Transpose", ["mask_proj"], ["mask_t"], perm=[0, 2, 1]),
+                 helper.make_node("Unsqueeze", ["mask_t", "at2"], ["mask_1"]),
+                 helper.make_node("Add", ["mask_1", "mask_rows"], ["mask"]), *nodes]  # (ONNX Runtime's wants Sq rows)
+    given = {"mask": ["N", 4, 5, 5]} if mask == "per_head_input" else {}
+    if heads_mixed:
+        inits += [weight("mix.w", (8, 16), 5), numpy_helper.from_array(np.array([1], np.int64), "heads_axis")]
+        nodes[-1].output[0] = "y_att"
+        nodes += [helper.make_node("ReduceMean", ["q", "heads_axis"], ["q_mean"], keepdims=0),
+                  helper.make_node("MatMul", ["q_mean", "mix.w"], ["mixed"], name="mix"),
+                  helper.make_node("Add", ["y_att", "mixed"], ["y"])]
+    return make_model(nodes, {"x": [2 if rotary else "N", 5, 32], **given}, ["y"], inits, opset=23)
 
 
 @pytest.mark.parametrize("mask", ["none", "shared"])
@@ -362,10 +380,29 @@ def test_onnx_rotary_embedding_passes_the_heads_and_follows_their_count():
     assert node_of(result, "rotary_q").attrs["num_heads"] == 2 == node_of(result, "rotary_k").attrs["num_heads"]
 
 
-def test_onnx_attention_with_a_mask_per_head_prunes_within_the_heads():
-    # The heads stay (each has its own mask); the dimensions within them go, the query's and key's together,
-    # and the default scale 1 / sqrt(8) is written out so that it does not become 1 / sqrt(4).
+def test_onnx_attention_slices_a_constant_mask_per_head_with_the_heads():
     result = prune_checked(_attention_block("per_head"))
+    assert group_of(result, "q")["kept"] == 2 and list(node_of(result, "attention").inputs[3].shape) == [1, 2, 5, 5]
+
+
+@pytest.mark.parametrize("heads_mixed", [False, True])
+def test_onnx_attention_mask_computed_per_head_follows_the_heads_or_keeps_them(heads_mixed):
+    # The mask's heads are channels of its projection: pruned with the attention's heads, or, where those stay
+    # (q is also averaged over its heads), kept whole, though the dimensions within the heads go (Doge's
+    # dynamic mask per head broke its pruned dynamo export before: a mask of 1 head for attention with 2).
+    result = prune_checked(_attention_block("projected", heads_mixed=heads_mixed))
+    mask = group_of(result, "mask_proj")
+    if heads_mixed:
+        assert mask["kept"] == 4 and "keeps its heads, and its mask has one per head" in mask["pinned_reason"]
+        assert node_of(result, "attention").inputs[0].shape[-1] == 4  # within the heads
+    else:
+        assert mask is group_of(result, "q") and mask["kept"] == 2
+
+
+def test_onnx_attention_with_a_mask_per_head_given_as_input_prunes_within_the_heads():
+    # The heads stay (the model input has one mask each); the dimensions within them go, the query's and key's
+    # together, and the default scale 1 / sqrt(8) is written out so that it does not become 1 / sqrt(4).
+    result = prune_checked(_attention_block("per_head_input"))
     attention = node_of(result, "attention")
     assert attention.attrs["scale"] == pytest.approx(1 / np.sqrt(8))
     assert attention.inputs[0].shape[-1] == attention.inputs[1].shape[-1] == 4
@@ -725,6 +762,24 @@ def test_gather_elements_by_positions_repeated_over_the_channels_follows_them(re
     assert group_of(result, "h") is group_of(result, "picked") and group_of(result, "h")["kept"] == 4
     if repeats == "constant":
         assert list(node_of(result, "repeat").inputs[1].values) == [1, 1, 4]
+
+
+def test_scatter_elements_of_top_k_positions_per_channel_keeps_the_channels():
+    # Doge's dynamic mask: ones scattered into zeros at each channel's top-k positions, then a product with
+    # the map; zeros and ones are shaped at run time after the map and the indices.
+    inits = [weight("w1", (16, 8), 1), weight("w2", (8, 4), 2), numpy_helper.from_array(np.array([2], np.int64), "k"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[0, 2, 1]),
+             helper.make_node("TopK", ["ht", "k"], ["top", "top_idx"], axis=2),
+             helper.make_node("Shape", ["ht"], ["ht_shape"]), helper.make_node("ConstantOfShape", ["ht_shape"], ["zeros"]),
+             helper.make_node("Shape", ["top_idx"], ["idx_shape"]), helper.make_node("Expand", ["one", "idx_shape"], ["ones"]),
+             helper.make_node("ScatterElements", ["zeros", "top_idx", "ones"], ["keep"], axis=2),
+             helper.make_node("Mul", ["ht", "keep"], ["kept"]),
+             helper.make_node("Transpose", ["kept"], ["back"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["back", "w2"], ["y"], name="fc2")]
+    result = prune_checked(make_model(nodes, {"x": ["N", 5, 16]}, ["y"], inits))
+    assert group_of(result, "h") is group_of(result, "keep") and group_of(result, "h")["kept"] == 4
 
 
 def test_gather_of_channels_reorders_and_selects_them_with_rewritten_indices():

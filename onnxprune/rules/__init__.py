@@ -12,6 +12,7 @@ from onnxprune.rules.elementwise import (
     ContribUnaryRule,
     DynamicQuantizeRule,
     QuantizeRule,
+    ScatterElementsRule,
     ScatterNDRule,
     UnaryRule,
 )
@@ -47,6 +48,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     SoftmaxRule(), QuantizeRule(), GroupNormRule(), DepthSpaceRule(), RecurrentRule(), GatherRule(), ExpandRule(),
     TileRule(), EinsumRule(), AlongAxisRule(), OtherAxesRule(), ContribUnaryRule(), DynamicQuantizeRule(),
     ScatterNDRule(), AttentionRule(), RotaryEmbeddingRule(), GatherNDRule(), GatherElementsRule(),
+    ScatterElementsRule(),
 )
 
 

@@ -267,25 +267,57 @@ class ScatterNDRule(Rule):
         axis = x.axis if x is not None else u.axis - offset
         if axis < depth:
             raise Unprunable("its indices address the channel axis")
-        count = (x or u).size
-        y = ctx.declare(node.outputs[0], axis, count)
-        for index, tensor, channel, local_axis in ((0, data, x, axis), (2, updates, u, axis + offset)):
-            shape = ctx.shape(tensor)
-            if channel is None and ctx.weight_shape(tensor) is not None and shape[local_axis] == count:
-                ctx.slice_param(node, index, local_axis, y.slots)
-                ctx.record_io(node, y, y)
-                continue
-            if channel is None:
-                channel = constant_derived_channels(tensor, local_axis, count, ctx, readers=("ScatterND",))
-            if channel is not None and channel.axis == local_axis and channel.size == count:
-                ctx.couple(channel.slots, y.slots)
-                continue
-            expand = broadcast_expand(tensor, local_axis, count, ctx) if index == 2 else None
-            if expand is None:
-                raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
-            if channel is not None:  # the shared part's own channels, written at the positions the indices give
-                ctx.pin(channel, "a ScatterND writes them where its indices say")
-            follow_broadcast(expand, y, ctx)
+        y = ctx.declare(node.outputs[0], axis, (x or u).size)
+        scatter_inputs(node, ctx, y, ((0, x, axis, False), (2, u, axis + offset, True)))
+
+
+def scatter_inputs(node: gs.Node, ctx: ChannelContext, y: ChannelTensor,
+                   inputs: tuple[tuple[int, ChannelTensor | None, int, bool], ...]) -> None:
+    """Give the inputs of a scatter (ScatterND, ScatterElements; ``inputs``: index, channels, channel axis, and
+    whether it may be a part shared by every channel, broadcast to them) the channels of its output ``y``: its
+    own, coupled; a constant's, sliced; those of a tensor computed from constants (a ConstantOfShape of zeros);
+    or a shared part's, whose count then follows ``y``'s."""
+    count = y.size
+    for index, channel, local_axis, shared in inputs:
+        tensor = node.inputs[index]
+        shape = ctx.shape(tensor)
+        if channel is None and ctx.weight_shape(tensor) is not None and shape[local_axis] == count:
+            ctx.slice_param(node, index, local_axis, y.slots)
+            ctx.record_io(node, y, y)
+            continue
+        if channel is None:
+            channel = constant_derived_channels(tensor, local_axis, count, ctx, readers=(node.op,))
+        if channel is not None and channel.axis == local_axis and channel.size == count:
+            ctx.couple(channel.slots, y.slots)
+            continue
+        expand = broadcast_expand(tensor, local_axis, count, ctx) if shared else None
+        if expand is None:
+            raise Unprunable(f"input '{tensor.name}' has a channel axis that cannot be traced to its producer")
+        if channel is not None:  # the shared part's own channels, written at the positions the indices give
+            ctx.pin(channel, f"a {node.op} writes them where its indices say")
+        follow_broadcast(expand, y, ctx)
+
+
+class ScatterElementsRule(Rule):
+    """ScatterElements writes each update into a copy of its data along ``axis``, at the position its index
+    there gives: on another axis data, indices, updates and output keep the channels index for index. Doge's
+    dynamic mask per head is written so, its ones into a ConstantOfShape of zeros at each head's top-k
+    positions; indices and updates may also be one part repeated over the channels."""
+
+    op_types = ("ScatterElements",)
+
+    def analyse(self, node: gs.Node, ctx: ChannelContext) -> None:
+        channels = [ctx.channel(t) for t in node.inputs[:3]]
+        known = [c for c in channels if c is not None]
+        if not known:
+            return
+        axis = known[0].axis
+        if any(c.axis != axis or c.size != known[0].size for c in known):
+            raise Unprunable("its inputs carry channels on different axes")
+        if axis == int(node.attrs.get("axis", 0)) % ctx.rank(node.inputs[0]):
+            raise Unprunable("it scatters along the channel axis")
+        y = ctx.declare(node.outputs[0], axis, known[0].size)
+        scatter_inputs(node, ctx, y, tuple((index, channels[index], axis, index > 0) for index in range(3)))
 
 
 def broadcast_expand(tensor: gs.Tensor, axis: int, count: int, ctx: ChannelContext

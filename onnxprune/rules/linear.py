@@ -22,7 +22,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import ChannelContext, RewriteView, Rule, Unprunable
+from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, Unprunable
 from onnxprune.rules.elementwise import constant_derived_channels
 
 
@@ -117,8 +117,8 @@ class AttentionRule(Rule):
     heads are removed from Q and K together (the scores lose their term, as a MatMul of two activations loses
     what it multiplies over), and pass from V to Y. The default scale, 1 / sqrt(D), would change with D: it is
     written out as an attribute first. With grouped key/value heads (fewer than the query's) a key/value head
-    and its group of query heads go together. The 3-D form (heads packed in the hidden size), a key/value
-    cache, scores as an output and, when heads are the channels, a mask or bias per head are not traced."""
+    and its group of query heads go together; a mask or bias per head follows the heads (or keeps them). The
+    3-D form (heads packed in the hidden size), a key/value cache and scores as an output are not traced."""
 
     op_types = ("Attention",)
 
@@ -131,16 +131,17 @@ class AttentionRule(Rule):
         if any(not t.is_empty() for t in node.inputs[4:]) or any(t.outputs for t in node.outputs[1:]):
             raise Unprunable("it reads or writes a key/value cache, or outputs its scores")
         if any(c is not None and c.axis == 1 for c in (q, k, v)):
-            self._check_mask(node, ctx)
             channels = [c for c in (q, k, v) if c is not None]
             if len(channels) < 3 or any(c.axis != 1 for c in channels) or k.size != v.size or q.size % k.size:
                 raise Unprunable("its query, key and value carry their heads differently")
+            self._mask_heads(node, ctx, q)
             # Grouped key/value heads: query head j attends with key/value head j // group, so each key/value
             # head goes with its group of query heads.
             ctx.couple(np.repeat(k.slots, q.size // k.size), q.slots)
             ctx.couple(k.slots, v.slots)
             ctx.same_channels(node.outputs[0], q)
             return
+        self._mask_heads(node, ctx, None)
         if q is not None or k is not None:  # within the heads: the query's and key's dimensions, multiplied over
             if q is None or k is None or q.axis != 3 or k.axis != 3 or q.size != k.size:
                 raise Unprunable("its query and key carry channels on different axes")
@@ -153,12 +154,25 @@ class AttentionRule(Rule):
             ctx.same_channels(node.outputs[0], v)
 
     @staticmethod
-    def _check_mask(node: gs.Node, ctx: ChannelContext) -> None:
+    def _mask_heads(node: gs.Node, ctx: ChannelContext, heads: ChannelTensor | None) -> None:
+        """A mask or bias [.., heads, Sq, Skv] follows the query's ``heads`` where they are the channels: its own
+        channels there, coupled, or a constant's, sliced. Otherwise (``heads`` None) its heads stay."""
         mask = node.inputs[3] if len(node.inputs) > 3 and not node.inputs[3].is_empty() else None
         shape = ctx.shape(mask) if mask is not None else None
         if mask is None or shape is not None and (len(shape) < 3 or shape[-3] == 1):
             return  # no mask, or one that every head shares
-        raise Unprunable("its mask or bias differs between heads")
+        channel = ctx.channel(mask)
+        if heads is None:
+            if channel is not None:
+                ctx.pin(channel, f"the attention '{node.name}' keeps its heads, and its mask has one per head")
+            return
+        axis = len(shape) - 3 if shape is not None else None
+        if channel is not None and (channel.axis, channel.size) == (axis, heads.size):
+            ctx.couple(channel.slots, heads.slots)
+        elif channel is None and ctx.weight_shape(mask) is not None and shape[axis] == heads.size:
+            ctx.slice_param(node, 3, axis, heads.slots)
+        else:
+            raise Unprunable("its mask or bias differs between heads in a way that cannot follow them")
 
     def rewrite(self, node: gs.Node, view: RewriteView) -> None:
         if "scale" not in node.attrs:
