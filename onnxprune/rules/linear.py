@@ -166,7 +166,9 @@ class AttentionRule(Rule):
             if channel is not None:
                 ctx.pin(channel, f"the attention '{node.name}' keeps its heads, and its mask has one per head")
             return
-        axis = len(shape) - 3 if shape is not None else None
+        if shape is None:
+            raise Unprunable("the shape of its mask is unknown after shape inference")
+        axis = len(shape) - 3
         if channel is not None and (channel.axis, channel.size) == (axis, heads.size):
             ctx.couple(channel.slots, heads.slots)
         elif channel is None and ctx.weight_shape(mask) is not None and shape[axis] == heads.size:
