@@ -6,8 +6,9 @@ a convolutional VAE (transposed convs), C3D (3-D convs), EfficientDet's BiFPN fu
 weights), NAFNet (SimpleGate, simplified channel attention, LayerNorm2d), EDSR (scaled residuals, pixel
 shuffle), DLRM (embeddings and their pairwise dot products), CenterNet (transposed-conv neck, three
 heads) and its DLA neck's depthwise transposed conv, CBAM, ResNeSt's split attention, per-channel PReLU,
-AlexNet's local response normalisation, CoordConv, AdaIN and SegNet (unpooling by the pools' indices). Random weights and BatchNorm statistics;
-each is pruned at ``--ratio 0.5 --round-to 1`` and checked with the masking oracle (see
+AlexNet's local response normalisation, CoordConv, AdaIN and SegNet (unpooling by the pools' indices).
+Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5 --round-to 1`` and checked with
+the masking oracle (see
 ``probe_architectures.py``, whose ``main`` this runs). Needs PyTorch and onnxscript::
 
     python tools/probe_more_families.py /tmp/more_families [NAME ...]
