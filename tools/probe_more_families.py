@@ -8,8 +8,8 @@ shuffle), DLRM (embeddings and their pairwise dot products), CenterNet (transpos
 heads) and its DLA neck's depthwise transposed conv, CBAM, ResNeSt's split attention, per-channel PReLU,
 AlexNet's local response normalisation, CoordConv, AdaIN and SegNet (unpooling by the pools' indices).
 Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5 --round-to 1`` and checked with
-the masking oracle (see
-``probe_architectures.py``, whose ``main`` this runs). Needs PyTorch and onnxscript::
+the masking oracle (see ``probe_architectures.py``, whose ``main`` this runs). Needs PyTorch and
+onnxscript::
 
     python tools/probe_more_families.py /tmp/more_families [NAME ...]
 """
