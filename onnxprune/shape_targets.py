@@ -573,11 +573,39 @@ def refines_shape(new: list[Dim], old: list[Dim] | None) -> bool:
 
 
 def _swap_after_reshape(node: gs.Node, perm: list[int]) -> gs.Node | None:
-    """The Transpose with ``perm`` that is the only consumer of ``node``, a Reshape (or None)."""
-    if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs or len(node.outputs[0].outputs) != 1:
+    """The Transpose with ``perm`` that is the only consumer of ``node``, a Reshape (or None), past quantization
+    pairs (see ``_quantization_pairs``)."""
+    if node.op != "Reshape" or len(node.inputs) < 2 or not node.outputs:
         return None
-    swap = node.outputs[0].outputs[0]
+    tensor = _quantization_pairs(node.outputs[0])[1]
+    if len(tensor.outputs) != 1:
+        return None
+    swap = tensor.outputs[0]
     return swap if swap.op == "Transpose" and list(swap.attrs.get("perm", [])) == perm else None
+
+
+def _quantization_pairs(tensor: gs.Tensor) -> tuple[list[tuple[gs.Node, gs.Node]], gs.Tensor]:
+    """The QuantizeLinear -> DequantizeLinear pairs with one scale for the whole tensor that ``tensor`` alone
+    passes through (a QDQ model quantizes every Reshape's and Transpose's output), and the tensor after them.
+    Such a pair rounds each element alike, so it commutes with moving the elements."""
+    pairs = []
+    while len(tensor.outputs) == 1 and tensor.outputs[0].op == "QuantizeLinear":
+        quantize = tensor.outputs[0]
+        readers = quantize.outputs[0].outputs
+        if len(readers) != 1 or readers[0].op != "DequantizeLinear" or not all(
+                _scalar_input(n, i) for n in (quantize, readers[0]) for i in (1, 2)):
+            break
+        pairs.append((quantize, readers[0]))
+        tensor = readers[0].outputs[0]
+    return pairs, tensor
+
+
+def _scalar_input(node: gs.Node, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is absent or a constant with one value."""
+    if len(node.inputs) <= index or node.inputs[index].is_empty():
+        return True
+    values = _values(node.inputs[index], 0)
+    return values is not None and len(values) == 1
 
 
 def batch_head_round_trips(graph: gs.Graph) -> int:
@@ -596,7 +624,11 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
         source, shape = first.inputs[0], first.inputs[0].shape
         if shape is None or len(shape) != 3:
             continue
-        backs = [n for n in swap.outputs[0].outputs if n.op == "Reshape" and len(n.inputs) > 1]
+        pairs, swapped = _quantization_pairs(first.outputs[0])[0], swap.outputs[0]
+        if len(swapped.outputs) == 1:  # (a quantization pair after the Transpose, if any, moves too)
+            after, swapped = _quantization_pairs(swapped)
+            pairs += after
+        backs = [n for n in swapped.outputs if n.op == "Reshape" and len(n.inputs) > 1]
         merged, split = _values(first.inputs[1], 0), _values(backs[0].inputs[1], 0) if len(backs) == 1 else None
         if merged is None or split is None or len(merged) != 3 or len(split) != 4:
             continue
@@ -610,10 +642,20 @@ def batch_head_round_trips(graph: gs.Graph) -> int:
         backs[0].outputs.clear()
         target = gs.Constant(_unique(taken, f"{first.name}_heads"), np.array([0, 0, heads, size], dtype=np.int64))
         split_heads = gs.Variable(_unique(taken, f"{first.name}_split_heads"), dtype=source.dtype)
+        moved = gs.Variable(_unique(taken, f"{first.name}_heads_first"), dtype=source.dtype) if pairs else result
         graph.nodes += [gs.Node("Reshape", name=_unique(taken, f"{first.name}_heads"), inputs=[source, target],
                                 outputs=[split_heads]),
                         gs.Node("Transpose", name=_unique(taken, f"{first.name}_heads_first"), attrs={"perm": [1, 2, 0, 3]},
-                                inputs=[split_heads], outputs=[result])]
+                                inputs=[split_heads], outputs=[moved])]
+        for index, (quantize, dequantize) in enumerate(pairs):  # the same rounding, after the elements moved
+            rounded = gs.Variable(_unique(taken, f"{quantize.name}_moved"), dtype=quantize.outputs[0].dtype)
+            last = index == len(pairs) - 1
+            back = result if last else gs.Variable(_unique(taken, f"{dequantize.name}_moved"), dtype=source.dtype)
+            graph.nodes += [gs.Node("QuantizeLinear", _unique(taken, f"{quantize.name}_moved"), dict(quantize.attrs),
+                                    [moved, *quantize.inputs[1:]], [rounded]),
+                            gs.Node("DequantizeLinear", _unique(taken, f"{dequantize.name}_moved"),
+                                    dict(dequantize.attrs), [rounded, *dequantize.inputs[1:]], [back])]
+            moved = back
         replaced += 1
     if replaced:
         graph.toposort()

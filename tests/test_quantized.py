@@ -213,6 +213,20 @@ def test_an_operator_format_transformer_prunes_its_heads_as_the_float_model_does
     assert fused_ops(result.model, tmp_path)["QLinearMatMul"] == fused_ops(onnx.load(path), tmp_path)["QLinearMatMul"]
 
 
+def test_a_qdq_multihead_attention_prunes_its_heads_as_the_float_model_does(tmp_path):
+    # nn.MultiheadAttention's TorchScript export merges the batch with the heads for a moment (Reshape,
+    # Transpose, Reshape); quantized, a QDQ pair follows each of those, and the heads were kept while the
+    # dimensions within them went (1,720,800 MACs against the float model's 2,048,480). The pairs round each
+    # element alike, so they now follow the rewritten Reshape and Transpose.
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    path = quantized(MODELS / "vit_mha.ts.onnx", x, tmp_path, per_channel=True)
+    result = onnxprune.prune(str(path), ratio=0.5, round_to=1, latency=False)
+    float_result = onnxprune.prune(MODELS / "vit_mha.ts.onnx", ratio=0.5, round_to=1, latency=False)
+    assert result.pruned.macs == float_result.pruned.macs
+    assert [g["channels"] for g in result.report["groups"] if g["pinned_reason"] is None] == [3, 96, 3, 96]
+    assert_matches_masked(onnx.load(path), result.model, result.report)
+
+
 def _old_integer_convs(weight_scales: list[float]) -> onnx.ModelProto:
     """An opset-12 model as older int8 exports are: QuantizeLinear -> two QLinearConvs (8, then 4 channels,
     a scale per weight or per output channel) -> DequantizeLinear."""
