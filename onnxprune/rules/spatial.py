@@ -15,6 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import ChannelContext, ChannelTensor, RewriteView, Rule, SizeOf, Unprunable, shape_entry
+from onnxprune.rules.shape import entry_value
 from onnxprune.shape_targets import shape_values
 
 REDUCE_OPS = (
@@ -128,7 +129,7 @@ def _follow_shape_entry(rule: Rule, node: gs.Node, index: int, x: ChannelTensor,
     if isinstance(entry, SizeOf):
         if not ctx.follow_size(entry, x):
             raise Unprunable(f"its {what} read off '{entry.tensor.name}', whose channels are not its input's")
-    elif entry is not None and np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position] == x.size:
+    elif entry is not None and entry_value(entry) == x.size:
         ctx.add_rewrite(rule, node)
     else:
         raise Unprunable(f"its {what} computed at run time")

@@ -22,6 +22,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.model import constant_value
 from onnxprune.rules.base import ChannelContext, ConstantEntry, RewriteView, Rule, shape_entry
+from onnxprune.rules.shape import entry_value
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _channel_count(parts: _Parts) -> int | None:
     for entry in entries:
         if not isinstance(entry, ConstantEntry):
             return None
-        counts.add(int(np.asarray(entry.node.inputs[entry.index].values).reshape(-1)[entry.position]))
+        counts.add(entry_value(entry))
     return counts.pop() if len(counts) == 1 else None
 
 
