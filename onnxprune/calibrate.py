@@ -37,6 +37,8 @@ from onnxprune.rules.base import Unprunable
 from onnxprune.rules.concat_split import slice_arguments
 from onnxprune.validate import session
 
+# ONNX Runtime's operators (FusedMatMul)
+CONTRIB_DOMAIN = "com.microsoft"
 # Tensors with more channels get no Gram matrix (its cost grows with the square of the channels).
 GRAM_MAX_CHANNELS = 1024
 # The Gram matrix of a tensor's sample costs at most this share of the MACs of its consumers.
@@ -53,6 +55,12 @@ NCHWC_BLOCK = 16
 # Float32 Gram matrices of this many batches are summed in float32 before they join the float64 totals
 # (a float64 sum of a float32 matrix costs three times as much, which shows on small, wide models).
 FLOAT32_BATCHES = 8
+# Gram matrices are taken on pairs of runs (one per fold) spread over the calibration data, enough for this
+# share of the samples and at least GRAM_MIN_SAMPLES samples per fold (see ``gram_runs``); the other runs skip
+# their nodes. A correlation between channels needs far fewer samples than the means, and the Gram matrices'
+# products and transposes were most of what yolo's `redundancy` recording cost over plain inference.
+GRAM_SHARE = 0.25
+GRAM_MIN_SAMPLES = 64
 # Consecutive calibration batches are run as one, up to this many samples and this many bytes of the
 # recorded tensors, where every input takes any batch size: a small model's run costs little more per
 # batch of 64 than of 16, nor do the appended nodes (yolo `redundancy` 2.5x -> 2.1x the time of plain
@@ -68,13 +76,18 @@ SUMS = ("total", "total_sq", "total_abs", "zeros")
 
 @dataclass
 class ChannelStats:
-    """Running per-channel sums of one tensor (``keys`` of SUMS), in two folds, and optionally its Gram matrices."""
+    """Running per-channel sums of one tensor (``keys`` of SUMS), in two folds, and optionally its Gram matrices.
+
+    The Gram matrices may cover only some of the batches (see ``gram_runs``): ``gram_counts`` and
+    ``gram_totals`` are the positions they cover and the sum of x over those, per fold."""
 
     channels: int
     with_gram: bool = True
     keys: tuple[str, ...] = SUMS
     counts: np.ndarray = field(init=False)
     sums: dict[str, np.ndarray] = field(init=False)
+    gram_counts: np.ndarray = field(init=False)
+    gram_totals: np.ndarray = field(init=False)
     _gram_sums: np.ndarray | None = field(init=False)
     _rows: tuple[list[np.ndarray], list[np.ndarray]] = field(init=False)
     _pending: list = field(init=False)
@@ -82,17 +95,27 @@ class ChannelStats:
     def __post_init__(self) -> None:
         self.counts = np.zeros(2)
         self.sums = {key: np.zeros((2, self.channels)) for key in self.keys}
+        self.gram_counts = np.zeros(2)
+        self.gram_totals = np.zeros((2, self.channels))
         self._gram_sums = np.zeros((2, self.channels, self.channels)) if self.with_gram else None
         self._rows = ([], [])
         self._pending = [None, None]  # per fold: [float32 sum of recent Gram matrices, their count]
 
-    def add(self, fold: int, count: int, sums: dict[str, np.ndarray], gram: np.ndarray | None) -> None:
-        """Add one batch's reductions (``count`` positions) to ``fold``; float32 input is summed in float64
-        (a float32 ``gram`` is taken over, and summed with a few others in float32 first)."""
+    def add(self, fold: int, count: int, sums: dict[str, np.ndarray]) -> None:
+        """Add one batch's per-channel sums (over ``count`` positions) to ``fold``, in float64."""
         self.counts[fold] += count
         for key, value in sums.items():
             self.sums[key][fold] += value
-        if self._gram_sums is None or gram is None:
+
+    def add_gram_sample(self, fold: int, count: int, total: np.ndarray) -> None:
+        """Count ``count`` positions, whose values sum to ``total``, as covered by the Gram matrix of ``fold``."""
+        self.gram_counts[fold] += count
+        self.gram_totals[fold] += total
+
+    def add_gram(self, fold: int, gram: np.ndarray) -> None:
+        """Add one batch's Gram matrix to ``fold`` (a float32 one is taken over, and summed with a few others
+        in float32 first)."""
+        if self._gram_sums is None:
             return
         if gram.dtype != np.float32:
             self._gram_sums[fold] += gram
@@ -139,7 +162,16 @@ class ChannelStats:
         rows = np.moveaxis(values, axis, -1).reshape(-1, self.channels).astype(np.float64)
         sums = {"total": rows.sum(0), "total_sq": np.square(rows).sum(0), "total_abs": np.abs(rows).sum(0),
                 "zeros": (rows <= 0).sum(0)}
-        self.add(fold, len(rows), {key: sums[key] for key in self.keys}, rows.T @ rows if self.with_gram else None)
+        self.add(fold, len(rows), {key: sums[key] for key in self.keys})
+        if self.with_gram:
+            self.add_gram(fold, rows.T @ rows)
+            self.add_gram_sample(fold, len(rows), sums["total"])
+
+    def squares_from_grams(self) -> None:
+        """Set the sums of squares from the Gram matrices' diagonals, scaled from the positions they cover
+        to all the fold's positions."""
+        covered = np.maximum(self.gram_counts, 1)[:, None]
+        self.sums["total_sq"] = np.diagonal(self.grams, axis1=1, axis2=2) * (self.counts[:, None] / covered)
 
     def channel_slice(self, start: int, channels: int) -> ChannelStats:
         """The statistics of ``channels`` consecutive channels from ``start``, as if recorded on their own
@@ -147,6 +179,8 @@ class ChannelStats:
         grams = self.grams
         part = ChannelStats(channels, grams is not None, tuple(self.sums))
         part.counts = self.counts.copy()
+        part.gram_counts = self.gram_counts.copy()
+        part.gram_totals = self.gram_totals[:, start:start + channels].copy()
         part.sums = {key: value[:, start:start + channels].copy() for key, value in self.sums.items()}
         if grams is not None:
             part._gram_sums = grams[:, start:start + channels, start:start + channels].copy()
@@ -184,13 +218,13 @@ class ChannelStats:
 
     @property
     def has_gram(self) -> bool:
-        return self.grams is not None and self.count > 0
+        return self.grams is not None and self.gram_counts.sum() > 0
 
     def second_moment(self, fold: int | None = None) -> np.ndarray:
-        """E[z z^T] for z = [x, 1], over one fold or both (None)."""
+        """E[z z^T] for z = [x, 1] over the positions the Gram matrices cover, of one fold or both (None)."""
         folds = [0, 1] if fold is None else [fold]
-        count = max(self.counts[folds].sum(), 1)
-        total = self.sums["total"][folds].sum(0)
+        count = max(self.gram_counts[folds].sum(), 1)
+        total = self.gram_totals[folds].sum(0)
         moment = np.empty((self.channels + 1, self.channels + 1))
         moment[:-1, :-1] = self.grams[folds].sum(0)
         moment[:-1, -1] = moment[-1, :-1] = total
@@ -267,6 +301,8 @@ class _StatsGraph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: list[str] = []
+        self.inputs: list[onnx.ValueInfoProto] = []  # inputs the appended nodes add (see ``branch``)
+        self.domains: set[str] = set()  # operator domains besides ONNX's that the appended nodes use
         self.summed: set[str] = set()  # outputs of ``sample_means`` that hold per-sample sums, not means
         self.positive: set[str] = set()  # outputs of ``sample_means`` of max(x, 0) that stand for |x|
         self._samples: dict[tuple[str, str], str] = {}  # ``_strided``'s nodes, by tensor and key
@@ -278,9 +314,12 @@ class _StatsGraph:
         ONNX Runtime runs every node of a session whatever the outputs asked for, so a recording of early
         tensors would pay for the whole model."""
         graph = model.graph
-        sizes = (len(graph.node), len(graph.initializer), len(graph.output))
+        sizes = (len(graph.node), len(graph.initializer), len(graph.output), len(graph.input), len(model.opset_import))
+        known = {entry.domain for entry in model.opset_import}
+        model.opset_import.extend(helper.make_opsetid(domain, 1) for domain in sorted(self.domains - known))
         graph.node.extend(self.nodes)
         graph.initializer.extend(self.initializers)
+        graph.input.extend(self.inputs)
         nodes, outputs = None, None
         if upstream and self.outputs:  # (no outputs: nothing to record, the model as it is)
             needed = upstream_nodes(graph, self.outputs)
@@ -300,11 +339,50 @@ class _StatsGraph:
             if nodes is not None:
                 del graph.node[:]
                 graph.node.extend(nodes)
-            del graph.node[sizes[0]:], graph.initializer[sizes[1]:]
+            del graph.node[sizes[0]:], graph.initializer[sizes[1]:], graph.input[sizes[3]:]
+            del model.opset_import[sizes[4]:]
             if outputs is not None:
                 del graph.output[:]
                 graph.output.extend(outputs)
             del graph.output[sizes[2]:]
+
+    def branch(self, outputs: list[str], switch: str) -> dict[str, str]:
+        """Move the appended nodes that only the float32 ``outputs`` (of rank 2) need into an If on a new
+        boolean input ``switch``: where it is false, the run skips them and its outputs are empty. (ONNX
+        Runtime runs every node of a session whatever outputs a run asks for.) Returns the If's names of
+        the ``outputs`` that other outputs need too (the rows of a [batch, channels] tensor, say), which
+        the If returns under new names."""
+        producer = {name: index for index, node in enumerate(self.nodes) for name in node.output}
+
+        def needed(names: list[str]) -> set[int]:
+            found, stack = set(), [producer[name] for name in names if name in producer]
+            while stack:
+                index = stack.pop()
+                if index not in found:
+                    found.add(index)
+                    stack.extend(producer[name] for name in self.nodes[index].input if name in producer)
+            return found
+
+        moved = needed(outputs) - needed([name for name in self.outputs if name not in outputs])
+        inner = [self.nodes[i] for i in sorted(moved)]
+        made = {name for node in inner for name in node.output}
+        renamed = {name: f"{name}_taken" for name in outputs if name not in made}
+        # (a branch cannot return an outer value itself)
+        inner += [helper.make_node("Identity", [name], [f"{name}_inner"]) for name in renamed]
+        then = helper.make_graph(inner, "onnxprune_taken", [],
+                                 [helper.make_tensor_value_info(f"{name}_inner" if name in renamed else name,
+                                                                TensorProto.FLOAT, None) for name in outputs])
+        empty = numpy_helper.from_array(np.zeros((0, 0), np.float32))
+        skipped = helper.make_graph([helper.make_node("Constant", [], [f"{name}_skipped"], value=empty) for name in outputs],
+                                    "onnxprune_skipped", [],
+                                    [helper.make_tensor_value_info(f"{name}_skipped", TensorProto.FLOAT, None)
+                                     for name in outputs])
+        self.nodes = [node for index, node in enumerate(self.nodes) if index not in moved]
+        self.nodes.append(helper.make_node("If", [switch], [renamed.get(name, name) for name in outputs], name=switch,
+                                           then_branch=then, else_branch=skipped))
+        self.inputs.append(helper.make_tensor_value_info(switch, TensorProto.BOOL, []))
+        self.outputs = [renamed.get(name, name) for name in self.outputs]
+        return renamed
 
     def _node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
@@ -547,14 +625,12 @@ class _StatsGraph:
             # Channels last: [positions, channels] is a Reshape away, and the Gram matrix multiplies it
             # transposed in place (MatMul fuses the Transpose), where moving the channels first copies it.
             view = self._flat(self._strided(tensor, spec, key), spec, [-1, spec.channels], key)
-            matrix, axes = self._node("MatMul", [self._node("Transpose", [view], f"{key}_vt", perm=[1, 0]), view],
-                                      f"{key}_gram"), [0]
+            matrix, axes = self._gram(view, f"{key}_gram", transposed_first=True), [0]
         elif gram == "matrix" and rank >= 3 and spec.axis == 1 and self._batched_gram(spec):
             # A map with many positions per sample: a Gram matrix per sample of its [channels, positions]
             # view, summed, costs no Transpose of the sample (yolo's recording: a third of its extra time).
             view = self._flat(self._strided(tensor, spec, key), spec, [0, spec.channels, -1], key)
-            per_sample = self._node("MatMul", [view, self._node("Transpose", [view], f"{key}_vt", perm=[0, 2, 1])],
-                                    f"{key}_grams")
+            per_sample = self._gram(view, f"{key}_grams")
             matrix, axes = self._reduce("ReduceSum", per_sample, f"{key}_gram", [0]), [0, 2]
         else:
             view, axes = self.rows(tensor, spec, key), [1]  # [channels, positions]
@@ -562,10 +638,7 @@ class _StatsGraph:
             if gram == "rows":
                 matrix = view
             elif gram == "matrix":
-                # A float32 [batch, channels] tensor is already the transposed view.
-                flat = rank == 2 and spec.axis == 1 and spec.float32
-                transposed = tensor if flat else self._node("Transpose", [view], f"{key}_vt", perm=[1, 0])
-                matrix = self._node("MatMul", [view, transposed], f"{key}_gram")
+                matrix = self._gram(view, f"{key}_gram")
         names = [self._node("Shape", [view], f"{key}_count") if count else ""]
         for name in SUMS:
             if name not in sums or name == "total_sq" and gram:  # the Gram matrix or rows give the squares
@@ -578,6 +651,16 @@ class _StatsGraph:
         names.append(matrix)
         self.outputs.extend(n for n in names if n)
         return names
+
+    def _gram(self, x: str, name: str, transposed_first: bool = False) -> str:
+        """x x^T of the matrix (or batch of matrices) ``x``; x^T x with ``transposed_first``. ONNX Runtime's
+        FusedMatMul reads the transposed operand in place: a MatMul of a Transpose is fused into one
+        anyway, but the fusion costs the session's creation a pass over the whole graph (0.5 ms of
+        shufflenet's 6 ms)."""
+        self.domains.add(CONTRIB_DOMAIN)
+        self.nodes.append(helper.make_node("FusedMatMul", [x, x], [name], name=name, domain=CONTRIB_DOMAIN,
+                                           transA=int(transposed_first), transB=int(not transposed_first)))
+        return name
 
     def _flat(self, tensor: str, spec: TensorSpec, shape: list[int], key: str) -> str:
         """``tensor`` reshaped to ``shape``, as float32."""
@@ -674,21 +757,29 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
             reduced[name] = builder.add(name, spec, modes[name], keys, key)
         stats[name] = ChannelStats(spec.channels, modes[name] is not None, keys)
     packed = _PackedMeans(builder, means)
+    taken = gram_runs(len(batches), batch) if any(modes.values()) else [False] * len(batches)
+    switch = None
+    if any(taken) and not all(taken):
+        switch = "onnxprune_take_grams"
+        renamed = builder.branch([names[-1] for names in reduced.values() if names[-1]], switch)
+        reduced = {name: [*names[:-1], renamed.get(names[-1], names[-1])] for name, names in reduced.items()}
     # The whole model runs: its recorded tensors reach near its end, and finding the nodes they need costs a
     # small model's session about 1 ms, more than it saves (see ``_StatsGraph.session``).
     sess = builder.session(model)
     # (BLAS keeps its threads: no products are taken between these runs, and a limit on them slowed the
     # ResNet-50-like model's runs by 8%, see ``one_blas_thread``.)
     for index, feeds in enumerate(progress(batches, "recording activations", quiet, total=len(batches))):
+        if switch:
+            feeds = {**feeds, switch: np.array(taken[index])}
         values = dict(zip(builder.outputs, sess.run(builder.outputs, feeds)))
         fold = index % 2
-        packed.add(fold, values)
+        packed.add(fold, values, taken[index])
         for name, names in reduced.items():
-            _add_reduced(stats[name], names, modes[name], values, fold)
+            _add_reduced(stats[name], names, modes[name], values, fold, taken[index])
     packed.finish(stats, per_sample)
     for name, mode in modes.items():
         if mode is not None:
-            stats[name].sums["total_sq"] = np.diagonal(stats[name].grams, axis1=1, axis2=2).copy()
+            stats[name].squares_from_grams()
     for name in abs_of_total:
         stats[name].sums["total_abs"] = stats[name].sums["total"]
     for name, (source, start) in views.items():
@@ -750,17 +841,22 @@ def runtime_shapes(model: onnx.ModelProto, names: list[str], feeds: dict[str, np
 
 
 def _add_reduced(stats: ChannelStats, names: list[str], mode: str | None, values: dict[str, np.ndarray],
-                 fold: int) -> None:
-    """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``."""
+                 fold: int, with_gram: bool = True) -> None:
+    """Add one batch of the outputs ``names`` of ``_StatsGraph.add`` (Gram ``mode``) to ``fold`` of ``stats``;
+    its Gram matrix too where ``with_gram`` (not where the run left it out, see ``gram_runs``)."""
     # sampled positions: the values over the channels (none without a count: the sums count them)
     count = int(np.prod(values[names[0]])) // stats.channels if names[0] else 0
     _, *sum_names, gram_name = names
     batch_sums = {key: values[n] for key, n in zip(SUMS, sum_names) if n}
-    matrix = values[gram_name] if gram_name else None
+    stats.add(fold, count, batch_sums)  # (the sums of squares: the Gram matrix's diagonal, at the end)
+    if not gram_name or not with_gram:
+        return
     if mode == "rows":
-        stats.add_rows(fold, matrix)
-        matrix = None
-    stats.add(fold, count, batch_sums, matrix)  # (the sums of squares: the Gram matrix's diagonal, at the end)
+        stats.add_rows(fold, values[gram_name])
+    else:
+        stats.add_gram(fold, values[gram_name])
+    if count:
+        stats.add_gram_sample(fold, count, batch_sums["total"])
 
 
 class _PackedMeans:
@@ -784,19 +880,21 @@ class _PackedMeans:
         self.outputs = [builder.concat([output for _, _, output, _ in entries], f"onnxprune_means_{index}")
                         for index, entries in enumerate(self.layout)]
         self.summed, self.positive = builder.summed, builder.positive
-        self.totals = [np.zeros((2, sum(e[3] for e in entries))) for entries in self.layout]
-        self.samples = np.zeros((len(self.layout), 2))
+        # by whether the run took Gram matrices, then by fold
+        self.totals = [np.zeros((2, 2, sum(e[3] for e in entries))) for entries in self.layout]
+        self.samples = np.zeros((len(self.layout), 2, 2))
 
-    def add(self, fold: int, values: dict[str, np.ndarray]) -> None:
-        """Add one batch's outputs to ``fold``."""
+    def add(self, fold: int, values: dict[str, np.ndarray], with_gram: bool = True) -> None:
+        """Add one batch's outputs to ``fold`` (``with_gram``: the run took Gram matrices)."""
         for index, output in enumerate(self.outputs):
             means = values[output]
-            self.totals[index][fold] += means.sum(0, dtype=np.float64)
-            self.samples[index, fold] += len(means)
+            self.totals[index][int(with_gram), fold] += means.sum(0, dtype=np.float64)
+            self.samples[index, int(with_gram), fold] += len(means)
 
     def finish(self, stats: dict[str, ChannelStats], positions: dict[str, int]) -> None:
         """Add the totals to ``stats``: each sample's mean stands for its ``positions[name]`` positions (its
-        sums, from ``summed`` outputs, for themselves)."""
+        sums, from ``summed`` outputs, for themselves); for a tensor with a Gram matrix, the totals of the
+        runs that took it are also what the Gram matrix covers."""
         sums: dict[str, dict[str, np.ndarray]] = {}
         samples: dict[str, np.ndarray] = {}
         positive = []
@@ -804,7 +902,7 @@ class _PackedMeans:
             offset = 0
             for name, key, output, channels in entries:
                 scale = 1 if output in self.summed else positions[name]
-                sums.setdefault(name, {})[key] = self.totals[index][:, offset:offset + channels] * scale
+                sums.setdefault(name, {})[key] = self.totals[index][:, :, offset:offset + channels] * scale
                 samples[name] = self.samples[index]
                 offset += channels
                 if output in self.positive:
@@ -813,8 +911,11 @@ class _PackedMeans:
             sums[name]["total_abs"] = 2 * sums[name]["total_abs"] - sums[name]["total"]
         for name, by_key in sums.items():
             for fold in (0, 1):
-                stats[name].add(fold, int(samples[name][fold]) * positions[name],
-                                {key: value[fold] for key, value in by_key.items()}, None)
+                stats[name].add(fold, int(samples[name][:, fold].sum()) * positions[name],
+                                {key: value[:, fold].sum(0) for key, value in by_key.items()})
+                if stats[name].with_gram:
+                    stats[name].add_gram_sample(fold, int(samples[name][1, fold]) * positions[name],
+                                                by_key["total"][1, fold])
 
 
 # Ops that ONNX Runtime runs in its blocked layout when their input is in it, and ops it fuses into the Conv
@@ -902,6 +1003,16 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
         address += part.nbytes
     shape = (sum(len(part) for part in parts), *first.shape[1:])
     return np.lib.stride_tricks.as_strided(first, shape, first.strides, writeable=False)
+
+
+def gram_runs(runs: int, samples: int) -> list[bool]:
+    """Which of ``runs`` runs of ``samples`` samples (alternating between the folds) take Gram matrices:
+    pairs of consecutive runs spread evenly over them, enough for GRAM_SHARE of the samples and at least
+    GRAM_MIN_SAMPLES per fold (every run where there are few)."""
+    pairs = -(-runs // 2)
+    wanted = min(pairs, max(math.ceil(GRAM_SHARE * pairs), math.ceil(GRAM_MIN_SAMPLES / max(samples, 1))))
+    chosen = {pair * pairs // wanted for pair in range(wanted)}
+    return [index // 2 in chosen for index in range(runs)]
 
 
 def _batch_size(batches: list[dict[str, np.ndarray]]) -> int:
@@ -1135,6 +1246,7 @@ class PairedStats:
         stats.counts = self.counts
         stats.sums["total"] = self.xz[:, :, -1]
         stats.sums["total_sq"] = np.diagonal(self.xx, axis1=1, axis2=2)
+        stats.gram_counts, stats.gram_totals = self.counts, stats.sums["total"]
         stats._gram_sums = self.xx
         return stats
 

@@ -375,7 +375,7 @@ def _choose_method(recorded: ChannelStats, kept: np.ndarray, removed: np.ndarray
     energy = w_removed.T @ w_removed  # output error = tr(energy E[e e^T]) for the residual e = x_R - B z
     methods = [("none", 0.0)] + [("bias", 0.0)] * intercept + [("merge", 0.0)] + [("ls", r) for r in RIDGES]
     best, mapping, ratio = _cross_validate(
-        methods, recorded.counts, recorded.second_moment,
+        methods, recorded.gram_counts, recorded.second_moment,
         lambda method, moment: _fit(method[0], moment, columns, removed, intercept, method[1]),
         lambda moment, mapping: _error(moment, columns, removed, mapping, energy))
     if not intercept:

@@ -443,6 +443,53 @@ def test_gram_matrices_of_every_layout_match_numpy(shape, axis, dtype):
         np.testing.assert_allclose(getattr(stats, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
 
 
+def test_gram_runs_are_pairs_spread_over_the_data():
+    # Pairs of runs, one per fold, evenly spread: a quarter of them, or enough for 64 samples a fold.
+    taken = calibrate.gram_runs(100, 16)
+    assert sum(taken[0::2]) == sum(taken[1::2]) == 13
+    assert all(taken[i] == taken[i + 1] for i in range(0, 100, 2))
+    first = [i for i in range(0, 100, 2) if taken[i]]
+    assert first[0] == 0 and max(np.diff(first)) <= 8 and first[-1] >= 90
+    assert calibrate.gram_runs(11, 48) == [True, True, False, False, False, False, True, True, False, False, False]
+    assert calibrate.gram_runs(8, 64) == [True, True] + [False] * 6
+    assert all(calibrate.gram_runs(20, 4)) and calibrate.gram_runs(3, 1000) == [True, True, False]
+
+
+@pytest.mark.parametrize("shape, axis", [
+    (("N", 3, 8, 8), 1),  # sums beside the Gram matrix: per-sample means, packed with the others
+    (("N", 16, 2, 2), 1), (("N", 7, 6), 2), (("N", 5), 1)])  # sums reduced beside it
+def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, axis):
+    # Of 16 runs, the Gram matrices come from runs 0, 1, 8 and 9 (their nodes sit in an If that the other
+    # runs skip); the sums and means from all of them.
+    monkeypatch.setattr(calibrate, "GRAM_MIN_SAMPLES", 1)
+    rng = np.random.default_rng(3)
+    model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {"x": [4, *shape[1:]]}, ["y"], [])
+    batches = [{"x": (rng.normal(size=(4, *shape[1:])) * (1 + i % 3) + i).astype(np.float32)} for i in range(16)]
+    spec = TensorSpec(axis, shape[axis], shape)
+    sizes, add_reduced = [], calibrate._add_reduced  # the size of each run's Gram output: 0 where skipped
+
+    def spy(stats, names, mode, values, fold, with_gram=True):
+        sizes.append(values[names[-1]].size)
+        add_reduced(stats, names, mode, values, fold, with_gram)
+    monkeypatch.setattr(calibrate, "_add_reduced", spy)
+    stats = collect_stats(model, {"y": spec}, batches, gram=True, sums=("total", "total_sq"))["y"]
+    assert [size > 0 for size in sizes] == [i in (0, 1, 8, 9) for i in range(16)]
+    everything, grams = ChannelStats(shape[axis]), ChannelStats(shape[axis])
+    for index, batch in enumerate(batches):
+        everything.add_values(batch["x"], axis, fold=index % 2)
+        if index in (0, 1, 8, 9):
+            grams.add_values(batch["x"], axis, fold=index % 2)
+    np.testing.assert_array_equal(stats.counts, everything.counts)
+    np.testing.assert_array_equal(stats.gram_counts, grams.counts)
+    np.testing.assert_allclose(stats.mean, everything.mean, rtol=1e-5, atol=1e-6)
+    for fold in (0, 1, None):
+        np.testing.assert_allclose(stats.second_moment(fold), grams.second_moment(fold), rtol=1e-4, atol=1e-5)
+    # The sums of squares come from the Gram matrices' diagonals, fold by fold, scaled to every position.
+    squares = np.diagonal(grams.grams, axis1=1, axis2=2) / grams.counts[:, None]
+    np.testing.assert_allclose(stats.mean_sq, (squares * everything.counts[:, None]).sum(0) / everything.count, rtol=1e-4)
+    assert not np.allclose(stats.mean_sq, everything.mean_sq, rtol=0.05)  # (the runs differ in scale and mean)
+
+
 @pytest.mark.parametrize("shape, axis, opset", [
     (("N", 4, 6, 6), 1, 17), (("N", 6, 6, 4), 3, 17), (("N", 5, 4), 2, 18), (("N", 4), 1, 13), (("N", 4, 10), 1, 18),
     (("N", 4, 12, 12), 1, 13), (("N", 4, "H", "W"), 1, 13), (("N", 4, 1, 1), 1, 13)])
