@@ -365,6 +365,59 @@ def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     return chain.nodes
 
 
+# The name ``unfuse_contrib_ops``' companion gives ONNX's Attention in the 3-D form that it rewrites.
+PACKED_ATTENTION = "Attention (3-D)"
+
+
+def has_packed_attention(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` holds an ONNX Attention (opset 23) of the 3-D form, whose ``q_num_heads`` attribute
+    the 4-D form leaves out."""
+    return any(node.op_type == "Attention" and node.domain in ("", "ai.onnx")
+               and any(a.name == "q_num_heads" for a in node.attribute) for node in model.graph.node)
+
+
+def write_attention_heads_apart(graph: gs.Graph) -> tuple[str, ...]:
+    """Write every ONNX Attention of the 3-D form in ``graph`` (Q, K, V [batch, tokens, heads x head size],
+    their heads packed in the hidden size) in its 4-D form, in place: a Reshape to [batch, tokens, heads,
+    head size] and a Transpose to [batch, heads, tokens, head size] before each input, the reverse after
+    the output, which computes the same. The heads are then an axis that the rules follow (see
+    ``AttentionRule``) and compensation reads, as in the dynamo exporter's attention. One that reads or
+    writes a key/value cache, or outputs its scores, stays as it is (and keeps its heads). Returns
+    PACKED_ATTENTION once per node written."""
+    written = []
+    for node in list(graph.nodes):
+        if node.op != "Attention" or (node.domain or "") not in ("", "ai.onnx") or "q_num_heads" not in node.attrs:
+            continue
+        node.name = node.name or f"Attention_{node.outputs[0].name}"
+        replacement = _packed_attention(node, graph)
+        if replacement is not None:
+            swap_in(graph, node, replacement)
+            written.append(PACKED_ATTENTION)
+    if written:
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return tuple(written)
+
+
+def _packed_attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
+    attrs = node.attrs
+    heads = (int(attrs.get("q_num_heads", 0)), int(attrs.get("kv_num_heads", 0)))
+    if (min(heads) <= 0 or len(node.inputs) < 3 or any(present_input(node, i) is None for i in range(3))
+            or any(present_input(node, i) is not None for i in range(4, len(node.inputs)))
+            or any(_used(t, graph) for t in node.outputs[1:])):
+        return None
+    chain = _Chain(node.name, node.outputs[0].dtype)
+    inputs = []
+    for index, count in enumerate((heads[0], heads[1], heads[1])):
+        split = chain.add("Reshape", [node.inputs[index], chain.const([0, 0, count, -1])])
+        inputs.append(chain.add("Transpose", [split], {"perm": [0, 2, 1, 3]}))
+    mask = present_input(node, 3)
+    attention = chain.add("Attention", inputs + ([mask] if mask is not None else []),
+                          {k: v for k, v in attrs.items() if k not in ("q_num_heads", "kv_num_heads")})
+    merged = chain.add("Transpose", [attention], {"perm": [0, 2, 1, 3]})
+    chain.add("Reshape", [merged, chain.const([0, 0, -1])], out=node.outputs[0])
+    return chain.nodes
+
+
 _SPLITTERS = {"FusedConv": _fused_conv, "FusedGemm": _fused_gemm, "FusedMatMul": _fused_matmul,
               "BiasGelu": _bias_activation, "FastGelu": _bias_activation, "SkipLayerNormalization": _skip_layer_norm,
               "SkipSimplifiedLayerNormalization": _skip_layer_norm,

@@ -21,8 +21,10 @@ from onnxprune.contrib import (
     CONTRIB_DOMAIN,
     CONTRIB_UNARY_OPS,
     has_fused_contrib_ops,
+    has_packed_attention,
     present_input,
     unfuse_contrib_ops,
+    write_attention_heads_apart,
 )
 from onnxprune.errors import InputError
 from onnxprune.qoperator import has_operator_format, write_as_qdq
@@ -97,14 +99,16 @@ def read_model(source: ModelSource) -> LoadedModel:
     else:
         loaded = _read_model_file(Path(source))
     _check_loadable(loaded.model)
-    if not has_fused_contrib_ops(loaded.model) and not has_operator_format(loaded.model):
+    if (not has_fused_contrib_ops(loaded.model) and not has_operator_format(loaded.model)
+            and not has_packed_attention(loaded.model)):
         return loaded
     # A split op's output gets a shape, which may give the rank that a fused op after it waited for
     # (attention's FusedMatMul of a Softmax of another FusedMatMul): split again while that helps.
     folded = False
     for _ in range(MAX_RESHAPE_PASSES):
         graph = gs.import_onnx(_with_inferred_ranks(loaded.model))
-        unfused, written = unfuse_contrib_ops(graph), write_as_qdq(graph)
+        unfused = unfuse_contrib_ops(graph) + write_attention_heads_apart(graph)
+        written = write_as_qdq(graph)
         if not unfused and not written:
             # Shape computations of constants alone can hide a rank from inference until they are folded:
             # TorchScript writes DINOv3's rotary table with Ifs on its static sizes. Folded once; where

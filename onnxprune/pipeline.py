@@ -13,7 +13,7 @@ import onnx
 from onnxprune.calibdata import CalibrationData, ImageOptions, input_specs, load_calibration
 from onnxprune.candidates import Activations, Candidate, CandidateBuilder, Loaded, load_with_reference
 from onnxprune.config import Importance, PruneConfig
-from onnxprune.contrib import TRANSFORMER_OPTIMIZER_OPS
+from onnxprune.contrib import PACKED_ATTENTION, TRANSFORMER_OPTIMIZER_OPS
 from onnxprune.errors import GuardError, InputError
 from onnxprune.groups import Analysis
 from onnxprune.importance import importance_scores
@@ -160,6 +160,11 @@ def _loading_notes(unfused: tuple[str, ...], written_as_qdq: tuple[str, ...], an
                      "ONNX Runtime fuses into integer ops again when it loads the pruned model"
                      + ("; of dynamic quantization, it fuses the MatMuls and runs the convs in float on their "
                         "dequantized weights" if dynamic else ""))
+    if PACKED_ATTENTION in unfused:
+        notes.append(f"{unfused.count(PACKED_ATTENTION)} Attention op(s) of the 3-D form (heads packed in the "
+                     "hidden size) were written in the 4-D form (a Reshape and a Transpose around each input and "
+                     "the output), which computes the same, so that their heads can be pruned")
+        unfused = tuple(op for op in unfused if op != PACKED_ATTENTION)
     if unfused:
         counts = Counter(unfused)
         optimizer_only = _optimizer_only(unfused)

@@ -417,6 +417,51 @@ def test_onnx_attention_with_grouped_key_value_heads_prunes_a_group_with_its_key
     assert attention.inputs[0].shape[1] == 2 and attention.inputs[1].shape[1] == 1
 
 
+def _packed_attention_block(kv_heads: int = 4, mask: bool = False, cache: bool = False) -> onnx.ModelProto:
+    """ONNX's Attention of the 3-D form (as ``torch.onnx.ops.attention`` writes it for 3-D inputs): x [N, 5, 32]
+    -> q, k, v MatMuls [N, 5, heads x 8] -> Attention (q_num_heads 4, kv_num_heads ``kv_heads``) -> out MatMul
+    -> y [N, 5, 16]; ``mask`` a shared [5, 5] additive mask, ``cache`` a past key and value given as inputs
+    and the present ones as outputs."""
+    kv = 8 * kv_heads
+    inits = [weight("q.w", (32, 32), 1), weight("k.w", (32, kv), 2), weight("v.w", (32, kv), 3), weight("out.w", (32, 16), 4)]
+    nodes = [helper.make_node("MatMul", ["x", f"{name}.w"], [name], name=name) for name in "qkv"]
+    inputs, given = ["q", "k", "v"], {}
+    if mask or cache:
+        inits.append(numpy_helper.from_array(np.random.default_rng(3).standard_normal((5, 7 if cache else 5))
+                                             .astype(np.float32), "mask"))
+        inputs.append("mask")
+    if cache:
+        inputs += ["past_k", "past_v"]
+        given = {"past_k": ["N", kv_heads, 2, 8], "past_v": ["N", kv_heads, 2, 8]}
+    outputs = ["att", "present_k", "present_v"] if cache else ["att"]  # (ONNX Runtime's wants the present)
+    nodes += [helper.make_node("Attention", inputs, outputs, name="attention", q_num_heads=4, kv_num_heads=kv_heads),
+              helper.make_node("MatMul", ["att", "out.w"], ["y"], name="out")]
+    return make_model(nodes, {"x": ["N", 5, 32], **given}, ["y", *outputs[1:]], inits, opset=23)
+
+
+@pytest.mark.parametrize("kv_heads, mask", [(4, False), (4, True), (2, False)])
+def test_onnx_attention_of_the_3d_form_is_written_in_the_4d_form_and_prunes_whole_heads(kv_heads, mask):
+    # Before, the 3-D form pinned its heads. Loading writes it in the 4-D form, which computes the same.
+    model = _packed_attention_block(kv_heads, mask)
+    loaded = onnxprune.model.read_model(model)
+    assert loaded.unfused == ("Attention (3-D)",)
+    feeds = feeds_for(model, batch=3)
+    np.testing.assert_allclose(run(loaded.model, feeds)[0], run(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    result = prune_checked(model)
+    assert group_of(result, "q") is group_of(result, "k") is group_of(result, "v") is group_of(result, "att")
+    assert group_of(result, "q")["channels"] == kv_heads and group_of(result, "q")["kept"] == kv_heads // 2
+    attention = next(n for n in import_graph(result.model).nodes if n.op == "Attention")
+    assert "q_num_heads" not in attention.attrs and attention.inputs[0].shape[1] == 2
+    assert result.pruned.macs < result.original.macs / 2 + 5 * 32 * 16
+    assert any("were written in the 4-D form" in note for note in result.notes)
+
+
+def test_onnx_attention_of_the_3d_form_with_a_cache_keeps_its_heads():
+    result = prune_checked(_packed_attention_block(cache=True))
+    assert "it takes 3-D inputs" in group_of(result, "q")["pinned_reason"]
+    assert not any("were written in the 4-D form" in note for note in result.notes)
+
+
 # ---- normalisation and element-wise ----------------------------------------------------------
 def test_batch_and_instance_norm_parameters_are_sliced():
     bn = helper.make_node("BatchNormalization", ["a", "s", "b", "mean", "var"], ["n"], name="bn")
