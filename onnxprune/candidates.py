@@ -25,6 +25,7 @@ from onnxprune.calibrate import (
 from onnxprune.compensate import CompensationRecord, Refits, compensate, kernel_refit_geometry, residual_sum
 from onnxprune.config import DEFAULT_REFIT_PASSES, REFIT_BUDGET_MACS, Importance
 from onnxprune.consumers import consumer_levels, find_consumers
+from onnxprune.contrib import write_attention_heads_packed
 from onnxprune.errors import InputError, PrunedModelError
 from onnxprune.groups import Analysis, analyse_graph
 from onnxprune.importance import importance_scores
@@ -289,6 +290,7 @@ class CandidateBuilder:
                 refits = self._refit_pairs(template, plan, recorded, decisions)
             records = compensate(analysis, plan, recorded, refits, decisions)
         changes = apply_plan(analysis, plan)
+        write_attention_heads_packed(analysis.graph)
         infer_graph_shapes(analysis.graph, template)
         pruned = export_graph(analysis.graph, template)
         declared = [onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in template.graph.output]

@@ -381,7 +381,8 @@ def write_attention_heads_apart(graph: gs.Graph) -> tuple[str, ...]:
     their heads packed in the hidden size) in its 4-D form, in place: a Reshape to [batch, tokens, heads,
     head size] and a Transpose to [batch, heads, tokens, head size] before each input, the reverse after
     the output, which computes the same. The heads are then an axis that the rules follow (see
-    ``AttentionRule``) and compensation reads, as in the dynamo exporter's attention. One that reads or
+    ``AttentionRule``) and compensation reads, as in the dynamo exporter's attention; once pruned, it is
+    written back in the 3-D form (``write_attention_heads_packed``). One that reads or
     writes a key/value cache, or outputs its scores, stays as it is (and keeps its heads). Returns
     PACKED_ATTENTION once per node written."""
     written = []
@@ -416,6 +417,54 @@ def _packed_attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     merged = chain.add("Transpose", [attention], {"perm": [0, 2, 1, 3]})
     chain.add("Reshape", [merged, chain.const([0, 0, -1])], out=node.outputs[0])
     return chain.nodes
+
+
+def write_attention_heads_packed(graph: gs.Graph) -> None:
+    """Write every Attention that ``write_attention_heads_apart`` wrote in the 4-D form (its chain of nodes
+    intact) back in the 3-D form, in place: once pruned, with the head counts its Reshapes now give."""
+    folded = False
+    for node in list(graph.nodes):
+        if node.op != "Attention" or not node.name.endswith("_6_Attention"):
+            continue
+        found = _heads_apart_chain(node, node.name.removesuffix("_6_Attention"))
+        if found is None:
+            continue
+        sources, heads, merge = found
+        for index, source in enumerate(sources):
+            node.inputs[index] = source
+        node.attrs["q_num_heads"], node.attrs["kv_num_heads"] = heads
+        node.name = node.name.removesuffix("_6_Attention")  # (``_packed_attention`` named its chain after it)
+        output = merge.outputs[0]
+        merge.outputs.clear()
+        node.outputs[0] = output
+        folded = True
+    if folded:
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+
+
+def _heads_apart_chain(node: gs.Node, prefix: str) -> tuple[list[gs.Tensor], tuple[int, int], gs.Node] | None:
+    """For an Attention of ``_packed_attention``'s chain named after ``prefix``: its 3-D inputs, its query's
+    and key's head counts, and the Reshape that merges its heads; None where the chain changed."""
+    def only_reader(tensor: gs.Tensor, name: str) -> gs.Node | None:
+        readers = tensor.outputs
+        return readers[0] if len(readers) == 1 and readers[0].name == name else None
+
+    sources, heads = [], []
+    for index in range(3):
+        turn = node.inputs[index].inputs[0] if node.inputs[index].inputs else None
+        split = turn.inputs[0].inputs[0] if turn is not None and turn.inputs[0].inputs else None
+        if (turn is None or turn.name != f"{prefix}_{2 * index + 1}_Transpose" or split is None
+                or split.name != f"{prefix}_{2 * index}_Reshape" or len(node.inputs[index].outputs) != 1
+                or only_reader(split.outputs[0], turn.name) is None or not isinstance(split.inputs[1], gs.Constant)
+                or split.inputs[1].values.shape != (4,)):
+            return None
+        sources.append(split.inputs[0])
+        heads.append(int(split.inputs[1].values[2]))
+    turn = only_reader(node.outputs[0], f"{prefix}_7_Transpose")
+    merge = only_reader(turn.outputs[0], f"{prefix}_8_Reshape") if turn is not None else None
+    if merge is None or heads[1] != heads[2] or min(heads) <= 0:
+        return None
+    return sources, (heads[0], heads[1]), merge
 
 
 _SPLITTERS = {"FusedConv": _fused_conv, "FusedGemm": _fused_gemm, "FusedMatMul": _fused_matmul,

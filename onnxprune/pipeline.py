@@ -162,8 +162,8 @@ def _loading_notes(unfused: tuple[str, ...], written_as_qdq: tuple[str, ...], an
                         "dequantized weights" if dynamic else ""))
     if PACKED_ATTENTION in unfused:
         notes.append(f"{unfused.count(PACKED_ATTENTION)} Attention op(s) of the 3-D form (heads packed in the "
-                     "hidden size) were written in the 4-D form (a Reshape and a Transpose around each input and "
-                     "the output), which computes the same, so that their heads can be pruned")
+                     "hidden size) were pruned in the 4-D form (a Reshape and a Transpose around each input and "
+                     "the output, which computes the same) and written back in the 3-D form with the heads they keep")
         unfused = tuple(op for op in unfused if op != PACKED_ATTENTION)
     if unfused:
         counts = Counter(unfused)

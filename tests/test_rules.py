@@ -440,7 +440,7 @@ def _packed_attention_block(kv_heads: int = 4, mask: bool = False, cache: bool =
 
 
 @pytest.mark.parametrize("kv_heads, mask", [(4, False), (4, True), (2, False)])
-def test_onnx_attention_of_the_3d_form_is_written_in_the_4d_form_and_prunes_whole_heads(kv_heads, mask):
+def test_onnx_attention_of_the_3d_form_prunes_whole_heads_in_the_4d_form(kv_heads, mask):
     # Before, the 3-D form pinned its heads. Loading writes it in the 4-D form, which computes the same.
     model = _packed_attention_block(kv_heads, mask)
     loaded = onnxprune.model.read_model(model)
@@ -450,16 +450,19 @@ def test_onnx_attention_of_the_3d_form_is_written_in_the_4d_form_and_prunes_whol
     result = prune_checked(model)
     assert group_of(result, "q") is group_of(result, "k") is group_of(result, "v") is group_of(result, "att")
     assert group_of(result, "q")["channels"] == kv_heads and group_of(result, "q")["kept"] == kv_heads // 2
-    attention = next(n for n in import_graph(result.model).nodes if n.op == "Attention")
-    assert "q_num_heads" not in attention.attrs and attention.inputs[0].shape[1] == 2
+    # Pruned, it is written back in the 3-D form, with the head counts it keeps.
+    attention = node_of(result, "attention")
+    assert (attention.attrs["q_num_heads"], attention.attrs["kv_num_heads"]) == (2, kv_heads // 2)
+    assert [n.op for n in import_graph(result.model).nodes] == ["MatMul"] * 3 + ["Attention", "MatMul"]
+    assert attention.inputs[0].shape[-1] == 16 and attention.outputs[0].shape[-1] == 16
     assert result.pruned.macs < result.original.macs / 2 + 5 * 32 * 16
-    assert any("were written in the 4-D form" in note for note in result.notes)
+    assert any("were pruned in the 4-D form" in note for note in result.notes)
 
 
 def test_onnx_attention_of_the_3d_form_with_a_cache_keeps_its_heads():
     result = prune_checked(_packed_attention_block(cache=True))
     assert "it takes 3-D inputs" in group_of(result, "q")["pinned_reason"]
-    assert not any("were written in the 4-D form" in note for note in result.notes)
+    assert not any("were pruned in the 4-D form" in note for note in result.notes)
 
 
 # ---- normalisation and element-wise ----------------------------------------------------------

@@ -118,7 +118,7 @@ class AttentionRule(Rule):
     what it multiplies over), and pass from V to Y. The default scale, 1 / sqrt(D), would change with D: it is
     written out as an attribute first. With grouped key/value heads (fewer than the query's) a key/value head
     and its group of query heads go together; a mask or bias per head follows the heads (or keeps them). The
-    3-D form (heads packed in the hidden size) is written in the 4-D form on load (see
+    3-D form (heads packed in the hidden size) is pruned in the 4-D form (see
     ``contrib.write_attention_heads_apart``) but where it has a key/value cache; a cache and scores as an
     output are not traced."""
 
