@@ -6,7 +6,8 @@ a convolutional VAE (transposed convs), C3D (3-D convs), EfficientDet's BiFPN fu
 weights), NAFNet (SimpleGate, simplified channel attention, LayerNorm2d), EDSR (scaled residuals, pixel
 shuffle), DLRM (embeddings and their pairwise dot products), CenterNet (transposed-conv neck, three
 heads) and its DLA neck's depthwise transposed conv, CBAM, ResNeSt's split attention, per-channel PReLU,
-AlexNet's local response normalisation, CoordConv, AdaIN and SegNet (unpooling by the pools' indices).
+AlexNet's local response normalisation, CoordConv, AdaIN, SegNet (unpooling by the pools' indices) and
+attention by ``torch.onnx.ops.attention`` on 3-D inputs (ONNX's Attention of the 3-D form, at ``PROBE_OPSET=23``).
 Random weights and BatchNorm statistics; each is pruned at ``--ratio 0.5 --round-to 1`` and checked with
 the masking oracle (see ``probe_architectures.py``, whose ``main`` this runs). Needs PyTorch and
 onnxscript::
@@ -324,6 +325,20 @@ class SegNet(nn.Module):
         return self.head(self.dec1(self.unpool(self.dec2(self.unpool(x, second)), first)))
 
 
+class PackedAttention(nn.Module):
+    """Attention by ``torch.onnx.ops.attention`` on 3-D q, k and v [N, T, heads x 8] (4 query heads, 2 key/value
+    heads), which the dynamo exporter writes as ONNX's Attention of the 3-D form (``PROBE_OPSET=23``), then an
+    output projection and the mean over the tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.out = nn.Linear(32, 32), nn.Linear(32, 16), nn.Linear(32, 16), nn.Linear(32, 10)
+
+    def forward(self, x):
+        y, *_ = torch.onnx.ops.attention(self.q(x), self.k(x), self.v(x), q_num_heads=4, kv_num_heads=2)
+        return self.out(y).mean(1)
+
+
 MODELS = {
     "yolox_focus": Focus, "pointnet": PointNet, "dcgan_generator": DCGANGenerator, "c3d": C3D, "vae": VAE,
     "bifpn": lambda: Classifier(BiFPNFusion()), "nafnet": NAFNet, "edsr": EDSR, "dlrm": DLRM, "centernet": CenterNet,
@@ -332,11 +347,11 @@ MODELS = {
     "prelu": lambda: Classifier(nn.Sequential(conv_bn(32, 32, 3, act=nn.PReLU(32)), nn.Conv2d(32, 32, 3, 1, 1),
                                               nn.PReLU(32))),
     "lrn": lambda: Classifier(nn.Sequential(nn.LocalResponseNorm(5), conv_bn(32, 32, 3, act=nn.ReLU()))),
-    "coordconv": lambda: Classifier(CoordConv()), "adain": AdaIN, "segnet": SegNet,
+    "coordconv": lambda: Classifier(CoordConv()), "adain": AdaIN, "segnet": SegNet, "packed_attention": PackedAttention,
 }
 TOKEN_INPUTS = ("dlrm",)
 INPUTS = {"yolox_focus": (2, 3, 32, 32), "pointnet": (2, 3, 64), "dcgan_generator": (2, 16), "c3d": (2, 3, 4, 16, 16),
-          "centernet": (2, 3, 32, 32)}
+          "centernet": (2, 3, 32, 32), "packed_attention": (2, 6, 32)}
 
 
 if __name__ == "__main__":
