@@ -61,6 +61,9 @@ FLOAT32_BATCHES = 8
 # products and transposes were most of what yolo's `redundancy` recording cost over plain inference.
 GRAM_SHARE = 0.25
 GRAM_MIN_SAMPLES = 64
+# ...unless a tensor's would then cover fewer positions per fold than this many times its channels: it then
+# takes them on every run.
+GRAM_ROWS_PER_CHANNEL = 4
 # Consecutive calibration batches are run as one, up to this many samples and this many bytes of the
 # recorded tensors, where every input takes any batch size: a small model's run costs little more per
 # batch of 64 than of 16, nor do the appended nodes (yolo `redundancy` 2.5x -> 2.1x the time of plain
@@ -758,10 +761,16 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
         stats[name] = ChannelStats(spec.channels, modes[name] is not None, keys)
     packed = _PackedMeans(builder, means)
     taken = gram_runs(len(batches), batch) if any(modes.values()) else [False] * len(batches)
+    # A tensor whose Gram matrices would cover too few positions on those runs (a pooled or flat one: one
+    # position a sample) takes them on every run; its products are small.
+    covered = sum(taken[0::2]) * batch  # samples a fold's Gram matrices cover
+    every_run = {name for name, spec in tensors.items() if modes[name] is not None
+                 and covered * _StatsGraph.sampled_positions(spec) < GRAM_ROWS_PER_CHANNEL * spec.channels}
     switch = None
-    if any(taken) and not all(taken):
+    skipped = [names[-1] for name, names in reduced.items() if names[-1] and name not in every_run]
+    if any(taken) and not all(taken) and skipped:
         switch = "onnxprune_take_grams"
-        renamed = builder.branch([names[-1] for names in reduced.values() if names[-1]], switch)
+        renamed = builder.branch(skipped, switch)
         reduced = {name: [*names[:-1], renamed.get(names[-1], names[-1])] for name, names in reduced.items()}
     # The whole model runs: its recorded tensors reach near its end, and finding the nodes they need costs a
     # small model's session about 1 ms, more than it saves (see ``_StatsGraph.session``).
@@ -775,8 +784,8 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
         fold = index % 2
         packed.add(fold, values, taken[index])
         for name, names in reduced.items():
-            _add_reduced(stats[name], names, modes[name], values, fold, taken[index])
-    packed.finish(stats, per_sample)
+            _add_reduced(stats[name], names, modes[name], values, fold, taken[index] or name in every_run)
+    packed.finish(stats, per_sample, every_run)
     for name, mode in modes.items():
         if mode is not None:
             stats[name].squares_from_grams()
@@ -891,10 +900,10 @@ class _PackedMeans:
             self.totals[index][int(with_gram), fold] += means.sum(0, dtype=np.float64)
             self.samples[index, int(with_gram), fold] += len(means)
 
-    def finish(self, stats: dict[str, ChannelStats], positions: dict[str, int]) -> None:
+    def finish(self, stats: dict[str, ChannelStats], positions: dict[str, int], every_run: set[str]) -> None:
         """Add the totals to ``stats``: each sample's mean stands for its ``positions[name]`` positions (its
         sums, from ``summed`` outputs, for themselves); for a tensor with a Gram matrix, the totals of the
-        runs that took it are also what the Gram matrix covers."""
+        runs that took it (all runs for those of ``every_run``) are also what the Gram matrix covers."""
         sums: dict[str, dict[str, np.ndarray]] = {}
         samples: dict[str, np.ndarray] = {}
         positive = []
@@ -914,8 +923,9 @@ class _PackedMeans:
                 stats[name].add(fold, int(samples[name][:, fold].sum()) * positions[name],
                                 {key: value[:, fold].sum(0) for key, value in by_key.items()})
                 if stats[name].with_gram:
-                    stats[name].add_gram_sample(fold, int(samples[name][1, fold]) * positions[name],
-                                                by_key["total"][1, fold])
+                    runs = slice(None) if name in every_run else slice(1, 2)
+                    stats[name].add_gram_sample(fold, int(samples[name][runs, fold].sum()) * positions[name],
+                                                by_key["total"][runs, fold].sum(0))
 
 
 # Ops that ONNX Runtime runs in its blocked layout when their input is in it, and ops it fuses into the Conv

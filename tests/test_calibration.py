@@ -455,12 +455,15 @@ def test_gram_runs_are_pairs_spread_over_the_data():
     assert all(calibrate.gram_runs(20, 4)) and calibrate.gram_runs(3, 1000) == [True, True, False]
 
 
-@pytest.mark.parametrize("shape, axis", [
-    (("N", 3, 8, 8), 1),  # sums beside the Gram matrix: per-sample means, packed with the others
-    (("N", 16, 2, 2), 1), (("N", 7, 6), 2), (("N", 5), 1)])  # sums reduced beside it
-def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, axis):
-    # Of 16 runs, the Gram matrices come from runs 0, 1, 8 and 9 (their nodes sit in an If that the other
-    # runs skip); the sums and means from all of them.
+@pytest.mark.parametrize("shape, axis, skipped", [
+    (("N", 3, 8, 8), 1, True),  # sums beside the Gram matrix: per-sample means, packed with the others
+    (("N", 7, 6), 2, True),  # sums reduced beside it
+    # 8 samples a fold on the runs that take them would give these fewer positions than 4 x their channels:
+    # they take them on every run.
+    (("N", 16, 2, 2), 1, False), (("N", 5), 1, False)])
+def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, axis, skipped):
+    # Of 16 runs of 4 samples, the Gram matrices come from runs 0, 1, 8 and 9 (their nodes sit in an If that
+    # the other runs skip); the sums and means from all of them.
     monkeypatch.setattr(calibrate, "GRAM_MIN_SAMPLES", 1)
     rng = np.random.default_rng(3)
     model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {"x": [4, *shape[1:]]}, ["y"], [])
@@ -473,11 +476,12 @@ def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, ax
         add_reduced(stats, names, mode, values, fold, with_gram)
     monkeypatch.setattr(calibrate, "_add_reduced", spy)
     stats = collect_stats(model, {"y": spec}, batches, gram=True, sums=("total", "total_sq"))["y"]
-    assert [size > 0 for size in sizes] == [i in (0, 1, 8, 9) for i in range(16)]
+    taken = [i in (0, 1, 8, 9) or not skipped for i in range(16)]
+    assert [size > 0 for size in sizes] == taken
     everything, grams = ChannelStats(shape[axis]), ChannelStats(shape[axis])
     for index, batch in enumerate(batches):
         everything.add_values(batch["x"], axis, fold=index % 2)
-        if index in (0, 1, 8, 9):
+        if taken[index]:
             grams.add_values(batch["x"], axis, fold=index % 2)
     np.testing.assert_array_equal(stats.counts, everything.counts)
     np.testing.assert_array_equal(stats.gram_counts, grams.counts)
@@ -487,7 +491,25 @@ def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, ax
     # The sums of squares come from the Gram matrices' diagonals, fold by fold, scaled to every position.
     squares = np.diagonal(grams.grams, axis1=1, axis2=2) / grams.counts[:, None]
     np.testing.assert_allclose(stats.mean_sq, (squares * everything.counts[:, None]).sum(0) / everything.count, rtol=1e-4)
-    assert not np.allclose(stats.mean_sq, everything.mean_sq, rtol=0.05)  # (the runs differ in scale and mean)
+    # (the runs differ in scale and mean: the skipped ones would change the sums of squares)
+    assert np.allclose(stats.mean_sq, everything.mean_sq, rtol=1e-4) != skipped
+
+
+def test_only_the_well_covered_gram_matrices_skip_runs(monkeypatch):
+    # A map (64 positions a sample) skips three runs in four; in the same recording, its pooled vector (one
+    # position) takes its Gram matrix on every run.
+    monkeypatch.setattr(calibrate, "GRAM_MIN_SAMPLES", 1)
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"), helper.make_node("GlobalAveragePool", ["y"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"], axis=1)]
+    model = make_model(nodes, {"x": [4, 3, 8, 8]}, ["f"], [])
+    batches = [{"x": rng.normal(size=(4, 3, 8, 8)).astype(np.float32)} for _ in range(16)]
+    specs = {"y": TensorSpec(1, 3, (4, 3, 8, 8)), "f": TensorSpec(1, 3, (4, 3))}
+    stats = collect_stats(model, specs, batches, gram=True, sums=("total", "total_sq"))
+    assert list(stats["y"].gram_counts) == [2 * 4 * 64] * 2 and list(stats["y"].counts) == [8 * 4 * 64] * 2
+    assert list(stats["f"].gram_counts) == list(stats["f"].counts) == [8 * 4] * 2
+    pooled = np.concatenate([np.maximum(b["x"], 0).mean(axis=(2, 3)) for b in batches])
+    np.testing.assert_allclose(stats["f"].second_moment()[:3, :3], pooled.T @ pooled / len(pooled), rtol=1e-4)
 
 
 @pytest.mark.parametrize("shape, axis, opset", [
