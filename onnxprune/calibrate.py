@@ -64,6 +64,9 @@ GRAM_MIN_SAMPLES = 64
 # ...unless a tensor's would then cover fewer positions per fold than this many times its channels: it then
 # takes them on every run.
 GRAM_ROWS_PER_CHANNEL = 4
+# Runs skip Gram matrices only where that saves at least this many multiply-adds in all: the If costs the
+# session about 1 ms to build (shufflenet), what about 30 M multiply-adds of small products cost.
+GRAM_BRANCH_MIN_MACS = 30e6
 # Consecutive calibration batches are run as one, up to this many samples and this many bytes of the
 # recorded tensors, where every input takes any batch size: a small model's run costs little more per
 # batch of 64 than of 16, nor do the appended nodes (yolo `redundancy` 2.5x -> 2.1x the time of plain
@@ -766,11 +769,15 @@ def collect_stats(model: onnx.ModelProto, tensors: dict[str, TensorSpec], batche
     covered = sum(taken[0::2]) * batch  # samples a fold's Gram matrices cover
     every_run = {name for name, spec in tensors.items() if modes[name] is not None
                  and covered * _StatsGraph.sampled_positions(spec) < GRAM_ROWS_PER_CHANNEL * spec.channels}
+    skipped = [name for name in reduced if modes[name] is not None and name not in every_run]
+    saved = sum(taken.count(False) * batch * _StatsGraph.sampled_positions(tensors[name]) * tensors[name].channels ** 2
+                for name in skipped)
+    if any(taken) and saved < GRAM_BRANCH_MIN_MACS:  # too little for what the If costs: every run takes them
+        taken = [True] * len(batches)
     switch = None
-    skipped = [names[-1] for name, names in reduced.items() if names[-1] and name not in every_run]
     if any(taken) and not all(taken) and skipped:
         switch = "onnxprune_take_grams"
-        renamed = builder.branch(skipped, switch)
+        renamed = builder.branch([reduced[name][-1] for name in skipped], switch)
         reduced = {name: [*names[:-1], renamed.get(names[-1], names[-1])] for name, names in reduced.items()}
     # The whole model runs: its recorded tensors reach near its end, and finding the nodes they need costs a
     # small model's session about 1 ms, more than it saves (see ``_StatsGraph.session``).

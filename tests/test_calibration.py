@@ -463,8 +463,10 @@ def test_gram_runs_are_pairs_spread_over_the_data():
     (("N", 16, 2, 2), 1, False), (("N", 5), 1, False)])
 def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, axis, skipped):
     # Of 16 runs of 4 samples, the Gram matrices come from runs 0, 1, 8 and 9 (their nodes sit in an If that
-    # the other runs skip); the sums and means from all of them.
+    # the other runs skip); the sums and means from all of them. (Skipping so little work is not worth the
+    # If's cost: only with GRAM_BRANCH_MIN_MACS lowered.)
     monkeypatch.setattr(calibrate, "GRAM_MIN_SAMPLES", 1)
+    monkeypatch.setattr(calibrate, "GRAM_BRANCH_MIN_MACS", 0)
     rng = np.random.default_rng(3)
     model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {"x": [4, *shape[1:]]}, ["y"], [])
     batches = [{"x": (rng.normal(size=(4, *shape[1:])) * (1 + i % 3) + i).astype(np.float32)} for i in range(16)]
@@ -497,7 +499,8 @@ def test_gram_matrices_of_a_share_of_the_runs_match_numpy(monkeypatch, shape, ax
 
 def test_only_the_well_covered_gram_matrices_skip_runs(monkeypatch):
     # A map (64 positions a sample) skips three runs in four; in the same recording, its pooled vector (one
-    # position) takes its Gram matrix on every run.
+    # position) takes its Gram matrix on every run. At the default GRAM_BRANCH_MIN_MACS, the map's products
+    # are too small to skip: every run takes them.
     monkeypatch.setattr(calibrate, "GRAM_MIN_SAMPLES", 1)
     rng = np.random.default_rng(4)
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu"), helper.make_node("GlobalAveragePool", ["y"], ["g"]),
@@ -505,6 +508,9 @@ def test_only_the_well_covered_gram_matrices_skip_runs(monkeypatch):
     model = make_model(nodes, {"x": [4, 3, 8, 8]}, ["f"], [])
     batches = [{"x": rng.normal(size=(4, 3, 8, 8)).astype(np.float32)} for _ in range(16)]
     specs = {"y": TensorSpec(1, 3, (4, 3, 8, 8)), "f": TensorSpec(1, 3, (4, 3))}
+    stats = collect_stats(model, specs, batches, gram=True, sums=("total", "total_sq"))
+    assert list(stats["y"].gram_counts) == list(stats["y"].counts)
+    monkeypatch.setattr(calibrate, "GRAM_BRANCH_MIN_MACS", 0)
     stats = collect_stats(model, specs, batches, gram=True, sums=("total", "total_sq"))
     assert list(stats["y"].gram_counts) == [2 * 4 * 64] * 2 and list(stats["y"].counts) == [8 * 4 * 64] * 2
     assert list(stats["f"].gram_counts) == list(stats["f"].counts) == [8 * 4] * 2
