@@ -30,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import ThreadpoolController
 
 from onnxprune.consumers import find_consumers
+from onnxprune.contrib import CONTRIB_DOMAIN
 from onnxprune.groups import Analysis
 from onnxprune.model import PROTOBUF_SAFE_BYTES, default_opset, external_data_bytes, write_external
 from onnxprune.progress import progress
@@ -37,8 +38,6 @@ from onnxprune.rules.base import Unprunable
 from onnxprune.rules.concat_split import slice_arguments
 from onnxprune.validate import session
 
-# ONNX Runtime's operators (FusedMatMul)
-CONTRIB_DOMAIN = "com.microsoft"
 # Tensors with more channels get no Gram matrix (its cost grows with the square of the channels).
 GRAM_MAX_CHANNELS = 1024
 # The Gram matrix of a tensor's sample costs at most this share of the MACs of its consumers.
@@ -661,8 +660,8 @@ class _StatsGraph:
     def _gram(self, x: str, name: str, transposed_first: bool = False) -> str:
         """x x^T of the matrix (or batch of matrices) ``x``; x^T x with ``transposed_first``. ONNX Runtime's
         FusedMatMul reads the transposed operand in place: a MatMul of a Transpose is fused into one
-        anyway, but the fusion costs the session's creation a pass over the whole graph (0.5 ms of
-        shufflenet's 6 ms)."""
+        anyway, but the fusion costs the session's creation (shufflenet's `redundancy` session builds in
+        8.9 ms, 9.9 ms with the fusion)."""
         self.domains.add(CONTRIB_DOMAIN)
         self.nodes.append(helper.make_node("FusedMatMul", [x, x], [name], name=name, domain=CONTRIB_DOMAIN,
                                            transA=int(transposed_first), transB=int(not transposed_first)))
