@@ -367,6 +367,9 @@ def _embed_layer_norm(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
 
 # The name ``unfuse_contrib_ops``' companion gives ONNX's Attention in the 3-D form that it rewrites.
 PACKED_ATTENTION = "Attention (3-D)"
+# The suffix of the name of the 4-D Attention that ``write_attention_heads_apart`` writes, by which
+# ``write_attention_heads_packed`` finds it again.
+_HEADS_APART = "_heads_apart"
 
 
 def has_packed_attention(model: onnx.ModelProto) -> bool:
@@ -414,6 +417,7 @@ def _packed_attention(node: gs.Node, graph: gs.Graph) -> list[gs.Node] | None:
     mask = present_input(node, 3)
     attention = chain.add("Attention", inputs + ([mask] if mask is not None else []),
                           {k: v for k, v in attrs.items() if k not in ("q_num_heads", "kv_num_heads")})
+    chain.nodes[-1].name = node.name + _HEADS_APART
     merged = chain.add("Transpose", [attention], {"perm": [0, 2, 1, 3]})
     chain.add("Reshape", [merged, chain.const([0, 0, -1])], out=node.outputs[0])
     return chain.nodes
@@ -424,16 +428,16 @@ def write_attention_heads_packed(graph: gs.Graph) -> None:
     intact) back in the 3-D form, in place: once pruned, with the head counts its Reshapes now give."""
     folded = False
     for node in list(graph.nodes):
-        if node.op != "Attention" or not node.name.endswith("_6_Attention"):
+        if node.op != "Attention" or not node.name.endswith(_HEADS_APART):
             continue
-        found = _heads_apart_chain(node, node.name.removesuffix("_6_Attention"))
+        found = _heads_apart_chain(node)
         if found is None:
             continue
         sources, heads, merge = found
         for index, source in enumerate(sources):
             node.inputs[index] = source
         node.attrs["q_num_heads"], node.attrs["kv_num_heads"] = heads
-        node.name = node.name.removesuffix("_6_Attention")  # (``_packed_attention`` named its chain after it)
+        node.name = node.name.removesuffix(_HEADS_APART)
         output = merge.outputs[0]
         merge.outputs.clear()
         node.outputs[0] = output
@@ -442,26 +446,29 @@ def write_attention_heads_packed(graph: gs.Graph) -> None:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
 
 
-def _heads_apart_chain(node: gs.Node, prefix: str) -> tuple[list[gs.Tensor], tuple[int, int], gs.Node] | None:
-    """For an Attention of ``_packed_attention``'s chain named after ``prefix``: its 3-D inputs, its query's
-    and key's head counts, and the Reshape that merges its heads; None where the chain changed."""
-    def only_reader(tensor: gs.Tensor, name: str) -> gs.Node | None:
+def _heads_apart_chain(node: gs.Node) -> tuple[list[gs.Tensor], tuple[int, int], gs.Node] | None:
+    """For an Attention that ``_packed_attention`` wrote: its 3-D inputs, its query's and key's head counts,
+    and the Reshape that merges its heads; None where its chain changed."""
+    def only_reader(tensor: gs.Tensor, op: str) -> gs.Node | None:
         readers = tensor.outputs
-        return readers[0] if len(readers) == 1 and readers[0].name == name else None
+        return readers[0] if len(readers) == 1 and readers[0].op == op else None
+
+    def made_for(tensor: gs.Tensor, op: str, reader: gs.Node) -> gs.Node | None:
+        """The ``op`` node that makes ``tensor`` for ``reader`` alone."""
+        made = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        alone = len(tensor.outputs) == 1 and tensor.outputs[0] is reader
+        return made if made is not None and made.op == op and alone else None
 
     sources, heads = [], []
-    for index in range(3):
-        turn = node.inputs[index].inputs[0] if node.inputs[index].inputs else None
-        split = turn.inputs[0].inputs[0] if turn is not None and turn.inputs[0].inputs else None
-        if (turn is None or turn.name != f"{prefix}_{2 * index + 1}_Transpose" or split is None
-                or split.name != f"{prefix}_{2 * index}_Reshape" or len(node.inputs[index].outputs) != 1
-                or only_reader(split.outputs[0], turn.name) is None or not isinstance(split.inputs[1], gs.Constant)
-                or split.inputs[1].values.shape != (4,)):
+    for tensor in node.inputs[:3]:
+        turn = made_for(tensor, "Transpose", node)
+        split = made_for(turn.inputs[0], "Reshape", turn) if turn is not None else None
+        if split is None or not isinstance(split.inputs[1], gs.Constant) or split.inputs[1].values.shape != (4,):
             return None
         sources.append(split.inputs[0])
         heads.append(int(split.inputs[1].values[2]))
-    turn = only_reader(node.outputs[0], f"{prefix}_7_Transpose")
-    merge = only_reader(turn.outputs[0], f"{prefix}_8_Reshape") if turn is not None else None
+    turn = only_reader(node.outputs[0], "Transpose")
+    merge = only_reader(turn.outputs[0], "Reshape") if turn is not None else None
     if merge is None or heads[1] != heads[2] or min(heads) <= 0:
         return None
     return sources, (heads[0], heads[1]), merge
